@@ -1,0 +1,33 @@
+"""tensorfile: save and load tensors, parameters and checkpoints safely and fast.
+
+One API for NumPy and PyTorch (more frameworks to come) on a safetensors-compatible
+file that also records structure and checksums, and never runs code when loaded.
+
+    >>> import numpy as np, tensorfile
+    >>> tensorfile.save({"x": np.arange(4), "step": 3}, "mydict")
+    >>> tensorfile.load("mydict")
+    {'x': array([0, 1, 2, 3]), 'step': 3}
+
+See ``docs/FORMAT.md`` for the file format.
+"""
+
+from __future__ import annotations
+
+from .errors import FormatError, IntegrityError, TensorFileError, UnsupportedTypeError
+from .files import TensorFile, TensorInfo, TensorSlice, load, open, save
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "save",
+    "load",
+    "open",
+    "TensorFile",
+    "TensorInfo",
+    "TensorSlice",
+    "TensorFileError",
+    "FormatError",
+    "IntegrityError",
+    "UnsupportedTypeError",
+    "__version__",
+]

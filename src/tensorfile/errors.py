@@ -1,0 +1,34 @@
+"""The exception hierarchy of tensorfile.
+
+Every error raised on purpose by tensorfile derives from :class:`TensorFileError`.
+Each subclass also derives from the built-in exception an ordinary ``except``
+clause would expect, so ``except ValueError`` still catches a malformed file.
+
+Messages name the file, the tensor (or the place in a container), what was
+expected and what was found.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TensorFileError",
+    "FormatError",
+    "IntegrityError",
+    "UnsupportedTypeError",
+]
+
+
+class TensorFileError(Exception):
+    """Base class of every error tensorfile raises on purpose."""
+
+
+class FormatError(TensorFileError, ValueError):
+    """The file is malformed, truncated, or not in a format tensorfile reads."""
+
+
+class IntegrityError(TensorFileError, ValueError):
+    """A tensor's bytes do not match the checksum recorded when it was saved."""
+
+
+class UnsupportedTypeError(TensorFileError, TypeError):
+    """A value cannot be stored: an unsupported type or dtype, named with its place."""

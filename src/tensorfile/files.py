@@ -1,0 +1,382 @@
+"""The file API: :func:`save`, :func:`load` and :func:`open`.
+
+Files follow ``docs/FORMAT.md``: a valid safetensors file (huggingface/safetensors,
+``safetensors/src/tensor.rs``) whose ``__metadata__`` also carries tensorfile's
+record of structure, checksums and shared storage (:mod:`tensorfile.format.record`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from .atomic import atomic_write
+from .errors import FormatError, IntegrityError
+from .format.checksums import checksum
+from .format.dtypes import STORED_AS, dtype_from_name
+from .format.header import TensorEntry
+from .format.reader import SafetensorsReader
+from .format.record import RECORD_KEY, Member, Record, SharedGroup, dump_record, logical_shape, parse_record
+from .format.writer import Tensor, layout_order, write_tensors
+from .frameworks import FRAMEWORKS, Adapter, get_adapter
+from .tree import Leaf, flatten, unflatten
+
+__all__ = ["save", "load", "open", "TensorFile", "TensorInfo", "TensorSlice"]
+
+#: A shared storage is rebuilt only when it spans at most this much beyond its members' data (bytes).
+_SHARED_SLACK = 64 << 20
+
+
+def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise TypeError("metadata must map str to str")
+    if RECORD_KEY in metadata:
+        raise ValueError(f"metadata key {RECORD_KEY!r} is reserved for tensorfile's own record")
+    return dict(metadata)
+
+
+def _check_framework(framework: str | None) -> None:
+    if framework is not None and framework not in FRAMEWORKS:
+        raise ValueError(f"unknown framework {framework!r}; expected one of {sorted(FRAMEWORKS)}")
+
+
+def _shared_groups(leaves: list[Leaf]) -> list[SharedGroup]:
+    by_storage: dict[Any, list[Leaf]] = defaultdict(list)
+    for leaf in leaves:
+        if leaf.storage is not None:
+            by_storage[leaf.storage.key].append(leaf)
+    groups = []
+    for members in by_storage.values():
+        if len(members) < 2:
+            continue
+        spans = []
+        for leaf in members:
+            view, item, shape = leaf.storage, leaf.array.dtype.itemsize, leaf.array.shape
+            assert view is not None
+            low = view.offset + item * sum(min(0, (d - 1) * s) for d, s in zip(shape, view.strides))
+            high = view.offset + item * (sum(max(0, (d - 1) * s) for d, s in zip(shape, view.strides)) + 1)
+            spans.append((low, high))
+        base = min(low for low, _ in spans)
+        top = max(high for _, high in spans)
+        groups.append(
+            SharedGroup(top - base, tuple(Member(l.name, l.storage.offset - base, l.storage.strides) for l in members))  # type: ignore[union-attr]
+        )
+    return groups
+
+
+def save(obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None) -> None:
+    """Save tensors, or nested containers of tensors and plain values, to ``path``.
+
+    The file is a valid safetensors file: any safetensors tool opens it. A flat
+    ``dict[str, tensor]`` (a state_dict) is stored under its own keys. The
+    structure, each tensor's framework, an XXH3-64 checksum per tensor and
+    storage shared between tensors are recorded so :func:`load` restores them.
+
+    Args:
+        obj: a tensor (NumPy array or scalar, ``torch.Tensor``, ``nn.Parameter``),
+            or dict / OrderedDict / list / tuple nesting tensors and None, bool,
+            int, float, str. Dict keys may be str, int, float, bool, None or
+            tuples of those. dtypes: bool, (u)int8-64, float16, bfloat16, float32,
+            float64, float8 (e4m3fn, e5m2 and the fnuz / e8m0 variants),
+            complex64, complex128. Any shape, 0-d and zero-size included; any
+            strides or byte order (written C order, little-endian).
+        path: destination, any name or suffix (str or os.PathLike). Written
+            atomically: a temporary file in the same folder is fsynced and
+            renamed over ``path``, then the folder is fsynced. An existing file
+            is never truncated; on error the temporary is removed.
+        metadata: user metadata, str -> str, stored as ``__metadata__`` entries
+            (the key ``"tensorfile"`` is reserved).
+
+    Raises:
+        UnsupportedTypeError: a value or dtype cannot be stored; the message
+            names its place (``obj['optimizer']['state'][0]['fn']``) and type.
+        TypeError, ValueError: bad ``metadata``.
+        OSError: the file cannot be written (an existing file is left intact).
+
+    Example:
+        >>> tensorfile.save({"w": np.ones((2, 3), np.float32)}, "mydict")
+    """
+    user = _check_metadata(metadata)
+    flat = flatten(obj)
+    groups = _shared_groups(flat.leaves)
+    records: dict[str, dict[str, Any]] = {}
+    for leaf in flat.leaves:
+        info: dict[str, Any] = {"framework": leaf.framework, **leaf.record}
+        if leaf.array.dtype.name in STORED_AS:
+            info["dtype"] = leaf.array.dtype.name
+        records[leaf.name] = info
+
+    def header_metadata(sums: Mapping[str, str]) -> dict[str, str]:
+        tensors = {name: {"checksum": sums[name], **info} for name, info in records.items()}
+        return {**user, RECORD_KEY: dump_record(flat.root, tensors, groups)}
+
+    tensors = layout_order([Tensor(leaf.name, leaf.array) for leaf in flat.leaves])
+    with atomic_write(path) as f:
+        write_tensors(f, tensors, header_metadata)
+
+
+def _as_logical(array: np.ndarray, info: Mapping[str, Any], entry: TensorEntry) -> np.ndarray:
+    dtype = info.get("dtype")
+    if dtype in STORED_AS:
+        return array.view(dtype_from_name(dtype)).reshape(logical_shape(entry, info))
+    return array
+
+
+def _adapter(framework: str | None, recorded: str | None, path: str) -> Adapter:
+    name = framework or recorded or "numpy"
+    if name not in FRAMEWORKS:
+        warnings.warn(f"{path}: tensors saved from framework {name!r}, which this tensorfile does not know; loading as NumPy")
+        name = "numpy"
+    try:
+        return get_adapter(name)
+    except ImportError as exc:
+        raise ImportError(f"{path}: {exc}; or pass framework='numpy'") from exc
+
+
+def _read_record(reader: SafetensorsReader) -> Record | None:
+    text = reader.metadata.get(RECORD_KEY)
+    return None if text is None else parse_record(text, reader.entries, reader.path)
+
+
+def _verify(path: str, name: str, expected: str, found: str | None) -> None:
+    if found != expected:
+        raise IntegrityError(
+            f"{path}: tensor {name!r} is corrupt: checksum (xxh3-64) expected {expected}, found {found}"
+        )
+
+
+def load(
+    path: str | os.PathLike[str], *, framework: str | None = None, map_location: Any = None
+) -> Any:
+    """Load what :func:`save` wrote, or any safetensors file, from ``path``.
+
+    Args:
+        path: the file.
+        framework: ``None`` (each tensor as the framework it was saved from;
+            NumPy for files without tensorfile's record), or one of
+            ``"numpy"``, ``"torch"``.
+        map_location: as in ``torch.load``: a device string, ``torch.device``,
+            a dict mapping saved to target device strings, or a callable
+            ``(tensor, saved_location) -> tensor``. Used for torch tensors only.
+            By default a tensor returns to the device it was saved from, or to
+            the CPU when that device is absent.
+
+    Returns:
+        The saved structure with the same container types and key types;
+        ``nn.Parameter`` comes back as a Parameter; tensors that shared storage
+        share it again. A file without tensorfile's record (e.g. written by the
+        reference safetensors library) loads as a flat ``dict[str, tensor]``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        FormatError: malformed, truncated or not a safetensors file.
+        IntegrityError: a tensor's bytes do not match its checksum (names it).
+        ValueError: unknown ``framework`` (the message lists the accepted ones).
+        ImportError: the framework a tensor needs is not installed.
+    """
+    _check_framework(framework)
+    options = {"map_location": map_location}
+    with SafetensorsReader(path) as reader:
+        record = _read_record(reader)
+        if record is None:
+            adapter = _adapter(framework, None, reader.path)
+            return {name: adapter.from_numpy(reader.read(e)[0], {}, options) for name, e in reader.entries.items()}
+        arrays: dict[str, np.ndarray] = {}
+        for name, entry in reader.entries.items():
+            array, found = reader.read(entry, hash=True)
+            _verify(reader.path, name, record.tensors[name]["checksum"], found)
+            arrays[name] = _as_logical(array, record.tensors[name], entry)
+    objects: dict[str, Any] = {}
+    for group in record.shared:
+        adapter = _adapter(framework, record.tensors[group.members[0].name]["framework"], reader.path)
+        data = sum(arrays[m.name].nbytes for m in group.members)
+        if group.nbytes > 2 * data + _SHARED_SLACK:
+            warnings.warn(f"{reader.path}: storage of {group.nbytes} bytes shared by {[m.name for m in group.members]} not rebuilt; loaded as separate tensors")
+            continue
+        members = [(arrays[m.name], m.offset, m.strides, record.tensors[m.name]) for m in group.members]
+        built = adapter.views(group.nbytes, members, options)
+        if built is not None:
+            objects.update(zip((m.name for m in group.members), built))
+    for name, array in arrays.items():
+        if name not in objects:
+            info = record.tensors[name]
+            objects[name] = _adapter(framework, info["framework"], reader.path).from_numpy(array, info, options)
+
+    def tensor(name: Any) -> Any:
+        if not isinstance(name, str) or name not in objects:
+            raise FormatError(f"{reader.path}: the structure names tensor {name!r}, which the file does not hold")
+        return objects[name]
+
+    try:
+        return unflatten(record.root, tensor)
+    except FormatError as exc:
+        if str(exc).startswith(reader.path):
+            raise
+        raise FormatError(f"{reader.path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What the header says of a tensor, read without touching its data.
+
+    Attributes:
+        name: the tensor's name in the file.
+        dtype: NumPy dtype name (``"float32"``, ``"bfloat16"``, ``"complex128"``...).
+        shape: dims.
+        nbytes: size of its data in bytes.
+        code: safetensors dtype code on disk (``"F32"``).
+        offset: byte offset of its data from the start of the file.
+        checksum: XXH3-64 hex digest, or None for files without tensorfile's record.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    code: str
+    offset: int
+    checksum: str | None
+
+
+class TensorSlice:
+    """Part of one tensor: ``f.slice(name)[rows]`` reads only those rows' bytes."""
+
+    def __init__(self, owner: "TensorFile", name: str) -> None:
+        self._owner, self._name = owner, name
+        info = owner.info(name)
+        self.shape, self.dtype = info.shape, info.dtype
+
+    def __getitem__(self, index: Any) -> Any:
+        view = self._owner._mapped(self._name)
+        return self._owner._convert(self._name, np.array(view[index]))
+
+
+class TensorFile:
+    """A file opened by :func:`open`: lazy, zero-copy, read-only access by tensor name."""
+
+    def __init__(self, path: str | os.PathLike[str], framework: str | None, map_location: Any, verify: bool) -> None:
+        _check_framework(framework)
+        self._reader = SafetensorsReader(path)
+        self.path = self._reader.path
+        try:
+            self._record = _read_record(self._reader)
+        except BaseException:
+            self._reader.close()
+            raise
+        self._framework, self._verify = framework, verify
+        self._options = {"map_location": map_location}
+
+    # Mapping-like access
+    def keys(self) -> list[str]:
+        """Tensor names as stored, in data order."""
+        return list(self._reader.entries)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._reader.entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._reader.entries
+
+    def _entry(self, name: str) -> TensorEntry:
+        try:
+            return self._reader.entries[name]
+        except KeyError:
+            raise KeyError(f"{self.path}: no tensor named {name!r}") from None
+
+    def _info(self, name: str) -> Mapping[str, Any]:
+        return self._record.tensors[name] if self._record is not None else {}
+
+    def _mapped(self, name: str) -> np.ndarray:
+        entry = self._entry(name)
+        return _as_logical(self._reader.map(entry), self._info(name), entry)
+
+    def _convert(self, name: str, array: np.ndarray) -> Any:
+        info = self._info(name)
+        adapter = _adapter(self._framework, info.get("framework"), self.path)
+        return adapter.from_numpy(array, info, self._options)
+
+    def __getitem__(self, name: str) -> Any:
+        """The tensor ``name``, memory-mapped (copy-on-write) where the framework allows.
+
+        Raises:
+            KeyError: no such tensor.
+            IntegrityError: its checksum does not match (when opened with verify=True).
+        """
+        entry = self._entry(name)
+        array = self._reader.map(entry)
+        if self._verify and self._record is not None:
+            flat = array.reshape(-1).view(np.uint8) if entry.nbytes else b""
+            _verify(self.path, name, self._record.tensors[name]["checksum"], checksum(flat))
+        return self._convert(name, _as_logical(array, self._info(name), entry))
+
+    def info(self, name: str) -> TensorInfo:
+        """dtype, shape and size of ``name`` without reading its data."""
+        entry = self._entry(name)
+        info = self._info(name)
+        dtype = info.get("dtype") or entry.dtype.name
+        return TensorInfo(
+            name, dtype, logical_shape(entry, info), entry.nbytes, entry.code,
+            self._reader.header.data_start + entry.begin, info.get("checksum"),
+        )  # fmt: skip
+
+    def slice(self, name: str) -> TensorSlice:
+        """A handle whose indexing reads only the requested part, e.g. ``f.slice("w")[10:20]``."""
+        self._entry(name)
+        return TensorSlice(self, name)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """User metadata (``__metadata__`` without tensorfile's own entry)."""
+        return {k: v for k, v in self._reader.metadata.items() if k != RECORD_KEY}
+
+    @property
+    def has_record(self) -> bool:
+        """True when the file carries tensorfile's record (structure and checksums)."""
+        return self._record is not None
+
+    def load(self) -> Any:
+        """The whole saved structure, as :func:`load` returns it."""
+        return load(self.path, framework=self._framework, map_location=self._options["map_location"])
+
+    def close(self) -> None:
+        """Close the file; tensors already returned stay valid."""
+        self._reader.close()
+
+    def __enter__(self) -> "TensorFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
+    path: str | os.PathLike[str], *, framework: str | None = None, map_location: Any = None, verify: bool = True
+) -> TensorFile:
+    """Open a file for lazy, zero-copy reading; use as a context manager.
+
+    ``f.keys()``, ``f[name]`` (memory-mapped, copy-on-write: changing it never
+    changes the file), ``f.metadata``, ``f.info(name)`` (dtype, shape, nbytes
+    without reading data) and ``f.slice(name)[...]`` (reads only the requested
+    rows).
+
+    Args:
+        path: the file.
+        framework: as in :func:`load`.
+        map_location: as in :func:`load`.
+        verify: check each tensor's checksum when it is read with ``f[name]``.
+
+    Raises:
+        FileNotFoundError, FormatError: as :func:`load`.
+    """
+    return TensorFile(path, framework, map_location, verify)
+

@@ -1,0 +1,101 @@
+"""dtype codes on disk (safetensors) and dtypes in the API (NumPy names).
+
+On disk every tensor carries a safetensors dtype code (huggingface/safetensors,
+``safetensors/src/tensor.rs``, enum ``Dtype``). In the API a dtype is a NumPy
+dtype; bfloat16 and the float8 formats come from ``ml_dtypes``.
+
+``complex128`` has no safetensors code: it is stored as ``F64`` with a trailing
+axis of length 2 (real, imaginary) and recorded as complex128 in tensorfile's
+metadata (see ``docs/FORMAT.md``).
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+from ..errors import UnsupportedTypeError
+
+__all__ = [
+    "CODE_TO_DTYPE",
+    "DTYPE_TO_CODE",
+    "STORED_AS",
+    "code_of",
+    "dtype_of_code",
+    "dtype_from_name",
+]
+
+#: safetensors code -> NumPy dtype (little-endian where it matters).
+CODE_TO_DTYPE: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "U8": np.dtype("<u1"),
+    "I8": np.dtype("<i1"),
+    "U16": np.dtype("<u2"),
+    "I16": np.dtype("<i2"),
+    "U32": np.dtype("<u4"),
+    "I32": np.dtype("<i4"),
+    "U64": np.dtype("<u8"),
+    "I64": np.dtype("<i8"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
+    "C64": np.dtype("<c8"),
+    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
+    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
+    "F8_E4M3FNUZ": np.dtype(ml_dtypes.float8_e4m3fnuz),
+    "F8_E5M2FNUZ": np.dtype(ml_dtypes.float8_e5m2fnuz),
+    "F8_E8M0": np.dtype(ml_dtypes.float8_e8m0fnu),
+}
+
+#: NumPy dtype name -> safetensors code, for dtypes stored as themselves.
+DTYPE_TO_CODE: dict[str, str] = {dt.name: code for code, dt in CODE_TO_DTYPE.items()}
+
+#: dtypes with no safetensors code: name -> (code stored, trailing axis added).
+STORED_AS: dict[str, tuple[str, int]] = {"complex128": ("F64", 2)}
+
+_BY_NAME: dict[str, np.dtype] = {dt.name: dt for dt in CODE_TO_DTYPE.values()}
+_BY_NAME["complex128"] = np.dtype("<c16")
+
+
+def dtype_of_code(code: str) -> np.dtype:
+    """Return the NumPy dtype of a safetensors dtype ``code``.
+
+    Raises:
+        KeyError: ``code`` is not a code tensorfile reads.
+    """
+    return CODE_TO_DTYPE[code]
+
+
+def dtype_from_name(name: str) -> np.dtype:
+    """Return the little-endian NumPy dtype called ``name`` (e.g. ``"bfloat16"``).
+
+    Raises:
+        UnsupportedTypeError: ``name`` is not a dtype tensorfile stores.
+    """
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise UnsupportedTypeError(
+            f"dtype {name!r} is not supported; expected one of {sorted(_BY_NAME)}"
+        ) from None
+
+
+def code_of(dtype: np.dtype, where: str = "obj") -> str:
+    """Return the safetensors code a tensor of ``dtype`` is stored under.
+
+    Byte order is ignored (data is always written little-endian); complex128
+    maps to ``F64`` (see :data:`STORED_AS`).
+
+    Raises:
+        UnsupportedTypeError: the dtype cannot be stored; the message names
+            ``where`` (the place in the container) and the dtype found.
+    """
+    name = dtype.name if dtype.fields is None and dtype.subdtype is None else str(dtype)
+    if name in DTYPE_TO_CODE:
+        return DTYPE_TO_CODE[name]
+    if name in STORED_AS:
+        return STORED_AS[name][0]
+    raise UnsupportedTypeError(
+        f"{where}: dtype {dtype} is not supported; expected one of {sorted(_BY_NAME)}"
+    )

@@ -1,0 +1,195 @@
+"""Parse, validate and build the safetensors header.
+
+Layout (huggingface/safetensors, ``safetensors/src/tensor.rs``)::
+
+    u64 LE  N                      header length in bytes
+    N bytes UTF-8 JSON object      the header, padded with trailing spaces
+    ...     data buffer            tensors back to back, little-endian, C order
+
+The header maps each tensor name to ``{"dtype": CODE, "shape": [...],
+"data_offsets": [BEGIN, END]}`` (offsets relative to the data buffer, END
+exclusive) and may hold ``"__metadata__"``, an object of string to string.
+
+:func:`parse_header` enforces every rule of the reference reader and more:
+N <= 100,000,000 and within the file; a JSON object with no duplicate keys at any
+level; each entry has exactly the three fields; known dtype; non-negative integer
+dims; element count x item size == END - BEGIN; entries sorted by BEGIN tile the
+data buffer exactly (no hole, overlap or trailing byte). Nothing is allocated
+before the header length has been checked against the file size.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import FormatError
+from .dtypes import CODE_TO_DTYPE
+
+__all__ = ["MAX_HEADER_SIZE", "TensorEntry", "Header", "parse_header", "build_header"]
+
+#: Largest header the reference reader accepts, in bytes.
+MAX_HEADER_SIZE = 100_000_000
+#: Alignment, in bytes, of the data buffer's start (the reference pads to 8).
+HEADER_ALIGN = 8
+METADATA_KEY = "__metadata__"
+_ENTRY_FIELDS = frozenset(("dtype", "shape", "data_offsets"))
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor as the header describes it.
+
+    Attributes:
+        name: the tensor's name in the file.
+        code: safetensors dtype code (``"F32"``...).
+        dtype: the NumPy dtype of ``code``.
+        shape: dims, each >= 0.
+        begin, end: byte offsets in the data buffer, ``end`` exclusive.
+    """
+
+    name: str
+    code: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the tensor's data in bytes."""
+        return self.end - self.begin
+
+
+@dataclass(frozen=True)
+class Header:
+    """A parsed header: entries in file order, ``__metadata__``, data start."""
+
+    entries: dict[str, TensorEntry]
+    metadata: dict[str, str] | None
+    data_start: int
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise FormatError(f"duplicate key {key!r} in the header")
+        out[key] = value
+    return out
+
+
+def _is_uint(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _entry(path: str, name: str, raw: Any) -> TensorEntry:
+    where = f"{path}: tensor {name!r}"
+    if not isinstance(raw, dict) or set(raw) != _ENTRY_FIELDS:
+        found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+        raise FormatError(f"{where}: expected fields {sorted(_ENTRY_FIELDS)}, found {found}")
+    code, shape, offsets = raw["dtype"], raw["shape"], raw["data_offsets"]
+    if code not in CODE_TO_DTYPE:
+        raise FormatError(f"{where}: unknown dtype {code!r}; expected one of {sorted(CODE_TO_DTYPE)}")
+    if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
+        raise FormatError(f"{where}: shape must be a list of non-negative integers, found {shape!r}")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_uint(o) for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise FormatError(f"{where}: data_offsets must be [BEGIN, END] with 0 <= BEGIN <= END, found {offsets!r}")
+    dtype = CODE_TO_DTYPE[code]
+    count = 1
+    for d in shape:  # Python ints cannot overflow; cap to stay in u64 like the reference.
+        count *= d
+        if count * dtype.itemsize >= 1 << 64:
+            raise FormatError(f"{where}: shape {shape} overflows 64 bits")
+    nbytes = count * dtype.itemsize
+    if nbytes != offsets[1] - offsets[0]:
+        raise FormatError(
+            f"{where}: shape {shape} of {code} needs {nbytes} bytes, data_offsets span {offsets[1] - offsets[0]}"
+        )
+    return TensorEntry(name, code, dtype, tuple(shape), offsets[0], offsets[1])
+
+
+def parse_header(prefix: bytes, read: Any, file_size: int, path: str) -> Header:
+    """Parse and validate a header.
+
+    Args:
+        prefix: the file's first 8 bytes (or fewer, if the file is that short).
+        read: ``read(n) -> bytes`` returning the next ``n`` bytes after the prefix.
+        file_size: the file's size in bytes.
+        path: the file's name, for messages.
+
+    Raises:
+        FormatError: any rule in this module's docstring is broken.
+    """
+    if len(prefix) < 8:
+        raise FormatError(f"{path}: file has {len(prefix)} bytes; a safetensors file needs at least 8")
+    (n,) = struct.unpack("<Q", prefix[:8])
+    if n > MAX_HEADER_SIZE:
+        raise FormatError(f"{path}: header length {n} exceeds the limit of {MAX_HEADER_SIZE} bytes")
+    if 8 + n > file_size:
+        raise FormatError(f"{path}: header length {n} runs past the end of the file ({file_size} bytes)")
+    raw = read(n)
+    if len(raw) != n:
+        raise FormatError(f"{path}: reading the header, expected {n} bytes, got {len(raw)}")
+    try:
+        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except FormatError as exc:
+        raise FormatError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise FormatError(f"{path}: header JSON is nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FormatError(f"{path}: header is not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise FormatError(f"{path}: header must be a JSON object, found {type(doc).__name__}")
+
+    metadata = doc.pop(METADATA_KEY, None)
+    if metadata is not None:
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise FormatError(f"{path}: __metadata__ must be an object of string to string")
+
+    entries = sorted((_entry(path, name, raw) for name, raw in doc.items()), key=lambda e: (e.begin, e.end))
+    data_size = file_size - 8 - n
+    position = 0
+    for e in entries:
+        if e.begin != position:
+            what = "overlaps the previous tensor" if e.begin < position else f"leaves a hole at byte {position}"
+            raise FormatError(f"{path}: tensor {e.name!r} starts at data byte {e.begin}: {what}")
+        position = e.end
+    if position != data_size:
+        what = "trailing bytes after the last tensor" if position < data_size else "the file is truncated"
+        raise FormatError(f"{path}: tensors cover {position} data bytes, the file has {data_size}: {what}")
+    return Header({e.name: e for e in entries}, metadata, 8 + n)
+
+
+def build_header(
+    tensors: Sequence[tuple[str, str, Sequence[int], int]], metadata: Mapping[str, str] | None
+) -> bytes:
+    """Build the length prefix and header for tensors stored in the given order.
+
+    Args:
+        tensors: ``(name, code, shape, nbytes)`` per tensor, in data order.
+        metadata: ``__metadata__`` (string to string), written first, or None.
+
+    Returns:
+        ``u64 N`` followed by the N-byte header, space-padded so that the data
+        buffer starts at a multiple of 8 bytes.
+    """
+    doc: dict[str, Any] = {}
+    if metadata:
+        doc[METADATA_KEY] = dict(metadata)
+    offset = 0
+    for name, code, shape, nbytes in tensors:
+        doc[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-(8 + len(text)) % HEADER_ALIGN)
+    return struct.pack("<Q", len(text)) + text

@@ -1,0 +1,119 @@
+"""Read tensors from a safetensors file: copied into fresh arrays, or memory-mapped.
+
+The header is parsed and fully validated (:mod:`.header`) before any tensor is
+touched, so every offset used here lies inside the file.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError
+from .checksums import Hasher
+from .header import Header, TensorEntry, parse_header
+from .sniff import looks_like
+
+__all__ = ["SafetensorsReader", "READ_CHUNK"]
+
+#: Bytes read (and hashed) per system call.
+READ_CHUNK = 8 << 20
+
+
+class SafetensorsReader:
+    """An open safetensors file with a validated header.
+
+    Args:
+        path: the file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        FormatError: the file is not a valid safetensors file; when it looks
+            like another format (zip, pickle, NumPy, HDF5...) the message says so.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._mmap: mmap.mmap | None = None
+        try:
+            self.size = os.fstat(self._fd).st_size
+            prefix = os.pread(self._fd, 16, 0)
+            kind = looks_like(prefix)
+            if kind is not None and prefix[8:9] != b"{":
+                raise FormatError(f"{self.path}: not a safetensors file; it looks like {kind}")
+            self.header: Header = parse_header(prefix[:8], lambda n: os.pread(self._fd, n, 8), self.size, self.path)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    @property
+    def entries(self) -> dict[str, TensorEntry]:
+        """Tensors by name, in data order."""
+        return self.header.entries
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """``__metadata__`` as stored (empty when absent)."""
+        return dict(self.header.metadata or {})
+
+    def read(self, entry: TensorEntry, *, hash: bool = False) -> tuple[np.ndarray, str | None]:
+        """Read one tensor into a new writable array.
+
+        Returns:
+            ``(array, checksum)``: the array has ``entry``'s dtype and shape;
+            checksum is XXH3-64 of its bytes as hex when ``hash`` is set, else None.
+
+        Raises:
+            FormatError: the file ended early (it changed after opening).
+        """
+        array = np.empty(entry.shape, entry.dtype)
+        hasher = Hasher() if hash else None
+        if entry.nbytes:
+            flat = memoryview(array.reshape(-1).view(np.uint8))
+            position = self.header.data_start + entry.begin
+            for start in range(0, entry.nbytes, READ_CHUNK):
+                piece = flat[start : start + READ_CHUNK]
+                got = os.preadv(self._fd, [piece], position + start)
+                if got != len(piece):
+                    raise FormatError(
+                        f"{self.path}: reading tensor {entry.name!r}, expected {len(piece)} bytes "
+                        f"at offset {position + start}, got {got}"
+                    )
+                if hasher is not None:
+                    hasher.update(piece)
+        return array, (hasher.hexdigest() if hasher is not None else None)
+
+    def map(self, entry: TensorEntry) -> np.ndarray:
+        """A zero-copy, copy-on-write array over the tensor's bytes in the file.
+
+        Writing to it changes only this process's copy, never the file.
+        """
+        if entry.nbytes == 0:
+            return np.empty(entry.shape, entry.dtype)
+        if self._mmap is None:
+            self._mmap = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
+        count = entry.nbytes // entry.dtype.itemsize
+        flat = np.frombuffer(self._mmap, entry.dtype, count, self.header.data_start + entry.begin)
+        return flat.reshape(entry.shape)
+
+    def close(self) -> None:
+        """Close the file. Arrays returned by :meth:`map` stay valid."""
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:
+                pass  # arrays still map it; it is released when they are
+            self._mmap = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "SafetensorsReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,36 @@
+"""Recognize a file's kind from its first bytes.
+
+Used to tell a user what a file that is not safetensors looks like. The magic
+numbers come from each format's reference implementation (see
+``docs/FORMAT.md`` and ``shared/FORMATS.md``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["looks_like"]
+
+_MAGICS: tuple[tuple[bytes, str], ...] = (
+    (b"\x93NUMPY", "a NumPy .npy file"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (e.g. Keras .h5 / .weights.h5)"),
+    (b"PK\x03\x04", "a zip archive (e.g. a torch.save file, a NumPy .npz or a .keras archive)"),
+    (b"PK\x05\x06", "an empty zip archive"),
+    (b"GGUF", "a GGUF file"),
+    (b"\x12\x01" + b"\x00" * 14, "an MXNet NDArray file (nd.save / save_parameters)"),
+    (b"\x1f\x8b", "a gzip-compressed file"),
+)
+
+
+def looks_like(prefix: bytes) -> str | None:
+    """Return a phrase naming the kind of file that starts with ``prefix``.
+
+    ``prefix`` should hold at least the first 16 bytes. Returns ``None`` when the
+    kind is not recognized.
+    """
+    for magic, what in _MAGICS:
+        if prefix.startswith(magic):
+            return what
+    # Pickle: PROTO opcode (0x80) followed by a protocol number 2..5; a legacy
+    # torch.save stream is a sequence of pickles and starts the same way.
+    if len(prefix) >= 2 and prefix[0] == 0x80 and 2 <= prefix[1] <= 5:
+        return "a Python pickle (e.g. a legacy torch.save file)"
+    return None

@@ -1,0 +1,53 @@
+"""Framework adapters: one small module per framework, imported only when used.
+
+The core speaks NumPy arrays. An adapter turns a framework's tensor into a host
+NumPy array (zero-copy where the framework allows) and back. Detection looks at
+the type's module name, so no framework is imported to check a value.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .base import Adapter, StorageView
+
+__all__ = ["Adapter", "StorageView", "FRAMEWORKS", "adapter_for", "get_adapter"]
+
+#: framework name -> module defining ``ADAPTER``, and the top-level module of its types.
+FRAMEWORKS: dict[str, tuple[str, str]] = {
+    "numpy": ("tensorfile.frameworks.numpy", "numpy"),
+    "torch": ("tensorfile.frameworks.torch", "torch"),
+}
+
+_loaded: dict[str, Adapter] = {}
+
+
+def get_adapter(name: str) -> Adapter:
+    """Return the adapter of framework ``name``, importing the framework.
+
+    Raises:
+        ValueError: ``name`` is not a known framework; the message lists them.
+        ImportError: the framework is not installed (with an install hint).
+    """
+    if name not in FRAMEWORKS:
+        raise ValueError(f"unknown framework {name!r}; expected one of {sorted(FRAMEWORKS)}")
+    if name not in _loaded:
+        try:
+            module = importlib.import_module(FRAMEWORKS[name][0])
+        except ImportError as exc:
+            raise ImportError(
+                f"framework {name!r} is not installed: pip install 'tensorfile[{name}]' ({exc})"
+            ) from exc
+        _loaded[name] = module.ADAPTER
+    return _loaded[name]
+
+
+def adapter_for(value: Any) -> Adapter | None:
+    """Return the adapter whose framework ``value`` is a tensor of, else None."""
+    top = type(value).__module__.partition(".")[0]
+    for name, (_, package) in FRAMEWORKS.items():
+        if top == package:
+            adapter = get_adapter(name)
+            return adapter if adapter.is_tensor(value) else None
+    return None

@@ -1,0 +1,70 @@
+"""NumPy adapter: ``np.ndarray`` and NumPy scalars (``np.generic``)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import UnsupportedTypeError
+from .base import Adapter, StorageView
+
+__all__ = ["ADAPTER"]
+
+
+def _root(array: np.ndarray) -> np.ndarray:
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+class NumpyAdapter(Adapter):
+    name = "numpy"
+
+    def is_tensor(self, value: Any) -> bool:
+        return isinstance(value, (np.ndarray, np.generic))
+
+    def to_numpy(self, value: Any, where: str) -> np.ndarray:
+        if isinstance(value, np.ma.MaskedArray) or (
+            isinstance(value, np.ndarray) and type(value) not in (np.ndarray, np.memmap)
+        ):
+            raise UnsupportedTypeError(f"{where}: {type(value).__module__}.{type(value).__qualname__} is not supported")
+        return np.asarray(value)
+
+    def record(self, value: Any) -> dict[str, Any]:
+        return {"scalar": True} if isinstance(value, np.generic) else {}
+
+    def storage(self, value: Any) -> StorageView | None:
+        if not isinstance(value, np.ndarray) or value.size == 0:
+            return None
+        root = _root(value)
+        if not (root.flags.c_contiguous or root.flags.f_contiguous):
+            return None
+        item = value.dtype.itemsize
+        if any(s % item for s in value.strides):
+            return None
+        start = root.__array_interface__["data"][0]
+        offset = value.__array_interface__["data"][0] - start
+        return StorageView(("numpy", start, root.nbytes), root.nbytes, offset, tuple(s // item for s in value.strides))
+
+    def from_numpy(self, array: np.ndarray, record: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
+        return array[()] if record.get("scalar") else array
+
+    def views(
+        self,
+        nbytes: int,
+        members: Sequence[tuple[np.ndarray, int, Sequence[int], Mapping[str, Any]]],
+        options: Mapping[str, Any],
+    ) -> list[Any] | None:
+        buffer = np.zeros(nbytes, np.uint8)
+        out = []
+        for data, offset, strides, _ in members:
+            view = np.ndarray(
+                data.shape, data.dtype, buffer=buffer, offset=offset, strides=[s * data.dtype.itemsize for s in strides]
+            )
+            view[...] = data
+            out.append(view)
+        return out
+
+
+ADAPTER = NumpyAdapter()

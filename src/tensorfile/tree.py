@@ -1,0 +1,234 @@
+"""Nested containers <-> named tensors plus a structure record.
+
+:func:`flatten` walks a value made of dict / OrderedDict / list / tuple, plain
+values (None, bool, int, float, str) and tensors of any supported framework. It
+returns the tensors to store, each under a unique name, and a JSON-ready record
+of the structure. :func:`unflatten` rebuilds the value from that record and the
+loaded tensors. Nothing here imports a framework; adapters do.
+
+Tensor names are the dotted path of keys and indices (``"0.weight"``,
+``"optimizer.state.0.exp_avg"``), so a flat ``dict[str, tensor]`` is stored
+under its own keys. A clash gets a ``#N`` suffix. A lone tensor is ``"tensor"``.
+
+Structure nodes (``docs/FORMAT.md`` has the full grammar)::
+
+    {"type": "tensor", "name": NAME}
+    {"type": "dict" | "ordered_dict", "items": [[KEY, NODE], ...]}
+    {"type": "list" | "tuple", "items": [NODE, ...]}
+    {"type": "none"} | {"type": "bool" | "int" | "str", "value": V}
+    {"type": "float", "value": NUMBER | "nan" | "inf" | "-inf"}
+
+A KEY is a node of type none, bool, int, float, str, or tuple of KEYs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .errors import FormatError, UnsupportedTypeError
+from .format.dtypes import code_of
+from .frameworks import Adapter, StorageView, adapter_for
+
+__all__ = ["Leaf", "Flattened", "flatten", "unflatten", "encode_plain", "decode_plain"]
+
+RESERVED_NAMES = frozenset(("__metadata__",))
+
+
+@dataclass
+class Leaf:
+    """A tensor to store: its name, host array, framework and facts to record."""
+
+    name: str
+    array: np.ndarray
+    framework: str
+    record: dict[str, Any]
+    storage: StorageView | None
+
+
+@dataclass
+class Flattened:
+    """What :func:`flatten` returns."""
+
+    root: dict[str, Any]
+    leaves: list[Leaf] = field(default_factory=list)
+
+
+def _describe(value: Any) -> str:
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def encode_plain(value: Any, where: str) -> dict[str, Any] | None:
+    """Encode a plain value (None, bool, int, float, str) as a node, else None."""
+    kind = type(value)
+    if value is None:
+        return {"type": "none"}
+    if kind is bool:
+        return {"type": "bool", "value": value}
+    if kind is int:
+        return {"type": "int", "value": value}
+    if kind is str:
+        return {"type": "str", "value": value}
+    if kind is float:
+        if math.isnan(value):
+            return {"type": "float", "value": "nan"}
+        if math.isinf(value):
+            return {"type": "float", "value": "inf" if value > 0 else "-inf"}
+        return {"type": "float", "value": value}
+    return None
+
+
+def _encode_key(key: Any, where: str) -> dict[str, Any]:
+    if type(key) is tuple:
+        return {"type": "tuple", "items": [_encode_key(k, where) for k in key]}
+    node = encode_plain(key, where)
+    if node is None:
+        raise UnsupportedTypeError(f"{where}: dict key {key!r} of type {_describe(key)} is not supported")
+    return node
+
+
+def _key_part(key: Any) -> str:
+    return key if type(key) is str else repr(key) if type(key) is tuple else str(key)
+
+
+class _Flattener:
+    def __init__(self) -> None:
+        self.out = Flattened(root={})
+        self.names: set[str] = set()
+        self.by_id: dict[int, str] = {}
+        self.by_view: dict[tuple[Any, ...], str] = {}
+        self.active: set[int] = set()
+
+    def _name(self, parts: list[str]) -> str:
+        base = ".".join(parts) if parts else "tensor"
+        name, n = base, 0
+        while name in self.names or name in RESERVED_NAMES:
+            n += 1
+            name = f"{base}#{n}"
+        self.names.add(name)
+        return name
+
+    def _tensor(self, value: Any, adapter: Adapter, where: str, parts: list[str]) -> dict[str, Any]:
+        if id(value) in self.by_id:
+            return {"type": "tensor", "name": self.by_id[id(value)]}
+        array = adapter.to_numpy(value, where)
+        code_of(array.dtype, where)
+        storage = adapter.storage(value)
+        record = adapter.record(value)
+        view_key = None
+        if storage is not None:
+            view_key = (storage.key, storage.offset, storage.strides, array.shape, array.dtype.str, repr(record))
+            if view_key in self.by_view:
+                name = self.by_view[view_key]
+                self.by_id[id(value)] = name
+                return {"type": "tensor", "name": name}
+        name = self._name(parts)
+        self.by_id[id(value)] = name
+        if view_key is not None:
+            self.by_view[view_key] = name
+        self.out.leaves.append(Leaf(name, array, adapter.name, record, storage))
+        return {"type": "tensor", "name": name}
+
+    def node(self, value: Any, where: str, parts: list[str]) -> dict[str, Any]:
+        plain = encode_plain(value, where)
+        if plain is not None:
+            return plain
+        kind = type(value)
+        if kind in (dict, OrderedDict, list, tuple):
+            if id(value) in self.active:
+                raise UnsupportedTypeError(f"{where}: the container contains itself")
+            self.active.add(id(value))
+            try:
+                if kind in (dict, OrderedDict):
+                    items = [
+                        [_encode_key(k, where), self.node(v, f"{where}[{k!r}]", parts + [_key_part(k)])]
+                        for k, v in value.items()
+                    ]
+                    return {"type": "dict" if kind is dict else "ordered_dict", "items": items}
+                return {
+                    "type": kind.__name__,
+                    "items": [self.node(v, f"{where}[{i}]", parts + [str(i)]) for i, v in enumerate(value)],
+                }
+            finally:
+                self.active.discard(id(value))
+        adapter = adapter_for(value)
+        if adapter is not None:
+            return self._tensor(value, adapter, where, parts)
+        raise UnsupportedTypeError(
+            f"{where}: {_describe(value)} is not supported; expected a tensor, dict, list, tuple, "
+            "None, bool, int, float or str"
+        )
+
+
+def flatten(obj: Any) -> Flattened:
+    """Split ``obj`` into tensors to store and a structure record.
+
+    Raises:
+        UnsupportedTypeError: a value or dtype cannot be stored; the message names
+            its place, e.g. ``obj['optimizer']['state'][0]['fn']``, and its type.
+    """
+    f = _Flattener()
+    f.out.root = f.node(obj, "obj", [])
+    return f.out
+
+
+def decode_plain(node: Mapping[str, Any]) -> Any:
+    """Decode a plain-value or key node; raises FormatError on anything else."""
+    kind, value = node.get("type"), node.get("value")
+    if kind == "none":
+        return None
+    if kind == "bool" and type(value) is bool:
+        return value
+    if kind == "int" and type(value) is int:
+        return value
+    if kind == "str" and type(value) is str:
+        return value
+    if kind == "float":
+        if value in ("nan", "inf", "-inf"):
+            return float(value)
+        if type(value) in (int, float):
+            return float(value)
+    if kind == "tuple" and isinstance(node.get("items"), list):
+        return tuple(decode_plain(k) for k in node["items"])
+    raise FormatError(f"invalid node {node!r} in the structure record")
+
+
+def unflatten(root: Any, tensor: Callable[[str], Any]) -> Any:
+    """Rebuild a value from its structure record.
+
+    Args:
+        root: the structure node from the file.
+        tensor: returns the loaded tensor stored under a name (the same object
+            for the same name, so tied tensors stay tied).
+
+    Raises:
+        FormatError: the record is malformed.
+    """
+
+    def build(node: Any) -> Any:
+        if not isinstance(node, dict):
+            raise FormatError(f"invalid node {node!r} in the structure record")
+        kind = node.get("type")
+        if kind == "tensor":
+            return tensor(node.get("name"))
+        if kind in ("list", "tuple") and isinstance(node.get("items"), list):
+            items = [build(n) for n in node["items"]]
+            return items if kind == "list" else tuple(items)
+        if kind in ("dict", "ordered_dict") and isinstance(node.get("items"), list):
+            out: dict[Any, Any] = {} if kind == "dict" else OrderedDict()
+            for pair in node["items"]:
+                if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], dict):
+                    raise FormatError(f"invalid dict item {pair!r} in the structure record")
+                out[decode_plain(pair[0])] = build(pair[1])
+            return out
+        return decode_plain(node)
+
+    try:
+        return build(root)
+    except RecursionError:
+        raise FormatError("the structure record is nested too deeply") from None

@@ -1,0 +1,84 @@
+"""Shared test helpers: the fixtures folder and comparison with expected-*.json."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = (ROOT.parent / "shared" / "fixtures").resolve()
+
+
+def fixture_path(*parts: str) -> Path:
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"fixture {path} is missing: the tests need ../shared/fixtures beside the project")
+    return path
+
+
+def expected(group: str) -> dict[str, Any]:
+    return json.loads(fixture_path(f"expected-{group}.json").read_text())
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A host NumPy array of a tensor of any framework (bfloat16 through ml_dtypes)."""
+    if type(value).__module__.startswith("torch"):
+        from tensorfile.frameworks import get_adapter
+
+        return get_adapter("torch").to_numpy(value, "value")
+    return np.asarray(value)
+
+
+def _expected_scalar(x: Any) -> Any:
+    if isinstance(x, str):
+        return float(x)
+    return x
+
+
+def assert_matches(value: Any, spec: dict[str, Any], where: str = "value") -> None:
+    """Assert ``value`` is what ``spec`` (an expected-*.json value) describes, exactly."""
+    kind = spec["type"]
+    if kind == "tensor":
+        array = to_numpy(value)
+        assert array.dtype.name == spec["dtype"], f"{where}: dtype {array.dtype.name} != {spec['dtype']}"
+        assert list(array.shape) == spec["shape"], f"{where}: shape {array.shape} != {spec['shape']}"
+        flat = array.reshape(-1)
+        assert flat.size == len(spec["data"]), f"{where}: {flat.size} values, expected {len(spec['data'])}"
+        for i, (got, want) in enumerate(zip(flat.tolist() if array.dtype.kind in "biuc" else flat.astype(np.float64).tolist(), spec["data"])):
+            if isinstance(want, list):
+                want = complex(_expected_scalar(want[0]), _expected_scalar(want[1]))
+                assert got == want, f"{where}[{i}]: {got} != {want}"
+                continue
+            want = _expected_scalar(want)
+            if isinstance(want, float) and math.isnan(want):
+                assert math.isnan(got), f"{where}[{i}]: {got} is not nan"
+            else:
+                assert got == want, f"{where}[{i}]: {got} != {want}"
+    elif kind == "dict":
+        assert isinstance(value, dict), f"{where}: {type(value)} is not a dict"
+        items = spec["items"]
+        keys = {int(k) for k in items} if spec.get("int_keys") else set(items)
+        assert set(value) == keys, f"{where}: keys {sorted(map(str, value))} != {sorted(map(str, keys))}"
+        for k, v in items.items():
+            key = int(k) if spec.get("int_keys") else k
+            assert_matches(value[key], v, f"{where}[{key!r}]")
+    elif kind in ("list", "tuple"):
+        assert type(value).__name__ == kind, f"{where}: {type(value).__name__} is not a {kind}"
+        assert len(value) == len(spec["items"]), f"{where}: length {len(value)} != {len(spec['items'])}"
+        for i, (v, s) in enumerate(zip(value, spec["items"])):
+            assert_matches(v, s, f"{where}[{i}]")
+    elif kind == "scalar":
+        assert value == spec["value"], f"{where}: {value!r} != {spec['value']!r}"
+    else:  # pragma: no cover - a new kind in the JSON must be handled here
+        raise AssertionError(f"{where}: unknown expected type {kind!r}")
+
+
+def bits(value: Any) -> tuple[str, tuple[int, ...], bytes]:
+    """dtype name, shape and C-order little-endian bytes of a tensor, for bit-exact comparison."""
+    array = to_numpy(value)
+    return array.dtype.name, array.shape, np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
