@@ -14,10 +14,10 @@ from .base import Adapter, StorageView
 
 __all__ = ["Adapter", "StorageView", "FRAMEWORKS", "adapter_for", "get_adapter"]
 
-#: framework name -> module defining ``ADAPTER``, and the top-level module of its types.
-FRAMEWORKS: dict[str, tuple[str, str]] = {
-    "numpy": ("tensorfile.frameworks.numpy", "numpy"),
-    "torch": ("tensorfile.frameworks.torch", "torch"),
+#: framework name -> module defining ``ADAPTER``, and the top-level packages of its types.
+FRAMEWORKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "numpy": ("tensorfile.frameworks.numpy", ("numpy", "ml_dtypes")),
+    "torch": ("tensorfile.frameworks.torch", ("torch",)),
 }
 
 _loaded: dict[str, Adapter] = {}
@@ -46,8 +46,8 @@ def get_adapter(name: str) -> Adapter:
 def adapter_for(value: Any) -> Adapter | None:
     """Return the adapter whose framework ``value`` is a tensor of, else None."""
     top = type(value).__module__.partition(".")[0]
-    for name, (_, package) in FRAMEWORKS.items():
-        if top == package:
+    for name, (_, packages) in FRAMEWORKS.items():
+        if top in packages:
             adapter = get_adapter(name)
             return adapter if adapter.is_tensor(value) else None
     return None

@@ -1,0 +1,270 @@
+"""The container to the byte: golden bytes, header rules, hostile files, integrity."""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+import xxhash
+
+import tensorfile
+from tensorfile import FormatError, IntegrityError
+from tensorfile.format.header import build_header
+from conftest import FIXTURES, expected
+
+
+def _record(root, tensors):
+    return json.dumps({"version": 1, "root": root, "tensors": tensors}, separators=(",", ":"))
+
+
+def test_golden_bytes(tmp_path):
+    w = np.array([[1, 2], [3, 4]], dtype="<f4")
+    b = np.array([7], dtype="<i8")
+    tensorfile.save({"w": w, "b": b}, tmp_path / "g", metadata={"author": "me"})
+    root = {
+        "type": "dict",
+        "items": [
+            [{"type": "str", "value": "w"}, {"type": "tensor", "name": "w"}],
+            [{"type": "str", "value": "b"}, {"type": "tensor", "name": "b"}],
+        ],
+    }
+    tensors = {
+        "w": {"checksum": xxhash.xxh3_64_hexdigest(w.tobytes()), "framework": "numpy"},
+        "b": {"checksum": xxhash.xxh3_64_hexdigest(b.tobytes()), "framework": "numpy"},
+    }
+    header = {
+        "__metadata__": {"author": "me", "tensorfile": _record(root, tensors)},
+        # 8-byte dtypes first, then 4-byte ones: the reference writer's order.
+        "b": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]},
+        "w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [8, 24]},
+    }
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-(8 + len(text)) % 8)
+    want = struct.pack("<Q", len(text)) + text + b.tobytes() + w.tobytes()
+    assert (tmp_path / "g").read_bytes() == want
+    assert (8 + len(text)) % 8 == 0
+
+
+def test_every_tensor_naturally_aligned(tmp_path):
+    obj = {f"t{i}": np.ones(i + 1, dtype=dt) for i, dt in enumerate(["u1", "f8", "i2", "f4", "c8", "bool", "i8", "c16"])}
+    tensorfile.save(obj, tmp_path / "a")
+    with tensorfile.open(tmp_path / "a") as f:
+        for name in f.keys():
+            info = f.info(name)
+            item = np.dtype({"complex128": "f8"}.get(info.dtype, info.dtype)).itemsize
+            assert info.offset % item == 0, (name, info)
+
+
+def test_data_buffer_matches_reference_writer(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    rng = np.random.default_rng(0)
+    obj = {"w": rng.standard_normal((3, 4)).astype(np.float32), "i": np.arange(5), "m": np.array([True, False])}
+    tensorfile.save(obj, tmp_path / "ours")
+    safetensors_numpy.save_file(obj, str(tmp_path / "ref"))
+    ours, ref = (tmp_path / "ours").read_bytes(), (tmp_path / "ref").read_bytes()
+    ours_n, ref_n = struct.unpack("<Q", ours[:8])[0], struct.unpack("<Q", ref[:8])[0]
+    assert ours[8 + ours_n :] == ref[8 + ref_n :]
+    ours_h, ref_h = json.loads(ours[8 : 8 + ours_n]), json.loads(ref[8 : 8 + ref_n])
+    ours_h.pop("__metadata__")
+    assert ours_h == ref_h
+
+
+# ---------------------------------------------------------------- hostile files
+
+HOSTILE = sorted(p.name for p in (FIXTURES / "hostile").glob("st_*"))
+
+
+def test_hostile_fixtures_present():
+    listed = {k.split("/")[-1] for k in expected("hostile")["files"] if k.split("/")[-1].startswith("st_")}
+    assert set(HOSTILE) == listed and len(HOSTILE) >= 17
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_safetensors_refused_fast_and_small(name):
+    path = FIXTURES / "hostile" / name
+    why = expected("hostile")["files"][f"hostile/{name}"]["why"]
+    for attempt in (lambda: tensorfile.load(path), lambda: tensorfile.open(path)):
+        tracemalloc.start()
+        start = time.perf_counter()
+        with pytest.raises(FormatError) as info:
+            attempt()
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert elapsed < 1.0, f"{name} took {elapsed:.2f}s ({why})"
+        assert peak < 16 << 20, f"{name} allocated {peak} bytes ({why})"
+        assert str(path) in str(info.value)
+
+
+def _write_raw(path, header: dict | bytes, data: bytes = b"") -> None:
+    text = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+
+
+F4 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+
+MALFORMED = {
+    "extra field": ({"a": {**F4, "x": 1}}, b"\0" * 8, "expected fields"),
+    "missing field": ({"a": {"dtype": "F32", "shape": [2]}}, b"\0" * 8, "expected fields"),
+    "bool dim": ({"a": {**F4, "shape": [True, 2]}}, b"\0" * 8, "non-negative integers"),
+    "float dim": ({"a": {**F4, "shape": [2.0]}}, b"\0" * 8, "non-negative integers"),
+    "offsets not pair": ({"a": {**F4, "data_offsets": [0]}}, b"\0" * 8, "data_offsets"),
+    "entry not object": ({"a": [1, 2]}, b"", "expected fields"),
+    "metadata not object": ({"__metadata__": "x"}, b"", "string to string"),
+    "duplicate nested key": (b'{"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}}', b"\0" * 8, "duplicate key"),
+    "duplicate metadata": (b'{"__metadata__":{},"__metadata__":{}}', b"", "duplicate key"),
+    "not utf8": (b'{"\xff":1}', b"", "UTF-8"),
+    "second tensor truncated": (
+        {"a": F4, "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}},
+        b"\0" * 12,
+        "truncated",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_headers(tmp_path, case):
+    header, data, message = MALFORMED[case]
+    _write_raw(tmp_path / "bad", header, data)
+    with pytest.raises(FormatError, match=message):
+        tensorfile.load(tmp_path / "bad")
+
+
+def test_duplicate_names_refused_though_reference_keeps_last(tmp_path):
+    text = b'{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}'
+    _write_raw(tmp_path / "dup", text, b"\x05")
+    with pytest.raises(FormatError, match="duplicate key 'a'"):
+        tensorfile.load(tmp_path / "dup")
+
+
+def test_leading_whitespace_and_header_padding_accepted(tmp_path):
+    text = b"   " + json.dumps({"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}}).encode() + b"     "
+    _write_raw(tmp_path / "ws", text, b"\x01\x02")
+    assert tensorfile.load(tmp_path / "ws")["a"].tolist() == [1, 2]
+
+
+def test_build_header_pads_to_eight():
+    for n in range(1, 10):
+        out = build_header([("x" * n, "U8", [1], 1)], None)
+        assert len(out) % 8 == 0
+        assert out[8:].rstrip(b" ").endswith(b"}")
+
+
+# ---------------------------------------------------------------- not safetensors
+
+@pytest.mark.parametrize(
+    "content, phrase",
+    [
+        (b"PK\x03\x04" + b"\0" * 40, "zip"),
+        (b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.", "pickle"),
+        (b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'", "NumPy"),
+        (b"\x89HDF\r\n\x1a\n" + b"\0" * 20, "HDF5"),
+        (b"GGUF\x03\x00\x00\x00" + b"\0" * 16, "GGUF"),
+        (b"\x12\x01" + b"\0" * 14 + b"\x01" + b"\0" * 7, "MXNet"),
+    ],
+)
+def test_foreign_file_named(tmp_path, content, phrase):
+    (tmp_path / "f").write_bytes(content)
+    with pytest.raises(FormatError, match=f"not a safetensors file; it looks like .*{phrase}"):
+        tensorfile.load(tmp_path / "f")
+
+
+def test_real_torch_file_named_as_zip():
+    with pytest.raises(FormatError, match="zip"):
+        tensorfile.load(FIXTURES / "torch" / "mlp.params")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        tensorfile.load(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError):
+        tensorfile.open(tmp_path / "nope")
+
+
+def test_error_hierarchy():
+    assert issubclass(FormatError, ValueError) and issubclass(FormatError, tensorfile.TensorFileError)
+    assert issubclass(IntegrityError, tensorfile.TensorFileError)
+    assert issubclass(tensorfile.UnsupportedTypeError, TypeError)
+
+
+# ---------------------------------------------------------------- integrity
+
+
+def _flip(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_data_byte_names_the_tensor(tmp_path):
+    path = tmp_path / "m"
+    tensorfile.save({"first": np.arange(10, dtype=np.float32), "second": np.ones(3)}, path)
+    with tensorfile.open(path) as f:
+        offset = f.info("first").offset + 5
+    _flip(path, offset)
+    with pytest.raises(IntegrityError, match="tensor 'first'"):
+        tensorfile.load(path)
+    with tensorfile.open(path) as f:
+        assert f["second"].tolist() == [1.0, 1.0, 1.0]
+        with pytest.raises(IntegrityError, match="'first'.*expected [0-9a-f]{16}, found [0-9a-f]{16}"):
+            f["first"]
+    with tensorfile.open(path, verify=False) as f:
+        assert f["first"][1] != 1.0
+
+
+def test_every_data_byte_is_covered_by_a_checksum(tmp_path):
+    path = tmp_path / "m"
+    tensorfile.save([np.arange(3, dtype=np.int16), np.float64(2.5), np.array([True])], path)
+    size = path.stat().st_size
+    with tensorfile.open(path) as f:
+        start = min(f.info(n).offset for n in f.keys())
+    good = path.read_bytes()
+    for offset in range(start, size):
+        _flip(path, offset)
+        with pytest.raises(IntegrityError):
+            tensorfile.load(path)
+        path.write_bytes(good)
+
+
+def _rewrite_record(path, change):
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    record = json.loads(header["__metadata__"]["tensorfile"])
+    change(record)
+    header["__metadata__"]["tensorfile"] = json.dumps(record)
+    text = json.dumps(header).encode()
+    text += b" " * (-(8 + len(text)) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+
+
+BAD_RECORDS = {
+    "newer version": (lambda r: r.update(version=99), "newer tensorfile"),
+    "tensor not described": (lambda r: r["tensors"].pop("a"), "does not match the header"),
+    "bad checksum text": (lambda r: r["tensors"]["a"].update(checksum="xyz"), "16 hex digits"),
+    "root names missing tensor": (lambda r: r["root"]["items"][0].__setitem__(1, {"type": "tensor", "name": "zz"}), "'zz'"),
+    "unknown node": (lambda r: r["root"].update(type="set"), "invalid node"),
+    "complex on wrong code": (lambda r: r["tensors"]["a"].update(dtype="complex128"), "cannot be stored"),
+    "shared out of bounds": (
+        lambda r: r.update(shared=[{"nbytes": 4, "members": [{"name": "a", "offset": 0, "strides": [1]}]}]),
+        "outside its storage",
+    ),
+    "shared huge offset": (
+        lambda r: r.update(shared=[{"nbytes": 1 << 62, "members": [{"name": "a", "offset": -8, "strides": [1]}]}]),
+        "outside its storage",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECORDS))
+def test_bad_records_are_format_errors(tmp_path, case):
+    change, message = BAD_RECORDS[case]
+    path = tmp_path / "r"
+    tensorfile.save({"a": np.arange(4, dtype=np.int32), "b": np.zeros(2)}, path)
+    _rewrite_record(path, change)
+    with pytest.raises(FormatError, match=message):
+        tensorfile.load(path)
