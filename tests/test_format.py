@@ -15,6 +15,7 @@ import tensorfile
 from tensorfile import FormatError, IntegrityError
 from tensorfile.format.header import build_header
 from conftest import FIXTURES, expected
+from tests_support import rewrite_record
 
 
 def _record(root, tensors):
@@ -230,18 +231,6 @@ def test_every_data_byte_is_covered_by_a_checksum(tmp_path):
         path.write_bytes(good)
 
 
-def _rewrite_record(path, change):
-    raw = path.read_bytes()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8 : 8 + n])
-    record = json.loads(header["__metadata__"]["tensorfile"])
-    change(record)
-    header["__metadata__"]["tensorfile"] = json.dumps(record)
-    text = json.dumps(header).encode()
-    text += b" " * (-(8 + len(text)) % 8)
-    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
-
-
 BAD_RECORDS = {
     "newer version": (lambda r: r.update(version=99), "newer tensorfile"),
     "tensor not described": (lambda r: r["tensors"].pop("a"), "does not match the header"),
@@ -265,6 +254,6 @@ def test_bad_records_are_format_errors(tmp_path, case):
     change, message = BAD_RECORDS[case]
     path = tmp_path / "r"
     tensorfile.save({"a": np.arange(4, dtype=np.int32), "b": np.zeros(2)}, path)
-    _rewrite_record(path, change)
+    rewrite_record(path, change)
     with pytest.raises(FormatError, match=message):
         tensorfile.load(path)
