@@ -1,0 +1,124 @@
+"""save() is atomic: a crash or an error mid-save never damages the file already there."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import tensorfile
+from tensorfile.format import writer
+
+CHILD = textwrap.dedent(
+    """
+    import sys, numpy as np, tensorfile
+    path = sys.argv[1]
+    big = {"w%d" % i: np.full((1024, 1024), i, dtype=np.float64) for i in range(48)}  # 384 MiB
+    while True:
+        tensorfile.save(big, path)
+    """
+)
+
+
+def _old(path):
+    tensorfile.save({"old": np.arange(1000.0)}, path)
+    return path.read_bytes()
+
+
+def _temps(folder, name):
+    return [p for p in os.listdir(folder) if p.startswith(f".{name}.tmp-")]
+
+
+@pytest.mark.parametrize("kill_after_bytes", [0, 1 << 20, 64 << 20, 200 << 20])
+def test_sigkill_mid_save_leaves_old_file_intact(tmp_path, kill_after_bytes):
+    target = tmp_path / "model.params"
+    old = _old(target)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(target)])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            temps = _temps(tmp_path, target.name)
+            sizes = [os.stat(tmp_path / t).st_size for t in temps if (tmp_path / t).exists()]
+            if sizes and max(sizes) >= kill_after_bytes:
+                break
+            time.sleep(0.001)
+        else:
+            pytest.fail("the child never started writing")
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert target.read_bytes() == old, "the file at the target changed"
+    back = tensorfile.load(target)
+    assert back["old"].tolist() == list(np.arange(1000.0))
+    # at most a hidden stray temporary is left; nothing else carries a visible name
+    assert [n for n in os.listdir(tmp_path) if not n.startswith(".")] == ["model.params"]
+    assert set(os.listdir(tmp_path)) - {"model.params"} <= set(_temps(tmp_path, "model.params"))
+
+
+def test_error_mid_write_removes_temporary_and_keeps_old(tmp_path, monkeypatch):
+    target = tmp_path / "x"
+    old = _old(target)
+    calls = []
+
+    def failing_write_all(f, data):
+        calls.append(len(data))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        f.write(data)
+
+    monkeypatch.setattr(writer, "_write_all", failing_write_all)
+    with pytest.raises(OSError, match="No space left"):
+        tensorfile.save({"a": np.ones(10), "b": np.zeros(10)}, target)
+    assert target.read_bytes() == old
+    assert os.listdir(tmp_path) == ["x"]
+
+
+def test_disk_full_in_subprocess_keeps_old_file(tmp_path):
+    target = tmp_path / "x"
+    old = _old(target)
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys, numpy as np, tensorfile
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+        try:
+            tensorfile.save({{"big": np.ones(1 << 20)}}, {str(target)!r})
+        except OSError as exc:
+            print("OSError", exc.errno)
+            sys.exit(0)
+        sys.exit(3)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("OSError")
+    assert target.read_bytes() == old
+    assert os.listdir(tmp_path) == ["x"]
+
+
+def test_missing_folder_is_an_oserror(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        tensorfile.save(np.ones(2), tmp_path / "no" / "such" / "file")
+
+
+def test_file_mode_follows_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        tensorfile.save(np.ones(2), tmp_path / "m")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o644
+
+
+def test_any_name_and_pathlike(tmp_path):
+    for name in ("x-file", "mydict", "mlp.params", "weird name.ü", "noext"):
+        tensorfile.save({"a": np.arange(3)}, tmp_path / name)
+        assert tensorfile.load(str(tmp_path / name))["a"].tolist() == [0, 1, 2]
