@@ -1,0 +1,58 @@
+"""The command line, run as a user runs it: a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+import tensorfile
+from conftest import FIXTURES
+
+EXE = os.path.join(os.path.dirname(sys.executable), "tensorfile")
+
+
+def run(*args):
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def test_ls_table(tmp_path):
+    tensorfile.save({"b.weight": np.zeros((256, 20), np.float32), "a": np.arange(3, dtype=np.int8)}, tmp_path / "m")
+    out = run("ls", tmp_path / "m")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "DTYPE", "SHAPE", "BYTES"]
+    assert lines[1].split() == ["a", "int8", "(3,)", "3"]
+    assert lines[2].split() == ["b.weight", "float32", "(256,", "20)", "20480"]
+    assert lines[3] == "2 tensors, 20483 bytes (20.0 KiB)"
+    assert len({len(line) for line in lines[:3]}) == 1  # aligned columns
+
+
+def test_ls_json_reference_file():
+    out = run("ls", "--json", FIXTURES / "safetensors" / "dtypes.safetensors")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    by_name = {t["name"]: t for t in doc["tensors"]}
+    assert by_name["bf16"] == {"name": "bf16", "dtype": "bfloat16", "shape": [2, 2], "nbytes": 8}
+    assert by_name["scalar"]["shape"] == []
+    assert doc["total"]["tensors"] == len(doc["tensors"]) == 10
+    assert doc["metadata"]["format"] == "pt"
+
+
+def test_errors_are_one_line_exit_2(tmp_path):
+    out = run("ls", tmp_path / "missing")
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "no such file" in out.stderr
+    out = run("ls", FIXTURES / "hostile" / "st_overlap.safetensors")
+    assert out.returncode == 2 and "overlaps" in out.stderr and out.stderr.strip().count("\n") == 0
+    out = run("ls", FIXTURES / "torch" / "mlp.params")
+    assert out.returncode == 2 and "zip" in out.stderr
+
+
+def test_help_and_version():
+    out = run("--help")
+    assert out.returncode == 0 and "ls" in out.stdout
+    out = run("--version")
+    assert out.returncode == 0 and tensorfile.__version__ in out.stdout
