@@ -310,7 +310,7 @@ class TensorFile:
 
         Raises:
             KeyError: no such tensor.
-            IntegrityError: its checksum does not match (when opened with verify=True).
+            IntegrityError: its checksum does not match (only when opened with verify=True).
         """
         entry = self._entry(name)
         array = self._reader.map(entry)
@@ -360,7 +360,7 @@ class TensorFile:
 
 
 def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
-    path: str | os.PathLike[str], *, framework: str | None = None, map_location: Any = None, verify: bool = True
+    path: str | os.PathLike[str], *, framework: str | None = None, map_location: Any = None, verify: bool = False
 ) -> TensorFile:
     """Open a file for lazy, zero-copy reading; use as a context manager.
 
@@ -373,7 +373,9 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
         path: the file.
         framework: as in :func:`load`.
         map_location: as in :func:`load`.
-        verify: check each tensor's checksum when it is read with ``f[name]``.
+        verify: check each tensor's checksum when it is read with ``f[name]``
+            (reads all of its bytes, which a lazy reader usually wants to
+            avoid; :func:`load` always verifies).
 
     Raises:
         FileNotFoundError, FormatError: as :func:`load`.

@@ -1,0 +1,222 @@
+"""Save/load throughput of tensorfile against the disk's raw limit and its peers.
+
+Builds a GPT-2-medium-shaped float32 state dict (about 1.3 GiB; ``--size small``
+for a quick run) and, in one run, times:
+
+* raw ``write`` + ``fsync`` and raw ``readinto`` of the same bytes (the physical limit here),
+* tensorfile ``save`` / ``load`` / ``open`` + touching every page of every tensor,
+* ``torch.save`` / ``torch.load(weights_only=True)``,
+* safetensors ``save_file`` / ``load_file`` / ``safe_open`` + touch,
+* ``np.savez`` / ``np.load`` (materialized).
+
+Each is repeated ``--repeat`` times; medians and ratios are printed. tensorfile
+and the raw write fsync the file (a durable save); the peers do not. Reads run
+from a warm page cache, as a training job reloading a checkpoint usually does.
+Peak extra memory (RSS above the state dict) while saving is read from
+``/proc/self/status`` (VmHWM after a reset through ``/proc/self/clear_refs``).
+
+Usage: python benchmarks/save_load.py [--size small|full] [--repeat N] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import os
+import platform
+import statistics
+import tempfile
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+import tensorfile
+
+PAGE = 4096
+
+
+def gpt2_state_dict(size: str) -> dict[str, torch.Tensor]:
+    """GPT-2 medium (24 layers, d=1024, vocab 50257) or a small cousin (2 layers, vocab 20000)."""
+    layers, d, vocab, ctx = (24, 1024, 50257, 1024) if size == "full" else (2, 1024, 20000, 1024)
+    g = torch.Generator().manual_seed(0)
+    sd = {"wte.weight": torch.randn(vocab, d, generator=g), "wpe.weight": torch.randn(ctx, d, generator=g)}
+    for i in range(layers):
+        p = f"h.{i}."
+        shapes = {
+            "ln_1.weight": (d,), "ln_1.bias": (d,),
+            "attn.c_attn.weight": (d, 3 * d), "attn.c_attn.bias": (3 * d,),
+            "attn.c_proj.weight": (d, d), "attn.c_proj.bias": (d,),
+            "ln_2.weight": (d,), "ln_2.bias": (d,),
+            "mlp.c_fc.weight": (d, 4 * d), "mlp.c_fc.bias": (4 * d,),
+            "mlp.c_proj.weight": (4 * d, d), "mlp.c_proj.bias": (d,),
+        }  # fmt: skip
+        for k, shape in shapes.items():
+            sd[p + k] = torch.randn(*shape, generator=g)
+    sd["ln_f.weight"], sd["ln_f.bias"] = torch.ones(d), torch.zeros(d)
+    return sd
+
+
+def rss_peak_reset() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def median_time(fn: Callable[[], object], repeat: int, before: Callable[[], None] | None = None) -> float:
+    times = []
+    for _ in range(repeat):
+        if before is not None:
+            before()
+        gc.collect()
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+        del result
+    return statistics.median(times)
+
+
+def touch(tensors) -> int:
+    """Read one byte of every page of every tensor (forces the pages in)."""
+    total = 0
+    for t in tensors:
+        a = t.numpy() if isinstance(t, torch.Tensor) else t
+        flat = a.reshape(-1).view(np.uint8)
+        total += int(flat[::PAGE].sum()) if flat.size else 0
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=["small", "full"], default="full")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per measurement (default 5)")
+    parser.add_argument("--dir", default=None, help="folder for the files (default: a temporary folder)")
+    args = parser.parse_args()
+    repeat = args.repeat or 5
+
+    sd = gpt2_state_dict(args.size)
+    arrays = {k: v.numpy() for k, v in sd.items()}
+    nbytes = sum(a.nbytes for a in arrays.values())
+    print(f"state dict: {len(sd)} float32 tensors, {nbytes / 2**30:.3f} GiB; {repeat} runs each; medians")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}, "
+          f"numpy {np.__version__}, torch {torch.__version__}; {dt.date.today()}")  # fmt: skip
+
+    folder = tempfile.mkdtemp(prefix="tensorfile-bench-", dir=args.dir)
+    path = lambda name: os.path.join(folder, name)  # noqa: E731
+    results: dict[str, float] = {}
+
+    def raw_write() -> None:
+        fd = os.open(path("raw"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            for a in arrays.values():
+                view = memoryview(a.reshape(-1).view(np.uint8))
+                while view:
+                    view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def raw_read() -> list[np.ndarray]:
+        out = []
+        with open(path("raw"), "rb", buffering=0) as f:
+            for a in arrays.values():
+                b = np.empty(a.shape, a.dtype)
+                f.readinto(memoryview(b.reshape(-1).view(np.uint8)))
+                out.append(b)
+        return out
+
+    # Each write starts with nothing dirty in the page cache (os.sync), so that the
+    # previous run's write-back does not land in the next measurement.
+    results["raw write+fsync"] = median_time(raw_write, repeat, os.sync)
+    results["raw readinto"] = median_time(raw_read, repeat)
+
+    results["tensorfile save"] = median_time(lambda: tensorfile.save(sd, path("tf")), repeat, os.sync)
+    results["tensorfile load"] = median_time(lambda: tensorfile.load(path("tf")), repeat)
+
+    def tf_open_touch() -> int:
+        with tensorfile.open(path("tf")) as f:
+            return touch(f[k] for k in f.keys())
+
+    results["tensorfile open+touch"] = median_time(tf_open_touch, repeat)
+
+    torch_path = path("torch.pt")
+    results["torch.save"] = median_time(lambda: torch.save(sd, torch_path), repeat, os.sync)
+    results["torch.load"] = median_time(lambda: torch.load(torch_path, weights_only=True), repeat)
+
+    try:
+        from safetensors import safe_open
+        from safetensors.torch import load_file, save_file
+    except ImportError:  # pragma: no cover
+        save_file = None
+    if save_file is not None:
+        results["safetensors save_file"] = median_time(lambda: save_file(sd, path("st")), repeat, os.sync)
+        results["safetensors load_file"] = median_time(lambda: load_file(path("st")), repeat)
+
+        def st_open_touch() -> int:
+            with safe_open(path("st"), "pt") as f:
+                return touch(f.get_tensor(k) for k in f.keys())
+
+        results["safetensors open+touch"] = median_time(st_open_touch, repeat)
+
+    results["np.savez"] = median_time(lambda: np.savez(path("np.npz"), **arrays), repeat, os.sync)
+
+    def np_load() -> dict[str, np.ndarray]:
+        with np.load(path("np.npz")) as z:
+            return {k: z[k] for k in z.files}
+
+    results["np.load"] = median_time(np_load, repeat)
+
+    # Peak extra memory while saving (RSS above the state dict already in memory).
+    peak_extra = None
+    if rss_peak_reset():
+        gc.collect()
+        base = status_kib("VmRSS")
+        rss_peak_reset()
+        tensorfile.save(sd, path("tf"))
+        peak_extra = (status_kib("VmHWM") - base) * 1024
+
+    print()
+    print(f"{'operation':<26}{'median s':>10}{'GiB/s':>9}")
+    for name, seconds in results.items():
+        print(f"{name:<26}{seconds:>10.3f}{nbytes / 2**30 / seconds:>9.2f}")
+
+    r = results
+    budget = 64 * 2**20 + 0.05 * nbytes
+    checks = [
+        ("save vs raw write (>= 0.90)", r["raw write+fsync"] / r["tensorfile save"], 0.90),
+        ("save vs safetensors (>= 2.00)", r.get("safetensors save_file", float("nan")) / r["tensorfile save"], 2.0),
+        ("save vs torch.save", r["torch.save"] / r["tensorfile save"], None),
+        ("load vs raw readinto (>= 0.90)", r["raw readinto"] / r["tensorfile load"], 0.90),
+        ("load vs safetensors load_file", r.get("safetensors load_file", float("nan")) / r["tensorfile load"], None),
+        ("load vs torch.load", r["torch.load"] / r["tensorfile load"], None),
+        ("open+touch vs safetensors (>= 1.00)", r.get("safetensors open+touch", float("nan")) / r["tensorfile open+touch"], 1.0),
+    ]  # fmt: skip
+    print()
+    print(f"{'ratio (higher = tensorfile faster)':<40}{'value':>8}  target")
+    for label, value, target in checks:
+        verdict = "" if target is None else ("met" if value >= target else "MISSED")
+        print(f"{label:<40}{value:>8.2f}  {verdict}")
+    if peak_extra is not None:
+        verdict = "met" if peak_extra <= budget else "MISSED"
+        print(f"{'peak extra memory while saving':<40}{peak_extra / 2**20:>7.1f}M  {verdict} (budget {budget / 2**20:.0f} MiB)")
+
+    for name in os.listdir(folder):
+        os.unlink(os.path.join(folder, name))
+    os.rmdir(folder)
+
+
+if __name__ == "__main__":
+    main()
