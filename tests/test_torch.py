@@ -257,3 +257,17 @@ def test_unsupported_values_name_their_place(tmp_path):
     with pytest.raises(UnsupportedTypeError, match="contains itself"):
         tensorfile.save(loop, tmp_path / "x")
     assert os.listdir(tmp_path) == []
+
+
+def test_expanded_and_overlapping_views(tmp_path):
+    base = torch.arange(3.0)
+    obj = {"base": base, "e": base.expand(4, 3), "o": base.as_strided((2, 2), (1, 1))}
+    tensorfile.save(obj, tmp_path / "e")
+    back = tensorfile.load(tmp_path / "e")
+    for k, v in obj.items():
+        assert torch.equal(back[k], v), k
+    assert back["e"].stride() == (0, 1)
+    back["base"][1] = 10
+    assert back["e"][3, 1] == 10 and back["o"][0, 1] == 10 and back["o"][1, 0] == 10
+    nb = tensorfile.load(tmp_path / "e", framework="numpy")
+    assert nb["e"].strides == (0, 4) and np.shares_memory(nb["e"], nb["base"])

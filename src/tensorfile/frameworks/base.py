@@ -7,7 +7,26 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Adapter", "StorageView"]
+__all__ = ["Adapter", "StorageView", "fill_storage"]
+
+
+def fill_storage(
+    nbytes: int, members: Sequence[tuple[np.ndarray, int, Sequence[int], Mapping[str, Any]]]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Rebuild a shared storage: a zeroed byte buffer with each member's data at its place.
+
+    Returns the buffer (``uint8``, ``nbytes`` long) and a NumPy view per member.
+    Views may overlap one another or themselves (stride 0); NumPy assignment
+    handles both. Offsets and strides must already be checked to lie inside.
+    """
+    buffer = np.zeros(nbytes, np.uint8)
+    views = []
+    for data, offset, strides, _ in members:
+        item = data.dtype.itemsize
+        view = np.ndarray(data.shape, data.dtype, buffer=buffer, offset=offset, strides=[s * item for s in strides])
+        view[...] = data
+        views.append(view)
+    return buffer, views
 
 
 @dataclass(frozen=True)

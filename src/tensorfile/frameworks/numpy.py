@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import UnsupportedTypeError
-from .base import Adapter, StorageView
+from .base import Adapter, StorageView, fill_storage
 
 __all__ = ["ADAPTER"]
 
@@ -56,15 +56,7 @@ class NumpyAdapter(Adapter):
         members: Sequence[tuple[np.ndarray, int, Sequence[int], Mapping[str, Any]]],
         options: Mapping[str, Any],
     ) -> list[Any] | None:
-        buffer = np.zeros(nbytes, np.uint8)
-        out = []
-        for data, offset, strides, _ in members:
-            view = np.ndarray(
-                data.shape, data.dtype, buffer=buffer, offset=offset, strides=[s * data.dtype.itemsize for s in strides]
-            )
-            view[...] = data
-            out.append(view)
-        return out
+        return fill_storage(nbytes, members)[1]
 
 
 ADAPTER = NumpyAdapter()

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
-from .base import Adapter, StorageView
+from .base import Adapter, StorageView, fill_storage
 
 __all__ = ["ADAPTER"]
 
@@ -142,14 +142,13 @@ class TorchAdapter(Adapter):
             if any(s < 0 for s in strides) or offset % data.dtype.itemsize:
                 return None
         device = devices.pop()
-        storage = torch.UntypedStorage(nbytes, device=device)
+        buffer, _ = fill_storage(nbytes, members)
+        base = torch.from_numpy(buffer)
+        storage = (base if device.type == "cpu" else base.to(device)).untyped_storage()
         out = []
         for data, offset, strides, record in members:
-            src = self._tensor(data)
-            view = torch.empty(0, dtype=src.dtype, device=device)
+            view = torch.empty(0, dtype=NAME_TO_TORCH[data.dtype.name], device=device)
             view.set_(storage, offset // data.dtype.itemsize, tuple(data.shape), tuple(strides))
-            with torch.no_grad():
-                view.copy_(src)
             out.append(self._finish(view, {**record, "device": str(device)}, {"map_location": device}))
         return out
 
