@@ -18,8 +18,14 @@ from conftest import FIXTURES, expected
 from tests_support import rewrite_record
 
 
-def _record(root, tensors):
-    return json.dumps({"version": 1, "root": root, "tensors": tensors}, separators=(",", ":"))
+def _record(root, tensors, entries, metadata):
+    canonical = {
+        "metadata": metadata,
+        "record": {"version": 1, "root": root, "tensors": tensors},
+        "tensors": sorted(entries),
+    }
+    digest = xxhash.xxh3_64_hexdigest(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode())
+    return json.dumps({"version": 1, "header_checksum": digest, "root": root, "tensors": tensors}, separators=(",", ":"))
 
 
 def test_golden_bytes(tmp_path):
@@ -38,7 +44,10 @@ def test_golden_bytes(tmp_path):
         "b": {"checksum": xxhash.xxh3_64_hexdigest(b.tobytes()), "framework": "numpy"},
     }
     header = {
-        "__metadata__": {"author": "me", "tensorfile": _record(root, tensors)},
+        "__metadata__": {
+            "author": "me",
+            "tensorfile": _record(root, tensors, [["b", "I64", [1]], ["w", "F32", [2, 2]]], {"author": "me"}),
+        },
         # 8-byte dtypes first, then 4-byte ones: the reference writer's order.
         "b": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]},
         "w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [8, 24]},
@@ -237,13 +246,30 @@ BAD_RECORDS = {
     "bad checksum text": (lambda r: r["tensors"]["a"].update(checksum="xyz"), "16 hex digits"),
     "root names missing tensor": (lambda r: r["root"]["items"][0].__setitem__(1, {"type": "tensor", "name": "zz"}), "'zz'"),
     "unknown node": (lambda r: r["root"].update(type="set"), "invalid node"),
+    "bad key node": (lambda r: r["root"]["items"][0].__setitem__(0, {"type": "tuple", "items": [1]}), "invalid node"),
+    "version zero": (lambda r: r.update(version=0), "version"),
+    "dtype not a string": (lambda r: r["tensors"]["a"].update(dtype=[]), "cannot be stored"),
+    "flag not a bool": (lambda r: r["tensors"]["a"].update(parameter="no"), "true or false"),
+    "bad device": (lambda r: r["tensors"]["a"].update(device="banana:x"), "device"),
+    "framework not a string": (lambda r: r["tensors"]["a"].update(framework=5), "framework"),
+    "shared empty": (lambda r: r.update(shared=[{"nbytes": 8, "members": []}]), "two or more"),
+    "shared name not a string": (
+        lambda r: r.update(shared=[{"nbytes": 32, "members": [{"name": ["a"], "offset": 0, "strides": [1]}] * 2}]),
+        "not a tensor",
+    ),
+    "shared members disagree": (
+        lambda r: r.update(
+            shared=[{"nbytes": 16, "members": [{"name": "a", "offset": 0, "strides": [1]}, {"name": "b", "offset": 0, "strides": [1]}]}]
+        ),
+        "disagree",
+    ),
     "complex on wrong code": (lambda r: r["tensors"]["a"].update(dtype="complex128"), "cannot be stored"),
     "shared out of bounds": (
-        lambda r: r.update(shared=[{"nbytes": 4, "members": [{"name": "a", "offset": 0, "strides": [1]}]}]),
+        lambda r: r.update(shared=[{"nbytes": 4, "members": [{"name": "a", "offset": 0, "strides": [1]}] * 2}]),
         "outside its storage",
     ),
     "shared huge offset": (
-        lambda r: r.update(shared=[{"nbytes": 1 << 62, "members": [{"name": "a", "offset": -8, "strides": [1]}]}]),
+        lambda r: r.update(shared=[{"nbytes": 1 << 62, "members": [{"name": "a", "offset": -8, "strides": [1]}] * 2}]),
         "outside its storage",
     ),
 }
@@ -253,7 +279,38 @@ BAD_RECORDS = {
 def test_bad_records_are_format_errors(tmp_path, case):
     change, message = BAD_RECORDS[case]
     path = tmp_path / "r"
-    tensorfile.save({"a": np.arange(4, dtype=np.int32), "b": np.zeros(2)}, path)
+    tensorfile.save({"a": np.arange(4, dtype=np.int32), "b": np.zeros(2, dtype=np.int64)}, path)
     rewrite_record(path, change)
     with pytest.raises(FormatError, match=message):
         tensorfile.load(path)
+
+
+HEADER_DAMAGE = {
+    "dtype code": lambda h: h["a"].update(dtype="I32"),
+    "shape": lambda h: h["a"].update(shape=[4, 1]),
+    "user metadata": lambda h: h["__metadata__"].update(author="mallory"),
+    "added metadata": lambda h: h["__metadata__"].update(extra="1"),
+    "record flag": lambda h: h["__metadata__"].update(
+        tensorfile=h["__metadata__"]["tensorfile"].replace('"framework":"numpy"', '"framework":"numpy","scalar":true', 1)
+    ),
+    "plain value": lambda h: h["__metadata__"].update(
+        tensorfile=h["__metadata__"]["tensorfile"].replace('"value":3', '"value":4')
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HEADER_DAMAGE))
+def test_header_damage_is_detected(tmp_path, case):
+    from tests_support import read_header, write_header
+
+    path = tmp_path / "h"
+    tensorfile.save({"a": np.arange(4, dtype=np.float32), "b": np.zeros(2), "step": 3}, path, metadata={"author": "me"})
+    header, data = read_header(path)
+    before = json.dumps(header)
+    HEADER_DAMAGE[case](header)
+    assert json.dumps(header) != before
+    write_header(path, header, data)
+    with pytest.raises(IntegrityError, match="header is corrupt"):
+        tensorfile.load(path)
+    with pytest.raises(IntegrityError, match="header is corrupt"):
+        tensorfile.open(path)

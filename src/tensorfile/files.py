@@ -113,11 +113,13 @@ def save(obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, str] 
             info["dtype"] = leaf.array.dtype.name
         records[leaf.name] = info
 
-    def header_metadata(sums: Mapping[str, str]) -> dict[str, str]:
-        tensors = {name: {"checksum": sums[name], **info} for name, info in records.items()}
-        return {**user, RECORD_KEY: dump_record(flat.root, tensors, groups)}
-
     tensors = layout_order([Tensor(leaf.name, leaf.array) for leaf in flat.leaves])
+    entries = [(t.name, t.code, t.shape) for t in tensors]
+
+    def header_metadata(sums: Mapping[str, str]) -> dict[str, str]:
+        described = {name: {"checksum": sums[name], **info} for name, info in records.items()}
+        return {**user, RECORD_KEY: dump_record(flat.root, described, groups, entries, user)}
+
     with atomic_write(path) as f:
         write_tensors(f, tensors, header_metadata)
 
@@ -141,8 +143,9 @@ def _adapter(framework: str | None, recorded: str | None, path: str) -> Adapter:
 
 
 def _read_record(reader: SafetensorsReader) -> Record | None:
-    text = reader.metadata.get(RECORD_KEY)
-    return None if text is None else parse_record(text, reader.entries, reader.path)
+    metadata = reader.metadata
+    text = metadata.pop(RECORD_KEY, None)
+    return None if text is None else parse_record(text, reader.entries, metadata, reader.path)
 
 
 def _verify(path: str, name: str, expected: str, found: str | None) -> None:
@@ -201,7 +204,10 @@ def load(
             warnings.warn(f"{reader.path}: storage of {group.nbytes} bytes shared by {[m.name for m in group.members]} not rebuilt; loaded as separate tensors")
             continue
         members = [(arrays[m.name], m.offset, m.strides, record.tensors[m.name]) for m in group.members]
-        built = adapter.views(group.nbytes, members, options)
+        try:
+            built = adapter.views(group.nbytes, members, options)
+        except ValueError as exc:
+            raise FormatError(f"{reader.path}: {exc}: {[m.name for m in group.members]}") from None
         if built is not None:
             objects.update(zip((m.name for m in group.members), built))
     for name, array in arrays.items():

@@ -179,6 +179,8 @@ def flatten(obj: Any) -> Flattened:
 
 def decode_plain(node: Mapping[str, Any]) -> Any:
     """Decode a plain-value or key node; raises FormatError on anything else."""
+    if not isinstance(node, dict):
+        raise FormatError(f"invalid node {node!r} in the structure record")
     kind, value = node.get("type"), node.get("value")
     if kind == "none":
         return None

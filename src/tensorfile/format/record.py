@@ -6,6 +6,7 @@ requires)::
 
     {
       "version": 1,
+      "header_checksum": "16 hex digits",  # XXH3-64 of the canonical header, see below
       "root": NODE,                       # the structure, see tensorfile.tree
       "tensors": {NAME: {
           "checksum": "16 hex digits",    # XXH3-64 of the stored bytes
@@ -18,8 +19,13 @@ requires)::
                                             "strides": [ELEMENTS, ...]}]}]
     }
 
+``header_checksum`` covers what the per-tensor checksums cannot: every
+tensor's name, dtype code and shape, the user's metadata, and the record itself
+(see :func:`header_digest`), so a damaged header is detected too.
+
 Every tensor in the header has exactly one entry in ``tensors`` and vice versa.
-:func:`parse_record` validates all of it; anything off is a :class:`FormatError`.
+:func:`parse_record` validates all of it; anything malformed is a
+:class:`FormatError`, a header checksum mismatch an :class:`IntegrityError`.
 """
 
 from __future__ import annotations
@@ -27,17 +33,30 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
-from ..errors import FormatError
+from ..errors import FormatError, IntegrityError
+from .checksums import checksum
 from .dtypes import STORED_AS
 from .header import TensorEntry
 
-__all__ = ["RECORD_KEY", "FORMAT_VERSION", "Member", "SharedGroup", "Record", "dump_record", "parse_record"]
+__all__ = [
+    "RECORD_KEY",
+    "FORMAT_VERSION",
+    "Member",
+    "SharedGroup",
+    "Record",
+    "dump_record",
+    "parse_record",
+    "header_digest",
+    "logical_shape",
+]
 
 RECORD_KEY = "tensorfile"
 FORMAT_VERSION = 1
 _HEX = re.compile(r"[0-9a-f]{16}")
+_DEVICE = re.compile(r"[a-z_]+(:[0-9]+)?")
+_FLAGS = ("parameter", "requires_grad", "scalar")
 
 
 @dataclass(frozen=True)
@@ -67,14 +86,42 @@ class Record:
     shared: tuple[SharedGroup, ...]
 
 
-def dump_record(root: Any, tensors: Mapping[str, Mapping[str, Any]], shared: list[SharedGroup]) -> str:
-    """Serialize a record to compact JSON (no NaN: floats are pre-encoded by the tree)."""
+def header_digest(
+    entries: Iterable[tuple[str, str, Sequence[int]]], metadata: Mapping[str, str], record: Mapping[str, Any]
+) -> str:
+    """XXH3-64 (hex) of the canonical header.
+
+    The canonical header is the compact JSON (keys sorted, ASCII only) of
+    ``{"metadata": USER_METADATA, "record": RECORD, "tensors": [[NAME, CODE,
+    SHAPE], ...]}`` with tensors sorted by name, ``USER_METADATA`` the
+    ``__metadata__`` entries other than :data:`RECORD_KEY`, and ``RECORD`` the
+    record without its ``header_checksum`` field. Data offsets are left out: the
+    tiling rules and each tensor's data checksum already pin them down.
+    """
+    doc = {
+        "metadata": dict(metadata),
+        "record": {k: v for k, v in record.items() if k != "header_checksum"},
+        "tensors": sorted([name, code, list(shape)] for name, code, shape in entries),
+    }
+    return checksum(json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii"))
+
+
+def dump_record(
+    root: Any,
+    tensors: Mapping[str, Mapping[str, Any]],
+    shared: Sequence[SharedGroup],
+    entries: Iterable[tuple[str, str, Sequence[int]]],
+    metadata: Mapping[str, str],
+) -> str:
+    """Serialize a record, with its header checksum, to compact JSON."""
     doc: dict[str, Any] = {"version": FORMAT_VERSION, "root": root, "tensors": tensors}
     if shared:
         doc["shared"] = [
             {"nbytes": g.nbytes, "members": [{"name": m.name, "offset": m.offset, "strides": list(m.strides)} for m in g.members]}
             for g in shared
         ]
+    digest = header_digest(entries, metadata, doc)
+    doc = {"version": FORMAT_VERSION, "header_checksum": digest, **{k: v for k, v in doc.items() if k != "version"}}
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -87,12 +134,30 @@ def logical_shape(entry: TensorEntry, info: Mapping[str, Any]) -> tuple[int, ...
     return entry.shape[:-1] if info.get("dtype") in STORED_AS else entry.shape
 
 
-def parse_record(text: str, entries: Mapping[str, TensorEntry], path: str) -> Record:
-    """Parse and validate the record against the header's ``entries``.
+def _check_tensor(path: str, name: str, info: dict[str, Any], entry: TensorEntry) -> None:
+    where = f"{path}: tensor {name!r}"
+    if not isinstance(info.get("checksum"), str) or not _HEX.fullmatch(info["checksum"]):
+        raise FormatError(f"{where}: checksum must be 16 hex digits, found {info.get('checksum')!r}")
+    if not isinstance(info.get("framework"), str):
+        raise FormatError(f"{where}: framework must be a string, found {info.get('framework')!r}")
+    for flag in _FLAGS:
+        if flag in info and type(info[flag]) is not bool:
+            raise FormatError(f"{where}: {flag} must be true or false, found {info[flag]!r}")
+    if "device" in info and (not isinstance(info["device"], str) or not _DEVICE.fullmatch(info["device"])):
+        raise FormatError(f"{where}: device must look like 'cuda:0', found {info['device']!r}")
+    if "dtype" in info:
+        stored = STORED_AS.get(info["dtype"]) if isinstance(info["dtype"], str) else None
+        if stored is None or entry.code != stored[0] or entry.shape[-1:] != (stored[1],):
+            raise FormatError(f"{where}: dtype {info['dtype']!r} cannot be stored as {entry.code} {list(entry.shape)}")
+
+
+def parse_record(text: str, entries: Mapping[str, TensorEntry], metadata: Mapping[str, str], path: str) -> Record:
+    """Parse and validate the record against the header's ``entries`` and user ``metadata``.
 
     Raises:
         FormatError: malformed JSON, unknown version, a tensor missing on either
-            side, a bad checksum string, or a shared view outside its storage.
+            side, a bad field, or a shared view outside its storage.
+        IntegrityError: the header checksum does not match (the header was damaged).
     """
     try:
         doc = json.loads(text)
@@ -100,12 +165,20 @@ def parse_record(text: str, entries: Mapping[str, TensorEntry], path: str) -> Re
         raise FormatError(f"{path}: the tensorfile record is nested too deeply") from None
     except ValueError as exc:
         raise FormatError(f"{path}: the tensorfile record is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or not _int(doc.get("version")) or "root" not in doc:
-        raise FormatError(f"{path}: the tensorfile record must be an object with 'version' and 'root'")
+    if not isinstance(doc, dict) or not _int(doc.get("version")) or doc["version"] < 1 or "root" not in doc:
+        raise FormatError(f"{path}: the tensorfile record must be an object with 'version' (>= 1) and 'root'")
     if doc["version"] > FORMAT_VERSION:
         raise FormatError(
             f"{path}: written by a newer tensorfile (format version {doc['version']}); "
             f"this one reads up to version {FORMAT_VERSION}: upgrade tensorfile"
+        )
+    stored_digest = doc.get("header_checksum")
+    if not isinstance(stored_digest, str) or not _HEX.fullmatch(stored_digest):
+        raise FormatError(f"{path}: the tensorfile record's header_checksum must be 16 hex digits")
+    found = header_digest(((e.name, e.code, e.shape) for e in entries.values()), metadata, doc)
+    if found != stored_digest:
+        raise IntegrityError(
+            f"{path}: the header is corrupt: header checksum (xxh3-64) expected {stored_digest}, found {found}"
         )
     tensors = doc.get("tensors")
     if not isinstance(tensors, dict) or not all(isinstance(v, dict) for v in tensors.values()):
@@ -118,18 +191,7 @@ def parse_record(text: str, entries: Mapping[str, TensorEntry], path: str) -> Re
             f"described but absent {only_record}, present but not described {only_header}"
         )
     for name, info in tensors.items():
-        if not isinstance(info.get("checksum"), str) or not _HEX.fullmatch(info["checksum"]):
-            raise FormatError(f"{path}: tensor {name!r}: checksum must be 16 hex digits, found {info.get('checksum')!r}")
-        if not isinstance(info.get("framework"), str):
-            raise FormatError(f"{path}: tensor {name!r}: framework must be a string")
-        dtype = info.get("dtype")
-        if dtype is not None:
-            stored = STORED_AS.get(dtype)
-            entry = entries[name]
-            if stored is None or entry.code != stored[0] or entry.shape[-1:] != (stored[1],):
-                raise FormatError(
-                    f"{path}: tensor {name!r}: dtype {dtype!r} cannot be stored as {entry.code} {list(entry.shape)}"
-                )
+        _check_tensor(path, name, info, entries[name])
     return Record(doc["version"], doc["root"], tensors, _parse_shared(doc.get("shared", []), entries, tensors, path))
 
 
@@ -139,12 +201,18 @@ def _parse_shared(raw: Any, entries: Mapping[str, TensorEntry], tensors: Mapping
     groups = []
     seen: set[str] = set()
     for g in raw:
-        if not isinstance(g, dict) or not _int(g.get("nbytes")) or g["nbytes"] < 0 or not isinstance(g.get("members"), list):
-            raise FormatError(f"{path}: invalid shared group {g!r}")
+        if (
+            not isinstance(g, dict)
+            or not _int(g.get("nbytes"))
+            or g["nbytes"] <= 0
+            or not isinstance(g.get("members"), list)
+            or len(g["members"]) < 2
+        ):
+            raise FormatError(f"{path}: invalid shared group {g!r}: needs nbytes > 0 and two or more members")
         members = []
         for m in g["members"]:
             name = m.get("name") if isinstance(m, dict) else None
-            if name not in entries or name in seen:
+            if not isinstance(name, str) or name not in entries or name in seen:
                 raise FormatError(f"{path}: shared group names {name!r}, which is not a tensor or is already shared")
             seen.add(name)
             entry = entries[name]
@@ -155,7 +223,7 @@ def _parse_shared(raw: Any, entries: Mapping[str, TensorEntry], tensors: Mapping
             item = entry.dtype.itemsize * (2 if tensors[name].get("dtype") in STORED_AS else 1)
             low = offset + item * sum(min(0, (d - 1) * s) for d, s in zip(shape, strides))
             high = offset + item * (sum(max(0, (d - 1) * s) for d, s in zip(shape, strides)) + 1)
-            if 0 in shape or low < 0 or high > g["nbytes"]:
+            if 0 in shape or offset % item or low < 0 or high > g["nbytes"]:
                 raise FormatError(f"{path}: tensor {name!r}: shared view lies outside its storage of {g['nbytes']} bytes")
             members.append(Member(name, offset, tuple(strides)))
         groups.append(SharedGroup(g["nbytes"], tuple(members)))

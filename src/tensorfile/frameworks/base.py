@@ -18,6 +18,10 @@ def fill_storage(
     Returns the buffer (``uint8``, ``nbytes`` long) and a NumPy view per member.
     Views may overlap one another or themselves (stride 0); NumPy assignment
     handles both. Offsets and strides must already be checked to lie inside.
+
+    Raises:
+        ValueError: overlapping members disagree on the bytes they share (the
+            file contradicts itself); no view would then hold its stored value.
     """
     buffer = np.zeros(nbytes, np.uint8)
     views = []
@@ -26,6 +30,9 @@ def fill_storage(
         view = np.ndarray(data.shape, data.dtype, buffer=buffer, offset=offset, strides=[s * item for s in strides])
         view[...] = data
         views.append(view)
+    for view, (data, *_rest) in zip(views, members):
+        if np.ascontiguousarray(view).tobytes() != np.ascontiguousarray(data).tobytes():
+            raise ValueError("tensors of one shared storage disagree on the bytes they share")
     return buffer, views
 
 

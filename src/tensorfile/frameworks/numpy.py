@@ -37,6 +37,8 @@ class NumpyAdapter(Adapter):
     def storage(self, value: Any) -> StorageView | None:
         if not isinstance(value, np.ndarray) or value.size == 0:
             return None
+        if value.dtype.byteorder == ">" or (value.dtype.byteorder == "=" and not np.little_endian):
+            return None  # stored byte-swapped: the stored bytes are not the storage's
         root = _root(value)
         if not (root.flags.c_contiguous or root.flags.f_contiguous):
             return None

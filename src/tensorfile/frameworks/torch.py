@@ -36,16 +36,24 @@ def _location(device: torch.device) -> str:
     return str(device)
 
 
+def _saved_device(saved: str) -> torch.device:
+    """The saved device if this machine has it (CUDA only), else the CPU."""
+    try:
+        device = torch.device(saved)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.device("cpu")
+    if device.type == "cuda" and torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count():
+        return device
+    return torch.device("cpu")
+
+
 def _target_device(saved: str, map_location: Any) -> torch.device:
     if map_location is None:
-        device = torch.device(saved)
-        if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
-            return torch.device("cpu")
-        return device
+        return _saved_device(saved)
     if isinstance(map_location, (str, torch.device)):
         return torch.device(map_location)
     if isinstance(map_location, dict):
-        return torch.device(map_location.get(saved, saved))
+        return torch.device(map_location[saved]) if saved in map_location else _saved_device(saved)
     raise TypeError(f"map_location must be None, a str, a torch.device, a dict or a callable, got {map_location!r}")
 
 
@@ -92,6 +100,8 @@ class TorchAdapter(Adapter):
     def storage(self, value: Any) -> StorageView | None:
         if value.numel() == 0 or value.layout != torch.strided or value.is_quantized or value.device.type == "meta":
             return None
+        if value.is_conj() or value.is_neg():  # lazy flags: the stored bytes are not the storage's
+            return None
         s = value.untyped_storage()
         return StorageView(
             ("torch", str(value.device), s.data_ptr()),
@@ -117,11 +127,10 @@ class TorchAdapter(Adapter):
             device = _target_device(saved, map_location)
             if t.device != device:
                 t = t.to(device)
+        grad = bool(record.get("requires_grad")) and (t.is_floating_point() or t.is_complex())
         if record.get("parameter"):
-            return torch.nn.Parameter(t, requires_grad=bool(record.get("requires_grad", False)))
-        if record.get("requires_grad") and (t.is_floating_point() or t.is_complex()):
-            t.requires_grad_(True)
-        return t
+            return torch.nn.Parameter(t, requires_grad=grad)
+        return t.requires_grad_(True) if grad else t
 
     def from_numpy(self, array: np.ndarray, record: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
         return self._finish(self._tensor(array), record, options)
