@@ -122,3 +122,26 @@ def test_any_name_and_pathlike(tmp_path):
     for name in ("x-file", "mydict", "mlp.params", "weird name.ü", "noext"):
         tensorfile.save({"a": np.arange(3)}, tmp_path / name)
         assert tensorfile.load(str(tmp_path / name))["a"].tolist() == [0, 1, 2]
+
+
+def test_long_names_symlinks_modes_and_special_targets(tmp_path):
+    long_name = "n" * 250
+    tensorfile.save(np.ones(2), tmp_path / long_name)
+    assert tensorfile.load(tmp_path / long_name).tolist() == [1.0, 1.0]
+    # through a symlink: the file it points to is replaced, the link stays
+    real = tmp_path / "real"
+    tensorfile.save(np.zeros(1), real)
+    os.chmod(real, 0o600)
+    (tmp_path / "link").symlink_to(real)
+    tensorfile.save(np.arange(3), tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and tensorfile.load(real).tolist() == [0, 1, 2]
+    assert real.stat().st_mode & 0o777 == 0o600
+    # a FIFO (or a device) is not replaced
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(FileExistsError, match="not a regular file"):
+        tensorfile.save(np.ones(1), tmp_path / "fifo")
+    with pytest.raises(IsADirectoryError):
+        tensorfile.save(np.ones(1), tmp_path)
+    with pytest.raises(IsADirectoryError):
+        tensorfile.save(np.ones(1), str(tmp_path / "x") + os.sep)
+    assert sorted(os.listdir(tmp_path)) == sorted([long_name, "real", "link", "fifo"])

@@ -56,3 +56,16 @@ def test_help_and_version():
     assert out.returncode == 0 and "ls" in out.stdout
     out = run("--version")
     assert out.returncode == 0 and tensorfile.__version__ in out.stdout
+
+
+def test_folder_fifo_and_odd_names(tmp_path):
+    out = run("ls", tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "folder" in out.stderr
+    os.mkfifo(tmp_path / "fifo")
+    out = run("ls", tmp_path / "fifo")
+    assert out.returncode == 2 and "not a regular file" in out.stderr
+    tensorfile.save({"": np.zeros(1), "a\nb": np.ones(2)}, tmp_path / "odd")
+    out = run("ls", tmp_path / "odd")
+    assert out.returncode == 0
+    lines = out.stdout.splitlines()
+    assert len(lines) == 4 and lines[1].startswith("''") and lines[2].startswith("'a\\nb'")

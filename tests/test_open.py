@@ -100,3 +100,19 @@ def test_metadata_validation(tmp_path):
         tensorfile.save(np.ones(1), tmp_path / "m", metadata={"tensorfile": "x"})
     with pytest.raises(TypeError, match="str to str"):
         tensorfile.save(np.ones(1), tmp_path / "m", metadata={"epoch": 3})
+
+
+def test_closed_and_shrunk_files(tmp_path):
+    path = tmp_path / "c"
+    tensorfile.save({"a": np.arange(1000.0)}, path)
+    f = tensorfile.open(path)
+    f.close()
+    with pytest.raises(ValueError, match="closed"):
+        f["a"]
+    with tensorfile.open(path) as f:
+        with open(path, "r+b") as raw:
+            raw.truncate(100)
+        with pytest.raises(tensorfile.FormatError, match="'a'"):
+            f["a"]
+    with pytest.raises(tensorfile.FormatError):
+        tensorfile.load(path)

@@ -271,3 +271,51 @@ def test_expanded_and_overlapping_views(tmp_path):
     assert back["e"][3, 1] == 10 and back["o"][0, 1] == 10 and back["o"][1, 0] == 10
     nb = tensorfile.load(tmp_path / "e", framework="numpy")
     assert nb["e"].strides == (0, 4) and np.shares_memory(nb["e"], nb["base"])
+
+
+def test_lazy_conj_neg_and_byteswapped_views_keep_their_values(tmp_path):
+    z = torch.tensor([1 + 1j, 2 + 2j, 3 + 3j])
+    obj = {"z": z, "tail_conj": z[1:].conj(), "zc": z.conj(), "neg": torch._neg_view(torch.arange(3.0))}
+    tensorfile.save(obj, tmp_path / "c")
+    back = tensorfile.load(tmp_path / "c")
+    for k, v in obj.items():
+        assert torch.equal(back[k], v.resolve_conj().resolve_neg()), k
+    x = np.arange(4, dtype="<f4")
+    tensorfile.save({"x": x, "y": x.view(">f4")}, tmp_path / "b")
+    nb = tensorfile.load(tmp_path / "b")
+    assert nb["x"].tolist() == [0, 1, 2, 3] and nb["y"].tobytes() == x.view(">f4").astype("=f4").tobytes()
+
+
+@pytest.mark.parametrize("device", ["mps", "xla:1", "meta", "cuda:99", "privateuseone:0"])
+def test_saved_devices_this_machine_lacks_load_on_cpu(tmp_path, device):
+    tensorfile.save({"t": torch.ones(2), "p": nn.Parameter(torch.ones(1))}, tmp_path / "d")
+    rewrite_record(tmp_path / "d", lambda r: [r["tensors"][k].update(device=device) for k in ("t", "p")])
+    back = tensorfile.load(tmp_path / "d")
+    assert back["t"].device.type == "cpu" and back["t"].tolist() == [1.0, 1.0]
+
+
+def test_int_tensor_flags_from_a_file_do_not_break_loading(tmp_path):
+    tensorfile.save({"i": torch.arange(3)}, tmp_path / "i")
+    rewrite_record(tmp_path / "i", lambda r: r["tensors"]["i"].update(parameter=True, requires_grad=True))
+    back = tensorfile.load(tmp_path / "i")
+    assert isinstance(back["i"], nn.Parameter) and not back["i"].requires_grad
+
+
+def test_plain_values_that_cannot_be_stored(tmp_path):
+    with pytest.raises(UnsupportedTypeError, match=r"obj\['v'\]: an int of"):
+        tensorfile.save({"v": 10**5000}, tmp_path / "x")
+    with pytest.raises(UnsupportedTypeError, match=r"obj\[0\]: a str that is not valid Unicode"):
+        tensorfile.save(["\ud800"], tmp_path / "x")
+    with pytest.raises(UnsupportedTypeError, match="dict key"):
+        tensorfile.save({"\udfff": 1}, tmp_path / "x")
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        tensorfile.save([], tmp_path / "x", metadata={"k": "\ud800"})
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(UnsupportedTypeError, match="nested too deeply"):
+        tensorfile.save(deep, tmp_path / "x")
+    assert os.listdir(tmp_path) == []
+    ok = {"v": 10**3000, "s": "\u00e9\U0001f600"}
+    tensorfile.save(ok, tmp_path / "ok")
+    assert tensorfile.load(tmp_path / "ok") == ok

@@ -4,20 +4,27 @@ Protocol: create a uniquely named temporary file in the target's folder
 (``.<name>.tmp-<random>``), write it, ``fsync`` it, ``os.replace`` it over the
 target, then ``fsync`` the folder so the rename itself is durable. On any error
 the temporary is removed and the target is left as it was. A process killed
-mid-write leaves at most a stray temporary, never a truncated target.
+mid-write leaves at most a stray hidden temporary, never a truncated target.
+
+A symlink is followed (the file it points to is replaced, as ``open`` would
+write it); an existing file keeps its permission bits; a target that exists but
+is not a regular file (a folder, a device, a FIFO) is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import stat
 from typing import BinaryIO, Iterator
 
 __all__ = ["atomic_write", "fsync_dir", "TEMP_MARK"]
 
 #: Part of every temporary file's name, so leftovers can be recognized.
 TEMP_MARK = ".tmp-"
+_NAME_MAX = 255
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -29,12 +36,35 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def _target(path: str) -> tuple[str, int | None]:
+    """The real file to replace and its permission bits (None if it does not exist)."""
+    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+        raise IsADirectoryError(errno.EISDIR, "a file name is needed, not a folder", path)
+    real = os.path.realpath(path)
+    try:
+        info = os.stat(real)
+    except FileNotFoundError:
+        return real, None
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a folder", path)
+    if not stat.S_ISREG(info.st_mode):
+        raise FileExistsError(errno.EEXIST, "exists and is not a regular file; refusing to replace it", path)
+    return real, stat.S_IMODE(info.st_mode)
+
+
+def _temp_name(real: str) -> str:
+    suffix = f"{TEMP_MARK}{secrets.token_hex(6)}"
+    stem = os.path.basename(real).encode("utf-8", "surrogateescape")[: _NAME_MAX - 1 - len(suffix)]
+    return os.path.join(os.path.dirname(real), "." + stem.decode("utf-8", "ignore") + suffix)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary file that replaces ``path`` when the block exits cleanly.
 
     The file is unbuffered (``buffering=0``): large writes go straight to the
-    kernel. Permissions follow the umask, as for a plain ``open(path, "wb")``.
+    kernel. A new file's permissions follow the umask, as for a plain
+    ``open(path, "wb")``; a replaced file keeps its own.
 
     Args:
         path: the file to create or replace.
@@ -42,21 +72,24 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Itera
             scratch files.
 
     Raises:
+        IsADirectoryError: ``path`` is a folder or ends with a separator.
+        FileExistsError: ``path`` exists and is not a regular file.
         OSError: the folder does not exist or a write fails (the target is untouched).
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    temp = os.path.join(folder, f".{os.path.basename(path)}{TEMP_MARK}{secrets.token_hex(6)}")
+    real, mode = _target(os.fspath(path))
+    temp = _temp_name(real)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
         with open(fd, "wb", buffering=0) as f:
+            if mode is not None:
+                os.fchmod(fd, mode)
             yield f  # type: ignore[misc]
             if durable:
                 os.fsync(f.fileno())
-        os.replace(temp, path)
+        os.replace(temp, real)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
     if durable:
-        fsync_dir(folder)
+        fsync_dir(os.path.dirname(real))

@@ -29,9 +29,16 @@ def _open(path: str) -> TensorFile:
         return open_file(path)
     except FileNotFoundError:
         _fail(f"{path}: no such file")
-    except (TensorFileError, OSError) as exc:
+    except OSError as exc:
+        _fail(f"{path}: {exc.strerror or exc}")
+    except TensorFileError as exc:
         _fail(str(exc))
     raise AssertionError("unreachable")
+
+
+def _shown(name: str) -> str:
+    """A tensor name as a table shows it: quoted when empty or holding control characters."""
+    return name if name and name.isprintable() and name.strip() == name else repr(name)
 
 
 def _size(n: int) -> str:
@@ -49,7 +56,7 @@ def main() -> None:
 
 
 @main.command("ls")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def ls_command(file: str, as_json: bool) -> None:
     """List the tensors in FILE: name, dtype, shape, bytes, and totals."""
@@ -67,7 +74,7 @@ def ls_command(file: str, as_json: bool) -> None:
         click.echo(json.dumps(doc, indent=2))
         return
     table = [("NAME", "DTYPE", "SHAPE", "BYTES")] + [
-        (r.name, r.dtype, "(" + ", ".join(map(str, r.shape)) + ("," if len(r.shape) == 1 else "") + ")", str(r.nbytes))
+        (_shown(r.name), r.dtype, "(" + ", ".join(map(str, r.shape)) + ("," if len(r.shape) == 1 else "") + ")", str(r.nbytes))
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(4)]

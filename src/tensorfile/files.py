@@ -39,6 +39,11 @@ def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
         raise TypeError("metadata must map str to str")
     if RECORD_KEY in metadata:
         raise ValueError(f"metadata key {RECORD_KEY!r} is reserved for tensorfile's own record")
+    for key, value in metadata.items():
+        try:
+            key.encode("utf-8"), value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"metadata entry {key!r}: not valid Unicode text") from None
     return dict(metadata)
 
 

@@ -37,6 +37,8 @@ from .frameworks import Adapter, StorageView, adapter_for
 __all__ = ["Leaf", "Flattened", "flatten", "unflatten", "encode_plain", "decode_plain"]
 
 RESERVED_NAMES = frozenset(("__metadata__",))
+#: Largest plain int stored, in bits (about 3,900 decimal digits: JSON readers cap integer text).
+MAX_INT_BITS = 13_000
 
 
 @dataclass
@@ -71,8 +73,14 @@ def encode_plain(value: Any, where: str) -> dict[str, Any] | None:
     if kind is bool:
         return {"type": "bool", "value": value}
     if kind is int:
+        if value.bit_length() > MAX_INT_BITS:
+            raise UnsupportedTypeError(f"{where}: an int of {value.bit_length()} bits is too large (at most {MAX_INT_BITS})")
         return {"type": "int", "value": value}
     if kind is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise UnsupportedTypeError(f"{where}: a str that is not valid Unicode ({exc.reason}) is not supported") from None
         return {"type": "str", "value": value}
     if kind is float:
         if math.isnan(value):
@@ -86,7 +94,7 @@ def encode_plain(value: Any, where: str) -> dict[str, Any] | None:
 def _encode_key(key: Any, where: str) -> dict[str, Any]:
     if type(key) is tuple:
         return {"type": "tuple", "items": [_encode_key(k, where) for k in key]}
-    node = encode_plain(key, where)
+    node = encode_plain(key, f"{where}: dict key {key!r}")
     if node is None:
         raise UnsupportedTypeError(f"{where}: dict key {key!r} of type {_describe(key)} is not supported")
     return node
@@ -173,7 +181,10 @@ def flatten(obj: Any) -> Flattened:
             its place, e.g. ``obj['optimizer']['state'][0]['fn']``, and its type.
     """
     f = _Flattener()
-    f.out.root = f.node(obj, "obj", [])
+    try:
+        f.out.root = f.node(obj, "obj", [])
+    except RecursionError:
+        raise UnsupportedTypeError("obj: containers nested too deeply to store") from None
     return f.out
 
 

@@ -34,6 +34,8 @@ __all__ = ["MAX_HEADER_SIZE", "TensorEntry", "Header", "parse_header", "build_he
 
 #: Largest header the reference reader accepts, in bytes.
 MAX_HEADER_SIZE = 100_000_000
+#: Most dims a tensor may have (NumPy's limit).
+MAX_DIMS = 64
 #: Alignment, in bytes, of the data buffer's start (the reference pads to 8).
 HEADER_ALIGN = 8
 METADATA_KEY = "__metadata__"
@@ -97,6 +99,8 @@ def _entry(path: str, name: str, raw: Any) -> TensorEntry:
         raise FormatError(f"{where}: unknown dtype {code!r}; expected one of {sorted(CODE_TO_DTYPE)}")
     if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
         raise FormatError(f"{where}: shape must be a list of non-negative integers, found {shape!r}")
+    if len(shape) > MAX_DIMS or any(d >= 1 << 63 for d in shape):
+        raise FormatError(f"{where}: shape {shape} has more than {MAX_DIMS} dims or a dim of 2**63 or more")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2

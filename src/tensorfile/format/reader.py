@@ -6,8 +6,10 @@ touched, so every offset used here lies inside the file.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import stat
 from typing import Any
 
 import numpy as np
@@ -37,10 +39,16 @@ class SafetensorsReader:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; no effect on regular files.
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
         self._mmap: mmap.mmap | None = None
         try:
-            self.size = os.fstat(self._fd).st_size
+            info = os.fstat(self._fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", self.path)
+            if not stat.S_ISREG(info.st_mode):
+                raise FormatError(f"{self.path}: not a regular file")
+            self.size = info.st_size
             prefix = os.pread(self._fd, 16, 0)
             kind = looks_like(prefix)
             if kind is not None and prefix[8:9] != b"{":
@@ -70,7 +78,11 @@ class SafetensorsReader:
         Raises:
             FormatError: the file ended early (it changed after opening).
         """
-        array = np.empty(entry.shape, entry.dtype)
+        self._check_open()
+        try:
+            array = np.empty(entry.shape, entry.dtype)
+        except (ValueError, MemoryError) as exc:
+            raise FormatError(f"{self.path}: tensor {entry.name!r} of shape {list(entry.shape)}: {exc}") from None
         hasher = Hasher() if hash else None
         if entry.nbytes:
             flat = memoryview(array.reshape(-1).view(np.uint8))
@@ -90,15 +102,26 @@ class SafetensorsReader:
     def map(self, entry: TensorEntry) -> np.ndarray:
         """A zero-copy, copy-on-write array over the tensor's bytes in the file.
 
-        Writing to it changes only this process's copy, never the file.
+        Writing to it changes only this process's copy, never the file. As with
+        any memory map, if another process truncates the file later, touching
+        the array raises SIGBUS; tensorfile itself never truncates a file (it
+        replaces files by renaming).
         """
-        if entry.nbytes == 0:
-            return np.empty(entry.shape, entry.dtype)
-        if self._mmap is None:
-            self._mmap = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
-        count = entry.nbytes // entry.dtype.itemsize
-        flat = np.frombuffer(self._mmap, entry.dtype, count, self.header.data_start + entry.begin)
+        self._check_open()
+        try:
+            if entry.nbytes == 0:
+                return np.empty(entry.shape, entry.dtype)
+            if self._mmap is None:
+                self._mmap = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
+            count = entry.nbytes // entry.dtype.itemsize
+            flat = np.frombuffer(self._mmap, entry.dtype, count, self.header.data_start + entry.begin)
+        except ValueError as exc:  # the file shrank after it was opened, or an impossible shape
+            raise FormatError(f"{self.path}: mapping tensor {entry.name!r}: {exc}") from None
         return flat.reshape(entry.shape)
+
+    def _check_open(self) -> None:
+        if self._fd < 0:
+            raise ValueError(f"{self.path}: the file is closed")
 
     def close(self) -> None:
         """Close the file. Arrays returned by :meth:`map` stay valid."""
