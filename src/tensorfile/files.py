@@ -108,6 +108,11 @@ def save(obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, str] 
     Example:
         >>> tensorfile.save({"w": np.ones((2, 3), np.float32)}, "mydict")
     """
+    _save(obj, path, metadata, durable=True)
+
+
+def _save(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | None, *, durable: bool) -> None:
+    """:func:`save`; ``durable=False`` skips the fsyncs (benchmarks compare with peers that do not fsync)."""
     user = _check_metadata(metadata)
     flat = flatten(obj)
     groups = _shared_groups(flat.leaves)
@@ -125,7 +130,7 @@ def save(obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, str] 
         described = {name: {"checksum": sums[name], **info} for name, info in records.items()}
         return {**user, RECORD_KEY: dump_record(flat.root, described, groups, entries, user)}
 
-    with atomic_write(path) as f:
+    with atomic_write(path, durable=durable) as f:
         write_tensors(f, tensors, header_metadata)
 
 

@@ -10,6 +10,7 @@ tensors is one chunk (only for non-contiguous or big-endian inputs).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, Mapping, Sequence
 
@@ -85,6 +86,39 @@ def tensor_chunks(array: np.ndarray, chunk: int = CHUNK_BYTES) -> Iterator[memor
         yield from tensor_chunks(array[i], chunk)
 
 
+class _Pipeline:
+    """Hash a large piece on a helper thread while the calling thread writes it.
+
+    Both ``xxhash`` and ``write`` release the GIL, so on two cores the hash is
+    free. Small pieces are hashed inline: a thread hand-off costs more.
+    """
+
+    MIN_PARALLEL = 1 << 20
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, hash_update: Callable[[memoryview], None], write: Callable[[BinaryIO, memoryview], None], f: BinaryIO, piece: memoryview) -> None:
+        if len(piece) < self.MIN_PARALLEL:
+            hash_update(piece)
+            write(f, piece)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="tensorfile-hash")
+        hashed = self._pool.submit(hash_update, piece)
+        try:
+            write(f, piece)
+        finally:
+            hashed.result()
+
+    def __enter__(self) -> "_Pipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
 def _write_all(f: BinaryIO, data: memoryview) -> None:
     while data:
         n = f.write(data)
@@ -118,14 +152,14 @@ def write_tensors(
     header_len = len(build_header(layout, metadata(placeholder)))
     f.seek(header_len)
     sums: dict[str, str] = {}
-    for t in tensors:
-        h = Hasher()
-        for piece in tensor_chunks(t.array):
-            h.update(piece)
-            _write_all(f, piece)
-            if progress is not None:
-                progress(len(piece))
-        sums[t.name] = h.hexdigest()
+    with _Pipeline() as pipeline:
+        for t in tensors:
+            h = Hasher()
+            for piece in tensor_chunks(t.array):
+                pipeline.run(h.update, _write_all, f, piece)
+                if progress is not None:
+                    progress(len(piece))
+            sums[t.name] = h.hexdigest()
     header = build_header(layout, metadata(sums))
     if len(header) != header_len:  # pragma: no cover - guards the fixed-width invariant
         raise RuntimeError("header length changed between placeholder and final checksums")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import functools
+
 import numpy as np
 import torch
 
@@ -32,10 +34,14 @@ _CARRIER_NP = {1: np.dtype("u1"), 2: np.dtype("i2"), 4: np.dtype("i4"), 8: np.dt
 _NATIVE = {"bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "complex64", "complex128"}
 
 
+_NATIVE_NP = frozenset(np.dtype(n) for n in _NATIVE)
+
+
 def _location(device: torch.device) -> str:
     return str(device)
 
 
+@functools.lru_cache(maxsize=64)
 def _saved_device(saved: str) -> torch.device:
     """The saved device if this machine has it (CUDA only), else the CPU."""
     try:
@@ -111,11 +117,10 @@ class TorchAdapter(Adapter):
         )
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        name = array.dtype.name
-        if name in _NATIVE:
+        if array.dtype in _NATIVE_NP:
             return torch.from_numpy(array)
         view = array.view(_CARRIER_NP[array.dtype.itemsize])
-        return torch.from_numpy(view).view(NAME_TO_TORCH[name])
+        return torch.from_numpy(view).view(NAME_TO_TORCH[array.dtype.name])
 
     def _finish(self, t: torch.Tensor, record: Mapping[str, Any], options: Mapping[str, Any]) -> torch.Tensor:
         saved = record.get("device", "cpu")
