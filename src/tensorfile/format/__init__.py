@@ -26,7 +26,9 @@ mismatch, holes, overlaps and trailing bytes.
 ``"__metadata__"``, when present, MUST be an object of string to string. A
 tensorfile writer stores user metadata there and one entry of its own under the
 key ``"tensorfile"``: a JSON document (see :mod:`tensorfile.format.record`) with
-``version`` (1), ``root`` (the container structure, see :mod:`tensorfile.tree`),
+``version`` (1), ``header_checksum`` (XXH3-64 of the canonical header: names,
+codes, shapes, user metadata and the record itself, so header damage is caught
+like data damage), ``root`` (the container structure, see :mod:`tensorfile.tree`),
 ``tensors`` (per tensor: ``checksum``, 16 hex digits of XXH3-64 over its stored
 bytes; ``framework``; optional ``dtype`` for complex128 stored as F64 with a
 trailing axis of 2; optional ``parameter``, ``requires_grad``, ``device``,
