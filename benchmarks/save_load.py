@@ -9,8 +9,9 @@ for a quick run) and, in one run, times:
 * safetensors ``save_file`` / ``load_file`` (lazy: memory-mapped) / ``safe_open`` + touch,
 * ``np.savez`` / ``np.load`` (materialized).
 
-Each is repeated ``--repeat`` times in interleaved rounds; medians and ratios
-are printed. tensorfile and the raw write fsync the file (a durable save); the
+Each is repeated ``--repeat`` times in interleaved rounds; medians, best times
+and ratios of both are printed (disk timings here vary by 3x between identical
+runs, so the best time is the steadier estimate of what the code costs). tensorfile and the raw write fsync the file (a durable save); the
 peers do not, so tensorfile is also timed without fsync for comparison. Reads run
 from a warm page cache, as a training job reloading a checkpoint usually does.
 Peak extra memory (RSS above the state dict) while saving is read from
@@ -184,6 +185,7 @@ def main() -> None:
         for name, fn in reads.items():
             times[name].append(timed(fn))
     results = {name: statistics.median(ts) for name, ts in times.items()}
+    best = {name: min(ts) for name, ts in times.items()}
 
     # Peak extra memory while saving (RSS above the state dict already in memory).
     peak_extra = None
@@ -195,30 +197,30 @@ def main() -> None:
         peak_extra = (status_kib("VmHWM") - base) * 1024
 
     print()
-    print(f"{'operation':<30}{'median s':>10}{'GiB/s':>9}")
+    print(f"{'operation':<30}{'median s':>10}{'GiB/s':>9}{'best s':>10}")
     for name, seconds in results.items():
-        print(f"{name:<30}{seconds:>10.3f}{nbytes / 2**30 / seconds:>9.2f}")
+        print(f"{name:<30}{seconds:>10.3f}{nbytes / 2**30 / seconds:>9.2f}{best[name]:>10.3f}")
 
-    r = results
     budget = 64 * 2**20 + 0.05 * nbytes
     checks = [
-        ("save vs raw write (>= 0.90)", r["raw write+fsync"] / r["tensorfile save"], 0.90),
-        ("save vs safetensors (>= 2.00)", r["safetensors save_file"] / r["tensorfile save"], 2.0),
-        ("save, no fsync, vs safetensors", r["safetensors save_file"] / r["tensorfile save, no fsync"], None),
-        ("save vs torch.save", r["torch.save"] / r["tensorfile save"], None),
-        ("load vs raw readinto (>= 0.90)", r["raw readinto"] / r["tensorfile load"], 0.90),
-
-        ("load vs torch.load", r["torch.load"] / r["tensorfile load"], None),
-        ("open+touch vs safetensors (>= 1.00)", r["safetensors open+touch"] / r["tensorfile open+touch"], 1.0),
-    ]  # fmt: skip
+        ("save vs raw write", "raw write+fsync", "tensorfile save", 0.90),
+        ("save vs safetensors", "safetensors save_file", "tensorfile save", 2.0),
+        ("save, no fsync, vs safetensors", "safetensors save_file", "tensorfile save, no fsync", None),
+        ("save vs torch.save", "torch.save", "tensorfile save", None),
+        ("load vs raw readinto", "raw readinto", "tensorfile load", 0.90),
+        ("load vs torch.load", "torch.load", "tensorfile load", None),
+        ("open+touch vs safetensors", "safetensors open+touch", "tensorfile open+touch", 1.0),
+    ]
     print()
-    print(f"{'ratio (higher = tensorfile faster)':<40}{'value':>8}  target")
-    for label, value, target in checks:
-        verdict = "" if target is None else ("met" if value >= target else "MISSED")
-        print(f"{label:<40}{value:>8.2f}  {verdict}")
+    print(f"{'ratio (higher = tensorfile faster)':<36}{'median':>8}{'best':>8}  target")
+    for label, peer, ours, target in checks:
+        on_median = results[peer] / results[ours]
+        on_best = best[peer] / best[ours]
+        verdict = "" if target is None else f">= {target:.2f}: " + ("met" if on_median >= target else "missed")
+        print(f"{label:<36}{on_median:>8.2f}{on_best:>8.2f}  {verdict}")
     if peak_extra is not None:
-        verdict = "met" if peak_extra <= budget else "MISSED"
-        print(f"{'peak extra memory while saving':<40}{peak_extra / 2**20:>7.1f}M  {verdict} (budget {budget / 2**20:.0f} MiB)")
+        verdict = "met" if peak_extra <= budget else "missed"
+        print(f"{'peak extra memory while saving':<36}{peak_extra / 2**20:>7.1f}M  {verdict} (budget {budget / 2**20:.0f} MiB)")
 
     for name in os.listdir(folder):
         os.unlink(os.path.join(folder, name))

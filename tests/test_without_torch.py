@@ -1,0 +1,47 @@
+"""tensorfile works with only NumPy: torch is imported only when a torch tensor is involved."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import tensorfile
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    blocker = "import sys; sys.modules['torch'] = None\n"  # makes `import torch` fail
+    return subprocess.run([sys.executable, "-c", blocker + textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+
+
+def test_import_does_not_import_torch():
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, tensorfile; print('torch' in sys.modules)"], capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_torch_file_loads_as_numpy_without_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    tensorfile.save({"w": torch.arange(6.0).reshape(2, 3), "bf": torch.ones(2, dtype=torch.bfloat16)}, tmp_path / "t")
+    tensorfile.save({"n": np.arange(3)}, tmp_path / "n")
+    out = _run(
+        f"""
+        import tensorfile
+        print(tensorfile.load({str(tmp_path / 'n')!r})["n"].tolist())
+        back = tensorfile.load({str(tmp_path / 't')!r}, framework="numpy")
+        print(back["w"].tolist(), back["bf"].dtype)
+        try:
+            tensorfile.load({str(tmp_path / 't')!r})
+        except ImportError as exc:
+            print("ImportError:", exc)
+        """
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "[0, 1, 2]"
+    assert lines[1] == "[[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]] bfloat16"
+    assert lines[2].startswith("ImportError:") and "tensorfile[torch]" in lines[2] and "framework='numpy'" in lines[2]
