@@ -18,16 +18,6 @@ from conftest import FIXTURES, expected
 from tests_support import rewrite_record
 
 
-def _record(root, tensors, entries, metadata):
-    canonical = {
-        "metadata": metadata,
-        "record": {"version": 1, "root": root, "tensors": tensors},
-        "tensors": sorted(entries),
-    }
-    digest = xxhash.xxh3_64_hexdigest(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode())
-    return json.dumps({"version": 1, "header_checksum": digest, "root": root, "tensors": tensors}, separators=(",", ":"))
-
-
 def test_golden_bytes(tmp_path):
     w = np.array([[1, 2], [3, 4]], dtype="<f4")
     b = np.array([7], dtype="<i8")
@@ -43,20 +33,21 @@ def test_golden_bytes(tmp_path):
         "w": {"checksum": xxhash.xxh3_64_hexdigest(w.tobytes()), "framework": "numpy"},
         "b": {"checksum": xxhash.xxh3_64_hexdigest(b.tobytes()), "framework": "numpy"},
     }
+    record = {"version": 1, "header_checksum": "0" * 16, "root": root, "tensors": tensors}
     header = {
-        "__metadata__": {
-            "author": "me",
-            "tensorfile": _record(root, tensors, [["b", "I64", [1]], ["w", "F32", [2, 2]]], {"author": "me"}),
-        },
+        "__metadata__": {"tensorfile": json.dumps(record, separators=(",", ":")), "author": "me"},
         # 8-byte dtypes first, then 4-byte ones: the reference writer's order.
         "b": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]},
         "w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [8, 24]},
     }
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-(8 + len(text)) % 8)
+    digest = xxhash.xxh3_64_hexdigest(text).encode()  # over the header with the digits still 0
+    text = text.replace(b'"header_checksum\\":\\"' + b"0" * 16, b'"header_checksum\\":\\"' + digest, 1)
     want = struct.pack("<Q", len(text)) + text + b.tobytes() + w.tobytes()
-    assert (tmp_path / "g").read_bytes() == want
-    assert (8 + len(text)) % 8 == 0
+    got = (tmp_path / "g").read_bytes()
+    assert got == want
+    assert len(got) == 584 and (8 + len(text)) % 8 == 0
 
 
 def test_every_tensor_naturally_aligned(tmp_path):
@@ -296,6 +287,10 @@ HEADER_DAMAGE = {
     "plain value": lambda h: h["__metadata__"].update(
         tensorfile=h["__metadata__"]["tensorfile"].replace('"value":3', '"value":4')
     ),
+    "offsets swapped": lambda h: [h["a"].update(data_offsets=[16, 32]), h["b"].update(data_offsets=[0, 16])],
+    "record moved after user metadata": lambda h: h.update(
+        __metadata__={"author": "me", "tensorfile": h["__metadata__"]["tensorfile"]}
+    ),
 }
 
 
@@ -304,13 +299,29 @@ def test_header_damage_is_detected(tmp_path, case):
     from tests_support import read_header, write_header
 
     path = tmp_path / "h"
-    tensorfile.save({"a": np.arange(4, dtype=np.float32), "b": np.zeros(2), "step": 3}, path, metadata={"author": "me"})
+    tensorfile.save({"a": np.arange(4, dtype=np.float32), "b": np.zeros(4, np.int32), "step": 3}, path, metadata={"author": "me"})
     header, data = read_header(path)
     before = json.dumps(header)
     HEADER_DAMAGE[case](header)
     assert json.dumps(header) != before
     write_header(path, header, data)
-    with pytest.raises(IntegrityError, match="header is corrupt"):
+    with pytest.raises(IntegrityError, match="header is corrupt|header was rewritten"):
         tensorfile.load(path)
-    with pytest.raises(IntegrityError, match="header is corrupt"):
+    with pytest.raises(IntegrityError, match="header is corrupt|header was rewritten"):
         tensorfile.open(path)
+
+
+def test_every_header_byte_is_covered(tmp_path):
+    path = tmp_path / "h"
+    tensorfile.save({"a": np.arange(3, dtype=np.int16), "s": "x"}, path, metadata={"k": "v"})
+    good = path.read_bytes()
+    n = struct.unpack("<Q", good[:8])[0]
+    for offset in range(8, 8 + n):
+        data = bytearray(good)
+        data[offset] ^= 0x01
+        path.write_bytes(bytes(data))
+        try:
+            value = tensorfile.load(path)
+        except (FormatError, IntegrityError):
+            continue
+        raise AssertionError(f"flipping header byte {offset} went unnoticed: {value!r}")

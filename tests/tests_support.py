@@ -7,7 +7,7 @@ import struct
 from pathlib import Path
 from typing import Any, Callable
 
-from tensorfile.format.record import header_digest
+from tensorfile.format.record import SEALED_PREFIX, seal
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -16,9 +16,12 @@ def read_header(path: Path) -> tuple[dict[str, Any], bytes]:
     return json.loads(raw[8 : 8 + n]), raw[8 + n :]
 
 
-def write_header(path: Path, header: dict[str, Any], data: bytes) -> None:
-    text = json.dumps(header).encode()
+def write_header(path: Path, header: dict[str, Any], data: bytes, *, resign: bool = False) -> None:
+    """Write ``header`` compactly (in its own key order) before ``data``; ``resign`` re-seals it."""
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-(8 + len(text)) % 8)
+    if resign and text.startswith(SEALED_PREFIX):  # other versions start differently: left unsealed
+        text = seal(text)
     path.write_bytes(struct.pack("<Q", len(text)) + text + data)
 
 
@@ -31,9 +34,6 @@ def rewrite_record(path: Path, change: Callable[[dict[str, Any]], None], *, resi
     header, data = read_header(path)
     record = json.loads(header["__metadata__"]["tensorfile"])
     change(record)
-    if resign:
-        user = {k: v for k, v in header["__metadata__"].items() if k != "tensorfile"}
-        entries = [(k, v["dtype"], v["shape"]) for k, v in header.items() if k != "__metadata__"]
-        record["header_checksum"] = header_digest(entries, user, record)
-    header["__metadata__"]["tensorfile"] = json.dumps(record)
-    write_header(path, header, data)
+    record = {"version": record.pop("version", None), "header_checksum": "0" * 16, **record}
+    header["__metadata__"]["tensorfile"] = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+    write_header(path, header, data, resign=resign)

@@ -21,7 +21,7 @@ from .format.checksums import checksum
 from .format.dtypes import STORED_AS, dtype_from_name
 from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
-from .format.record import RECORD_KEY, Member, Record, SharedGroup, dump_record, logical_shape, parse_record
+from .format.record import RECORD_KEY, Member, Record, SharedGroup, dump_record, logical_shape, parse_record, seal
 from .format.writer import Tensor, layout_order, write_tensors
 from .frameworks import FRAMEWORKS, Adapter, get_adapter
 from .tree import Leaf, flatten, unflatten
@@ -123,15 +123,13 @@ def _save(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | 
             info["dtype"] = leaf.array.dtype.name
         records[leaf.name] = info
 
-    tensors = layout_order([Tensor(leaf.name, leaf.array) for leaf in flat.leaves])
-    entries = [(t.name, t.code, t.shape) for t in tensors]
-
     def header_metadata(sums: Mapping[str, str]) -> dict[str, str]:
         described = {name: {"checksum": sums[name], **info} for name, info in records.items()}
-        return {**user, RECORD_KEY: dump_record(flat.root, described, groups, entries, user)}
+        return {RECORD_KEY: dump_record(flat.root, described, groups), **user}  # the record first: see seal()
 
+    tensors = layout_order([Tensor(leaf.name, leaf.array) for leaf in flat.leaves])
     with atomic_write(path, durable=durable) as f:
-        write_tensors(f, tensors, header_metadata)
+        write_tensors(f, tensors, header_metadata, seal=seal)
 
 
 def _as_logical(array: np.ndarray, info: Mapping[str, Any], entry: TensorEntry) -> np.ndarray:
@@ -154,8 +152,13 @@ def _adapter(framework: str | None, recorded: str | None, path: str) -> Adapter:
 
 def _read_record(reader: SafetensorsReader) -> Record | None:
     metadata = reader.metadata
-    text = metadata.pop(RECORD_KEY, None)
-    return None if text is None else parse_record(text, reader.entries, metadata, reader.path)
+    text = metadata.get(RECORD_KEY)
+    if text is None:
+        for key, value in metadata.items():  # a record under another key: its key was damaged
+            if value.startswith('{"version":') and '"header_checksum":"' in value:
+                raise IntegrityError(f"{reader.path}: the header is corrupt: tensorfile's record is stored under {key!r}")
+        return None
+    return parse_record(text, reader.entries, reader.header.raw, reader.path)
 
 
 def _verify(path: str, name: str, expected: str, found: str | None) -> None:

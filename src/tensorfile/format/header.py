@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import FormatError
 from .dtypes import CODE_TO_DTYPE
 
-__all__ = ["MAX_HEADER_SIZE", "TensorEntry", "Header", "parse_header", "build_header"]
+__all__ = ["MAX_HEADER_SIZE", "TensorEntry", "Header", "parse_header", "build_header", "strict_json"]
 
 #: Largest header the reference reader accepts, in bytes.
 MAX_HEADER_SIZE = 100_000_000
@@ -74,6 +74,21 @@ class Header:
     entries: dict[str, TensorEntry]
     metadata: dict[str, str] | None
     data_start: int
+    raw: bytes = b""  # the N header bytes as stored
+
+
+def strict_json(text: str) -> Any:
+    """Parse JSON, refusing duplicate keys at any depth and the non-JSON NaN/Infinity.
+
+    Raises:
+        FormatError: duplicate key or non-JSON constant (message without the file name).
+        ValueError, RecursionError: invalid or too deeply nested JSON.
+    """
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
+def _no_constant(name: str) -> Any:
+    raise FormatError(f"{name} is not valid JSON")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -147,7 +162,7 @@ def parse_header(prefix: bytes, read: Any, file_size: int, path: str) -> Header:
     if len(raw) != n:
         raise FormatError(f"{path}: reading the header, expected {n} bytes, got {len(raw)}")
     try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        doc = strict_json(raw.decode("utf-8"))
     except FormatError as exc:
         raise FormatError(f"{path}: {exc}") from None
     except RecursionError:
@@ -157,8 +172,9 @@ def parse_header(prefix: bytes, read: Any, file_size: int, path: str) -> Header:
     if not isinstance(doc, dict):
         raise FormatError(f"{path}: header must be a JSON object, found {type(doc).__name__}")
 
+    has_metadata = METADATA_KEY in doc
     metadata = doc.pop(METADATA_KEY, None)
-    if metadata is not None:
+    if has_metadata:
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
             raise FormatError(f"{path}: __metadata__ must be an object of string to string")
 
@@ -173,7 +189,7 @@ def parse_header(prefix: bytes, read: Any, file_size: int, path: str) -> Header:
     if position != data_size:
         what = "trailing bytes after the last tensor" if position < data_size else "the file is truncated"
         raise FormatError(f"{path}: tensors cover {position} data bytes, the file has {data_size}: {what}")
-    return Header({e.name: e for e in entries}, metadata, 8 + n)
+    return Header({e.name: e for e in entries}, metadata, 8 + n, bytes(raw))
 
 
 def build_header(

@@ -6,7 +6,7 @@ requires)::
 
     {
       "version": 1,
-      "header_checksum": "16 hex digits",  # XXH3-64 of the canonical header, see below
+      "header_checksum": "16 hex digits",  # XXH3-64 of the header bytes, see below
       "root": NODE,                       # the structure, see tensorfile.tree
       "tensors": {NAME: {
           "checksum": "16 hex digits",    # XXH3-64 of the stored bytes
@@ -19,9 +19,11 @@ requires)::
                                             "strides": [ELEMENTS, ...]}]}]
     }
 
-``header_checksum`` covers what the per-tensor checksums cannot: every
-tensor's name, dtype code and shape, the user's metadata, and the record itself
-(see :func:`header_digest`), so a damaged header is detected too.
+``header_checksum`` covers what the per-tensor checksums cannot: the whole
+header, byte for byte (see :func:`seal`), so a damaged name, dtype, shape,
+offset, metadata entry or record field is detected too. For that the header
+MUST start with :data:`SEALED_PREFIX`: ``__metadata__`` first, the record first
+inside it, ``header_checksum`` right after ``version``.
 
 Every tensor in the header has exactly one entry in ``tensors`` and vice versa.
 :func:`parse_record` validates all of it; anything malformed is a
@@ -33,12 +35,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..errors import FormatError, IntegrityError
 from .checksums import checksum
 from .dtypes import STORED_AS
-from .header import TensorEntry
+from .header import TensorEntry, strict_json
 
 __all__ = [
     "RECORD_KEY",
@@ -49,6 +51,8 @@ __all__ = [
     "dump_record",
     "parse_record",
     "header_digest",
+    "seal",
+    "SEALED_PREFIX",
     "logical_shape",
 ]
 
@@ -86,42 +90,35 @@ class Record:
     shared: tuple[SharedGroup, ...]
 
 
-def header_digest(
-    entries: Iterable[tuple[str, str, Sequence[int]]], metadata: Mapping[str, str], record: Mapping[str, Any]
-) -> str:
-    """XXH3-64 (hex) of the canonical header.
+#: How a sealed header starts: the checksum's 16 hex digits follow at once.
+SEALED_PREFIX = b'{"__metadata__":{"tensorfile":"{\\"version\\":1,\\"header_checksum\\":\\"'
+_DIGITS = slice(len(SEALED_PREFIX), len(SEALED_PREFIX) + 16)
+_PLACEHOLDER = "0" * 16
 
-    The canonical header is the compact JSON (keys sorted, ASCII only) of
-    ``{"metadata": USER_METADATA, "record": RECORD, "tensors": [[NAME, CODE,
-    SHAPE], ...]}`` with tensors sorted by name, ``USER_METADATA`` the
-    ``__metadata__`` entries other than :data:`RECORD_KEY`, and ``RECORD`` the
-    record without its ``header_checksum`` field. Data offsets are left out: the
-    tiling rules and each tensor's data checksum already pin them down.
+
+def header_digest(raw: bytes) -> str:
+    """XXH3-64 (hex) of the header bytes with the checksum's 16 digits read as ``0``."""
+    return checksum(raw[: _DIGITS.start] + _PLACEHOLDER.encode() + raw[_DIGITS.stop :])
+
+
+def seal(raw: bytes) -> bytes:
+    """Write the header checksum into a header built with :func:`dump_record`'s placeholder.
+
+    ``raw`` is the N header bytes (no length prefix); returns them sealed.
     """
-    doc = {
-        "metadata": dict(metadata),
-        "record": {k: v for k, v in record.items() if k != "header_checksum"},
-        "tensors": sorted([name, code, list(shape)] for name, code, shape in entries),
-    }
-    return checksum(json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii"))
+    if not raw.startswith(SEALED_PREFIX):  # pragma: no cover - a writer bug, not bad input
+        raise RuntimeError("the header does not start with the record")
+    return raw[: _DIGITS.start] + header_digest(raw).encode() + raw[_DIGITS.stop :]
 
 
-def dump_record(
-    root: Any,
-    tensors: Mapping[str, Mapping[str, Any]],
-    shared: Sequence[SharedGroup],
-    entries: Iterable[tuple[str, str, Sequence[int]]],
-    metadata: Mapping[str, str],
-) -> str:
-    """Serialize a record, with its header checksum, to compact JSON."""
-    doc: dict[str, Any] = {"version": FORMAT_VERSION, "root": root, "tensors": tensors}
+def dump_record(root: Any, tensors: Mapping[str, Mapping[str, Any]], shared: Sequence[SharedGroup]) -> str:
+    """Serialize a record to compact JSON, with a placeholder header checksum (see :func:`seal`)."""
+    doc: dict[str, Any] = {"version": FORMAT_VERSION, "header_checksum": _PLACEHOLDER, "root": root, "tensors": tensors}
     if shared:
         doc["shared"] = [
             {"nbytes": g.nbytes, "members": [{"name": m.name, "offset": m.offset, "strides": list(m.strides)} for m in g.members]}
             for g in shared
         ]
-    digest = header_digest(entries, metadata, doc)
-    doc = {"version": FORMAT_VERSION, "header_checksum": digest, **{k: v for k, v in doc.items() if k != "version"}}
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -151,8 +148,8 @@ def _check_tensor(path: str, name: str, info: dict[str, Any], entry: TensorEntry
             raise FormatError(f"{where}: dtype {info['dtype']!r} cannot be stored as {entry.code} {list(entry.shape)}")
 
 
-def parse_record(text: str, entries: Mapping[str, TensorEntry], metadata: Mapping[str, str], path: str) -> Record:
-    """Parse and validate the record against the header's ``entries`` and user ``metadata``.
+def parse_record(text: str, entries: Mapping[str, TensorEntry], raw: bytes, path: str) -> Record:
+    """Parse and validate the record against the header's ``entries`` and raw bytes.
 
     Raises:
         FormatError: malformed JSON, unknown version, a tensor missing on either
@@ -160,7 +157,9 @@ def parse_record(text: str, entries: Mapping[str, TensorEntry], metadata: Mappin
         IntegrityError: the header checksum does not match (the header was damaged).
     """
     try:
-        doc = json.loads(text)
+        doc = strict_json(text)
+    except FormatError as exc:
+        raise FormatError(f"{path}: the tensorfile record: {exc}") from None
     except RecursionError:
         raise FormatError(f"{path}: the tensorfile record is nested too deeply") from None
     except ValueError as exc:
@@ -175,7 +174,12 @@ def parse_record(text: str, entries: Mapping[str, TensorEntry], metadata: Mappin
     stored_digest = doc.get("header_checksum")
     if not isinstance(stored_digest, str) or not _HEX.fullmatch(stored_digest):
         raise FormatError(f"{path}: the tensorfile record's header_checksum must be 16 hex digits")
-    found = header_digest(((e.name, e.code, e.shape) for e in entries.values()), metadata, doc)
+    if not raw.startswith(SEALED_PREFIX) or raw[_DIGITS] != stored_digest.encode():
+        raise IntegrityError(
+            f"{path}: the header was rewritten (its record is not where tensorfile puts it), "
+            "so its checksum cannot be checked"
+        )
+    found = header_digest(raw)
     if found != stored_digest:
         raise IntegrityError(
             f"{path}: the header is corrupt: header checksum (xxh3-64) expected {stored_digest}, found {found}"

@@ -132,6 +132,7 @@ def write_tensors(
     tensors: Sequence[Tensor],
     metadata: Callable[[Mapping[str, str]], Mapping[str, str] | None],
     *,
+    seal: Callable[[bytes], bytes] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, str]:
     """Write a complete safetensors file to ``f`` (an unbuffered, seekable binary file).
@@ -142,6 +143,8 @@ def write_tensors(
         metadata: given ``{name: checksum}``, returns ``__metadata__``. It is
             called twice, first with placeholder checksums of the same width,
             and must return a header of the same length both times.
+        seal: given the final header's N bytes, returns them with a header
+            checksum filled in (same length).
         progress: called with the number of bytes written after each chunk.
 
     Returns:
@@ -161,6 +164,8 @@ def write_tensors(
                     progress(len(piece))
             sums[t.name] = h.hexdigest()
     header = build_header(layout, metadata(sums))
+    if seal is not None:
+        header = header[:8] + seal(header[8:])
     if len(header) != header_len:  # pragma: no cover - guards the fixed-width invariant
         raise RuntimeError("header length changed between placeholder and final checksums")
     f.seek(0)
