@@ -98,17 +98,19 @@ def _read_header(raw):
     return header, data
 
 
-def _check_record(rec, header, user_meta, names):
+def _check_record(rec, header, raw_header, names):
     """Section 4 field checks and the header checksum (section 6 step 3)."""
     if not isinstance(rec, dict) or not _is_int(rec.get("version")) or rec["version"] != 1:
         _fail("record is not an object with a known version (1)")
     if not isinstance(rec.get("header_checksum"), str) or not HEX16.fullmatch(rec["header_checksum"]):
         _fail("record header_checksum missing or not 16 lowercase hex digits")
-    canon = {"metadata": user_meta,
-             "record": {k: v for k, v in rec.items() if k != "header_checksum"},
-             "tensors": sorted([k, header[k]["dtype"], header[k]["shape"]] for k in names)}
-    blob = json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-    if xxhash.xxh3_64(blob).hexdigest() != rec["header_checksum"]:
+    # (updated by hand when the spec moved from a canonical JSON to the raw header bytes)
+    prefix = b'{"__metadata__":{"tensorfile":"{\\"version\\":1,\\"header_checksum\\":\\"'
+    digits = rec["header_checksum"].encode()
+    if raw_header[: len(prefix) + 16] != prefix + digits:
+        _fail("integrity error: the header does not start as a sealed tensorfile header")
+    blank = raw_header[: len(prefix)] + b"0" * 16 + raw_header[len(prefix) + 16 :]
+    if xxhash.xxh3_64(blank).hexdigest() != rec["header_checksum"]:
         _fail("integrity error: header checksum mismatch")
     if "root" not in rec or not isinstance(rec.get("tensors"), dict) or set(rec["tensors"]) != set(names):
         _fail("record has no root, or its tensor set differs from the header's")
@@ -214,7 +216,8 @@ def read_spec(path):
         return {n: np.frombuffer(data[slice(*header[n]["data_offsets"])], DTYPES[header[n]["dtype"]])
                 .reshape(header[n]["shape"]).copy() for n in names}, user_meta
     rec = _parse_json(meta["tensorfile"], "record")
-    _check_record(rec, header, user_meta, names)
+    n = int.from_bytes(raw[:8], "little")
+    _check_record(rec, header, raw[8 : 8 + n], names)
     arrays = {n: _tensor(n, header, data, rec) for n in names}
     _rebuild_shared(rec.get("shared", []), arrays)
     cache = {}  # one object per name, however often the structure names it

@@ -237,7 +237,10 @@ def unflatten(root: Any, tensor: Callable[[str], Any]) -> Any:
             for pair in node["items"]:
                 if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], dict):
                     raise FormatError(f"invalid dict item {pair!r} in the structure record")
-                out[decode_plain(pair[0])] = build(pair[1])
+                key = decode_plain(pair[0])
+                if key in out:
+                    raise FormatError(f"dict key {key!r} appears twice in the structure record")
+                out[key] = build(pair[1])
             return out
         return decode_plain(node)
 

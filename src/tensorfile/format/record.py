@@ -142,6 +142,8 @@ def _check_tensor(path: str, name: str, info: dict[str, Any], entry: TensorEntry
             raise FormatError(f"{where}: {flag} must be true or false, found {info[flag]!r}")
     if "device" in info and (not isinstance(info["device"], str) or not _DEVICE.fullmatch(info["device"])):
         raise FormatError(f"{where}: device must look like 'cuda:0', found {info['device']!r}")
+    if info.get("scalar") and logical_shape(entry, info) != ():
+        raise FormatError(f"{where}: scalar is true but the shape is {list(logical_shape(entry, info))}")
     if "dtype" in info:
         stored = STORED_AS.get(info["dtype"]) if isinstance(info["dtype"], str) else None
         if stored is None or entry.code != stored[0] or entry.shape[-1:] != (stored[1],):
