@@ -21,14 +21,14 @@ data buffer exactly. Codes: BOOL U8 I8 U16 I16 U32 I32 U64 I64 F16 BF16 F32 F64
 C64 F8_E4M3 F8_E5M2 F8_E4M3FNUZ F8_E5M2FNUZ F8_E8M0. A reader MUST reject N >
 100,000,000, N beyond the file, invalid JSON, duplicate keys at any depth, an
 entry with other fields, an unknown code, negative or non-integer dims, a size
-mismatch, holes, overlaps and trailing bytes.
+mismatch, holes, overlaps and trailing bytes (sorted by BEGIN, then END).
 
 ``"__metadata__"``, when present, MUST be an object of string to string. A
 tensorfile writer stores user metadata there and one entry of its own under the
 key ``"tensorfile"``: a JSON document (see :mod:`tensorfile.format.record`) with
-``version`` (1), ``header_checksum`` (XXH3-64 of the canonical header: names,
-codes, shapes, user metadata and the record itself, so header damage is caught
-like data damage), ``root`` (the container structure, see :mod:`tensorfile.tree`),
+``version`` (1), ``header_checksum`` (XXH3-64 of the N header bytes with its
+own 16 digits read as ``0``, so header damage is caught like data damage; the
+header MUST start ``{"__metadata__":{"tensorfile":"{\\"version\\":1,\\"header_checksum\\":\\"``), ``root`` (the container structure, see :mod:`tensorfile.tree`),
 ``tensors`` (per tensor: ``checksum``, 16 hex digits of XXH3-64 over its stored
 bytes; ``framework``; optional ``dtype`` for complex128 stored as F64 with a
 trailing axis of 2; optional ``parameter``, ``requires_grad``, ``device``,
@@ -36,7 +36,8 @@ trailing axis of 2; optional ``parameter``, ``requires_grad``, ``device``,
 storage: storage size in bytes, and per member its byte offset and strides in
 elements).
 
-Writer rules: tensors ordered by item size descending, then name (so each is
+Writer rules: ``__metadata__`` first and the record first inside it; tensors
+ordered by item size descending (complex128 counts 16), then name (so each is
 naturally aligned when the data buffer starts at a multiple of 8); a flat dict
 of string keys is stored under its own keys; otherwise names are dotted paths
 (``"optimizer.state.0.exp_avg"``), made unique with a ``#N`` suffix. A file
