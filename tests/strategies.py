@@ -83,6 +83,17 @@ def trees(leaves: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     )
 
 
+def native(obj: Any) -> Any:
+    """``obj`` with big-endian arrays in native byte order: what loading gives back."""
+    if isinstance(obj, np.ndarray):
+        return obj.astype(obj.dtype.newbyteorder("="))
+    if isinstance(obj, dict):
+        return type(obj)((k, native(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(native(v) for v in obj)
+    return obj
+
+
 def _float_bits(x: float) -> bytes:
     return struct.pack("<d", x)
 

@@ -8,10 +8,9 @@ import tempfile
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import tensorfile
-from strategies import assert_same, numpy_arrays, trees
+from strategies import assert_same, native, numpy_arrays, trees
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -36,7 +35,7 @@ def test_numpy_array_roundtrip(array):
 @given(trees(numpy_arrays()))
 def test_numpy_tree_roundtrip(obj):
     back, _ = _roundtrip(obj)
-    assert_same(_native(obj), back)
+    assert_same(native(obj), back)
 
 
 @SETTINGS
@@ -46,17 +45,6 @@ def test_scalars_come_back_as_scalars(array):
     back, _ = _roundtrip({"s": scalar})
     assert type(back["s"]) is type(scalar)
     assert np.asarray(back["s"]).tobytes() == np.asarray(scalar).astype(np.asarray(scalar).dtype.newbyteorder("=")).tobytes()
-
-
-def _native(obj):
-    """Big-endian inputs come back in native byte order: compare against that."""
-    if isinstance(obj, np.ndarray):
-        return obj.astype(obj.dtype.newbyteorder("="))
-    if isinstance(obj, dict):
-        return type(obj)((k, _native(v)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_native(v) for v in obj)
-    return obj
 
 
 @SETTINGS

@@ -12,19 +12,9 @@ from hypothesis import HealthCheck, given, settings
 import tensorfile
 from conftest import FIXTURES
 from spec_reader import read_spec
-from strategies import assert_same, numpy_arrays, trees
+from strategies import assert_same, native, numpy_arrays, trees
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def _native(obj):
-    if isinstance(obj, np.ndarray):
-        return obj.astype(obj.dtype.newbyteorder("="))
-    if isinstance(obj, dict):
-        return type(obj)((k, _native(v)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_native(v) for v in obj)
-    return obj
 
 
 @SETTINGS
@@ -35,7 +25,7 @@ def test_spec_reader_reads_what_save_writes(obj):
         tensorfile.save(obj, path, metadata={"k": "v"})
         value, metadata = read_spec(path)
         assert metadata == {"k": "v"}
-        assert_same(_native(obj), value)
+        assert_same(native(obj), value)
         assert_same(tensorfile.load(path), value)
 
 

@@ -18,10 +18,20 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import FormatError, IntegrityError
 from .format.checksums import checksum
-from .format.dtypes import STORED_AS, dtype_from_name
+from .format.dtypes import STORED_AS, byte_view, dtype_from_name
 from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
-from .format.record import RECORD_KEY, Member, Record, SharedGroup, dump_record, logical_shape, parse_record, seal
+from .format.record import (
+    RECORD_KEY,
+    Member,
+    Record,
+    SharedGroup,
+    dump_record,
+    extent,
+    logical_shape,
+    parse_record,
+    seal,
+)
 from .format.writer import Tensor, layout_order, write_tensors
 from .frameworks import FRAMEWORKS, Adapter, get_adapter
 from .tree import Leaf, flatten, unflatten
@@ -61,17 +71,17 @@ def _shared_groups(leaves: list[Leaf]) -> list[SharedGroup]:
     for members in by_storage.values():
         if len(members) < 2:
             continue
-        spans = []
-        for leaf in members:
-            view, item, shape = leaf.storage, leaf.array.dtype.itemsize, leaf.array.shape
-            assert view is not None
-            low = view.offset + item * sum(min(0, (d - 1) * s) for d, s in zip(shape, view.strides))
-            high = view.offset + item * (sum(max(0, (d - 1) * s) for d, s in zip(shape, view.strides)) + 1)
-            spans.append((low, high))
+        spans = [
+            extent(leaf.storage.offset, leaf.array.shape, leaf.storage.strides, leaf.array.dtype.itemsize)  # type: ignore[union-attr]
+            for leaf in members
+        ]
         base = min(low for low, _ in spans)
         top = max(high for _, high in spans)
         groups.append(
-            SharedGroup(top - base, tuple(Member(l.name, l.storage.offset - base, l.storage.strides) for l in members))  # type: ignore[union-attr]
+            SharedGroup(
+                top - base,
+                tuple(Member(m.name, m.storage.offset - base, m.storage.strides) for m in members),  # type: ignore[union-attr]
+            )
         )
     return groups
 
@@ -142,7 +152,10 @@ def _as_logical(array: np.ndarray, info: Mapping[str, Any], entry: TensorEntry) 
 def _adapter(framework: str | None, recorded: str | None, path: str) -> Adapter:
     name = framework or recorded or "numpy"
     if name not in FRAMEWORKS:
-        warnings.warn(f"{path}: tensors saved from framework {name!r}, which this tensorfile does not know; loading as NumPy")
+        warnings.warn(
+            f"{path}: tensors saved from framework {name!r}, which this tensorfile does not know; loading as NumPy",
+            stacklevel=3,
+        )
         name = "numpy"
     try:
         return get_adapter(name)
@@ -214,7 +227,11 @@ def load(
         adapter = _adapter(framework, record.tensors[group.members[0].name]["framework"], reader.path)
         data = sum(arrays[m.name].nbytes for m in group.members)
         if group.nbytes > 2 * data + _SHARED_SLACK:
-            warnings.warn(f"{reader.path}: storage of {group.nbytes} bytes shared by {[m.name for m in group.members]} not rebuilt; loaded as separate tensors")
+            warnings.warn(
+                f"{reader.path}: storage of {group.nbytes} bytes shared by {[m.name for m in group.members]} "
+                "not rebuilt; loaded as separate tensors",
+                stacklevel=2,
+            )
             continue
         members = [(arrays[m.name], m.offset, m.strides, record.tensors[m.name]) for m in group.members]
         try:
@@ -334,8 +351,8 @@ class TensorFile:
         entry = self._entry(name)
         array = self._reader.map(entry)
         if self._verify and self._record is not None:
-            flat = array.reshape(-1).view(np.uint8) if entry.nbytes else b""
-            _verify(self.path, name, self._record.tensors[name]["checksum"], checksum(flat))
+            found = checksum(byte_view(array) if entry.nbytes else b"")
+            _verify(self.path, name, self._record.tensors[name]["checksum"], found)
         return self._convert(name, _as_logical(array, self._info(name), entry))
 
     def info(self, name: str) -> TensorInfo:

@@ -202,22 +202,25 @@ def decode_plain(node: Mapping[str, Any]) -> Any:
     if kind == "str" and type(value) is str:
         return value
     if kind == "float":
-        if value in ("nan", "inf", "-inf"):
+        if isinstance(value, str) and value in ("nan", "inf", "-inf"):
             return float(value)
-        if type(value) in (int, float):
+        if type(value) is float:
+            return value
+        if type(value) is int and abs(value) < 2**1024:
             return float(value)
     if kind == "tuple" and isinstance(node.get("items"), list):
         return tuple(decode_plain(k) for k in node["items"])
     raise FormatError(f"invalid node {node!r} in the structure record")
 
 
-def unflatten(root: Any, tensor: Callable[[str], Any]) -> Any:
+def unflatten(root: Any, tensor: Callable[[Any], Any]) -> Any:
     """Rebuild a value from its structure record.
 
     Args:
         root: the structure node from the file.
         tensor: returns the loaded tensor stored under a name (the same object
-            for the same name, so tied tensors stay tied).
+            for the same name, so tied tensors stay tied); raises FormatError
+            for a name that is not a string or not in the file.
 
     Raises:
         FormatError: the record is malformed.

@@ -23,6 +23,7 @@ __all__ = [
     "code_of",
     "dtype_of_code",
     "dtype_from_name",
+    "byte_view",
 ]
 
 #: safetensors code -> NumPy dtype (little-endian where it matters).
@@ -56,6 +57,11 @@ STORED_AS: dict[str, tuple[str, int]] = {"complex128": ("F64", 2)}
 
 _BY_NAME: dict[str, np.dtype] = {dt.name: dt for dt in CODE_TO_DTYPE.values()}
 _BY_NAME["complex128"] = np.dtype("<c16")
+
+
+def byte_view(array: np.ndarray) -> memoryview:
+    """The bytes of a C-contiguous array as a flat ``uint8`` memoryview (no copy)."""
+    return memoryview(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
 def dtype_of_code(code: str) -> np.dtype:

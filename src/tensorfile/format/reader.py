@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import FormatError
 from .checksums import Hasher
+from .dtypes import byte_view
 from .header import Header, TensorEntry, parse_header
 from .sniff import looks_like
 
@@ -85,7 +86,7 @@ class SafetensorsReader:
             raise FormatError(f"{self.path}: tensor {entry.name!r} of shape {list(entry.shape)}: {exc}") from None
         hasher = Hasher() if hash else None
         if entry.nbytes:
-            flat = memoryview(array.reshape(-1).view(np.uint8))
+            flat = byte_view(array)
             position = self.header.data_start + entry.begin
             for start in range(0, entry.nbytes, READ_CHUNK):
                 piece = flat[start : start + READ_CHUNK]

@@ -52,6 +52,7 @@ __all__ = [
     "parse_record",
     "header_digest",
     "seal",
+    "extent",
     "SEALED_PREFIX",
     "logical_shape",
 ]
@@ -120,6 +121,13 @@ def dump_record(root: Any, tensors: Mapping[str, Mapping[str, Any]], shared: Seq
             for g in shared
         ]
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def extent(offset: int, shape: Sequence[int], strides: Sequence[int], item: int) -> tuple[int, int]:
+    """Byte range ``[low, high)`` a view touches: its ``offset`` (bytes), ``strides`` (elements), item size."""
+    low = offset + item * sum(min(0, (d - 1) * s) for d, s in zip(shape, strides))
+    high = offset + item * (sum(max(0, (d - 1) * s) for d, s in zip(shape, strides)) + 1)
+    return low, high
 
 
 def _int(value: Any) -> bool:
@@ -227,8 +235,7 @@ def _parse_shared(raw: Any, entries: Mapping[str, TensorEntry], tensors: Mapping
             if not _int(offset) or not isinstance(strides, list) or len(strides) != len(shape) or not all(map(_int, strides)):
                 raise FormatError(f"{path}: tensor {name!r}: invalid shared view {m!r}")
             item = entry.dtype.itemsize * (2 if tensors[name].get("dtype") in STORED_AS else 1)
-            low = offset + item * sum(min(0, (d - 1) * s) for d, s in zip(shape, strides))
-            high = offset + item * (sum(max(0, (d - 1) * s) for d, s in zip(shape, strides)) + 1)
+            low, high = extent(offset, shape, strides, item)
             if 0 in shape or offset % item or low < 0 or high > g["nbytes"]:
                 raise FormatError(f"{path}: tensor {name!r}: shared view lies outside its storage of {g['nbytes']} bytes")
             members.append(Member(name, offset, tuple(strides)))

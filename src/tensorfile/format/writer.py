@@ -17,7 +17,7 @@ from typing import BinaryIO, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .checksums import HEX_DIGITS, Hasher
-from .dtypes import STORED_AS, code_of
+from .dtypes import STORED_AS, byte_view, code_of
 from .header import build_header
 
 __all__ = ["CHUNK_BYTES", "Tensor", "write_tensors", "tensor_chunks", "layout_order"]
@@ -69,18 +69,18 @@ def tensor_chunks(array: np.ndarray, chunk: int = CHUNK_BYTES) -> Iterator[memor
     if array.size == 0:
         return
     if array.flags.c_contiguous and _is_little_endian(array.dtype):
-        flat = memoryview(array.reshape(-1).view(np.uint8))
+        flat = byte_view(array)
         for start in range(0, len(flat), chunk):
             yield flat[start : start + chunk]
         return
     if array.nbytes <= chunk or array.ndim == 0:
-        yield memoryview(_little_endian(np.ascontiguousarray(array)).reshape(-1).view(np.uint8))
+        yield byte_view(_little_endian(np.ascontiguousarray(array)))
         return
     row = array[0].nbytes
     if row <= chunk or array.ndim == 1:
         step = max(1, chunk // max(row, 1))
         for start in range(0, array.shape[0], step):
-            yield memoryview(_little_endian(np.ascontiguousarray(array[start : start + step])).reshape(-1).view(np.uint8))
+            yield byte_view(_little_endian(np.ascontiguousarray(array[start : start + step])))
         return
     for i in range(array.shape[0]):
         yield from tensor_chunks(array[i], chunk)

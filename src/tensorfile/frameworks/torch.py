@@ -30,7 +30,7 @@ TORCH_TO_NAME: dict[torch.dtype, str] = {getattr(torch, n): n for n in _NAMES if
 NAME_TO_TORCH: dict[str, torch.dtype] = {n: t for t, n in TORCH_TO_NAME.items()}
 #: dtypes moved through an integer view of the same size.
 _CARRIER = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-_CARRIER_NP = {1: np.dtype("u1"), 2: np.dtype("i2"), 4: np.dtype("i4"), 8: np.dtype("i8")}
+_CARRIER_NP: dict[int, np.dtype] = {1: np.dtype("u1"), 2: np.dtype("i2"), 4: np.dtype("i4"), 8: np.dtype("i8")}
 _NATIVE = {"bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "complex64", "complex128"}
 
 
