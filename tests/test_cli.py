@@ -69,3 +69,12 @@ def test_folder_fifo_and_odd_names(tmp_path):
     assert out.returncode == 0
     lines = out.stdout.splitlines()
     assert len(lines) == 4 and lines[1].startswith("''") and lines[2].startswith("'a\\nb'")
+
+
+def test_ls_shows_metadata_and_singular(tmp_path):
+    tensorfile.save(np.zeros(2, np.float16), tmp_path / "one", metadata={"run": "baseline"})
+    out = run("ls", tmp_path / "one")
+    assert out.stdout.splitlines()[-2:] == ["metadata run: baseline", "1 tensor, 4 bytes (4 B)"]
+    (tmp_path / "notes.txt").write_text("just some text, not tensors\n")
+    out = run("ls", tmp_path / "notes.txt")
+    assert out.returncode == 2 and "looks like a text file" in out.stderr

@@ -80,7 +80,9 @@ def ls_command(file: str, as_json: bool) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     for row in table:
         click.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}")
-    click.echo(f"{len(rows)} tensors, {total} bytes ({_size(total)})")
+    for key, value in sorted(metadata.items()):
+        click.echo(f"metadata {key}: {value}")
+    click.echo(f"{len(rows)} tensor{'' if len(rows) == 1 else 's'}, {total} bytes ({_size(total)})")
 
 
 if __name__ == "__main__":  # pragma: no cover

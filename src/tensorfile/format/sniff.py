@@ -33,4 +33,7 @@ def looks_like(prefix: bytes) -> str | None:
     # torch.save stream is a sequence of pickles and starts the same way.
     if len(prefix) >= 2 and prefix[0] == 0x80 and 2 <= prefix[1] <= 5:
         return "a Python pickle (e.g. a legacy torch.save file)"
+    # A safetensors length prefix is a small number: its high bytes are zero, never text.
+    if len(prefix) >= 8 and all(32 <= b < 127 or b in b"\t\n\r" for b in prefix):
+        return "a text file"
     return None
