@@ -78,3 +78,10 @@ def test_ls_shows_metadata_and_singular(tmp_path):
     (tmp_path / "notes.txt").write_text("just some text, not tensors\n")
     out = run("ls", tmp_path / "notes.txt")
     assert out.returncode == 2 and "looks like a text file" in out.stderr
+
+
+def test_ls_escapes_metadata(tmp_path):
+    tensorfile.save(np.zeros(1), tmp_path / "m", metadata={"note": "hi\nfake   float32  (9,)  36", "k\x1b[31m": "v"})
+    out = run("ls", tmp_path / "m")
+    lines = out.stdout.splitlines()
+    assert len(lines) == 5 and "metadata note: 'hi\\nfake" in out.stdout and "\x1b" not in out.stdout

@@ -41,13 +41,13 @@ def test_golden_bytes(tmp_path):
         "w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [8, 24]},
     }
     text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-(8 + len(text)) % 8)
+    text += b" " * (-(8 + len(text)) % 16)
     digest = xxhash.xxh3_64_hexdigest(text).encode()  # over the header with the digits still 0
     text = text.replace(b'"header_checksum\\":\\"' + b"0" * 16, b'"header_checksum\\":\\"' + digest, 1)
     want = struct.pack("<Q", len(text)) + text + b.tobytes() + w.tobytes()
     got = (tmp_path / "g").read_bytes()
     assert got == want
-    assert len(got) == 584 and (8 + len(text)) % 8 == 0
+    assert len(got) == 584 and (8 + len(text)) % 16 == 0
 
 
 def test_every_tensor_naturally_aligned(tmp_path):
@@ -56,8 +56,29 @@ def test_every_tensor_naturally_aligned(tmp_path):
     with tensorfile.open(tmp_path / "a") as f:
         for name in f.keys():
             info = f.info(name)
-            item = np.dtype({"complex128": "f8"}.get(info.dtype, info.dtype)).itemsize
+            item = np.dtype(info.dtype).itemsize  # complex128: 16, though stored as F64
             assert info.offset % item == 0, (name, info)
+
+
+@pytest.mark.parametrize("note", ["", "a", "abcd", "abcdefgh", "abcdefghijk"])
+def test_complex128_aligned_whatever_the_header_length(tmp_path, note):
+    torch = pytest.importorskip("torch")
+    t = torch.tensor([1 + 2j], dtype=torch.complex128)
+    tensorfile.save({"z": t}, tmp_path / "c", metadata={"note": note})
+    with tensorfile.open(tmp_path / "c") as f:
+        assert f.info("z").offset % 16 == 0
+        z = f["z"]
+        assert z.data_ptr() % 16 == 0 and torch.equal(z.clone(), t)
+
+
+def test_misaligned_tensor_in_a_foreign_file_is_copied(tmp_path):
+    torch = pytest.importorskip("torch")
+    # A hand-made file: U8 [1] first, so the F64 tensor starts at an odd byte.
+    header = {"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, "z": {"dtype": "C64", "shape": [1], "data_offsets": [1, 9]}}
+    _write_raw(tmp_path / "m", header, b"\x07" + np.array([3 + 4j], "<c8").tobytes())
+    with tensorfile.open(tmp_path / "m", framework="torch") as f:
+        z = f["z"]
+        assert z.data_ptr() % 8 == 0 and z.tolist() == [3 + 4j]
 
 
 def test_data_buffer_matches_reference_writer(tmp_path):
@@ -119,6 +140,11 @@ MALFORMED = {
     "duplicate nested key": (b'{"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}}', b"\0" * 8, "duplicate key"),
     "duplicate metadata": (b'{"__metadata__":{},"__metadata__":{}}', b"", "duplicate key"),
     "not utf8": (b'{"\xff":1}', b"", "UTF-8"),
+    "lone surrogate name": (b'{"a\\ud800":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}', b"\0", "lone surrogate"),
+    "lone surrogate metadata": (b'{"__metadata__":{"k":"\\udfff"}}', b"", "lone surrogate"),
+    "NaN literal": (b'{"__metadata__":{"k":NaN}}', b"", "NaN is not valid JSON"),
+    "zero-size but huge": ({"a": {"dtype": "F32", "shape": [0, 2**62, 2**62], "data_offsets": [0, 0]}}, b"", "too large"),
+    "huge then zero": ({"a": {"dtype": "F32", "shape": [2**62, 0], "data_offsets": [0, 0]}}, b"", "too large"),
     "second tensor truncated": (
         {"a": F4, "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}},
         b"\0" * 12,
@@ -148,10 +174,10 @@ def test_leading_whitespace_and_header_padding_accepted(tmp_path):
     assert tensorfile.load(tmp_path / "ws")["a"].tolist() == [1, 2]
 
 
-def test_build_header_pads_to_eight():
-    for n in range(1, 10):
+def test_build_header_pads_to_sixteen():
+    for n in range(1, 20):
         out = build_header([("x" * n, "U8", [1], 1)], None)
-        assert len(out) % 8 == 0
+        assert len(out) % 16 == 0
         assert out[8:].rstrip(b" ").endswith(b"}")
 
 
@@ -248,6 +274,15 @@ BAD_RECORDS = {
         lambda r: r.update(shared=[{"nbytes": 32, "members": [{"name": ["a"], "offset": 0, "strides": [1]}] * 2}]),
         "not a tensor",
     ),
+    "scalar with bad dtype": (lambda r: r["tensors"]["a"].update(scalar=True, dtype=[]), "cannot be stored"),
+    "float node out of range": (lambda r: r["root"]["items"][0].__setitem__(1, {"type": "float", "value": 2**1024 - 1}), "out of range"),
+    "shared mixes frameworks": (
+        lambda r: [
+            r["tensors"]["b"].update(framework="torch"),
+            r.update(shared=[{"nbytes": 16, "members": [{"name": "a", "offset": 0, "strides": [1]}, {"name": "b", "offset": 0, "strides": [1]}]}]),
+        ],
+        "mixes frameworks",
+    ),
     "shared members disagree": (
         lambda r: r.update(
             shared=[{"nbytes": 16, "members": [{"name": "a", "offset": 0, "strides": [1]}, {"name": "b", "offset": 0, "strides": [1]}]}]
@@ -325,3 +360,25 @@ def test_every_header_byte_is_covered(tmp_path):
         except (FormatError, IntegrityError):
             continue
         raise AssertionError(f"flipping header byte {offset} went unnoticed: {value!r}")
+
+
+def test_shared_storage_cannot_be_used_as_an_allocation_bomb(tmp_path, recwarn):
+    path = tmp_path / "bomb"
+    obj = {f"t{i}": np.zeros(4096, np.uint8) for i in range(60)}
+    tensorfile.save(obj, path)
+
+    def bomb(r):
+        r["shared"] = [
+            {"nbytes": 60 << 20, "members": [{"name": f"t{2 * i}", "offset": 0, "strides": [1]},
+                                             {"name": f"t{2 * i + 1}", "offset": (60 << 20) - 4096, "strides": [1]}]}
+            for i in range(30)
+        ]
+
+    rewrite_record(path, bomb)
+    tracemalloc.start()
+    back = tensorfile.load(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 200 << 20, f"{peak} bytes for a {path.stat().st_size}-byte file"
+    assert all(v.tolist() == [0] * 4096 for v in back.values())
+    assert any("not rebuilt" in str(w.message) for w in recwarn)

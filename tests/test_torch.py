@@ -320,3 +320,18 @@ def test_plain_values_that_cannot_be_stored(tmp_path):
     ok = {"v": 10**3000, "s": "\u00e9\U0001f600"}
     tensorfile.save(ok, tmp_path / "ok")
     assert tensorfile.load(tmp_path / "ok") == ok
+
+
+def test_views_at_offsets_not_multiple_of_every_item_size(tmp_path):
+    x = torch.arange(16, dtype=torch.uint8)
+    obj = {"a": x[1:3], "b": x[4:12].view(torch.float32)}
+    tensorfile.save(obj, tmp_path / "t")
+    back = tensorfile.load(tmp_path / "t")
+    assert torch.equal(back["a"], obj["a"]) and torch.equal(back["b"].view(torch.uint8), obj["b"].view(torch.uint8))
+    assert back["a"].untyped_storage().data_ptr() == back["b"].untyped_storage().data_ptr()
+    root = np.arange(16, dtype=np.uint8)
+    for obj in ({"a": root[1:3], "b": root[4:12].view("<f4")}, {"r": root, "c": root[1:9].view("<f4")}):
+        tensorfile.save(obj, tmp_path / "n")
+        back = tensorfile.load(tmp_path / "n")
+        for k, v in obj.items():
+            assert back[k].tobytes() == v.tobytes() and back[k].dtype == v.dtype

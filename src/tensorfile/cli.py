@@ -81,7 +81,7 @@ def ls_command(file: str, as_json: bool) -> None:
     for row in table:
         click.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}")
     for key, value in sorted(metadata.items()):
-        click.echo(f"metadata {key}: {value}")
+        click.echo(f"metadata {_shown(key)}: {_shown(value)}")
     click.echo(f"{len(rows)} tensor{'' if len(rows) == 1 else 's'}, {total} bytes ({_size(total)})")
 
 

@@ -38,7 +38,8 @@ from .tree import Leaf, flatten, unflatten
 
 __all__ = ["save", "load", "open", "TensorFile", "TensorInfo", "TensorSlice"]
 
-#: A shared storage is rebuilt only when it spans at most this much beyond its members' data (bytes).
+#: Shared storages are rebuilt only while, all together, they take at most twice the file's
+#: tensor bytes plus this many bytes; a file cannot make load() allocate much more than it holds.
 _SHARED_SLACK = 64 << 20
 
 
@@ -75,7 +76,10 @@ def _shared_groups(leaves: list[Leaf]) -> list[SharedGroup]:
             extent(leaf.storage.offset, leaf.array.shape, leaf.storage.strides, leaf.array.dtype.itemsize)  # type: ignore[union-attr]
             for leaf in members
         ]
-        base = min(low for low, _ in spans)
+        # Start the span at a multiple of the largest item size (all are powers of two), so
+        # that every member's offset stays a multiple of its own item size.
+        item = max(leaf.array.dtype.itemsize for leaf in members)
+        base = min(low for low, _ in spans) // item * item
         top = max(high for _, high in spans)
         groups.append(
             SharedGroup(
@@ -223,16 +227,17 @@ def load(
             _verify(reader.path, name, record.tensors[name]["checksum"], found)
             arrays[name] = _as_logical(array, record.tensors[name], entry)
     objects: dict[str, Any] = {}
+    budget = 2 * sum(a.nbytes for a in arrays.values()) + _SHARED_SLACK
     for group in record.shared:
         adapter = _adapter(framework, record.tensors[group.members[0].name]["framework"], reader.path)
-        data = sum(arrays[m.name].nbytes for m in group.members)
-        if group.nbytes > 2 * data + _SHARED_SLACK:
+        if group.nbytes > budget:
             warnings.warn(
                 f"{reader.path}: storage of {group.nbytes} bytes shared by {[m.name for m in group.members]} "
                 "not rebuilt; loaded as separate tensors",
                 stacklevel=2,
             )
             continue
+        budget -= group.nbytes
         members = [(arrays[m.name], m.offset, m.strides, record.tensors[m.name]) for m in group.members]
         try:
             built = adapter.views(group.nbytes, members, options)
@@ -353,7 +358,10 @@ class TensorFile:
         if self._verify and self._record is not None:
             found = checksum(byte_view(array) if entry.nbytes else b"")
             _verify(self.path, name, self._record.tensors[name]["checksum"], found)
-        return self._convert(name, _as_logical(array, self._info(name), entry))
+        array = _as_logical(array, self._info(name), entry)
+        if array.ctypes.data % array.dtype.itemsize:
+            array = array.copy()  # misaligned in the file (other writers, complex128): frameworks need alignment
+        return self._convert(name, array)
 
     def info(self, name: str) -> TensorInfo:
         """dtype, shape and size of ``name`` without reading its data."""

@@ -206,8 +206,11 @@ def decode_plain(node: Mapping[str, Any]) -> Any:
             return float(value)
         if type(value) is float:
             return value
-        if type(value) is int and abs(value) < 2**1024:
-            return float(value)
+        if type(value) is int:
+            try:
+                return float(value)
+            except OverflowError:
+                raise FormatError(f"float node value {value} is out of range") from None
     if kind == "tuple" and isinstance(node.get("items"), list):
         return tuple(decode_plain(k) for k in node["items"])
     raise FormatError(f"invalid node {node!r} in the structure record")

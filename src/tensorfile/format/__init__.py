@@ -9,7 +9,7 @@ Byte layout::
 
     offset 0      u64 little-endian N: length of the header in bytes
     offset 8      N bytes: UTF-8 JSON object, padded with spaces (0x20) so that
-                  8 + N is a multiple of 8
+                  8 + N is a multiple of 16
     offset 8+N    data buffer: every tensor's bytes, little-endian, C order,
                   back to back, with no gap and nothing after the last tensor
 
@@ -38,7 +38,7 @@ elements).
 
 Writer rules: ``__metadata__`` first and the record first inside it; tensors
 ordered by item size descending (complex128 counts 16), then name (so each is
-naturally aligned when the data buffer starts at a multiple of 8); a flat dict
+naturally aligned when the data buffer starts at a multiple of 16); a flat dict
 of string keys is stored under its own keys; otherwise names are dotted paths
 (``"optimizer.state.0.exp_avg"``), made unique with a ``#N`` suffix. A file
 without the ``"tensorfile"`` entry is a plain safetensors file and loads as a

@@ -36,8 +36,9 @@ __all__ = ["MAX_HEADER_SIZE", "TensorEntry", "Header", "parse_header", "build_he
 MAX_HEADER_SIZE = 100_000_000
 #: Most dims a tensor may have (NumPy's limit).
 MAX_DIMS = 64
-#: Alignment, in bytes, of the data buffer's start (the reference pads to 8).
-HEADER_ALIGN = 8
+#: Alignment, in bytes, of the data buffer's start: 16, the largest item size
+#: (complex128), so every tensor is naturally aligned (the reference pads to 8).
+HEADER_ALIGN = 16
 METADATA_KEY = "__metadata__"
 _ENTRY_FIELDS = frozenset(("dtype", "shape", "data_offsets"))
 
@@ -78,13 +79,18 @@ class Header:
 
 
 def strict_json(text: str) -> Any:
-    """Parse JSON, refusing duplicate keys at any depth and the non-JSON NaN/Infinity.
+    """Parse JSON, refusing duplicate keys at any depth, the non-JSON NaN/Infinity and lone surrogates.
 
     Raises:
         FormatError: duplicate key or non-JSON constant (message without the file name).
         ValueError, RecursionError: invalid or too deeply nested JSON.
     """
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    try:  # JSON escapes can spell lone surrogates, which are not Unicode text
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError("a string holds a lone surrogate (\\ud800-\\udfff): not valid Unicode") from None
+    return doc
 
 
 def _no_constant(name: str) -> Any:
@@ -116,8 +122,8 @@ def _entry(path: str, name: str, raw: Any) -> TensorEntry:
         raise FormatError(f"{where}: unknown dtype {code!r}; expected one of {sorted(CODE_TO_DTYPE)}")
     if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
         raise FormatError(f"{where}: shape must be a list of non-negative integers, found {shape!r}")
-    if len(shape) > MAX_DIMS or any(d >= 1 << 63 for d in shape):
-        raise FormatError(f"{where}: shape {shape} has more than {MAX_DIMS} dims or a dim of 2**63 or more")
+    if len(shape) > MAX_DIMS:
+        raise FormatError(f"{where}: shape {shape} has more than {MAX_DIMS} dims")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
@@ -126,11 +132,12 @@ def _entry(path: str, name: str, raw: Any) -> TensorEntry:
     ):
         raise FormatError(f"{where}: data_offsets must be [BEGIN, END] with 0 <= BEGIN <= END, found {offsets!r}")
     dtype = CODE_TO_DTYPE[code]
-    count = 1
-    for d in shape:  # Python ints cannot overflow; cap to stay in u64 like the reference.
+    count = nonzero = 1
+    for d in shape:  # Python ints cannot overflow: compute exactly, then bound.
         count *= d
-        if count * dtype.itemsize >= 1 << 64:
-            raise FormatError(f"{where}: shape {shape} overflows 64 bits")
+        nonzero *= max(d, 1)
+    if nonzero * dtype.itemsize >= 1 << 63:  # NumPy cannot shape it even with a zero dim
+        raise FormatError(f"{where}: shape {shape} is too large (2**63 bytes or more)")
     nbytes = count * dtype.itemsize
     if nbytes != offsets[1] - offsets[0]:
         raise FormatError(
@@ -203,7 +210,7 @@ def build_header(
 
     Returns:
         ``u64 N`` followed by the N-byte header, space-padded so that the data
-        buffer starts at a multiple of 8 bytes.
+        buffer starts at a multiple of 16 bytes.
     """
     doc: dict[str, Any] = {}
     if metadata:

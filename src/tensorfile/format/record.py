@@ -136,7 +136,8 @@ def _int(value: Any) -> bool:
 
 def logical_shape(entry: TensorEntry, info: Mapping[str, Any]) -> tuple[int, ...]:
     """The tensor's shape as saved (drops the trailing 2 of complex128)."""
-    return entry.shape[:-1] if info.get("dtype") in STORED_AS else entry.shape
+    dtype = info.get("dtype")
+    return entry.shape[:-1] if isinstance(dtype, str) and dtype in STORED_AS else entry.shape
 
 
 def _check_tensor(path: str, name: str, info: dict[str, Any], entry: TensorEntry) -> None:
@@ -150,12 +151,12 @@ def _check_tensor(path: str, name: str, info: dict[str, Any], entry: TensorEntry
             raise FormatError(f"{where}: {flag} must be true or false, found {info[flag]!r}")
     if "device" in info and (not isinstance(info["device"], str) or not _DEVICE.fullmatch(info["device"])):
         raise FormatError(f"{where}: device must look like 'cuda:0', found {info['device']!r}")
-    if info.get("scalar") and logical_shape(entry, info) != ():
-        raise FormatError(f"{where}: scalar is true but the shape is {list(logical_shape(entry, info))}")
     if "dtype" in info:
         stored = STORED_AS.get(info["dtype"]) if isinstance(info["dtype"], str) else None
         if stored is None or entry.code != stored[0] or entry.shape[-1:] != (stored[1],):
             raise FormatError(f"{where}: dtype {info['dtype']!r} cannot be stored as {entry.code} {list(entry.shape)}")
+    if info.get("scalar") and logical_shape(entry, info) != ():
+        raise FormatError(f"{where}: scalar is true but the shape is {list(logical_shape(entry, info))}")
 
 
 def parse_record(text: str, entries: Mapping[str, TensorEntry], raw: bytes, path: str) -> Record:
@@ -239,5 +240,8 @@ def _parse_shared(raw: Any, entries: Mapping[str, TensorEntry], tensors: Mapping
             if 0 in shape or offset % item or low < 0 or high > g["nbytes"]:
                 raise FormatError(f"{path}: tensor {name!r}: shared view lies outside its storage of {g['nbytes']} bytes")
             members.append(Member(name, offset, tuple(strides)))
+        names = [m.name for m in members]
+        if len({tensors[n]["framework"] for n in names}) > 1 or any(tensors[n].get("scalar") for n in names):
+            raise FormatError(f"{path}: shared group {names} mixes frameworks or holds a scalar")
         groups.append(SharedGroup(g["nbytes"], tuple(members)))
     return tuple(groups)

@@ -46,7 +46,7 @@ class Tensor:
 def layout_order(tensors: Sequence[Tensor]) -> list[Tensor]:
     """Order tensors as the reference writer does: item size descending, then name.
 
-    With the data buffer starting at a multiple of 8, every tensor is then
+    With the data buffer starting at a multiple of 16, every tensor is then
     naturally aligned for zero-copy memory mapping.
     """
     return sorted(tensors, key=lambda t: (-t.array.dtype.itemsize, t.name))

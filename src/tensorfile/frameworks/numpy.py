@@ -47,6 +47,8 @@ class NumpyAdapter(Adapter):
             return None
         start = root.__array_interface__["data"][0]
         offset = value.__array_interface__["data"][0] - start
+        if offset % item:
+            return None  # an unaligned view (e.g. bytes reinterpreted at an odd offset): stored on its own
         return StorageView(("numpy", start, root.nbytes), root.nbytes, offset, tuple(s // item for s in value.strides))
 
     def from_numpy(self, array: np.ndarray, record: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
