@@ -14,59 +14,17 @@ is not a regular file (a folder, a device, a FIFO) is refused.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
-import io
 import os
 import secrets
 import stat
 from typing import BinaryIO, Iterator
 
-__all__ = ["atomic_write", "fsync_dir", "start_writeback", "TEMP_MARK"]
+__all__ = ["atomic_write", "fsync_dir", "TEMP_MARK"]
 
 #: Part of every temporary file's name, so leftovers can be recognized.
 TEMP_MARK = ".tmp-"
 _NAME_MAX = 255
-
-
-def _load_sync_file_range() -> object | None:
-    if not hasattr(os, "fsync") or not os.uname().sysname == "Linux":
-        return None
-    try:
-        function = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).sync_file_range
-    except (OSError, AttributeError, TypeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return function
-
-
-_SYNC_FILE_RANGE = _load_sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h
-
-
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start writing ``length`` bytes at ``offset`` to disk now.
-
-    Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``: it returns at once and
-    guarantees nothing (the final ``fsync`` does); it lets the disk work while
-    later bytes are still being written, so that ``fsync`` has little left to
-    wait for. Elsewhere, or if the call fails, it does nothing.
-    """
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # type: ignore[operator]
-
-
-class _EagerFile(io.FileIO):
-    """An unbuffered file whose every write starts its own write-back."""
-
-    def write(self, data: "bytes | memoryview") -> int:  # type: ignore[override]
-        start = self.tell()
-        written = super().write(data)
-        if written:
-            start_writeback(self.fileno(), start, written)
-        return written or 0
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -105,8 +63,7 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Itera
     """Open a temporary file that replaces ``path`` when the block exits cleanly.
 
     The file is unbuffered (``buffering=0``): large writes go straight to the
-    kernel, and (when ``durable``) each write starts its write-back at once
-    (:func:`start_writeback`), so the closing ``fsync`` overlaps the writing. A new file's permissions follow the umask, as for a plain
+    kernel. A new file's permissions follow the umask, as for a plain
     ``open(path, "wb")``; a replaced file keeps its own.
 
     Args:
@@ -123,7 +80,7 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Itera
     temp = _temp_name(real)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
-        with (_EagerFile(fd, "wb") if durable else open(fd, "wb", buffering=0)) as f:
+        with open(fd, "wb", buffering=0) as f:
             if mode is not None:
                 os.fchmod(fd, mode)
             yield f  # type: ignore[misc]
