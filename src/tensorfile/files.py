@@ -17,7 +17,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import FormatError, IntegrityError
-from .format.checksums import checksum
+from .format.checksums import HashPool, checksum
 from .format.dtypes import STORED_AS, byte_view, dtype_from_name
 from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
@@ -222,10 +222,11 @@ def load(
             adapter = _adapter(framework, None, reader.path)
             return {name: adapter.from_numpy(reader.read(e)[0], {}, options) for name, e in reader.entries.items()}
         arrays: dict[str, np.ndarray] = {}
-        for name, entry in reader.entries.items():
-            array, found = reader.read(entry, hash=True)
-            _verify(reader.path, name, record.tensors[name]["checksum"], found)
-            arrays[name] = _as_logical(array, record.tensors[name], entry)
+        with HashPool() as pool:
+            for name, entry in reader.entries.items():
+                array, found = reader.read(entry, hash=True, pool=pool)
+                _verify(reader.path, name, record.tensors[name]["checksum"], found)
+                arrays[name] = _as_logical(array, record.tensors[name], entry)
     objects: dict[str, Any] = {}
     budget = 2 * sum(a.nbytes for a in arrays.values()) + _SHARED_SLACK
     for group in record.shared:

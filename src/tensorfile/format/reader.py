@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError
-from .checksums import Hasher
+from .checksums import Hasher, HashPool, OverlappedHasher
 from .dtypes import byte_view
 from .header import Header, TensorEntry, parse_header
 from .sniff import looks_like
@@ -69,12 +69,15 @@ class SafetensorsReader:
         """``__metadata__`` as stored (empty when absent)."""
         return dict(self.header.metadata or {})
 
-    def read(self, entry: TensorEntry, *, hash: bool = False) -> tuple[np.ndarray, str | None]:
+    def read(
+        self, entry: TensorEntry, *, hash: bool = False, pool: HashPool | None = None
+    ) -> tuple[np.ndarray, str | None]:
         """Read one tensor into a new writable array.
 
         Returns:
             ``(array, checksum)``: the array has ``entry``'s dtype and shape;
             checksum is XXH3-64 of its bytes as hex when ``hash`` is set, else None.
+            With a ``pool``, each piece is hashed on its thread while the next is read.
 
         Raises:
             FormatError: the file ended early (it changed after opening).
@@ -84,7 +87,7 @@ class SafetensorsReader:
             array = np.empty(entry.shape, entry.dtype)
         except (ValueError, MemoryError) as exc:
             raise FormatError(f"{self.path}: tensor {entry.name!r} of shape {list(entry.shape)}: {exc}") from None
-        hasher = Hasher() if hash else None
+        hasher = (OverlappedHasher(pool) if pool is not None else Hasher()) if hash else None
         if entry.nbytes:
             flat = byte_view(array)
             position = self.header.data_start + entry.begin

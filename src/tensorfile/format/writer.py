@@ -10,13 +10,12 @@ tensors is one chunk (only for non-contiguous or big-endian inputs).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .checksums import HEX_DIGITS, Hasher
+from .checksums import HEX_DIGITS, HashPool, OverlappedHasher
 from .dtypes import STORED_AS, byte_view, code_of
 from .header import build_header
 
@@ -86,39 +85,6 @@ def tensor_chunks(array: np.ndarray, chunk: int = CHUNK_BYTES) -> Iterator[memor
         yield from tensor_chunks(array[i], chunk)
 
 
-class _Pipeline:
-    """Hash a large piece on a helper thread while the calling thread writes it.
-
-    Both ``xxhash`` and ``write`` release the GIL, so on two cores the hash is
-    free. Small pieces are hashed inline: a thread hand-off costs more.
-    """
-
-    MIN_PARALLEL = 1 << 20
-
-    def __init__(self) -> None:
-        self._pool: ThreadPoolExecutor | None = None
-
-    def run(self, hash_update: Callable[[memoryview], None], write: Callable[[BinaryIO, memoryview], None], f: BinaryIO, piece: memoryview) -> None:
-        if len(piece) < self.MIN_PARALLEL:
-            hash_update(piece)
-            write(f, piece)
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="tensorfile-hash")
-        hashed = self._pool.submit(hash_update, piece)
-        try:
-            write(f, piece)
-        finally:
-            hashed.result()
-
-    def __enter__(self) -> "_Pipeline":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-
-
 def _write_all(f: BinaryIO, data: memoryview) -> None:
     while data:
         n = f.write(data)
@@ -155,11 +121,12 @@ def write_tensors(
     header_len = len(build_header(layout, metadata(placeholder)))
     f.seek(header_len)
     sums: dict[str, str] = {}
-    with _Pipeline() as pipeline:
+    with HashPool() as pool:
         for t in tensors:
-            h = Hasher()
+            h = OverlappedHasher(pool)
             for piece in tensor_chunks(t.array):
-                pipeline.run(h.update, _write_all, f, piece)
+                h.update(piece)  # hashed on the pool's thread while this one writes
+                _write_all(f, piece)
                 if progress is not None:
                     progress(len(piece))
             sums[t.name] = h.hexdigest()
