@@ -360,8 +360,8 @@ class TensorFile:
             found = checksum(byte_view(array) if entry.nbytes else b"")
             _verify(self.path, name, self._record.tensors[name]["checksum"], found)
         array = _as_logical(array, self._info(name), entry)
-        if array.ctypes.data % array.dtype.itemsize:
-            array = array.copy()  # misaligned in the file (other writers, complex128): frameworks need alignment
+        if (self._reader.header.data_start + entry.begin) % array.dtype.itemsize:
+            array = array.copy()  # misaligned in the file (other writers): frameworks need alignment (maps start on a page)
         return self._convert(name, array)
 
     def info(self, name: str) -> TensorInfo:
