@@ -1,9 +1,13 @@
-# Two commands do all set-up: `make demo` and `make test`. Each creates .venv and
-# installs the project with every extra from the pinned constraints.
+# Two commands do all set-up: `make demo` and `make test`. Each creates .venv (and the
+# MXNet side environment .venv-mxnet) and installs the project with every extra from the
+# pinned constraints.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Real MXNet 1.9.1 needs numpy<1.24, so it lives in its own environment.
+MXVENV := .venv-mxnet
+MXSTAMP := $(MXVENV)/.installed
 
 .PHONY: demo test test-gpu bench clean
 
@@ -13,18 +17,25 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[torch,tensorflow,jax,dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+$(MXSTAMP): pyproject.toml constraints-mxnet.txt
+	$(PYTHON) -m venv $(MXVENV)
+	$(MXVENV)/bin/pip install --quiet --upgrade pip
+	$(MXVENV)/bin/pip install --quiet -c constraints-mxnet.txt mxnet numpy pytest -e .
+	touch $(MXSTAMP)
+
+demo: $(STAMP) $(MXSTAMP)
 	$(BIN)/python examples/chapter.py
 
-test: $(STAMP)
+test: $(STAMP) $(MXSTAMP)
 	$(BIN)/python -m pytest -q
+	$(MXVENV)/bin/python -m pytest -q tests/mxnet
+
+# Checks that need a CUDA device (not part of `make test`).
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q tests_gpu
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/save_load.py --size small
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
-
-# Checks that need a CUDA device (not part of `make test`).
-test-gpu: $(STAMP)
-	$(BIN)/python -m pytest -q tests_gpu
+	rm -rf $(VENV) $(MXVENV) build src/*.egg-info .pytest_cache .hypothesis

@@ -216,7 +216,7 @@ def test_map_location_and_framework(tmp_path):
     assert isinstance(as_np, np.ndarray) and as_np.tolist() == [0.0, 1.0, 2.0]
     tensorfile.save({"n": np.arange(2)}, tmp_path / "n")
     assert isinstance(tensorfile.load(tmp_path / "n", framework="torch")["n"], torch.Tensor)
-    with pytest.raises(ValueError, match=r"unknown framework 'pytorch'; expected one of \['numpy', 'torch'"):
+    with pytest.raises(ValueError, match=r"unknown framework 'pytorch'; expected one of \['jax', 'mxnet', 'numpy', 'tensorflow', 'torch'\]"):
         tensorfile.load(tmp_path / "n", framework="pytorch")
 
 

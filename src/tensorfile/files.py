@@ -186,7 +186,7 @@ def _verify(path: str, name: str, expected: str, found: str | None) -> None:
 
 
 def load(
-    path: str | os.PathLike[str], *, framework: str | None = None, map_location: Any = None
+    path: str | os.PathLike[str], *, framework: str | None = None, map_location: Any = None, device: Any = None
 ) -> Any:
     """Load what :func:`save` wrote, or any safetensors file, from ``path``.
 
@@ -194,12 +194,17 @@ def load(
         path: the file.
         framework: ``None`` (each tensor as the framework it was saved from;
             NumPy for files without tensorfile's record), or one of
-            ``"numpy"``, ``"torch"``.
+            ``"numpy"``, ``"torch"``, ``"tensorflow"``, ``"jax"``, ``"mxnet"``.
+            Values and dtypes are kept across frameworks (bfloat16 and float8
+            through ``ml_dtypes`` in NumPy; 64-bit JAX arrays stay 64-bit).
         map_location: as in ``torch.load``: a device string, ``torch.device``,
             a dict mapping saved to target device strings, or a callable
             ``(tensor, saved_location) -> tensor``. Used for torch tensors only.
             By default a tensor returns to the device it was saved from, or to
             the CPU when that device is absent.
+        device: where TensorFlow, JAX and MXNet tensors go: ``"/GPU:0"`` (TF),
+            a ``jax.Device`` or ``"gpu:0"`` (JAX), an ``mx.Context`` (MXNet).
+            Default: each framework's default device (MXNet: the CPU).
 
     Returns:
         The saved structure with the same container types and key types;
@@ -215,7 +220,7 @@ def load(
         ImportError: the framework a tensor needs is not installed.
     """
     _check_framework(framework)
-    options = {"map_location": map_location}
+    options = {"map_location": map_location, "device": device}
     with SafetensorsReader(path) as reader:
         record = _read_record(reader)
         if record is None:
@@ -303,7 +308,9 @@ class TensorSlice:
 class TensorFile:
     """A file opened by :func:`open`: lazy, zero-copy, read-only access by tensor name."""
 
-    def __init__(self, path: str | os.PathLike[str], framework: str | None, map_location: Any, verify: bool) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], framework: str | None, map_location: Any, verify: bool, device: Any = None
+    ) -> None:
         _check_framework(framework)
         self._reader = SafetensorsReader(path)
         self.path = self._reader.path
@@ -313,7 +320,7 @@ class TensorFile:
             self._reader.close()
             raise
         self._framework, self._verify = framework, verify
-        self._options = {"map_location": map_location}
+        self._options = {"map_location": map_location, "device": device}
 
     # Mapping-like access
     def keys(self) -> list[str]:
@@ -391,7 +398,7 @@ class TensorFile:
 
     def load(self) -> Any:
         """The whole saved structure, as :func:`load` returns it."""
-        return load(self.path, framework=self._framework, map_location=self._options["map_location"])
+        return load(self.path, framework=self._framework, **self._options)
 
     def close(self) -> None:
         """Close the file; tensors already returned stay valid."""
@@ -405,7 +412,12 @@ class TensorFile:
 
 
 def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
-    path: str | os.PathLike[str], *, framework: str | None = None, map_location: Any = None, verify: bool = False
+    path: str | os.PathLike[str],
+    *,
+    framework: str | None = None,
+    map_location: Any = None,
+    device: Any = None,
+    verify: bool = False,
 ) -> TensorFile:
     """Open a file for lazy, zero-copy reading; use as a context manager.
 
@@ -418,6 +430,7 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
         path: the file.
         framework: as in :func:`load`.
         map_location: as in :func:`load`.
+        device: as in :func:`load`.
         verify: check each tensor's checksum when it is read with ``f[name]``
             (reads all of its bytes, which a lazy reader usually wants to
             avoid; :func:`load` always verifies).
@@ -425,5 +438,5 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
     Raises:
         FileNotFoundError, FormatError: as :func:`load`.
     """
-    return TensorFile(path, framework, map_location, verify)
+    return TensorFile(path, framework, map_location, verify, device)
 

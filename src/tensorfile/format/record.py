@@ -61,7 +61,7 @@ RECORD_KEY = "tensorfile"
 FORMAT_VERSION = 1
 _HEX = re.compile(r"[0-9a-f]{16}")
 _DEVICE = re.compile(r"[a-z_]+(:[0-9]+)?")
-_FLAGS = ("parameter", "requires_grad", "scalar")
+_FLAGS = ("parameter", "requires_grad", "scalar", "variable", "trainable", "mx_np")
 
 
 @dataclass(frozen=True)

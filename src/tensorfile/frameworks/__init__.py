@@ -18,6 +18,9 @@ __all__ = ["Adapter", "StorageView", "FRAMEWORKS", "adapter_for", "get_adapter"]
 FRAMEWORKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "numpy": ("tensorfile.frameworks.numpy", ("numpy", "ml_dtypes")),
     "torch": ("tensorfile.frameworks.torch", ("torch",)),
+    "tensorflow": ("tensorfile.frameworks.tensorflow", ("tensorflow",)),
+    "jax": ("tensorfile.frameworks.jax", ("jax", "jaxlib")),
+    "mxnet": ("tensorfile.frameworks.mxnet", ("mxnet",)),
 }
 
 _loaded: dict[str, Adapter] = {}

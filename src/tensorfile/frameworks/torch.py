@@ -125,6 +125,8 @@ class TorchAdapter(Adapter):
     def _finish(self, t: torch.Tensor, record: Mapping[str, Any], options: Mapping[str, Any]) -> torch.Tensor:
         saved = record.get("device", "cpu")
         map_location = options.get("map_location")
+        if map_location is None and options.get("device") is not None:
+            map_location = options["device"]
         if callable(map_location) and not isinstance(map_location, (str, torch.device, dict)):
             moved = map_location(t, saved)
             t = moved if isinstance(moved, torch.Tensor) else t
