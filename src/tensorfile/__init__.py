@@ -13,8 +13,9 @@ See ``docs/FORMAT.md`` for the file format.
 
 from __future__ import annotations
 
-from .errors import FormatError, IntegrityError, TensorFileError, UnsupportedTypeError
+from .errors import FormatError, IntegrityError, ParameterMismatchError, TensorFileError, UnsupportedTypeError
 from .files import TensorFile, TensorInfo, TensorSlice, load, open, save
+from .parameters import LoadReport, Mismatch, load_parameters, save_parameters
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,11 @@ __all__ = [
     "TensorFile",
     "TensorInfo",
     "TensorSlice",
+    "save_parameters",
+    "load_parameters",
+    "LoadReport",
+    "Mismatch",
+    "ParameterMismatchError",
     "TensorFileError",
     "FormatError",
     "IntegrityError",

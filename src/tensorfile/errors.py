@@ -15,6 +15,7 @@ __all__ = [
     "FormatError",
     "IntegrityError",
     "UnsupportedTypeError",
+    "ParameterMismatchError",
 ]
 
 
@@ -32,3 +33,15 @@ class IntegrityError(TensorFileError, ValueError):
 
 class UnsupportedTypeError(TensorFileError, TypeError):
     """A value cannot be stored: an unsupported type or dtype, named with its place."""
+
+
+class ParameterMismatchError(TensorFileError, RuntimeError):
+    """``load_parameters(strict=True)`` found problems; the message lists every one.
+
+    Attributes:
+        report: the :class:`tensorfile.parameters.LoadReport` with the details.
+    """
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report

@@ -1,0 +1,231 @@
+"""``save_parameters`` / ``load_parameters``: a model's parameters to a file and back.
+
+The file is an ordinary tensorfile file holding the parameters under their
+names (see :mod:`.models`) plus one ``__metadata__`` entry,
+``"tensorfile.parameters"``: JSON ``{"framework": ..., "layers": {name: layer
+class}}``, so that :func:`load_parameters` can convert standard layers between
+frameworks (:mod:`.convert`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from ..errors import ParameterMismatchError, UnsupportedTypeError
+from ..files import load, save
+from ..files import open as open_file
+from .convert import to_framework
+from .models import model_params
+
+__all__ = ["save_parameters", "load_parameters", "LoadReport", "Mismatch", "PARAMETERS_KEY"]
+
+PARAMETERS_KEY = "tensorfile.parameters"
+
+Select = str | Iterable[str] | Callable[[str], bool] | None
+Rename = Mapping[str, str] | Callable[[str], str] | None
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A parameter whose shape or dtype differs between the file and the model."""
+
+    name: str
+    file_shape: tuple[int, ...]
+    file_dtype: str
+    model_shape: tuple[int | None, ...]
+    model_dtype: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.name}: shape {self.file_shape} {self.file_dtype} in the file, "
+            f"{self.model_shape} {self.model_dtype} in the model"
+        )
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_parameters` did.
+
+    Attributes:
+        missing_keys: model parameters the file does not provide (after select/rename).
+        unexpected_keys: file parameters the model does not have.
+        mismatched: parameters present in both whose shape or dtype differ (never loaded).
+        loaded: parameters loaded into the model.
+        skipped: file parameters with no counterpart in the model's framework
+            (torch's ``num_batches_tracked`` going to Keras), not counted as problems.
+    """
+
+    missing_keys: list[str] = field(default_factory=list)
+    unexpected_keys: list[str] = field(default_factory=list)
+    mismatched: list[Mismatch] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is missing, unexpected or mismatched."""
+        return not (self.missing_keys or self.unexpected_keys or self.mismatched)
+
+    def problems(self) -> list[str]:
+        """One line per kind of problem, in the spirit of torch's load_state_dict message."""
+        lines = []
+        if self.missing_keys:
+            lines.append("Missing key(s) in the file: " + ", ".join(f'"{k}"' for k in self.missing_keys) + ".")
+        if self.unexpected_keys:
+            lines.append("Unexpected key(s) in the file: " + ", ".join(f'"{k}"' for k in self.unexpected_keys) + ".")
+        lines += [f"size or dtype mismatch for {m}." for m in self.mismatched]
+        return lines
+
+    def __str__(self) -> str:
+        head = f"loaded {len(self.loaded)} parameter(s)"
+        if self.skipped:
+            head += f", skipped {len(self.skipped)} with no counterpart ({', '.join(self.skipped)})"
+        return "\n".join([head, *self.problems()])
+
+
+def save_parameters(model: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None) -> None:
+    """Save a model's parameters under stable, readable names.
+
+    Args:
+        model: a torch ``nn.Module`` (its state_dict, persistent buffers
+            included; tied parameters stored once), a built Keras 3 model or
+            layer (attribute paths such as ``hidden.kernel``), an MXNet Gluon
+            ``Block`` (structural names such as ``hidden.weight``), or a
+            dict/list of arrays (dotted paths).
+        path: destination (any name, e.g. the chapter's ``mlp.params``);
+            written atomically like :func:`tensorfile.save`.
+        metadata: user metadata, str -> str.
+
+    Raises:
+        UnsupportedTypeError: an unknown kind of model, or a Keras model that is
+            not built / a Gluon block not initialized.
+    """
+    params = model_params(model)
+    uninitialized = [name for name in params.params if name not in params.tensors]
+    if uninitialized:
+        raise UnsupportedTypeError(f"parameters not initialized yet (run the model once first): {uninitialized}")
+    record = {"framework": params.framework, "layers": {n: p.kind for n, p in params.params.items() if p.kind}}
+    save(dict(params.tensors), path, metadata={**(metadata or {}), PARAMETERS_KEY: json.dumps(record)})
+
+
+def _flat(value: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(v, f"{prefix}{k}.", out)
+    elif isinstance(value, np.ndarray):
+        out[prefix[:-1]] = value
+
+
+def _selector(select: Select) -> Callable[[str], bool]:
+    if select is None:
+        return lambda name: True
+    if callable(select):
+        return select
+    patterns = [select] if isinstance(select, str) else list(select)
+
+    def chosen(name: str) -> bool:
+        for p in patterns:
+            if any(ch in p for ch in "*?[") and fnmatch.fnmatchcase(name, p):
+                return True
+            if name == p or (p.endswith(".") and name.startswith(p)) or name.startswith(p + "."):
+                return True
+        return False
+
+    return chosen
+
+
+def _renamer(rename: Rename) -> Callable[[str], str]:
+    if rename is None:
+        return lambda name: name
+    if callable(rename):
+        return rename
+    prefixes = sorted(rename.items(), key=lambda kv: -len(kv[0]))
+
+    def renamed(name: str) -> str:
+        for old, new in prefixes:
+            if name.startswith(old):
+                return new + name[len(old) :]
+        return name
+
+    return renamed
+
+
+def load_parameters(
+    model: Any,
+    path: str | os.PathLike[str],
+    *,
+    strict: bool = True,
+    select: Select = None,
+    rename: Rename = None,
+) -> LoadReport:
+    """Fill ``model``'s parameters in place from a file and report what happened.
+
+    Steps: read the file's parameters (nested dicts are flattened to dotted
+    names); keep those ``select`` chooses; apply ``rename``; when the file came
+    from another framework, convert standard layers' names and layouts
+    (:mod:`tensorfile.parameters.convert`); match against the model's
+    parameters by name, shape and dtype; load what matches.
+
+    Args:
+        model: as for :func:`save_parameters`.
+        path: a file written by :func:`save_parameters` or :func:`tensorfile.save`
+            of a (flat or nested) dict of tensors, e.g. a state_dict.
+        strict: raise if anything is missing, unexpected or mismatched (nothing is
+            loaded then); with False, load what fits and report the rest.
+        select: which file parameters to use: a glob (``"hidden.*"``), a name or
+            prefix, a list of those, or a predicate ``name -> bool``.
+        rename: a prefix mapping (``{"hidden.": "encoder.0."}``, longest prefix
+            first) or a function ``name -> name``; applied after ``select``.
+
+    Returns:
+        :class:`LoadReport`: ``missing_keys``, ``unexpected_keys``, ``mismatched``, ``loaded``.
+
+    Raises:
+        ParameterMismatchError: ``strict`` and there are problems; the message
+            lists every one and ``.report`` holds them.
+        FileNotFoundError, FormatError, IntegrityError: as :func:`tensorfile.load`.
+    """
+    with open_file(path) as f:
+        info = json.loads(f.metadata.get(PARAMETERS_KEY, "{}"))
+    arrays: dict[str, np.ndarray] = {}
+    _flat(load(path, framework="numpy"), "", arrays)
+    source, kinds = info.get("framework"), info.get("layers", {})
+    target = model_params(model)
+    chosen, renamed = _selector(select), _renamer(rename)
+    report = LoadReport()
+    incoming: dict[str, np.ndarray] = {}
+    for name, array in arrays.items():
+        if not chosen(name):
+            continue
+        new = renamed(name)
+        converted = to_framework(new, kinds.get(name, ""), array, source, target.framework) if source else (new, array)
+        if converted is None:
+            report.skipped.append(new)
+            continue
+        incoming[converted[0]] = converted[1]
+    for name, param in target.params.items():
+        if name not in incoming:
+            report.missing_keys.append(name)
+            continue
+        array = incoming[name]
+        shape_ok = len(array.shape) == len(param.shape) and all(m in (None, d) for d, m in zip(array.shape, param.shape))
+        if not shape_ok or array.dtype.name != param.dtype:
+            report.mismatched.append(Mismatch(name, tuple(array.shape), array.dtype.name, param.shape, param.dtype))
+    report.unexpected_keys = [name for name in incoming if name not in target.params]
+    if strict and not report.ok:
+        lines = "\n\t".join(report.problems())
+        raise ParameterMismatchError(
+            f"Error(s) in loading parameters from {os.fspath(path)!r} into {type(model).__name__}:\n\t{lines}", report
+        )
+    bad = {m.name for m in report.mismatched}
+    for name, param in target.params.items():
+        if name in incoming and name not in bad:
+            param.set(incoming[name])
+            report.loaded.append(name)
+    return report

@@ -1,0 +1,99 @@
+"""Standard layers' parameters between frameworks: names and layouts.
+
+Each parameter is mapped to a canonical form (PyTorch's names and layouts),
+then to the target framework's. Only the layers in :data:`KINDS` are known;
+anything else passes through unchanged and is reported if it does not fit.
+
+Layouts (reference: each framework's layer docs):
+
+- Dense / Linear: Keras ``kernel`` (in, out) <-> torch / Gluon ``weight`` (out, in).
+- Conv1D: Keras (W, I, O) <-> torch (O, I, W); Conv2D: Keras HWIO <-> torch OIHW.
+- BatchNorm: ``gamma``/``beta``/``moving_mean``/``moving_variance`` (Keras) and
+  ``gamma``/``beta``/``running_mean``/``running_var`` (Gluon) <->
+  ``weight``/``bias``/``running_mean``/``running_var`` (torch); torch's
+  ``num_batches_tracked`` has no counterpart and is skipped.
+- Embedding: Keras ``embeddings`` <-> ``weight``; LayerNorm: ``gamma``/``beta`` <-> ``weight``/``bias``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["KINDS", "to_framework", "TORCH_ONLY"]
+
+#: (framework, layer class name) -> canonical kind.
+KINDS: dict[tuple[str, str], str] = {}
+for _fw, _names in {
+    "torch": {"Linear": "dense", "Conv1d": "conv1d", "Conv2d": "conv2d", "BatchNorm1d": "batchnorm",
+              "BatchNorm2d": "batchnorm", "Embedding": "embedding", "LayerNorm": "layernorm"},
+    "keras": {"Dense": "dense", "Conv1D": "conv1d", "Conv2D": "conv2d", "BatchNormalization": "batchnorm",
+              "Embedding": "embedding", "LayerNormalization": "layernorm"},
+    "mxnet": {"Dense": "dense", "Conv1D": "conv1d", "Conv2D": "conv2d", "BatchNorm": "batchnorm",
+              "Embedding": "embedding", "LayerNorm": "layernorm"},
+}.items():  # fmt: skip
+    for _cls, _kind in _names.items():
+        KINDS[(_fw, _cls)] = _kind
+
+#: framework -> canonical kind -> {framework's name: canonical (torch) name}.
+_NAMES: dict[str, dict[str, dict[str, str]]] = {
+    "torch": {},
+    "keras": {
+        "dense": {"kernel": "weight", "bias": "bias"},
+        "conv1d": {"kernel": "weight", "bias": "bias"},
+        "conv2d": {"kernel": "weight", "bias": "bias"},
+        "batchnorm": {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"},
+        "embedding": {"embeddings": "weight"},
+        "layernorm": {"gamma": "weight", "beta": "bias"},
+    },
+    "mxnet": {
+        "batchnorm": {"gamma": "weight", "beta": "bias", "running_mean": "running_mean", "running_var": "running_var"},
+        "layernorm": {"gamma": "weight", "beta": "bias"},
+    },
+}
+
+#: framework -> (canonical kind, canonical name) -> array transform into canonical layout.
+_TO_CANONICAL: dict[str, dict[tuple[str, str], Callable[[np.ndarray], np.ndarray]]] = {
+    "keras": {
+        ("dense", "weight"): lambda a: a.T,
+        ("conv1d", "weight"): lambda a: a.transpose(2, 1, 0),
+        ("conv2d", "weight"): lambda a: a.transpose(3, 2, 0, 1),
+    },
+}
+_FROM_CANONICAL: dict[str, dict[tuple[str, str], Callable[[np.ndarray], np.ndarray]]] = {
+    "keras": {
+        ("dense", "weight"): lambda a: a.T,
+        ("conv1d", "weight"): lambda a: a.transpose(2, 1, 0),
+        ("conv2d", "weight"): lambda a: a.transpose(2, 3, 1, 0),
+    },
+}
+
+#: Canonical parameters only torch has: skipped (and listed) when converting away from torch.
+TORCH_ONLY = {("batchnorm", "num_batches_tracked")}
+
+
+def to_framework(name: str, kind: str, array: np.ndarray, source: str, target: str) -> tuple[str, np.ndarray] | None:
+    """Convert one parameter from ``source``'s naming and layout to ``target``'s.
+
+    Args:
+        name: the parameter's full name (``hidden.weight``): the last part is
+            renamed, the prefix kept.
+        kind: the class name of the layer that owned it in ``source``.
+
+    Returns:
+        ``(new name, array)``; the input unchanged when the layer kind is not a
+        standard one; None for a parameter the target has no counterpart of.
+    """
+    canonical_kind = KINDS.get((source, kind))
+    if canonical_kind is None or source == target:
+        return name, array
+    prefix, _, leaf = name.rpartition(".")
+    canonical = _NAMES.get(source, {}).get(canonical_kind, {}).get(leaf, leaf)
+    if (canonical_kind, canonical) in TORCH_ONLY and target != "torch":
+        return None
+    array = _TO_CANONICAL.get(source, {}).get((canonical_kind, canonical), lambda a: a)(array)
+    back = {v: k for k, v in _NAMES.get(target, {}).get(canonical_kind, {}).items()}
+    array = _FROM_CANONICAL.get(target, {}).get((canonical_kind, canonical), lambda a: a)(array)
+    new_leaf = back.get(canonical, canonical)
+    return (f"{prefix}.{new_leaf}" if prefix else new_leaf), np.ascontiguousarray(array)

@@ -1,0 +1,204 @@
+"""Models of each framework as named parameters: read them, and write into them in place.
+
+A :class:`ModelParams` knows a model's parameters by stable, readable names:
+
+- torch ``nn.Module``: ``state_dict()`` names (persistent buffers included).
+- Keras 3 models and layers (any backend): attribute paths such as
+  ``hidden.kernel``; layers held in lists are ``layers.0``. Never the
+  auto-generated layer names (``dense_1``), which change when a second instance
+  of the same class is built in one process.
+- MXNet Gluon ``Block``: structural names (``hidden.weight``), as Gluon's own
+  ``save_parameters`` writes them.
+- plain pytrees (nested dict / list of arrays of any framework): dotted paths.
+
+Each parameter also has the class name of the layer that owns it (``Linear``,
+``Dense``...), which :mod:`.convert` uses between frameworks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import UnsupportedTypeError
+from ..frameworks import adapter_for, get_adapter
+
+__all__ = ["Param", "ModelParams", "model_params"]
+
+
+@dataclass
+class Param:
+    """One parameter: current value (host NumPy), layer kind, and how to set it."""
+
+    value: np.ndarray | None  # None: not created yet (Gluon deferred init)
+    shape: tuple[int | None, ...]  # None where the model does not know the size yet
+    dtype: str
+    kind: str
+    set: Callable[[np.ndarray], None]
+
+
+@dataclass
+class ModelParams:
+    """A model's parameters by name, in the model's order."""
+
+    framework: str  # "torch", "keras", "mxnet" or "pytree"
+    params: dict[str, Param] = field(default_factory=dict)
+    tensors: dict[str, Any] = field(default_factory=dict)  # what save_parameters stores
+
+
+def _top(value: Any) -> str:
+    return type(value).__module__.partition(".")[0]
+
+
+def _mro_modules(value: Any) -> set[str]:
+    return {c.__module__.partition(".")[0] for c in type(value).__mro__}
+
+
+def model_params(model: Any) -> ModelParams:
+    """Read ``model``'s parameters.
+
+    Raises:
+        UnsupportedTypeError: ``model`` is none of the kinds above, or a Keras
+            model that is not built yet.
+    """
+    mods = _mro_modules(model)
+    if "torch" in mods:
+        return _torch(model)
+    if "keras" in mods:
+        return _keras(model)
+    if "mxnet" in mods:
+        return _gluon(model)
+    if isinstance(model, (dict, list)):
+        return _pytree(model)
+    raise UnsupportedTypeError(
+        f"{type(model).__module__}.{type(model).__qualname__} is not a model tensorfile knows: expected a torch "
+        "nn.Module, a Keras model or layer, an MXNet Gluon Block, or a dict/list of arrays"
+    )
+
+
+def _torch(model: Any) -> ModelParams:
+    import torch
+
+    torch_adapter = get_adapter("torch")
+    modules = dict(model.named_modules())
+    state = model.state_dict(keep_vars=True)
+    out = ModelParams("torch")
+    for name, tensor in state.items():
+        prefix = name.rpartition(".")[0]
+        kind = type(modules.get(prefix, model)).__name__
+
+        def setter(array: np.ndarray, tensor: Any = tensor) -> None:
+            with torch.no_grad():
+                tensor.copy_(torch_adapter.from_numpy(np.ascontiguousarray(array), {}, {"map_location": tensor.device}))
+
+        value = torch_adapter.to_numpy(tensor, name)
+        out.params[name] = Param(value, tuple(value.shape), value.dtype.name, kind, setter)
+        out.tensors[name] = tensor.detach()
+    return out
+
+
+def _keras_layers(layer: Any, prefix: str, seen: set[int], visit: Callable[[Any, str], None]) -> None:
+    import keras
+
+    if id(layer) in seen:
+        return
+    seen.add(id(layer))
+    visit(layer, prefix)
+    children: list[tuple[str, Any]] = []
+    if isinstance(layer, keras.Sequential) or type(layer).__name__ == "Functional":
+        children = [(f"layers.{i}", sub) for i, sub in enumerate(layer.layers)]
+    else:
+        for attr, value in vars(layer).items():
+            if attr.startswith("_"):
+                continue
+            if isinstance(value, keras.layers.Layer):
+                children.append((attr, value))
+            elif isinstance(value, (list, tuple)):
+                children += [(f"{attr}.{i}", v) for i, v in enumerate(value) if isinstance(v, keras.layers.Layer)]
+    for attr, sub in children:
+        _keras_layers(sub, f"{prefix}{attr}.", seen, visit)
+
+
+def _keras(model: Any) -> ModelParams:
+    import keras
+
+    if not model.built:
+        raise UnsupportedTypeError(
+            f"the Keras {type(model).__name__} is not built yet: call it once on a batch (or call build) first"
+        )
+    out = ModelParams("keras")
+
+    def visit(layer: Any, prefix: str) -> None:
+        own = list(getattr(layer, "_trainable_variables", [])) + list(getattr(layer, "_non_trainable_variables", []))
+        for variable in own:
+            name = prefix + variable.name
+
+            def setter(array: np.ndarray, variable: Any = variable) -> None:
+                variable.assign(array)
+
+            value = np.asarray(keras.ops.convert_to_numpy(variable))
+            out.params[name] = Param(value, tuple(value.shape), value.dtype.name, type(layer).__name__, setter)
+            out.tensors[name] = keras.ops.convert_to_tensor(value)  # the backend's own tensor
+
+    _keras_layers(model, "", set(), visit)
+    return out
+
+
+def _gluon(block: Any) -> ModelParams:
+    import mxnet as mx
+
+    kinds: dict[str, str] = {}
+
+    def walk(b: Any, prefix: str) -> None:
+        kinds[prefix.rstrip(".")] = type(b).__name__
+        for name, child in b._children.items():
+            walk(child, f"{prefix}{name}.")
+
+    walk(block, "")
+    out = ModelParams("mxnet")
+    for name, param in block._collect_params_with_prefix().items():
+        kind = kinds.get(name.rpartition(".")[0], type(block).__name__)
+
+        def setter(array: np.ndarray, param: Any = param) -> None:
+            data = mx.nd.array(array, dtype=array.dtype)
+            if param._data is None and param._deferred_init:
+                param._load_init(data, param._deferred_init[1])
+            else:
+                param.set_data(data)
+
+        try:
+            value = np.asarray(param.data().asnumpy())
+            shape: tuple[int | None, ...] = tuple(value.shape)
+        except (RuntimeError, mx.base.MXNetError):  # deferred initialization: shape partly unknown
+            value, shape = None, tuple(d if d > 0 else None for d in (param.shape or ()))
+        out.params[name] = Param(value, shape, np.dtype(param.dtype).name, kind, setter)
+        if value is not None:
+            out.tensors[name] = param.data()
+    return out
+
+
+def _pytree(tree: Any) -> ModelParams:
+    out = ModelParams("pytree")
+
+    def walk(node: Any, prefix: str) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            name = f"{prefix}{key}"
+            if isinstance(value, (dict, list)):
+                walk(value, name + ".")
+                continue
+            adapter = adapter_for(value)
+            if adapter is None:
+                raise UnsupportedTypeError(f"{name}: {type(value).__name__} is not an array")
+
+            def setter(array: np.ndarray, node: Any = node, key: Any = key, adapter: Any = adapter) -> None:
+                node[key] = adapter.from_numpy(array, {}, {})
+
+            host = adapter.to_numpy(value, name)
+            out.params[name] = Param(host, tuple(host.shape), host.dtype.name, "", setter)
+            out.tensors[name] = value
+
+    walk(tree, "")
+    return out
