@@ -96,4 +96,4 @@ def to_framework(name: str, kind: str, array: np.ndarray, source: str, target: s
     back = {v: k for k, v in _NAMES.get(target, {}).get(canonical_kind, {}).items()}
     array = _FROM_CANONICAL.get(target, {}).get((canonical_kind, canonical), lambda a: a)(array)
     new_leaf = back.get(canonical, canonical)
-    return (f"{prefix}.{new_leaf}" if prefix else new_leaf), np.ascontiguousarray(array)
+    return (f"{prefix}.{new_leaf}" if prefix else new_leaf), np.array(array, order="C")

@@ -91,7 +91,7 @@ def _torch(model: Any) -> ModelParams:
 
         def setter(array: np.ndarray, tensor: Any = tensor) -> None:
             with torch.no_grad():
-                tensor.copy_(torch_adapter.from_numpy(np.ascontiguousarray(array), {}, {"map_location": tensor.device}))
+                tensor.copy_(torch_adapter.from_numpy(np.array(array, order="C"), {}, {"map_location": tensor.device}))
 
         value = torch_adapter.to_numpy(tensor, name)
         out.params[name] = Param(value, tuple(value.shape), value.dtype.name, kind, setter)

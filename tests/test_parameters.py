@@ -1,0 +1,269 @@
+"""save_parameters / load_parameters: the chapter in each framework, reports, select/rename, conversions."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import tensorfile
+from frameworks_support import keras_mlp, torch_mlp
+from tensorfile import ParameterMismatchError
+
+torch = pytest.importorskip("torch")
+keras = pytest.importorskip("keras")
+from torch import nn  # noqa: E402
+
+
+# ---------------------------------------------------------------- the chapter, each framework
+
+
+def test_torch_clone_gives_same_outputs(tmp_path):
+    os.chdir(tmp_path)
+    net = torch_mlp()
+    X = torch.randn(size=(2, 20))
+    Y = net(X)
+    tensorfile.save_parameters(net, "mlp.params")
+    clone = torch_mlp()
+    report = tensorfile.load_parameters(clone, "mlp.params")
+    clone.eval()
+    assert torch.equal(clone(X), Y)
+    assert report.ok and sorted(report.loaded) == ["hidden.bias", "hidden.weight", "output.bias", "output.weight"]
+    # the file holds the standard state_dict names
+    from safetensors.torch import load_file
+
+    assert sorted(load_file("mlp.params")) == sorted(net.state_dict())
+
+
+def test_keras_clone_under_the_chapters_own_name(tmp_path):
+    os.chdir(tmp_path)
+    net = keras_mlp()
+    X = np.random.default_rng(0).uniform(size=(2, 20)).astype(np.float32)
+    Y = net(X)
+    with pytest.raises(ValueError):
+        net.save_weights("mlp.params")  # what Keras 3 itself says to the chapter's file name
+    tensorfile.save_parameters(net, "mlp.params")
+    clone = keras_mlp()
+    tensorfile.load_parameters(clone, "mlp.params")
+    assert np.array_equal(np.asarray(clone(X)), np.asarray(Y))
+
+
+def test_two_keras_instances_save_identical_key_sets(tmp_path):
+    a, b = keras_mlp(), keras_mlp()
+    assert a.hidden.name != b.hidden.name  # Keras numbers the layers: dense, dense_2, ...
+    tensorfile.save_parameters(a, tmp_path / "a")
+    tensorfile.save_parameters(b, tmp_path / "b")
+    with tensorfile.open(tmp_path / "a") as fa, tensorfile.open(tmp_path / "b") as fb:
+        assert fa.keys() == fb.keys()
+        assert sorted(fa.keys()) == ["hidden.bias", "hidden.kernel", "out.bias", "out.kernel"]
+
+
+def test_keras_sequential_and_buffers(tmp_path):
+    seq = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()])
+    tensorfile.save_parameters(seq, tmp_path / "s")
+    with tensorfile.open(tmp_path / "s") as f:
+        assert sorted(f.keys()) == [
+            "layers.0.bias", "layers.0.kernel", "layers.1.beta", "layers.1.gamma",
+            "layers.1.moving_mean", "layers.1.moving_variance",
+        ]  # fmt: skip
+    with pytest.raises(tensorfile.UnsupportedTypeError, match="not built"):
+        tensorfile.save_parameters(keras_mlp(build=False), tmp_path / "x")
+
+
+def test_torch_buffers_and_tied_parameters(tmp_path):
+    net = nn.Sequential(nn.Embedding(10, 4), nn.BatchNorm1d(4), nn.Linear(4, 10, bias=False))
+    net[2].weight = net[0].weight
+    net[1].running_mean.fill_(0.5)
+    tensorfile.save_parameters(net, tmp_path / "t")
+    with tensorfile.open(tmp_path / "t") as f:
+        assert "1.running_mean" in f and "1.num_batches_tracked" in f
+        assert "0.weight" in f.keys() and "2.weight" not in f.keys()  # stored once
+    clone = nn.Sequential(nn.Embedding(10, 4), nn.BatchNorm1d(4), nn.Linear(4, 10, bias=False))
+    clone[2].weight = clone[0].weight
+    report = tensorfile.load_parameters(clone, tmp_path / "t")
+    assert report.ok and clone[1].running_mean.tolist() == [0.5] * 4
+    assert torch.equal(clone[2].weight, net[0].weight)
+
+
+def test_pytree_of_arrays(tmp_path):
+    params = {"w": np.arange(6.0).reshape(2, 3), "layers": [{"b": np.zeros(3, np.float32)}]}
+    tensorfile.save_parameters(params, tmp_path / "p")
+    target = {"w": np.zeros((2, 3)), "layers": [{"b": np.ones(3, np.float32)}]}
+    report = tensorfile.load_parameters(target, tmp_path / "p")
+    assert report.loaded == ["w", "layers.0.b"]
+    assert target["w"].tolist() == params["w"].tolist() and target["layers"][0]["b"].tolist() == [0, 0, 0]
+
+
+# ---------------------------------------------------------------- reports
+
+
+class Wide(nn.Module):
+    def __init__(self, hidden=256, extra=False, dtype=torch.float32):
+        super().__init__()
+        self.hidden = nn.Linear(20, hidden, dtype=dtype)
+        self.output = nn.Linear(hidden, 10)
+        if extra:
+            self.extra = nn.Linear(10, 2)
+
+
+def test_report_lists_every_problem_and_loads_nothing_when_strict(tmp_path):
+    tensorfile.save_parameters(torch_mlp(), tmp_path / "m")
+    model = Wide(hidden=128, extra=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ParameterMismatchError) as info:
+        tensorfile.load_parameters(model, tmp_path / "m")
+    message = str(info.value)
+    assert 'Missing key(s) in the file: "extra.weight", "extra.bias".' in message
+    assert "size or dtype mismatch for hidden.weight: shape (256, 20) float32 in the file, (128, 20) float32 in the model" in message
+    assert "hidden.bias" in message and "output.weight" in message
+    report = info.value.report
+    assert report.missing_keys == ["extra.weight", "extra.bias"]
+    assert [m.name for m in report.mismatched] == ["hidden.weight", "hidden.bias", "output.weight"]
+    assert report.loaded == []
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_non_strict_loads_what_fits_never_a_wrong_shape(tmp_path):
+    source = torch_mlp()
+    tensorfile.save_parameters(source, tmp_path / "m")
+    model = Wide(hidden=128, extra=True)
+    old_hidden = model.hidden.weight.detach().clone()
+    report = tensorfile.load_parameters(model, tmp_path / "m", strict=False)
+    assert report.loaded == ["output.bias"]
+    assert torch.equal(model.output.bias, source.output.bias)
+    assert torch.equal(model.hidden.weight, old_hidden)
+    assert not report.ok
+
+
+def test_unexpected_and_dtype_mismatch(tmp_path):
+    tensorfile.save_parameters(Wide(extra=True), tmp_path / "m")
+    with pytest.raises(ParameterMismatchError, match='Unexpected key\\(s\\) in the file: "extra.weight", "extra.bias"'):
+        tensorfile.load_parameters(torch_mlp(), tmp_path / "m")
+    report = tensorfile.load_parameters(Wide(dtype=torch.float64), tmp_path / "m", strict=False)
+    assert [str(m) for m in report.mismatched] == [
+        "hidden.weight: shape (256, 20) float32 in the file, (256, 20) float64 in the model",
+        "hidden.bias: shape (256,) float32 in the file, (256,) float64 in the model",
+    ]
+    assert report.unexpected_keys == ["extra.weight", "extra.bias"]
+
+
+@pytest.mark.parametrize(
+    "select, loaded",
+    [
+        ("hidden.*", ["hidden.weight", "hidden.bias"]),
+        ("hidden", ["hidden.weight", "hidden.bias"]),
+        (["hidden.weight", "output."], ["hidden.weight", "output.weight", "output.bias"]),
+        (lambda name: name.endswith("bias"), ["hidden.bias", "output.bias"]),
+    ],
+)
+def test_select(tmp_path, select, loaded):
+    tensorfile.save_parameters(torch_mlp(), tmp_path / "m")
+    report = tensorfile.load_parameters(torch_mlp(), tmp_path / "m", select=select, strict=False)
+    assert report.loaded == loaded
+    assert sorted(report.missing_keys) == sorted({"hidden.weight", "hidden.bias", "output.weight", "output.bias"} - set(loaded))
+
+
+def test_rename_prefix_and_function_after_select(tmp_path):
+    source = torch_mlp()
+    tensorfile.save_parameters(source, tmp_path / "m")
+    enc = nn.Sequential(nn.Sequential(nn.Linear(20, 256), nn.ReLU()), nn.Linear(256, 3))
+    report = tensorfile.load_parameters(enc, tmp_path / "m", select="hidden.*", rename={"hidden.": "0.0."}, strict=False)
+    assert report.loaded == ["0.0.weight", "0.0.bias"] and report.missing_keys == ["1.weight", "1.bias"]
+    assert torch.equal(enc[0][0].weight, source.hidden.weight)
+    report = tensorfile.load_parameters(enc, tmp_path / "m", select="hidden", rename=lambda n: n.replace("hidden", "0.0"), strict=False)
+    assert report.loaded == ["0.0.weight", "0.0.bias"]
+
+
+# ---------------------------------------------------------------- between frameworks
+
+
+def test_torch_to_keras_and_back_within_1e5(tmp_path):
+    os.chdir(tmp_path)
+    net = torch_mlp()
+    X = torch.randn(4, 20)
+    Y = net(X).detach().numpy()
+    tensorfile.save_parameters(net, "mlp.params")
+    k = keras_mlp()
+    report = tensorfile.load_parameters(k, "mlp.params", rename={"output.": "out."})
+    assert report.ok and sorted(report.loaded) == ["hidden.bias", "hidden.kernel", "out.bias", "out.kernel"]
+    Yk = np.asarray(k(X.numpy()))
+    assert np.abs(Yk - Y).max() <= 1e-5 * np.abs(Y).max()
+    tensorfile.save_parameters(k, "keras.params")
+    back = torch_mlp()
+    tensorfile.load_parameters(back, "keras.params", rename={"out.": "output."})
+    assert np.abs(back(X).detach().numpy() - Yk).max() <= 1e-5 * np.abs(Yk).max()
+
+
+class TorchConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(12, 6)
+        self.norm = nn.LayerNorm(6)
+        self.conv1 = nn.Conv1d(6, 5, 3)
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 3 * 3, 2)
+
+    def forward(self, tokens, image):
+        seq = self.conv1(self.norm(self.emb(tokens)).transpose(1, 2))
+        x = torch.relu(self.bn(self.conv(image)))
+        return self.fc(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)), seq
+
+
+def keras_convnet():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.emb = keras.layers.Embedding(12, 6)
+            self.norm = keras.layers.LayerNormalization(epsilon=1e-5)
+            self.conv1 = keras.layers.Conv1D(5, 3)
+            self.conv = keras.layers.Conv2D(4, 3)
+            self.bn = keras.layers.BatchNormalization(epsilon=1e-5)
+            self.fc = keras.layers.Dense(2)
+
+        def call(self, tokens, image):
+            seq = self.conv1(self.norm(self.emb(tokens)))
+            x = keras.ops.relu(self.bn(self.conv(image), training=False))
+            return self.fc(keras.ops.reshape(x, (x.shape[0], -1))), seq
+
+    net = Net()
+    net(np.zeros((1, 7), np.int32), np.zeros((1, 5, 5, 1), np.float32))
+    return net
+
+
+def test_conv_batchnorm_embedding_layernorm_torch_to_keras(tmp_path):
+    torch.manual_seed(0)
+    net = TorchConvNet().eval()
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-1, 1)
+        net.bn.running_var.uniform_(0.5, 2)
+        net.norm.weight.uniform_(0.5, 1.5)
+    tokens = torch.randint(0, 12, (2, 7))
+    image = torch.randn(2, 1, 5, 5)
+    y, seq = net(tokens, image)
+    tensorfile.save_parameters(net, tmp_path / "c")
+    k = keras_convnet()
+    report = tensorfile.load_parameters(k, tmp_path / "c")
+    assert report.ok and report.skipped == ["bn.num_batches_tracked"]
+    ky, kseq = k(tokens.numpy().astype(np.int32), image.permute(0, 2, 3, 1).numpy())
+    assert np.abs(np.asarray(ky) - y.detach().numpy()).max() <= 1e-5 * np.abs(y.detach().numpy()).max() + 1e-6
+    assert np.allclose(np.asarray(kseq), seq.detach().numpy().transpose(0, 2, 1), rtol=1e-5, atol=1e-6)
+    # and back: Keras -> torch
+    tensorfile.save_parameters(k, tmp_path / "k")
+    back = TorchConvNet().eval()
+    report = tensorfile.load_parameters(back, tmp_path / "k", strict=False)
+    assert report.missing_keys == ["bn.num_batches_tracked"] and not report.mismatched and not report.unexpected_keys
+    assert torch.allclose(back(tokens, image)[0], y, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_layers_are_reported_not_guessed(tmp_path):
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = nn.GRU(3, 2)
+
+    tensorfile.save_parameters(Odd(), tmp_path / "o")
+    k = keras.Sequential([keras.layers.Input((5, 3)), keras.layers.GRU(2)])
+    report = tensorfile.load_parameters(k, tmp_path / "o", strict=False)
+    assert report.loaded == [] and report.unexpected_keys and report.missing_keys
