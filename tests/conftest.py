@@ -18,7 +18,9 @@ FIXTURES = (ROOT.parent / "shared" / "fixtures").resolve()
 MXNET_PYTHON = ROOT / ".venv-mxnet" / "bin" / "python"
 
 # tests/mxnet/ runs inside .venv-mxnet (`make test` does both); elsewhere it is not collected.
-collect_ignore = [] if importlib.util.find_spec("mxnet") else ["mxnet"]
+# (tests/mxnet itself is a namespace package called mxnet: only a real install has an origin.)
+_MXNET = importlib.util.find_spec("mxnet")
+collect_ignore = [] if _MXNET is not None and _MXNET.origin else ["mxnet"]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -162,9 +162,10 @@ def _gluon(block: Any) -> ModelParams:
         kind = kinds.get(name.rpartition(".")[0], type(block).__name__)
 
         def setter(array: np.ndarray, param: Any = param) -> None:
-            data = mx.nd.array(array, dtype=array.dtype)
-            if param._data is None and param._deferred_init:
-                param._load_init(data, param._deferred_init[1])
+            make = mx.np.array if mx.util.is_np_array() else mx.nd.array
+            data = make(array, dtype=array.dtype)
+            if param._data is None:  # not initialized yet: take shape and value from the file, as Gluon does
+                param._load_init(data, param._deferred_init[1] if param._deferred_init else mx.cpu())
             else:
                 param.set_data(data)
 
