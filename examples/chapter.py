@@ -1,8 +1,9 @@
-"""`make demo`: the "File I/O" chapter through tensorfile, one framework after another.
+"""`make demo`: the "File I/O" chapter through tensorfile in every framework, then one file across all.
 
-Each framework's cells run in a fresh temporary folder; then the PyTorch
-parameter file is listed as `tensorfile ls` shows it and opened with the
-reference safetensors library.
+Each framework's cells run in a fresh temporary folder (MXNet's in its side
+environment, .venv-mxnet, since MXNet 1.9.1 needs NumPy < 1.24). Then the
+PyTorch parameter file is listed as `tensorfile ls` shows it, opened with the
+reference safetensors library, and loaded into TensorFlow, JAX and MXNet.
 """
 
 from __future__ import annotations
@@ -14,12 +15,27 @@ import sys
 import tempfile
 from pathlib import Path
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 HERE = Path(__file__).resolve().parent
-SECTIONS = [("NumPy", "file_io_numpy.py"), ("PyTorch", "file_io_torch.py")]
+ROOT = HERE.parent
+MXNET_PYTHON = ROOT / ".venv-mxnet" / "bin" / "python"
+SECTIONS = [("NumPy", "file_io_numpy.py"), ("PyTorch", "file_io_torch.py"), ("TensorFlow", "file_io_tensorflow.py"),
+            ("JAX", "file_io_jax.py"), ("MXNet", "file_io_mxnet.py")]  # fmt: skip
+
+ACROSS = """
+import sys, tensorfile
+for framework in sys.argv[2:]:
+    params = tensorfile.load(sys.argv[1], framework=framework)
+    w = params["hidden.weight"]
+    first = [round(float(w[0, i]), 4) for i in range(3)]
+    print(f"{framework:>10}: hidden.weight is a {type(w).__module__}.{type(w).__name__}, "
+          f"dtype {w.dtype}, shape {tuple(w.shape)}, w[0, :3] = {first}")
+"""
 
 
 def banner(title: str) -> None:
-    print(f"\n{'=' * 20} {title} {'=' * (56 - len(title))}")
+    print(f"\n{'=' * 20} {title} {'=' * (56 - len(title))}", flush=True)
 
 
 def main() -> None:
@@ -28,6 +44,9 @@ def main() -> None:
             banner(f"File I/O in {title}")
             folder = Path(root) / title.lower()
             folder.mkdir()
+            if title == "MXNet":
+                subprocess.run([str(MXNET_PYTHON), str(HERE / script)], cwd=folder, check=True)
+                continue
             os.chdir(folder)
             runpy.run_path(str(HERE / script), run_name="__main__")
         torch_file = Path(root) / "pytorch" / "mlp.params"
@@ -41,6 +60,10 @@ def main() -> None:
             for name in sorted(f.keys()):
                 t = f.get_tensor(name)
                 print(f"safetensors sees {name}: {t.dtype} {tuple(t.shape)}")
+        banner("One file saved in PyTorch, loaded in every framework")
+        sys.stdout.flush()
+        subprocess.run([sys.executable, "-c", ACROSS, str(torch_file), "torch", "tensorflow", "jax", "numpy"], check=True)
+        subprocess.run([str(MXNET_PYTHON), "-c", ACROSS, str(torch_file), "mxnet"], check=True)
         os.chdir(HERE)
 
 
