@@ -267,3 +267,35 @@ def test_unknown_layers_are_reported_not_guessed(tmp_path):
     k = keras.Sequential([keras.layers.Input((5, 3)), keras.layers.GRU(2)])
     report = tensorfile.load_parameters(k, tmp_path / "o", strict=False)
     assert report.loaded == [] and report.unexpected_keys and report.missing_keys
+
+
+def test_flax_nnx_clone_and_torch_conversion(tmp_path):
+    nnx = pytest.importorskip("flax.nnx")
+    import jax.numpy as jnp
+
+    class MLP(nnx.Module):
+        def __init__(self, seed):
+            rngs = nnx.Rngs(seed)
+            self.hidden = nnx.Linear(20, 256, rngs=rngs)
+            self.output = nnx.Linear(256, 10, rngs=rngs)
+            self.dropout = nnx.Dropout(0.1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.output(nnx.relu(self.hidden(x)))
+
+    net = MLP(0)
+    X = jnp.ones((2, 20)) * 0.5
+    Y = net(X)
+    tensorfile.save_parameters(net, tmp_path / "nnx")
+    with tensorfile.open(tmp_path / "nnx") as f:
+        assert sorted(f.keys()) == ["hidden.bias", "hidden.kernel", "output.bias", "output.kernel"]
+    clone = MLP(1)
+    assert tensorfile.load_parameters(clone, tmp_path / "nnx").ok
+    assert bool((clone(X) == Y).all())
+    # a torch MLP's layers into the NNX MLP: Linear weight (out, in) -> kernel (in, out)
+    t = torch_mlp()
+    tensorfile.save_parameters(t, tmp_path / "t")
+    report = tensorfile.load_parameters(clone, tmp_path / "t")
+    assert report.ok
+    y_torch = t(torch.from_numpy(np.array(X))).detach().numpy()
+    assert np.allclose(np.asarray(clone(X)), y_torch, rtol=1e-5, atol=1e-6)

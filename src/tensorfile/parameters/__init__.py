@@ -96,8 +96,9 @@ def save_parameters(model: Any, path: str | os.PathLike[str], *, metadata: Mappi
         model: a torch ``nn.Module`` (its state_dict, persistent buffers
             included; tied parameters stored once), a built Keras 3 model or
             layer (attribute paths such as ``hidden.kernel``), an MXNet Gluon
-            ``Block`` (structural names such as ``hidden.weight``), or a
-            dict/list of arrays (dotted paths).
+            ``Block`` (structural names such as ``hidden.weight``), a Flax NNX
+            ``Module`` (state paths such as ``hidden.kernel``), or a dict/list
+            of arrays (dotted paths).
         path: destination (any name, e.g. the chapter's ``mlp.params``);
             written atomically like :func:`tensorfile.save`.
         metadata: user metadata, str -> str.

@@ -13,6 +13,8 @@ Layouts (reference: each framework's layer docs):
   ``weight``/``bias``/``running_mean``/``running_var`` (torch); torch's
   ``num_batches_tracked`` has no counterpart and is skipped.
 - Embedding: Keras ``embeddings`` <-> ``weight``; LayerNorm: ``gamma``/``beta`` <-> ``weight``/``bias``.
+- Flax NNX: ``Linear`` ``kernel`` (in, out) like Keras; ``BatchNorm`` ``scale``/``bias``/``mean``/``var``;
+  ``Embed`` ``embedding``; ``LayerNorm`` ``scale``/``bias``. (Flax convolutions are not mapped.)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ for _fw, _names in {
               "Embedding": "embedding", "LayerNormalization": "layernorm"},
     "mxnet": {"Dense": "dense", "Conv1D": "conv1d", "Conv2D": "conv2d", "BatchNorm": "batchnorm",
               "Embedding": "embedding", "LayerNorm": "layernorm"},
+    "flax": {"Linear": "dense", "BatchNorm": "batchnorm", "Embed": "embedding", "LayerNorm": "layernorm"},
 }.items():  # fmt: skip
     for _cls, _kind in _names.items():
         KINDS[(_fw, _cls)] = _kind
@@ -51,10 +54,17 @@ _NAMES: dict[str, dict[str, dict[str, str]]] = {
         "batchnorm": {"gamma": "weight", "beta": "bias", "running_mean": "running_mean", "running_var": "running_var"},
         "layernorm": {"gamma": "weight", "beta": "bias"},
     },
+    "flax": {
+        "dense": {"kernel": "weight", "bias": "bias"},
+        "batchnorm": {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"},
+        "embedding": {"embedding": "weight"},
+        "layernorm": {"scale": "weight", "bias": "bias"},
+    },
 }
 
 #: framework -> (canonical kind, canonical name) -> array transform into canonical layout.
 _TO_CANONICAL: dict[str, dict[tuple[str, str], Callable[[np.ndarray], np.ndarray]]] = {
+    "flax": {("dense", "weight"): lambda a: a.T},
     "keras": {
         ("dense", "weight"): lambda a: a.T,
         ("conv1d", "weight"): lambda a: a.transpose(2, 1, 0),
@@ -62,6 +72,7 @@ _TO_CANONICAL: dict[str, dict[tuple[str, str], Callable[[np.ndarray], np.ndarray
     },
 }
 _FROM_CANONICAL: dict[str, dict[tuple[str, str], Callable[[np.ndarray], np.ndarray]]] = {
+    "flax": {("dense", "weight"): lambda a: a.T},
     "keras": {
         ("dense", "weight"): lambda a: a.T,
         ("conv1d", "weight"): lambda a: a.transpose(2, 1, 0),

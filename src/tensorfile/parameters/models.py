@@ -9,6 +9,8 @@ A :class:`ModelParams` knows a model's parameters by stable, readable names:
   of the same class is built in one process.
 - MXNet Gluon ``Block``: structural names (``hidden.weight``), as Gluon's own
   ``save_parameters`` writes them.
+- Flax NNX ``Module``: state paths (``hidden.kernel``); parameters and batch
+  statistics, not RNG state.
 - plain pytrees (nested dict / list of arrays of any framework): dotted paths.
 
 Each parameter also has the class name of the layer that owns it (``Linear``,
@@ -70,6 +72,8 @@ def model_params(model: Any) -> ModelParams:
         return _keras(model)
     if "mxnet" in mods:
         return _gluon(model)
+    if "flax" in mods:
+        return _nnx(model)
     if isinstance(model, (dict, list)):
         return _pytree(model)
     raise UnsupportedTypeError(
@@ -177,6 +181,34 @@ def _gluon(block: Any) -> ModelParams:
         out.params[name] = Param(value, shape, np.dtype(param.dtype).name, kind, setter)
         if value is not None:
             out.tensors[name] = param.data()
+    return out
+
+
+def _nnx(module: Any) -> ModelParams:
+    from flax import nnx
+
+    jax_adapter = get_adapter("jax")
+    out = ModelParams("flax")
+    for path, state in nnx.to_flat_state(nnx.state(module)):
+        if not issubclass(state.type, (nnx.Param, nnx.BatchStat)):
+            continue  # RNG keys and counters are not parameters
+        owner = module
+        for part in path[:-1]:
+            owner = owner[part] if isinstance(part, int) else getattr(owner, part)
+        variable = owner[path[-1]] if isinstance(path[-1], int) else getattr(owner, path[-1])
+        name = ".".join(map(str, path))
+
+        def setter(array: np.ndarray, variable: Any = variable) -> None:
+            new = jax_adapter.from_numpy(np.array(array, order="C"), {}, {})
+            if hasattr(variable, "set_value"):  # flax >= 0.12; `.value =` before
+                variable.set_value(new)
+            else:
+                variable.value = new
+
+        current = variable.get_value() if hasattr(variable, "get_value") else variable.value
+        value = np.asarray(current)
+        out.params[name] = Param(value, tuple(value.shape), value.dtype.name, type(owner).__name__, setter)
+        out.tensors[name] = current
     return out
 
 
