@@ -8,7 +8,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def torch_mlp():
-    import torch
     from torch import nn
     from torch.nn import functional as F
 

@@ -72,7 +72,7 @@ def test_complex128_aligned_whatever_the_header_length(tmp_path, note):
 
 
 def test_misaligned_tensor_in_a_foreign_file_is_copied(tmp_path):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     # A hand-made file: U8 [1] first, so the F64 tensor starts at an odd byte.
     header = {"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, "z": {"dtype": "C64", "shape": [1], "data_offsets": [1, 9]}}
     _write_raw(tmp_path / "m", header, b"\x07" + np.array([3 + 4j], "<c8").tobytes())

@@ -299,3 +299,23 @@ def test_flax_nnx_clone_and_torch_conversion(tmp_path):
     assert report.ok
     y_torch = t(torch.from_numpy(np.array(X))).detach().numpy()
     assert np.allclose(np.asarray(clone(X)), y_torch, rtol=1e-5, atol=1e-6)
+
+
+def test_rename_collisions_and_malformed_parameter_metadata(tmp_path):
+    tensorfile.save_parameters(torch_mlp(), tmp_path / "m")
+    with pytest.raises(ValueError, match="map two parameters"):
+        tensorfile.load_parameters(torch_mlp(), tmp_path / "m", rename=lambda n: "x." + n.rsplit(".", 1)[1])
+    net = torch_mlp()
+    tensorfile.save(net.state_dict(), tmp_path / "bad", metadata={"tensorfile.parameters": "{not json"})
+    with pytest.raises(tensorfile.FormatError, match="tensorfile.parameters"):
+        tensorfile.load_parameters(torch_mlp(), tmp_path / "bad")
+
+
+def test_plain_state_dict_and_nested_checkpoint(tmp_path):
+    net = torch_mlp()
+    tensorfile.save(net.state_dict(), tmp_path / "sd")
+    assert tensorfile.load_parameters(torch_mlp(), tmp_path / "sd").ok
+    tensorfile.save({"model": net.state_dict(), "step": 3}, tmp_path / "ckpt")
+    clone = torch_mlp()
+    report = tensorfile.load_parameters(clone, tmp_path / "ckpt", select="model.", rename={"model.": ""})
+    assert report.ok and torch.equal(clone.hidden.weight, net.hidden.weight)

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from .atomic import atomic_write
-from .errors import FormatError, IntegrityError
+from .errors import FormatError, IntegrityError, UnsupportedTypeError
 from .format.checksums import HashPool, checksum
 from .format.dtypes import STORED_AS, byte_view, dtype_from_name
 from .format.header import TensorEntry
@@ -167,6 +167,14 @@ def _adapter(framework: str | None, recorded: str | None, path: str) -> Adapter:
         raise ImportError(f"{path}: {exc}; or pass framework='numpy'") from exc
 
 
+def _to(adapter: Adapter, path: str, name: str, array: np.ndarray, info: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
+    """``adapter.from_numpy``, with the file and tensor named when the framework cannot hold it."""
+    try:
+        return adapter.from_numpy(array, info, options)
+    except UnsupportedTypeError as exc:
+        raise UnsupportedTypeError(f"{path}: tensor {name!r}: {exc}") from None
+
+
 def _read_record(reader: SafetensorsReader) -> Record | None:
     metadata = reader.metadata
     text = metadata.get(RECORD_KEY)
@@ -225,7 +233,7 @@ def load(
         record = _read_record(reader)
         if record is None:
             adapter = _adapter(framework, None, reader.path)
-            return {name: adapter.from_numpy(reader.read(e)[0], {}, options) for name, e in reader.entries.items()}
+            return {name: _to(adapter, reader.path, name, reader.read(e)[0], {}, options) for name, e in reader.entries.items()}
         arrays: dict[str, np.ndarray] = {}
         with HashPool() as pool:
             for name, entry in reader.entries.items():
@@ -254,7 +262,7 @@ def load(
     for name, array in arrays.items():
         if name not in objects:
             info = record.tensors[name]
-            objects[name] = _adapter(framework, info["framework"], reader.path).from_numpy(array, info, options)
+            objects[name] = _to(_adapter(framework, info["framework"], reader.path), reader.path, name, array, info, options)
 
     def tensor(name: Any) -> Any:
         if not isinstance(name, str) or name not in objects:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from ..errors import ParameterMismatchError, UnsupportedTypeError
+from ..errors import FormatError, ParameterMismatchError, UnsupportedTypeError
 from ..files import load, save
 from ..files import open as open_file
 from .convert import to_framework
@@ -115,6 +115,24 @@ def save_parameters(model: Any, path: str | os.PathLike[str], *, metadata: Mappi
     save(dict(params.tensors), path, metadata={**(metadata or {}), PARAMETERS_KEY: json.dumps(record)})
 
 
+def _parameters_info(text: str | None, path: str) -> tuple[str | None, dict[str, str]]:
+    """The file's framework and layer classes, from its ``tensorfile.parameters`` entry."""
+    if text is None:
+        return None, {}
+    try:
+        info = json.loads(text)
+    except ValueError:
+        info = None
+    if (
+        not isinstance(info, dict)
+        or not isinstance(info.get("framework"), str)
+        or not isinstance(info.get("layers", {}), dict)
+        or not all(isinstance(v, str) for v in info.get("layers", {}).values())
+    ):
+        raise FormatError(f"{path}: the {PARAMETERS_KEY!r} metadata entry is malformed")
+    return info["framework"], info.get("layers", {})
+
+
 def _flat(value: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
@@ -190,13 +208,13 @@ def load_parameters(
     Raises:
         ParameterMismatchError: ``strict`` and there are problems; the message
             lists every one and ``.report`` holds them.
+        ValueError: ``select``/``rename`` map two file parameters to one name.
         FileNotFoundError, FormatError, IntegrityError: as :func:`tensorfile.load`.
     """
     with open_file(path) as f:
-        info = json.loads(f.metadata.get(PARAMETERS_KEY, "{}"))
+        source, kinds = _parameters_info(f.metadata.get(PARAMETERS_KEY), os.fspath(path))
     arrays: dict[str, np.ndarray] = {}
     _flat(load(path, framework="numpy"), "", arrays)
-    source, kinds = info.get("framework"), info.get("layers", {})
     target = model_params(model)
     chosen, renamed = _selector(select), _renamer(rename)
     report = LoadReport()
@@ -209,6 +227,8 @@ def load_parameters(
         if converted is None:
             report.skipped.append(new)
             continue
+        if converted[0] in incoming:
+            raise ValueError(f"select/rename map two parameters of {os.fspath(path)!r} to {converted[0]!r}")
         incoming[converted[0]] = converted[1]
     for name, param in target.params.items():
         if name not in incoming:

@@ -194,8 +194,8 @@ def _nnx(module: Any) -> ModelParams:
             continue  # RNG keys and counters are not parameters
         owner = module
         for part in path[:-1]:
-            owner = owner[part] if isinstance(part, int) else getattr(owner, part)
-        variable = owner[path[-1]] if isinstance(path[-1], int) else getattr(owner, path[-1])
+            owner = owner[part] if isinstance(part, int) else getattr(owner, str(part))
+        variable = owner[path[-1]] if isinstance(path[-1], int) else getattr(owner, str(path[-1]))
         name = ".".join(map(str, path))
 
         def setter(array: np.ndarray, variable: Any = variable) -> None:
