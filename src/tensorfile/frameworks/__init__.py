@@ -24,6 +24,11 @@ FRAMEWORKS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 _loaded: dict[str, Adapter] = {}
+_INSTALL = {
+    "numpy": "pip install numpy",
+    "mxnet": "MXNet 1.9.1 needs numpy<1.24: run it from the side environment (`make` builds .venv-mxnet) "
+    "or pip install 'mxnet==1.9.1' 'numpy<1.24'",
+}
 
 
 def get_adapter(name: str) -> Adapter:
@@ -39,9 +44,8 @@ def get_adapter(name: str) -> Adapter:
         try:
             module = importlib.import_module(FRAMEWORKS[name][0])
         except ImportError as exc:
-            raise ImportError(
-                f"framework {name!r} is not installed: pip install 'tensorfile[{name}]' ({exc})"
-            ) from exc
+            hint = _INSTALL.get(name, f"pip install 'tensorfile[{name}]'")
+            raise ImportError(f"framework {name!r} is not installed: {hint} ({exc})") from exc
         _loaded[name] = module.ADAPTER
     return _loaded[name]
 

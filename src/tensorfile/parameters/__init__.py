@@ -17,10 +17,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from ..errors import FormatError, ParameterMismatchError, UnsupportedTypeError
+from ..errors import FormatError, ParameterMismatchError, TensorFileError, UnsupportedTypeError
 from ..files import load, save
 from ..files import open as open_file
-from .convert import to_framework
+from .convert import UNMAPPED, to_framework
 from .models import model_params
 
 __all__ = ["save_parameters", "load_parameters", "LoadReport", "Mismatch", "PARAMETERS_KEY"]
@@ -59,6 +59,7 @@ class LoadReport:
         loaded: parameters loaded into the model.
         skipped: file parameters with no counterpart in the model's framework
             (torch's ``num_batches_tracked`` going to Keras), not counted as problems.
+        notes: hints about the problems (e.g. a file without layer information).
     """
 
     missing_keys: list[str] = field(default_factory=list)
@@ -66,6 +67,7 @@ class LoadReport:
     mismatched: list[Mismatch] = field(default_factory=list)
     loaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -80,7 +82,7 @@ class LoadReport:
         if self.unexpected_keys:
             lines.append("Unexpected key(s) in the file: " + ", ".join(f'"{k}"' for k in self.unexpected_keys) + ".")
         lines += [f"size or dtype mismatch for {m}." for m in self.mismatched]
-        return lines
+        return lines + (self.notes if lines else [])
 
     def __str__(self) -> str:
         head = f"loaded {len(self.loaded)} parameter(s)"
@@ -137,8 +139,11 @@ def _flat(value: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             _flat(v, f"{prefix}{k}.", out)
-    elif isinstance(value, np.ndarray):
-        out[prefix[:-1]] = value
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _flat(v, f"{prefix}{i}.", out)
+    elif isinstance(value, (np.ndarray, np.generic)):
+        out[prefix[:-1]] = np.asarray(value)
 
 
 def _selector(select: Select) -> Callable[[str], bool]:
@@ -223,30 +228,60 @@ def load_parameters(
         if not chosen(name):
             continue
         new = renamed(name)
-        converted = to_framework(new, kinds.get(name, ""), array, source, target.framework) if source else (new, array)
+        convert = source and target.framework != "pytree"
+        converted = to_framework(new, kinds.get(name, ""), array, source, target.framework) if convert else (new, array)
         if converted is None:
             report.skipped.append(new)
+            continue
+        if converted is UNMAPPED:
+            report.unexpected_keys.append(f"{new} (from {name}: no such parameter in a {kinds.get(name)} of {source})")
             continue
         if converted[0] in incoming:
             raise ValueError(f"select/rename map two parameters of {os.fspath(path)!r} to {converted[0]!r}")
         incoming[converted[0]] = converted[1]
+    foreign = bool(source) and source != target.framework
     for name, param in target.params.items():
         if name not in incoming:
-            report.missing_keys.append(name)
+            if foreign and target.framework == "torch" and name.endswith(".num_batches_tracked"):
+                report.skipped.append(name)  # torch-only counter: other frameworks have none to give
+            else:
+                report.missing_keys.append(name)
             continue
         array = incoming[name]
         shape_ok = len(array.shape) == len(param.shape) and all(m in (None, d) for d, m in zip(array.shape, param.shape))
         if not shape_ok or array.dtype.name != param.dtype:
             report.mismatched.append(Mismatch(name, tuple(array.shape), array.dtype.name, param.shape, param.dtype))
-    report.unexpected_keys = [name for name in incoming if name not in target.params]
+    report.unexpected_keys += [name for name in incoming if name not in target.params]
+    if not report.ok and source is None and target.framework != "pytree":
+        report.notes.append(
+            "Note: the file has no layer information (written by tensorfile.save, not tensorfile.save_parameters), "
+            "so standard layers cannot be converted between frameworks; if it comes from another framework, "
+            "save it again with tensorfile.save_parameters."
+        )
     if strict and not report.ok:
         lines = "\n\t".join(report.problems())
         raise ParameterMismatchError(
             f"Error(s) in loading parameters from {os.fspath(path)!r} into {type(model).__name__}:\n\t{lines}", report
         )
     bad = {m.name for m in report.mismatched}
+    previous: list[tuple[Any, np.ndarray | None]] = []
     for name, param in target.params.items():
         if name in incoming and name not in bad:
-            param.set(incoming[name])
+            previous.append((param, None if param.value is None else np.array(param.value, copy=True)))
+            try:
+                param.set(incoming[name])
+            except Exception as exc:
+                _undo(previous[:-1])
+                raise TensorFileError(
+                    f"could not load parameter {name!r} from {os.fspath(path)!r} ({exc}); "
+                    f"the {len(report.loaded)} parameter(s) loaded before it were put back"
+                ) from exc
             report.loaded.append(name)
     return report
+
+
+def _undo(previous: list[tuple[Any, np.ndarray | None]]) -> None:
+    """Put back the values parameters had before a load that failed half-way."""
+    for param, value in reversed(previous):
+        if value is not None:
+            param.set(value)

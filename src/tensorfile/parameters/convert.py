@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["KINDS", "to_framework", "TORCH_ONLY"]
+__all__ = ["KINDS", "to_framework", "TORCH_ONLY", "UNMAPPED"]
 
 #: (framework, layer class name) -> canonical kind.
 KINDS: dict[tuple[str, str], str] = {}
@@ -80,6 +80,19 @@ _FROM_CANONICAL: dict[str, dict[tuple[str, str], Callable[[np.ndarray], np.ndarr
     },
 }
 
+#: canonical kind -> its canonical (torch) parameter names.
+_CANONICAL: dict[str, set[str]] = {
+    "dense": {"weight", "bias"},
+    "conv1d": {"weight", "bias"},
+    "conv2d": {"weight", "bias"},
+    "batchnorm": {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"},
+    "embedding": {"weight"},
+    "layernorm": {"weight", "bias"},
+}
+
+#: Returned for a parameter of a standard layer whose name that layer does not have.
+UNMAPPED: tuple[str, np.ndarray] = ("", np.empty(0))
+
 #: Canonical parameters only torch has: skipped (and listed) when converting away from torch.
 TORCH_ONLY = {("batchnorm", "num_batches_tracked")}
 
@@ -94,13 +107,16 @@ def to_framework(name: str, kind: str, array: np.ndarray, source: str, target: s
 
     Returns:
         ``(new name, array)``; the input unchanged when the layer kind is not a
-        standard one; None for a parameter the target has no counterpart of.
+        standard one; None for a parameter the target has no counterpart of;
+        :data:`UNMAPPED` for a name the standard layer does not have.
     """
     canonical_kind = KINDS.get((source, kind))
     if canonical_kind is None or source == target:
         return name, array
     prefix, _, leaf = name.rpartition(".")
     canonical = _NAMES.get(source, {}).get(canonical_kind, {}).get(leaf, leaf)
+    if canonical not in _CANONICAL[canonical_kind]:
+        return UNMAPPED  # a name this layer does not have in `source` (renamed away?): reported, never guessed
     if (canonical_kind, canonical) in TORCH_ONLY and target != "torch":
         return None
     array = _TO_CANONICAL.get(source, {}).get((canonical_kind, canonical), lambda a: a)(array)

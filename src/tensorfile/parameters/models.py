@@ -103,25 +103,35 @@ def _torch(model: Any) -> ModelParams:
     return out
 
 
-def _keras_layers(layer: Any, prefix: str, seen: set[int], visit: Callable[[Any, str], None]) -> None:
+def _keras_children(layer: Any) -> list[tuple[str, Any]]:
+    """A layer's sub-layers with their attribute paths: public attributes first, then private ones
+    (built-in layers such as MultiHeadAttention keep theirs in ``_query_dense``...)."""
     import keras
+    from keras.src.models.functional import Functional
 
+    if isinstance(layer, (keras.Sequential, Functional)):
+        inner = [sub for sub in layer.layers if not isinstance(sub, keras.layers.InputLayer)]
+        return [(f"layers.{i}", sub) for i, sub in enumerate(inner)]
+    children: list[tuple[str, Any]] = []
+    items = sorted(vars(layer).items(), key=lambda kv: kv[0].startswith("_"))
+    for attr, value in items:
+        if attr in ("_layers", "_tracker", "_inbound_nodes", "_outbound_nodes") or attr.startswith("_self_"):
+            continue  # Keras' and TensorFlow's own bookkeeping of the same layers
+        if isinstance(value, keras.layers.Layer):
+            children.append((attr, value))
+        elif isinstance(value, (list, tuple)):
+            children += [(f"{attr}.{i}", v) for i, v in enumerate(value) if isinstance(v, keras.layers.Layer)]
+        elif isinstance(value, dict):
+            children += [(f"{attr}.{k}", v) for k, v in value.items() if isinstance(v, keras.layers.Layer)]
+    return children
+
+
+def _keras_layers(layer: Any, prefix: str, seen: set[int], visit: Callable[[Any, str], None]) -> None:
     if id(layer) in seen:
         return
     seen.add(id(layer))
     visit(layer, prefix)
-    children: list[tuple[str, Any]] = []
-    if isinstance(layer, keras.Sequential) or type(layer).__name__ == "Functional":
-        children = [(f"layers.{i}", sub) for i, sub in enumerate(layer.layers)]
-    else:
-        for attr, value in vars(layer).items():
-            if attr.startswith("_"):
-                continue
-            if isinstance(value, keras.layers.Layer):
-                children.append((attr, value))
-            elif isinstance(value, (list, tuple)):
-                children += [(f"{attr}.{i}", v) for i, v in enumerate(value) if isinstance(v, keras.layers.Layer)]
-    for attr, sub in children:
+    for attr, sub in _keras_children(layer):
         _keras_layers(sub, f"{prefix}{attr}.", seen, visit)
 
 
@@ -133,10 +143,14 @@ def _keras(model: Any) -> ModelParams:
             f"the Keras {type(model).__name__} is not built yet: call it once on a batch (or call build) first"
         )
     out = ModelParams("keras")
+    named: set[int] = set()
 
     def visit(layer: Any, prefix: str) -> None:
         own = list(getattr(layer, "_trainable_variables", [])) + list(getattr(layer, "_non_trainable_variables", []))
         for variable in own:
+            if id(variable) in named:
+                continue
+            named.add(id(variable))
             name = prefix + variable.name
 
             def setter(array: np.ndarray, variable: Any = variable) -> None:
@@ -147,6 +161,12 @@ def _keras(model: Any) -> ModelParams:
             out.tensors[name] = keras.ops.convert_to_tensor(value)  # the backend's own tensor
 
     _keras_layers(model, "", set(), visit)
+    unnamed = [v.path for v in model.weights if id(v) not in named]
+    if unnamed:
+        raise UnsupportedTypeError(
+            f"cannot give stable names to these weights of the Keras {type(model).__name__} (held outside layer "
+            f"attributes, lists and dicts): {unnamed}"
+        )
     return out
 
 
@@ -212,6 +232,25 @@ def _nnx(module: Any) -> ModelParams:
     return out
 
 
+def _fill(node: Any, key: Any, array: np.ndarray, adapter: Any) -> None:
+    """Write ``array`` into ``node[key]`` in place where the tensor is mutable; replace it otherwise (JAX)."""
+    value = node[key]
+    kind = type(value).__module__.partition(".")[0]
+    if kind == "numpy" and isinstance(value, np.ndarray) and value.flags.writeable:
+        value[...] = array
+    elif kind == "torch":
+        import torch
+
+        with torch.no_grad():
+            value.copy_(adapter.from_numpy(np.array(array, order="C"), {}, {"map_location": value.device}))
+    elif kind == "tensorflow" and hasattr(value, "assign"):
+        value.assign(array)
+    elif kind == "mxnet":
+        value[:] = array
+    else:
+        node[key] = adapter.from_numpy(np.array(array, order="C"), {}, {})
+
+
 def _pytree(tree: Any) -> ModelParams:
     out = ModelParams("pytree")
 
@@ -227,7 +266,7 @@ def _pytree(tree: Any) -> ModelParams:
                 raise UnsupportedTypeError(f"{name}: {type(value).__name__} is not an array")
 
             def setter(array: np.ndarray, node: Any = node, key: Any = key, adapter: Any = adapter) -> None:
-                node[key] = adapter.from_numpy(array, {}, {})
+                _fill(node, key, array, adapter)
 
             host = adapter.to_numpy(value, name)
             out.params[name] = Param(host, tuple(host.shape), host.dtype.name, "", setter)
