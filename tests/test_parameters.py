@@ -378,5 +378,5 @@ def test_a_failing_write_puts_back_what_was_loaded(tmp_path):
 
 def test_a_plain_save_file_into_another_framework_says_why(tmp_path):
     tensorfile.save(torch_mlp().state_dict(), tmp_path / "plain.params")
-    with pytest.raises(ParameterMismatchError, match="no layer information (?s:.*) save_parameters"):
+    with pytest.raises(ParameterMismatchError, match="no layer information.*save_parameters"):
         tensorfile.load_parameters(keras_mlp(), tmp_path / "plain.params", rename={"output.": "out."})
