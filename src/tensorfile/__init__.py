@@ -13,7 +13,16 @@ See ``docs/FORMAT.md`` for the file format.
 
 from __future__ import annotations
 
-from .errors import FormatError, IntegrityError, ParameterMismatchError, TensorFileError, UnsupportedTypeError
+from .checkpoint import CheckpointManager, rng_state, set_rng_state
+from .errors import (
+    CheckpointLockedError,
+    CheckpointNotFoundError,
+    FormatError,
+    IntegrityError,
+    ParameterMismatchError,
+    TensorFileError,
+    UnsupportedTypeError,
+)
 from .files import TensorFile, TensorInfo, TensorSlice, load, open, save
 from .parameters import LoadReport, Mismatch, load_parameters, save_parameters
 
@@ -31,6 +40,11 @@ __all__ = [
     "LoadReport",
     "Mismatch",
     "ParameterMismatchError",
+    "CheckpointManager",
+    "rng_state",
+    "set_rng_state",
+    "CheckpointNotFoundError",
+    "CheckpointLockedError",
     "TensorFileError",
     "FormatError",
     "IntegrityError",

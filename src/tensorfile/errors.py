@@ -16,6 +16,8 @@ __all__ = [
     "IntegrityError",
     "UnsupportedTypeError",
     "ParameterMismatchError",
+    "CheckpointNotFoundError",
+    "CheckpointLockedError",
 ]
 
 
@@ -45,3 +47,11 @@ class ParameterMismatchError(TensorFileError, RuntimeError):
     def __init__(self, message: str, report: object) -> None:
         super().__init__(message)
         self.report = report
+
+
+class CheckpointNotFoundError(TensorFileError, FileNotFoundError):
+    """No committed (and valid) checkpoint step to restore."""
+
+
+class CheckpointLockedError(TensorFileError, RuntimeError):
+    """Another CheckpointManager (another process) holds the checkpoint folder."""

@@ -1,0 +1,110 @@
+"""Crash harness: kill training with SIGKILL at random instants, resume, and compare with an uninterrupted run.
+
+The child is ``examples/train_with_checkpoints.py torch`` (the chapter's MLP on
+scikit-learn's digits, Adam, an LR schedule, dropout, a checkpoint every step).
+Once a child says it is training, it is killed after a random delay: in the
+middle of a step, a save, an fsync or a rename. It is restarted until it
+finishes; then its final weights must equal, bit for bit, those of a run that
+was never interrupted.
+
+    python benchmarks/crash_harness.py --kills 200          # the long run (docs/RELIABILITY.md)
+    python benchmarks/crash_harness.py --kills 12 --async   # asynchronous saves
+
+Prints one line per kill and a summary; exits 1 if the weights differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = ROOT / "examples" / "train_with_checkpoints.py"
+
+
+def _child(directory: Path, steps: int, async_save: bool) -> subprocess.Popen:
+    args = [sys.executable, str(CHILD), "torch", str(directory), "--steps", str(steps)] + (["--async"] if async_save else [])
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _weights(path: Path) -> dict[str, bytes]:
+    import tensorfile
+
+    return {k: np.ascontiguousarray(v).tobytes() for k, v in tensorfile.load(path, framework="numpy").items()}
+
+
+def run(kills: int, steps: int, async_save: bool, seed: int, folder: Path, log=print) -> dict:
+    """Kill ``kills`` children, then let one finish; compare with an uninterrupted run."""
+    rng = random.Random(seed)
+    reference, crashed = folder / "reference", folder / "crashed"
+    ref = _child(reference, steps, async_save)
+    out, err = ref.communicate(timeout=600)
+    if ref.returncode != 0:
+        raise RuntimeError(f"the uninterrupted run failed: {err}")
+    done = 0
+    resumed_from = []
+    while True:
+        child = _child(crashed, steps, async_save)
+        line = child.stdout.readline()  # "ready: starting at step N" once restored
+        if not line.startswith("ready"):
+            child.kill()
+            raise RuntimeError(f"the child did not start: {line!r} {child.stderr.read()}")
+        resumed_from.append(int(line.rsplit(" ", 1)[1]))
+        if resumed_from[-1] >= steps and done < kills:
+            raise RuntimeError(f"training finished after {done} kills: pass more --steps")
+        if done >= kills:
+            rest, err = child.communicate(timeout=600)
+            if child.returncode != 0:
+                raise RuntimeError(f"the last run failed: {err}")
+            break
+        delay = rng.uniform(0.0, 0.4)
+        time.sleep(delay)
+        if child.poll() is not None:  # it finished before the kill: start over with a fresh folder
+            child.communicate()
+            log(f"run finished before its kill at {delay:.3f}s; starting again")
+            for entry in crashed.iterdir():
+                if entry.is_dir():
+                    import shutil
+
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            continue
+        child.send_signal(signal.SIGKILL)
+        child.communicate()
+        done += 1
+        log(f"kill {done}/{kills}: SIGKILL after {delay:.3f}s (this run had resumed at step {resumed_from[-1]})")
+    same = _weights(reference / "final.tensorfile") == _weights(crashed / "final.tensorfile")
+    return {"kills": done, "restarts": len(resumed_from), "resumed_from": resumed_from, "identical": same}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: 50 per kill + 300)")
+    parser.add_argument("--async", dest="async_save", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tensorfile-crash-") as tmp:
+        start = time.perf_counter()
+        steps = args.steps or 50 * args.kills + 300
+        result = run(args.kills, steps, args.async_save, args.seed, Path(tmp))
+        elapsed = time.perf_counter() - start
+    mode = "async" if args.async_save else "sync"
+    print(f"{mode}: {result['kills']} SIGKILLs, {result['restarts']} runs, resumed at steps "
+          f"{sorted(set(result['resumed_from']))[:10]}...; final weights identical to the uninterrupted run: "
+          f"{result['identical']} ({elapsed:.0f} s)")  # fmt: skip
+    sys.exit(0 if result["identical"] else 1)
+
+
+if __name__ == "__main__":
+    main()

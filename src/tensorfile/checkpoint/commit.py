@@ -1,0 +1,64 @@
+"""The step commit protocol: a step folder appears complete or not at all.
+
+1. Write every file of the step into a fresh temporary folder
+   ``<directory>/.tmp-<name>-<random>`` and ``fsync`` each file.
+2. ``fsync`` the temporary folder, ``rename`` it to ``<directory>/<name>``, and
+   ``fsync`` ``<directory>`` so the rename survives a power loss.
+
+A reader lists only names that match the step pattern, so a temporary folder
+left by a crash is invisible; :func:`remove_temporaries` deletes them. An
+existing step of the same name is moved aside first and deleted only after the
+new one is in place.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from typing import Callable
+
+from ..atomic import fsync_dir
+
+__all__ = ["TEMP_PREFIX", "commit", "remove_temporaries"]
+
+TEMP_PREFIX = ".tmp-"
+
+
+def commit(directory: str, name: str, write: Callable[[str], None]) -> str:
+    """Build step ``name`` in a temporary folder with ``write(folder)``, then rename it into place.
+
+    ``write`` must fsync what it writes (tensorfile.save does). Returns the step's path.
+
+    Raises:
+        OSError: any write error; the temporary folder is removed and earlier
+            steps are untouched.
+    """
+    final = os.path.join(directory, name)
+    temp = os.path.join(directory, f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}")
+    os.mkdir(temp)
+    try:
+        write(temp)
+        fsync_dir(temp)
+        old = None
+        if os.path.exists(final):
+            old = os.path.join(directory, f"{TEMP_PREFIX}old-{name}-{secrets.token_hex(4)}")
+            os.rename(final, old)
+        os.rename(temp, final)
+        fsync_dir(directory)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def remove_temporaries(directory: str) -> list[str]:
+    """Delete temporary folders a crashed save left behind; returns their names."""
+    removed = []
+    for entry in os.listdir(directory):
+        if entry.startswith(TEMP_PREFIX):
+            shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
+            removed.append(entry)
+    return removed

@@ -1,0 +1,277 @@
+"""``CheckpointManager``: crash-safe, retained, optionally asynchronous training checkpoints.
+
+On disk, ``<directory>/step_<N>/state.tensorfile`` per committed step (see
+:mod:`.commit` for how a step appears atomically). The file's user metadata
+``tensorfile.checkpoint`` holds JSON ``{"step": N, "metrics": {...}, "live":
+{name: kind}}`` so that retention and ``best_step`` read only headers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import threading
+import warnings
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import CheckpointNotFoundError, FormatError, IntegrityError
+from ..files import _save, load
+from ..files import open as open_file
+from ..frameworks import adapter_for
+from .commit import commit, remove_temporaries
+from .live import apply, capture, kind_of
+from .lock import FolderLock
+from .retention import Retention
+
+__all__ = ["CheckpointManager"]
+
+STATE_FILE = "state.tensorfile"
+METADATA_KEY = "tensorfile.checkpoint"
+_STEP = re.compile(r"step_(\d+)")
+
+
+def _host_copy(value: Any) -> Any:
+    """A deep copy of ``value`` whose tensors are fresh host NumPy arrays (async snapshot)."""
+    if isinstance(value, dict):
+        return type(value)((k, _host_copy(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        return type(value)(_host_copy(v) for v in value)
+    adapter = adapter_for(value)
+    if adapter is not None:  # same framework and kind back, on the host, owning its memory
+        record = {k: v for k, v in adapter.record(value).items() if k != "device"}
+        return adapter.from_numpy(np.array(adapter.to_numpy(value, "state"), copy=True), record, {"map_location": "cpu"})
+    return value
+
+
+class CheckpointManager:
+    """Save and restore training state under ``directory``, one folder per step.
+
+    Args:
+        directory: the checkpoint folder (created if missing).
+        max_to_keep: keep the newest N steps (None: keep every step).
+        keep_every_n_steps: also keep every step divisible by N.
+        keep_best: also keep the N best steps by ``best_metric``.
+        best_metric: the name of a metric passed to :meth:`save`.
+        best_mode: ``"min"`` or ``"max"``: which values of the metric are best.
+        save_interval_steps: :meth:`save` skips steps not divisible by this unless ``force``.
+        async_save: :meth:`save` snapshots the state to host memory and returns; a
+            background thread writes and commits.
+        lock_timeout: seconds to wait for another manager (another process)
+            holding the folder, 0 to fail at once.
+
+    Raises:
+        CheckpointLockedError: another manager holds the folder.
+        ValueError: inconsistent retention options.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_to_keep: int | None = None,
+        keep_every_n_steps: int | None = None,
+        keep_best: int | None = None,
+        best_metric: str | None = None,
+        best_mode: str = "min",
+        save_interval_steps: int = 1,
+        async_save: bool = False,
+        lock_timeout: float = 0.0,
+    ) -> None:
+        self.directory = os.fspath(directory)
+        self.retention = Retention(max_to_keep, keep_every_n_steps, keep_best, best_metric, best_mode)
+        if not isinstance(save_interval_steps, int) or save_interval_steps < 1:
+            raise ValueError(f"save_interval_steps must be a positive int, not {save_interval_steps!r}")
+        self.save_interval_steps = save_interval_steps
+        self.async_save = async_save
+        os.makedirs(self.directory, exist_ok=True)
+        self._lock = FolderLock(self.directory, lock_timeout)
+        remove_temporaries(self.directory)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._metrics: dict[int, dict[str, float]] = {}
+
+    # ------------------------------------------------------------ what is there
+
+    @property
+    def steps(self) -> list[int]:
+        """Committed steps, ascending (a step being written in the background is not one yet)."""
+        found = []
+        for entry in os.listdir(self.directory):
+            match = _STEP.fullmatch(entry)
+            if match and os.path.isdir(os.path.join(self.directory, entry)):
+                found.append(int(match.group(1)))
+        return sorted(found)
+
+    @property
+    def latest_step(self) -> int | None:
+        """The newest committed step, or None."""
+        steps = self.steps
+        return steps[-1] if steps else None
+
+    @property
+    def best_step(self) -> int | None:
+        """The best committed step by ``best_metric`` (None without one)."""
+        if self.retention.best_metric is None:
+            return None
+        best = self.retention.best(self.steps, self._all_metrics(), 1)
+        return best[0] if best else None
+
+    def _path(self, step: int) -> str:
+        return os.path.join(self.directory, f"step_{step:08d}")
+
+    def _step_info(self, step: int) -> dict[str, Any]:
+        try:
+            with open_file(os.path.join(self._path(step), STATE_FILE)) as f:
+                return json.loads(f.metadata.get(METADATA_KEY, "{}"))
+        except (OSError, ValueError):
+            return {}
+
+    def _all_metrics(self) -> dict[int, dict[str, float]]:
+        for step in self.steps:
+            if step not in self._metrics:
+                self._metrics[step] = self._step_info(step).get("metrics", {})
+        return self._metrics
+
+    # ------------------------------------------------------------ saving
+
+    def save(self, step: int, state: Mapping[str, Any], *, metrics: Mapping[str, float] | None = None, force: bool = False) -> bool:
+        """Checkpoint ``state`` as ``step``.
+
+        Args:
+            step: the training step (an int >= 0).
+            state: names to tensors, containers, plain values and live objects
+                (torch modules, optimizers, schedulers, GradScaler; Keras models
+                and optimizers; Flax NNX modules; optax states), each saved
+                through its state.
+            metrics: numbers for ``keep_best`` / ``best_step`` (e.g. ``{"loss": 0.3}``).
+            force: save even when ``step`` is not on ``save_interval_steps``.
+
+        Returns:
+            True when a checkpoint was written (or, with ``async_save``, started).
+
+        Raises:
+            TensorFileError, OSError: this or (async) the previous save failed;
+                earlier steps are intact and no partial step is visible.
+        """
+        self._raise_pending()
+        if not force and step % self.save_interval_steps:
+            return False
+        if not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be an int >= 0, not {step!r}")
+        live: dict[str, str] = {}
+        tree: dict[str, Any] = {}
+        for name, value in state.items():
+            kind = kind_of(value)
+            if kind is not None:
+                live[name] = kind
+                value = capture(kind, value)
+            tree[name] = value
+        info = {"step": step, "metrics": {k: float(v) for k, v in (metrics or {}).items()}, "live": live}
+        if not self.async_save:
+            self._write(step, tree, info)
+            return True
+        snapshot = _host_copy(tree)  # later changes to the live state must not leak into the checkpoint
+        self.wait()
+        self._thread = threading.Thread(target=self._write_async, args=(step, snapshot, info), daemon=True)
+        self._thread.start()
+        return True
+
+    def _write_async(self, step: int, tree: Any, info: dict[str, Any]) -> None:
+        try:
+            self._write(step, tree, info)
+        except BaseException as exc:  # raised again at the next save / wait / close
+            self._error = exc
+
+    def _write(self, step: int, tree: Any, info: dict[str, Any]) -> None:
+        metadata = {METADATA_KEY: json.dumps(info)}
+        commit(self.directory, f"step_{step:08d}", lambda folder: _save(tree, os.path.join(folder, STATE_FILE), metadata, durable=True))
+        self._metrics[step] = info["metrics"]
+        self._apply_retention()
+
+    def _apply_retention(self) -> None:
+        steps = self.steps
+        keep = self.retention.keep(steps, self._all_metrics())
+        for step in steps:
+            if step not in keep:
+                shutil.rmtree(self._path(step), ignore_errors=True)
+                self._metrics.pop(step, None)
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def wait(self) -> None:
+        """Wait for a background save to finish; raise its error, if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._raise_pending()
+
+    def close(self) -> None:
+        """Finish pending saves and release the folder (raises a pending save's error)."""
+        try:
+            self.wait()
+        finally:
+            self._lock.close()
+
+    def __enter__(self) -> "CheckpointManager":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ restoring
+
+    def restore(self, step: int | None = None, state: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Load a checkpoint: the latest valid one, or ``step``.
+
+        Args:
+            step: None for the latest step that loads and verifies; a corrupt or
+                partial latest step is skipped with a warning naming it.
+            state: live objects by name (the same names as at save), filled in place.
+
+        Returns:
+            The whole saved dict: live objects filled (immutable pytrees rebuilt),
+            everything else as loaded values.
+
+        Raises:
+            CheckpointNotFoundError: no committed step (or none valid, or ``step`` absent).
+            IntegrityError, FormatError: ``step`` was given and is corrupt.
+        """
+        self.wait()
+        steps = self.steps
+        if step is not None:
+            if step not in steps:
+                raise CheckpointNotFoundError(f"{self.directory}: no checkpoint for step {step} (have {steps})")
+            loaded, info = self._load(step)
+        else:
+            for candidate in reversed(steps):
+                try:
+                    loaded, info = self._load(candidate)
+                    break
+                except (FormatError, IntegrityError, FileNotFoundError) as exc:
+                    warnings.warn(
+                        f"{self.directory}: checkpoint step {candidate} is corrupt or incomplete ({exc}); "
+                        "falling back to the previous step",
+                        stacklevel=2,
+                    )
+            else:
+                raise CheckpointNotFoundError(f"{self.directory}: no valid checkpoint to restore")
+        live = info.get("live", {})
+        out = dict(loaded)
+        for name, obj in (state or {}).items():
+            if name in live:
+                out[name] = apply(live[name], obj, loaded[name], state or {})
+        return out
+
+    def _load(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        path = os.path.join(self._path(step), STATE_FILE)
+        with open_file(path) as f:
+            info = json.loads(f.metadata.get(METADATA_KEY, "{}"))
+        return load(path), info
+

@@ -1,0 +1,51 @@
+"""Which committed steps to keep.
+
+A step is kept when any policy wants it: it is among the ``max_to_keep`` newest;
+or ``step % keep_every_n_steps == 0``; or it is among the ``keep_best`` best by
+its ``best_metric`` (``best_mode`` ``"min"`` or ``"max"``; steps without that
+metric never count as best). With ``max_to_keep=None`` nothing is deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+__all__ = ["Retention"]
+
+
+@dataclass(frozen=True)
+class Retention:
+    max_to_keep: int | None = None
+    keep_every_n_steps: int | None = None
+    keep_best: int | None = None
+    best_metric: str | None = None
+    best_mode: str = "min"
+
+    def __post_init__(self) -> None:
+        if self.best_mode not in ("min", "max"):
+            raise ValueError(f"best_mode must be 'min' or 'max', not {self.best_mode!r}")
+        if self.keep_best is not None and self.best_metric is None:
+            raise ValueError("keep_best needs best_metric: the name of a metric passed to save()")
+        for name in ("max_to_keep", "keep_every_n_steps", "keep_best"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, not {value!r}")
+
+    def best(self, steps: Sequence[int], metrics: Mapping[int, Mapping[str, float]], count: int) -> list[int]:
+        """The ``count`` best steps by ``best_metric`` (ties: the newer step first)."""
+        scored = [(metrics[s][self.best_metric], s) for s in steps if self.best_metric in metrics.get(s, {})]
+        sign = 1 if self.best_mode == "min" else -1
+        return [s for _, s in sorted(scored, key=lambda vs: (sign * vs[0], -vs[1]))[:count]]
+
+    def keep(self, steps: Sequence[int], metrics: Mapping[int, Mapping[str, float]]) -> set[int]:
+        """The steps to keep out of ``steps`` (committed, any order)."""
+        if self.max_to_keep is None:
+            return set(steps)
+        ordered = sorted(steps)
+        kept = set(ordered[-self.max_to_keep :])
+        if self.keep_every_n_steps:
+            kept |= {s for s in ordered if s % self.keep_every_n_steps == 0}
+        if self.keep_best:
+            kept |= set(self.best(ordered, metrics, self.keep_best))
+        return kept
