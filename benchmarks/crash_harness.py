@@ -16,7 +16,6 @@ Prints one line per kill and a summary; exits 1 if the weights differ.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import signal
 import subprocess

@@ -34,7 +34,10 @@ class Retention:
 
     def best(self, steps: Sequence[int], metrics: Mapping[int, Mapping[str, float]], count: int) -> list[int]:
         """The ``count`` best steps by ``best_metric`` (ties: the newer step first)."""
-        scored = [(metrics[s][self.best_metric], s) for s in steps if self.best_metric in metrics.get(s, {})]
+        metric = self.best_metric
+        if metric is None:
+            return []
+        scored = [(metrics[s][metric], s) for s in steps if metric in metrics.get(s, {})]
         sign = 1 if self.best_mode == "min" else -1
         return [s for _, s in sorted(scored, key=lambda vs: (sign * vs[0], -vs[1]))[:count]]
 

@@ -228,8 +228,11 @@ def load_parameters(
         if not chosen(name):
             continue
         new = renamed(name)
-        convert = source and target.framework != "pytree"
-        converted = to_framework(new, kinds.get(name, ""), array, source, target.framework) if convert else (new, array)
+        converted = (
+            to_framework(new, kinds.get(name, ""), array, source, target.framework)
+            if source and target.framework != "pytree"
+            else (new, array)
+        )
         if converted is None:
             report.skipped.append(new)
             continue
