@@ -116,3 +116,26 @@ def test_closed_and_shrunk_files(tmp_path):
             f["a"]
     with pytest.raises(tensorfile.FormatError):
         tensorfile.load(path)
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch):
+    import io
+
+    from tensorfile import files
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(files, "PROGRESS_MIN_BYTES", 1 << 20)
+    monkeypatch.setattr(files, "PROGRESS_DELAY", 0.0)
+    big = {"w": np.ones((512, 1024), np.float32)}
+    screen = Terminal()
+    monkeypatch.setattr("sys.stderr", screen)
+    tensorfile.save(big, tmp_path / "big")
+    tensorfile.load(tmp_path / "big")
+    assert "saving big" in screen.getvalue() and "loading big" in screen.getvalue()
+    pipe = io.StringIO()  # not a terminal: nothing
+    monkeypatch.setattr("sys.stderr", pipe)
+    tensorfile.save(big, tmp_path / "big")
+    assert pipe.getvalue() == ""

@@ -7,11 +7,13 @@ record of structure, checksums and shared storage (:mod:`tensorfile.format.recor
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -37,6 +39,24 @@ from .frameworks import FRAMEWORKS, Adapter, get_adapter
 from .tree import Leaf, flatten, unflatten
 
 __all__ = ["save", "load", "open", "TensorFile", "TensorInfo", "TensorSlice"]
+
+#: A progress bar appears on a terminal for files of at least this many bytes, once this many seconds pass.
+PROGRESS_MIN_BYTES = 64 << 20
+PROGRESS_DELAY = 1.0
+
+
+@contextlib.contextmanager
+def _progress(total: int, description: str) -> Iterator[Callable[[int], None] | None]:
+    """A tqdm bar on stderr, only on a terminal and only for saves and loads that last (see above)."""
+    if total < PROGRESS_MIN_BYTES or not getattr(sys.stderr, "isatty", lambda: False)():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description, delay=PROGRESS_DELAY,
+              leave=False, file=sys.stderr) as bar:  # fmt: skip
+        yield bar.update
+
 
 #: Shared storages are rebuilt only while, all together, they take at most twice the file's
 #: tensor bytes plus this many bytes; a file cannot make load() allocate much more than it holds.
@@ -142,8 +162,9 @@ def _save(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | 
         return {RECORD_KEY: dump_record(flat.root, described, groups), **user}  # the record first: see seal()
 
     tensors = layout_order([Tensor(leaf.name, leaf.array) for leaf in flat.leaves])
-    with atomic_write(path, durable=durable) as f:
-        write_tensors(f, tensors, header_metadata, seal=seal)
+    total = sum(t.array.nbytes for t in tensors)
+    with atomic_write(path, durable=durable) as f, _progress(total, f"saving {os.path.basename(os.fspath(path))}") as bar:
+        write_tensors(f, tensors, header_metadata, seal=seal, progress=bar)
 
 
 def _as_logical(array: np.ndarray, info: Mapping[str, Any], entry: TensorEntry) -> np.ndarray:
@@ -235,9 +256,12 @@ def load(
             adapter = _adapter(framework, None, reader.path)
             return {name: _to(adapter, reader.path, name, reader.read(e)[0], {}, options) for name, e in reader.entries.items()}
         arrays: dict[str, np.ndarray] = {}
-        with HashPool() as pool:
+        total = sum(e.nbytes for e in reader.entries.values())
+        with HashPool() as pool, _progress(total, f"loading {os.path.basename(reader.path)}") as bar:
             for name, entry in reader.entries.items():
                 array, found = reader.read(entry, hash=True, pool=pool)
+                if bar is not None:
+                    bar(entry.nbytes)
                 _verify(reader.path, name, record.tensors[name]["checksum"], found)
                 arrays[name] = _as_logical(array, record.tensors[name], entry)
     objects: dict[str, Any] = {}

@@ -34,17 +34,27 @@ METADATA_KEY = "tensorfile.checkpoint"
 _STEP = re.compile(r"step_(\d+)")
 
 
-def _host_copy(value: Any) -> Any:
-    """A deep copy of ``value`` whose tensors are fresh host NumPy arrays (async snapshot)."""
+def _host_copy(value: Any, pool: dict[Any, np.ndarray], path: tuple[Any, ...] = ()) -> Any:
+    """A deep copy of ``value`` whose tensors live in host buffers from ``pool`` (async snapshot).
+
+    Buffers are reused from the save before last (double buffering), so a
+    snapshot is a plain memory copy into pages that are already mapped.
+    """
     if isinstance(value, dict):
-        return type(value)((k, _host_copy(v)) for k, v in value.items())
+        return type(value)((k, _host_copy(v, pool, path + (k,))) for k, v in value.items())
     if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
-        return type(value)(_host_copy(v) for v in value)
+        return type(value)(_host_copy(v, pool, path + (i,)) for i, v in enumerate(value))
     adapter = adapter_for(value)
-    if adapter is not None:  # same framework and kind back, on the host, owning its memory
-        record = {k: v for k, v in adapter.record(value).items() if k != "device"}
-        return adapter.from_numpy(np.array(adapter.to_numpy(value, "state"), copy=True), record, {"map_location": "cpu"})
-    return value
+    if adapter is None:
+        return value
+    array = adapter.to_numpy(value, "state")
+    key = (path, array.shape, array.dtype.str)
+    buffer = pool.get(key)
+    if buffer is None:
+        buffer = pool[key] = np.empty(array.shape, array.dtype.newbyteorder("="))
+    np.copyto(buffer, array)
+    record = {k: v for k, v in adapter.record(value).items() if k != "device"}
+    return adapter.from_numpy(buffer, record, {"map_location": "cpu"})  # same framework back, on the host
 
 
 class CheckpointManager:
@@ -92,6 +102,7 @@ class CheckpointManager:
         remove_temporaries(self.directory)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._pools: list[dict[Any, np.ndarray]] = [{}, {}]  # snapshot buffers, used in turn
         self._metrics: dict[int, dict[str, float]] = {}
 
     # ------------------------------------------------------------ what is there
@@ -174,7 +185,10 @@ class CheckpointManager:
         if not self.async_save:
             self._write(step, tree, info)
             return True
-        snapshot = _host_copy(tree)  # later changes to the live state must not leak into the checkpoint
+        # Later changes to the live state must not leak into the checkpoint. The pool used two
+        # saves ago is free: its write finished before the previous save started.
+        self._pools.reverse()
+        snapshot = _host_copy(tree, self._pools[0])
         self.wait()
         self._thread = threading.Thread(target=self._write_async, args=(step, snapshot, info), daemon=True)
         self._thread.start()
