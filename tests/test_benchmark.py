@@ -19,3 +19,15 @@ def test_save_load_benchmark_small_runs():
     for row in ("raw write+fsync", "tensorfile save", "torch.load", "safetensors open+touch", "np.load"):
         assert row in out.stdout
     assert "save vs raw write" in out.stdout and "peak extra memory while saving" in out.stdout
+
+
+def test_checkpoint_stall_benchmark_runs():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "checkpoint_stall.py"), "--repeat", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT / "benchmarks",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "ratio async/sync" in out.stdout

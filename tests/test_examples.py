@@ -30,6 +30,7 @@ def test_chapter_demo_prints_the_chapter_in_every_framework():
     lines = [line for line in text.splitlines() if "hidden.weight is a" in line]
     assert [line.split(":")[0].strip() for line in lines] == ["torch", "tensorflow", "jax", "numpy", "mxnet"]
     assert len({line.rsplit("=", 1)[1] for line in lines}) == 1  # the same values everywhere
+    assert "killed 3 times" in text and "final weights bit-identical to the uninterrupted run: True" in text
 
 
 def test_reuse_layers_example():
