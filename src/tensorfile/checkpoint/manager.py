@@ -255,7 +255,7 @@ class CheckpointManager:
 
         Raises:
             CheckpointNotFoundError: no committed step (or none valid, or ``step`` absent).
-            IntegrityError, FormatError: ``step`` was given and is corrupt.
+            IntegrityError: ``step`` was given and is corrupt, truncated or incomplete.
         """
         self.wait()
         steps = self.steps
@@ -268,7 +268,7 @@ class CheckpointManager:
                 try:
                     loaded, info = self._load(candidate)
                     break
-                except (FormatError, IntegrityError, FileNotFoundError) as exc:
+                except IntegrityError as exc:
                     warnings.warn(
                         f"{self.directory}: checkpoint step {candidate} is corrupt or incomplete ({exc}); "
                         "falling back to the previous step",
@@ -285,7 +285,12 @@ class CheckpointManager:
 
     def _load(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
         path = os.path.join(self._path(step), STATE_FILE)
-        with open_file(path) as f:
-            info = json.loads(f.metadata.get(METADATA_KEY, "{}"))
-        return load(path), info
+        try:
+            with open_file(path) as f:
+                info = json.loads(f.metadata.get(METADATA_KEY, "{}"))
+            return load(path), info
+        except (FormatError, FileNotFoundError, ValueError) as exc:
+            if isinstance(exc, IntegrityError):
+                raise
+            raise IntegrityError(f"checkpoint step {step} is corrupt or incomplete: {exc}") from exc
 
