@@ -137,7 +137,7 @@ def test_corrupt_latest_step_falls_back_with_a_warning(tmp_path, how):
         _damage(tmp_path / "step_00000002" / "state.tensorfile", how)
         with pytest.warns(UserWarning, match="checkpoint step 2 is corrupt"):
             assert m.restore()["step"] == 1
-        with pytest.raises(IntegrityError, match="step 2"):
+        with pytest.raises(IntegrityError, match="step 2|step_00000002"):
             m.restore(step=2)
 
 
