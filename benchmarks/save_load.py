@@ -128,8 +128,8 @@ def run(sd: dict[str, torch.Tensor], arrays: dict[str, np.ndarray], nbytes: int,
     """Time every contender in ``folder`` and print the tables."""
     path = lambda name: os.path.join(folder, name)  # noqa: E731
 
-    def raw_write() -> None:
-        fd = os.open(path("raw"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    def write_all(target: str, flags: int) -> None:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | flags, 0o644)
         try:
             for a in arrays.values():
                 view = memoryview(a.reshape(-1).view(np.uint8))
@@ -139,19 +139,13 @@ def run(sd: dict[str, torch.Tensor], arrays: dict[str, np.ndarray], nbytes: int,
         finally:
             os.close(fd)
 
+    def raw_write() -> None:
+        write_all(path("raw"), os.O_TRUNC)
+
     def raw_write_new() -> None:
         # The same bytes into a new file renamed over the old one: what any atomic save must do.
-        temp = path("raw-new.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            for a in arrays.values():
-                view = memoryview(a.reshape(-1).view(np.uint8))
-                while view:
-                    view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path("raw-new"))
+        write_all(path("raw-new.tmp"), os.O_EXCL)
+        os.replace(path("raw-new.tmp"), path("raw-new"))
         dfd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dfd)
