@@ -321,3 +321,57 @@ def test_jax_flax_params_optax_state_and_key(tmp_path):
     opt_state, key = train(fresh, tx, back["opt_state"], jnp.asarray(back["key"]), 3)
     assert np.array_equal(np.asarray(fresh.lin.kernel.get_value()), np.asarray(straight.lin.kernel.get_value()))
     assert np.array_equal(np.asarray(key), np.asarray(s_key))
+
+
+def test_replacing_a_step_that_fails_keeps_the_old_one(tmp_path, monkeypatch):
+    with CheckpointManager(tmp_path) as m:
+        m.save(1, {"x": 1})
+        real = os.rename
+
+        def failing(a, b):
+            if os.path.basename(str(a)).startswith(".tmp-step"):
+                raise KeyboardInterrupt
+            return real(a, b)
+
+        monkeypatch.setattr(os, "rename", failing)
+        with pytest.raises(KeyboardInterrupt):
+            m.save(1, {"x": 111})
+        monkeypatch.undo()
+        assert m.steps == [1] and m.restore()["x"] == 1
+    # a crash between the two renames: the old step, moved aside, is put back on the next start
+    os.rename(tmp_path / "step_00000001", tmp_path / ".tmp-old-step_00000001-dead")
+    with CheckpointManager(tmp_path) as m:
+        assert m.steps == [1] and m.restore()["x"] == 1
+
+
+def test_misuse_gets_clear_errors(tmp_path):
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Linear(2, 2)
+    m = CheckpointManager(tmp_path)
+    with pytest.raises(ValueError, match="step must be an int"):
+        m.save(1.5, {"x": 1})
+    with pytest.raises(ValueError, match="step must be an int"):
+        m.save(True, {"x": 1})
+    assert m.save(np.int64(3), {"net": net, "opt": type("MySGD", (torch.optim.SGD,), {})(net.parameters(), lr=0.1)})
+    with pytest.raises(KeyError, match="no 'model'"):
+        m.restore(state={"model": net})
+    with pytest.raises(ValueError, match="'net' was saved as torch.module"):
+        m.restore(state={"net": torch.optim.SGD(net.parameters(), lr=0.1)})
+    with pytest.raises(tensorfile.UnsupportedTypeError, match=r"obj\['a'\]\[1\]"):
+        m.save(4, {"a": [1, object()]})
+    m.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        m.save(5, {"x": 1})
+
+
+def test_async_unsupported_value_fails_at_save(tmp_path):
+    with CheckpointManager(tmp_path, async_save=True) as m:
+        with pytest.raises(tensorfile.UnsupportedTypeError, match=r"state\['a'\]\[1\]"):
+            m.save(0, {"a": [1, object()]})
+
+
+def test_only_eight_digit_step_folders_count(tmp_path):
+    (tmp_path / "step_5").mkdir()
+    with CheckpointManager(tmp_path, max_to_keep=2) as m:
+        m.save(1, {"x": 1})
+        assert m.steps == [1]

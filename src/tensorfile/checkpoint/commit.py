@@ -23,6 +23,8 @@ from ..atomic import fsync_dir
 __all__ = ["TEMP_PREFIX", "commit", "remove_temporaries"]
 
 TEMP_PREFIX = ".tmp-"
+#: A committed step moved aside while it is being replaced.
+OLD_PREFIX = ".tmp-old-"
 
 
 def commit(directory: str, name: str, write: Callable[[str], None]) -> str:
@@ -37,16 +39,19 @@ def commit(directory: str, name: str, write: Callable[[str], None]) -> str:
     final = os.path.join(directory, name)
     temp = os.path.join(directory, f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}")
     os.mkdir(temp)
+    old = None
     try:
         write(temp)
         fsync_dir(temp)
-        old = None
         if os.path.exists(final):
-            old = os.path.join(directory, f"{TEMP_PREFIX}old-{name}-{secrets.token_hex(4)}")
+            old = os.path.join(directory, f"{OLD_PREFIX}{name}-{secrets.token_hex(4)}")
             os.rename(final, old)
         os.rename(temp, final)
         fsync_dir(directory)
     except BaseException:
+        if old is not None and not os.path.exists(final):
+            os.rename(old, final)  # the step being replaced comes back
+            old = None
         shutil.rmtree(temp, ignore_errors=True)
         raise
     if old is not None:
@@ -55,10 +60,20 @@ def commit(directory: str, name: str, write: Callable[[str], None]) -> str:
 
 
 def remove_temporaries(directory: str) -> list[str]:
-    """Delete temporary folders a crashed save left behind; returns their names."""
+    """Delete temporary folders a crashed save left behind; returns their names.
+
+    A step that was moved aside to be replaced, and whose replacement never
+    arrived (a crash between the two renames), is put back instead.
+    """
     removed = []
-    for entry in os.listdir(directory):
+    for entry in sorted(os.listdir(directory)):
+        path = os.path.join(directory, entry)
+        if entry.startswith(OLD_PREFIX):
+            name = entry[len(OLD_PREFIX) :].rsplit("-", 1)[0]
+            if not os.path.exists(os.path.join(directory, name)):
+                os.rename(path, os.path.join(directory, name))
+                continue
         if entry.startswith(TEMP_PREFIX):
-            shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)
             removed.append(entry)
     return removed

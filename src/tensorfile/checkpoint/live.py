@@ -34,8 +34,9 @@ def kind_of(value: Any) -> str | None:
     mro = _mro(value)
     if "torch.Module" in mro:
         return "torch.module"
-    if type(value).__module__.startswith("torch") and hasattr(value, "state_dict") and hasattr(value, "load_state_dict"):
-        return "torch.stateful"
+    from_torch = any(c.__module__.startswith("torch") for c in type(value).__mro__[:-1])
+    if from_torch and hasattr(value, "state_dict") and hasattr(value, "load_state_dict"):
+        return "torch.stateful"  # optimizers, LR schedulers, GradScaler, and their subclasses
     if "keras.Optimizer" in mro or any(m.startswith("keras.") and m.endswith("Optimizer") for m in mro):
         return "keras.optimizer"
     if "keras.Layer" in mro:

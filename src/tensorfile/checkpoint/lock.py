@@ -35,7 +35,7 @@ class FolderLock:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
                     os.close(self._fd)
                     raise CheckpointLockedError(
-                        f"{directory}: another CheckpointManager (another process) is using this folder; "
+                        f"{directory}: another CheckpointManager (in this or another process) is using this folder; "
                         "close it first, or pass lock_timeout= to wait"
                     ) from None
                 time.sleep(0.05)

@@ -9,6 +9,7 @@ On disk, ``<directory>/step_<N>/state.tensorfile`` per committed step (see
 from __future__ import annotations
 
 import json
+import operator
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import CheckpointNotFoundError, FormatError, IntegrityError
+from ..errors import CheckpointNotFoundError, FormatError, IntegrityError, UnsupportedTypeError
 from ..files import _save, load
 from ..files import open as open_file
 from ..frameworks import adapter_for
@@ -31,7 +32,7 @@ __all__ = ["CheckpointManager"]
 
 STATE_FILE = "state.tensorfile"
 METADATA_KEY = "tensorfile.checkpoint"
-_STEP = re.compile(r"step_(\d+)")
+_STEP = re.compile(r"step_(\d{8,})")
 
 
 def _host_copy(value: Any, pool: dict[Any, np.ndarray], path: tuple[Any, ...] = ()) -> Any:
@@ -46,8 +47,11 @@ def _host_copy(value: Any, pool: dict[Any, np.ndarray], path: tuple[Any, ...] = 
         return type(value)(_host_copy(v, pool, path + (i,)) for i, v in enumerate(value))
     adapter = adapter_for(value)
     if adapter is None:
-        return value
-    array = adapter.to_numpy(value, "state")
+        if value is None or type(value) in (bool, int, float, str):
+            return value
+        where = "state" + "".join(f"[{p!r}]" for p in path)
+        raise UnsupportedTypeError(f"{where}: {type(value).__module__}.{type(value).__qualname__} is not supported")
+    array = adapter.to_numpy(value, "state" + "".join(f"[{p!r}]" for p in path))
     key = (path, array.shape, array.dtype.str)
     buffer = pool.get(key)
     if buffer is None:
@@ -98,7 +102,7 @@ class CheckpointManager:
         self.save_interval_steps = save_interval_steps
         self.async_save = async_save
         os.makedirs(self.directory, exist_ok=True)
-        self._lock = FolderLock(self.directory, lock_timeout)
+        self._lock: FolderLock | None = FolderLock(self.directory, lock_timeout)
         remove_temporaries(self.directory)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -168,11 +172,13 @@ class CheckpointManager:
             TensorFileError, OSError: this or (async) the previous save failed;
                 earlier steps are intact and no partial step is visible.
         """
+        self._check_open()
+        if isinstance(step, bool) or not hasattr(step, "__index__") or operator.index(step) < 0:
+            raise ValueError(f"step must be an int >= 0, not {step!r}")
+        step = operator.index(step)
         self._raise_pending()
         if not force and step % self.save_interval_steps:
             return False
-        if not isinstance(step, int) or step < 0:
-            raise ValueError(f"step must be an int >= 0, not {step!r}")
         live: dict[str, str] = {}
         tree: dict[str, Any] = {}
         for name, value in state.items():
@@ -198,6 +204,8 @@ class CheckpointManager:
         try:
             self._write(step, tree, info)
         except BaseException as exc:  # raised again at the next save / wait / close
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"(while saving checkpoint step {step} in the background)")
             self._error = exc
 
     def _write(self, step: int, tree: Any, info: dict[str, Any]) -> None:
@@ -205,6 +213,12 @@ class CheckpointManager:
         commit(self.directory, f"step_{step:08d}", lambda folder: _save(tree, os.path.join(folder, STATE_FILE), metadata, durable=True))
         self._metrics[step] = info["metrics"]
         self._apply_retention()
+        if step not in self.steps:
+            warnings.warn(
+                f"{self.directory}: step {step} was saved but retention removed it at once: newer steps "
+                f"{[s for s in self.steps if s > step]} fill max_to_keep={self.retention.max_to_keep}",
+                stacklevel=3,
+            )
 
     def _apply_retention(self) -> None:
         steps = self.steps
@@ -219,6 +233,10 @@ class CheckpointManager:
             error, self._error = self._error, None
             raise error
 
+    def _check_open(self) -> None:
+        if self._lock is None:
+            raise RuntimeError(f"{self.directory}: this CheckpointManager is closed")
+
     def wait(self) -> None:
         """Wait for a background save to finish; raise its error, if any."""
         if self._thread is not None:
@@ -228,10 +246,13 @@ class CheckpointManager:
 
     def close(self) -> None:
         """Finish pending saves and release the folder (raises a pending save's error)."""
+        if self._lock is None:
+            return
         try:
             self.wait()
         finally:
             self._lock.close()
+            self._lock = None
 
     def __enter__(self) -> "CheckpointManager":
         return self
@@ -257,6 +278,7 @@ class CheckpointManager:
             CheckpointNotFoundError: no committed step (or none valid, or ``step`` absent).
             IntegrityError: ``step`` was given and is corrupt, truncated or incomplete.
         """
+        self._check_open()
         self.wait()
         steps = self.steps
         if step is not None:
@@ -279,8 +301,16 @@ class CheckpointManager:
         live = info.get("live", {})
         out = dict(loaded)
         for name, obj in (state or {}).items():
-            if name in live:
-                out[name] = apply(live[name], obj, loaded[name], state or {})
+            if name not in loaded:
+                raise KeyError(f"{self.directory}: the checkpoint has no {name!r} to restore (it has {sorted(loaded)})")
+            kind = kind_of(obj)
+            if live.get(name) != kind:
+                saved_as = live.get(name, "plain data")
+                raise ValueError(
+                    f"{self.directory}: {name!r} was saved as {saved_as}, but a "
+                    f"{type(obj).__module__}.{type(obj).__qualname__} ({kind or 'not a live object'}) was given"
+                )
+            out[name] = apply(kind, obj, loaded[name], state or {})
         return out
 
     def _load(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:

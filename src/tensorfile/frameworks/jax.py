@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from ..errors import UnsupportedTypeError
 from .base import Adapter
 
 __all__ = ["ADAPTER"]
@@ -32,6 +33,11 @@ class JaxAdapter(Adapter):
         return isinstance(value, jax.Array)
 
     def to_numpy(self, value: Any, where: str) -> np.ndarray:
+        if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+            raise UnsupportedTypeError(
+                f"{where}: a typed JAX PRNG key ({value.dtype}); store jax.random.key_data(key) and rewrap it "
+                "with jax.random.wrap_key_data after loading"
+            )
         return np.asarray(jax.device_get(value))
 
     def record(self, value: Any) -> dict[str, Any]:
