@@ -304,7 +304,7 @@ class CheckpointManager:
             if name not in loaded:
                 raise KeyError(f"{self.directory}: the checkpoint has no {name!r} to restore (it has {sorted(loaded)})")
             kind = kind_of(obj)
-            if live.get(name) != kind:
+            if kind is None or live.get(name) != kind:
                 saved_as = live.get(name, "plain data")
                 raise ValueError(
                     f"{self.directory}: {name!r} was saved as {saved_as}, but a "
