@@ -187,8 +187,7 @@ def test_build_header_pads_to_sixteen():
     "content, phrase",
     [
         (b"PK\x03\x04" + b"\0" * 40, "zip"),
-        (b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.", "pickle"),
-        (b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'", "NumPy"),
+        (b"\x80\x04\x95" + b"\0" * 20, "pickle"),
         (b"\x89HDF\r\n\x1a\n" + b"\0" * 20, "HDF5"),
         (b"GGUF\x03\x00\x00\x00" + b"\0" * 16, "GGUF"),
         (b"\x12\x01" + b"\0" * 14 + b"\x01" + b"\0" * 7, "MXNet"),
@@ -200,9 +199,9 @@ def test_foreign_file_named(tmp_path, content, phrase):
         tensorfile.load(tmp_path / "f")
 
 
-def test_real_torch_file_named_as_zip():
+def test_other_zip_archive_named_as_zip():
     with pytest.raises(FormatError, match="zip"):
-        tensorfile.load(FIXTURES / "torch" / "mlp.params")
+        tensorfile.load(FIXTURES / "tensorflow" / "seq.keras")
 
 
 def test_missing_file(tmp_path):
@@ -382,3 +381,16 @@ def test_shared_storage_cannot_be_used_as_an_allocation_bomb(tmp_path, recwarn):
     assert peak < 200 << 20, f"{peak} bytes for a {path.stat().st_size}-byte file"
     assert all(v.tolist() == [0] * 4096 for v in back.values())
     assert any("not rebuilt" in str(w.message) for w in recwarn)
+
+
+@pytest.mark.parametrize(
+    "content, phrase",
+    [
+        (b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.", "legacy torch.save stream"),
+        (b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'", "reading the header, expected 118 bytes"),
+    ],
+)
+def test_truncated_torch_and_numpy_files(tmp_path, content, phrase):
+    (tmp_path / "f").write_bytes(content)
+    with pytest.raises(FormatError, match=phrase):
+        tensorfile.load(tmp_path / "f")

@@ -18,6 +18,7 @@ __all__ = [
     "ParameterMismatchError",
     "CheckpointNotFoundError",
     "CheckpointLockedError",
+    "UnsafeFileError",
 ]
 
 
@@ -55,3 +56,7 @@ class CheckpointNotFoundError(TensorFileError, FileNotFoundError):
 
 class CheckpointLockedError(TensorFileError, RuntimeError):
     """Another CheckpointManager (another process) holds the checkpoint folder."""
+
+
+class UnsafeFileError(TensorFileError, ValueError):
+    """A foreign file (a pickle inside it) asks for code outside the table of known-safe names."""

@@ -8,7 +8,9 @@ record of structure, checksums and shared storage (:mod:`tensorfile.format.recor
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import stat
 import sys
 import warnings
 from collections import defaultdict
@@ -196,6 +198,36 @@ def _to(adapter: Adapter, path: str, name: str, array: np.ndarray, info: Mapping
         raise UnsupportedTypeError(f"{path}: tensor {name!r}: {exc}") from None
 
 
+def _read_foreign(path: str) -> tuple[Any, str] | None:
+    """A torch or NumPy file read without its framework, or None (then it is read as safetensors)."""
+    from .foreign.detect import read_foreign
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None  # the safetensors reader names folders, FIFOs and devices
+        prefix = os.pread(fd, 16, 0)
+    finally:
+        os.close(fd)
+    return read_foreign(path, prefix)
+
+
+def _to_framework(value: Any, adapter: Adapter, path: str, options: Mapping[str, Any], depth: int = 0) -> Any:
+    """Hand a foreign file's NumPy arrays to ``adapter``'s framework, containers kept."""
+    from .foreign.torch_pickle import Parameter
+
+    if isinstance(value, np.ndarray):
+        record = {"parameter": True, "requires_grad": bool(value.requires_grad)} if isinstance(value, Parameter) else {}
+        return _to(adapter, path, "tensor", np.asarray(value), record, options)
+    if depth > 1000:
+        raise FormatError(f"{path}: nested too deeply")
+    if isinstance(value, dict):
+        return type(value)((k, _to_framework(v, adapter, path, options, depth + 1)) for k, v in value.items())
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        return type(value)(_to_framework(v, adapter, path, options, depth + 1) for v in value)
+    return value
+
+
 def _read_record(reader: SafetensorsReader) -> Record | None:
     metadata = reader.metadata
     text = metadata.get(RECORD_KEY)
@@ -250,6 +282,12 @@ def load(
     """
     _check_framework(framework)
     options = {"map_location": map_location, "device": device}
+    foreign = _read_foreign(os.fspath(path))
+    if foreign is not None:
+        value, source = foreign
+        if framework is None:
+            framework = source if importlib.util.find_spec(source) is not None else "numpy"
+        return _to_framework(value, get_adapter(framework), os.fspath(path), options)
     with SafetensorsReader(path) as reader:
         record = _read_record(reader)
         if record is None:

@@ -1,0 +1,37 @@
+"""Which reader a file needs, by content (never by suffix)."""
+
+from __future__ import annotations
+
+import zipfile
+from typing import Any
+
+from .npy import MAGIC as NPY_MAGIC
+from .npy import read_npy, read_npz
+from .torch_pickle import Parameter, is_torch_legacy, is_torch_zip, read_torch
+
+__all__ = ["read_foreign", "Parameter"]
+
+
+def read_foreign(path: str, prefix: bytes) -> tuple[Any, str] | None:
+    """Read ``path`` if it is a torch or NumPy file; returns ``(value, framework it came from)``.
+
+    Returns None for anything else (the caller tries safetensors and names the kind).
+    """
+    if prefix.startswith(NPY_MAGIC):
+        return read_npy(path), "numpy"
+    if prefix.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                if is_torch_zip(zf) is not None:
+                    kind = "torch"
+                elif zf.namelist() and all(n.endswith(".npy") for n in zf.namelist()):
+                    return read_npz(path, zf), "numpy"
+                else:
+                    return None
+        except zipfile.BadZipFile:
+            return None  # the safetensors reader then says it looks like a zip archive
+        return read_torch(path), kind
+    if is_torch_legacy(prefix):
+        return read_torch(path), "torch"
+    return None
+

@@ -1,0 +1,113 @@
+"""NumPy ``.npy`` and ``.npz`` files, read without ``eval`` and without pickle.
+
+Reference: numpy/numpy ``numpy/lib/_format_impl.py``. The header is a Python
+dict literal; it is parsed with :func:`ast.literal_eval` (literals only, never
+code) after dropping Python 2's ``L`` suffixes, and capped at 10,000 bytes as
+NumPy's reader caps it. Sizes are checked against the file (or the zip member's
+declared size) before anything is allocated or inflated. Object arrays (pickles)
+are refused with :class:`UnsupportedTypeError` here.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import struct
+import zipfile
+from typing import IO, Any
+
+import numpy as np
+
+from ..errors import FormatError, UnsupportedTypeError
+
+__all__ = ["read_npy", "read_npz", "MAX_HEADER", "MAX_EXPANSION"]
+
+MAGIC = b"\x93NUMPY"
+MAX_HEADER = 10_000
+#: Largest expansion accepted for a compressed member (real tensors compress far less; a bomb far more).
+MAX_EXPANSION = 200
+_LONG = re.compile(r"(\d+)L\b")
+
+
+def _header(f: IO[bytes], what: str) -> tuple[np.dtype, bool, tuple[int, ...]]:
+    magic = f.read(8)
+    if len(magic) != 8 or not magic.startswith(MAGIC):
+        raise FormatError(f"{what}: not a .npy file")
+    major = magic[6]
+    if major not in (1, 2, 3):
+        raise FormatError(f"{what}: unknown .npy version {major}.{magic[7]}")
+    size_bytes = f.read(2 if major == 1 else 4)
+    (length,) = struct.unpack("<H" if major == 1 else "<I", size_bytes) if len(size_bytes) in (2, 4) else (None,)
+    if length is None or length > MAX_HEADER:
+        raise FormatError(f"{what}: header of {length} bytes (the limit is {MAX_HEADER})")
+    raw = f.read(length)
+    if len(raw) != length:
+        raise FormatError(f"{what}: reading the header, expected {length} bytes, got {len(raw)}")
+    text = raw.decode("utf-8" if major == 3 else "latin1")
+    try:
+        doc = ast.literal_eval(_LONG.sub(r"\1", text))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise FormatError(f"{what}: the header is not a Python literal: {text[:80]!r}") from None
+    if not isinstance(doc, dict) or set(doc) != {"descr", "fortran_order", "shape"}:
+        raise FormatError(f"{what}: the header must hold exactly descr, fortran_order and shape")
+    shape, fortran = doc["shape"], doc["fortran_order"]
+    if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape) or type(fortran) is not bool:
+        raise FormatError(f"{what}: bad shape {shape!r} or fortran_order {fortran!r}")
+    try:
+        dtype = np.dtype(doc["descr"]) if isinstance(doc["descr"], str) else None
+    except TypeError:
+        dtype = None
+    if dtype is None:
+        raise UnsupportedTypeError(f"{what}: dtype {doc['descr']!r} is not supported (structured or unknown)")
+    if dtype.hasobject:
+        raise UnsupportedTypeError(f"{what}: an object array (a pickle); tensorfile does not read those yet")
+    return dtype, fortran, shape
+
+
+def _read_array(f: IO[bytes], what: str, available: int) -> np.ndarray:
+    dtype, fortran, shape = _header(f, what)
+    count = 1
+    for d in shape:
+        count *= d
+    nbytes = count * dtype.itemsize
+    if nbytes > available - f.tell():
+        raise FormatError(f"{what}: the header promises {nbytes} bytes of data, the file has {available - f.tell()}")
+    data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise FormatError(f"{what}: expected {nbytes} bytes of data, got {len(data)}")
+    array = np.frombuffer(data, dtype, count).reshape(shape[::-1] if fortran else shape)
+    array = array.T if fortran else array
+    return np.array(array.astype(dtype.newbyteorder("=")), order="C")
+
+
+def read_npy(path: str) -> np.ndarray:
+    """Read a ``.npy`` file (v1, v2, v3; Fortran order; any byte order) into a C-order native array.
+
+    Raises:
+        FormatError: malformed, truncated, or a header that is not a literal.
+        UnsupportedTypeError: object (pickled) or structured arrays.
+    """
+    with open(path, "rb") as f:
+        return _read_array(f, path, os.fstat(f.fileno()).st_size)
+
+
+def read_npz(path: str, zf: zipfile.ZipFile) -> dict[str, Any]:
+    """Read every ``.npy`` member of an ``.npz`` archive (stored or deflated) into a dict.
+
+    Each member's declared uncompressed size bounds what is read, so a zip
+    bomb is refused before it inflates.
+    """
+    out: dict[str, Any] = {}
+    for info in zf.infolist():
+        if not info.filename.endswith(".npy"):
+            continue
+        what = f"{path}: {info.filename}"
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_EXPANSION * info.compress_size + (1 << 20):
+            raise FormatError(
+                f"{what}: {info.compress_size} compressed bytes claim to expand to {info.file_size}: "
+                f"more than {MAX_EXPANSION}x, refused as a zip bomb"
+            )
+        with zf.open(info) as member:
+            out[info.filename[:-4]] = _read_array(member, what, info.file_size)
+    return out

@@ -1,0 +1,291 @@
+"""PyTorch ``torch.save`` files, zip (torch >= 1.6) and legacy stream, read without torch.
+
+Reference: pytorch/pytorch ``torch/serialization.py`` and ``torch/_utils.py``.
+Tensors come back as NumPy arrays (views of one storage array where they shared
+a storage); ``nn.Parameter`` is marked so that :func:`tensorfile.load` can hand
+back a Parameter. The pickle goes through :mod:`.unpickler` with a table built
+afresh for each file (a hostile BUILD can only ever touch throwaway objects).
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import struct
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError, UnsupportedTypeError
+from ..format.dtypes import dtype_from_name
+from .unpickler import restricted_loads
+
+__all__ = ["read_torch", "Parameter", "is_torch_zip", "is_torch_legacy"]
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_STORAGE_DTYPES = {
+    "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16", "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16", "CharStorage": "int8",
+    "ByteStorage": "uint8", "BoolStorage": "bool", "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128", "UntypedStorage": "uint8",
+}  # fmt: skip
+_TORCH_DTYPES = {
+    "float64": "float64", "float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "int64": "int64",
+    "int32": "int32", "int16": "int16", "int8": "int8", "uint8": "uint8", "bool": "bool", "complex64": "complex64",
+    "complex128": "complex128", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
+    "float8_e4m3fn": "float8_e4m3fn", "float8_e5m2": "float8_e5m2", "float8_e4m3fnuz": "float8_e4m3fnuz",
+    "float8_e5m2fnuz": "float8_e5m2fnuz",
+}  # fmt: skip
+_QUANTIZED = {"QInt8Storage", "QUInt8Storage", "QInt32Storage", "QUInt4x2Storage", "QUInt2x4Storage"}
+
+
+class Parameter(np.ndarray):
+    """A NumPy array that was an ``nn.Parameter`` (``requires_grad`` kept)."""
+
+    requires_grad: bool = True
+
+
+@dataclass
+class _Storage:
+    key: str
+    dtype: np.dtype
+    numel: int
+    data: np.ndarray | None = None
+
+
+@dataclass
+class _Lazy:
+    storage: _Storage
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: np.dtype | None
+    requires_grad: bool = False
+    parameter: bool = False
+
+
+def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or not all(type(v) is int for v in value):
+        raise FormatError(f"{what} must be a tuple of ints, found {value!r}")
+    return tuple(value)
+
+
+def _table(path: str) -> dict[tuple[str, str], Any]:
+    """The names a torch pickle may use, each a fresh object for this file only."""
+
+    def rebuild_v2(storage: Any, offset: int, size: Any, stride: Any, requires_grad: Any = False, *rest: Any) -> _Lazy:
+        if not isinstance(storage, _Storage) or type(offset) is not int:
+            raise FormatError(f"{path}: a tensor that is not built on a storage")
+        return _Lazy(storage, offset, _ints(size, "size"), _ints(stride, "stride"), None, bool(requires_grad))
+
+    def rebuild_v3(storage: Any, offset: int, size: Any, stride: Any, requires_grad: Any, hooks: Any, dtype: Any, *rest: Any) -> _Lazy:
+        lazy = rebuild_v2(storage, offset, size, stride, requires_grad)
+        if not isinstance(dtype, np.dtype):
+            raise FormatError(f"{path}: tensor dtype {dtype!r} is not a dtype")
+        lazy.dtype = dtype
+        return lazy
+
+    def rebuild_parameter(data: Any, requires_grad: Any = True, *rest: Any) -> Any:
+        if isinstance(data, _Lazy):
+            data.parameter, data.requires_grad = True, bool(requires_grad)
+        return data
+
+    def size(*args: Any) -> tuple[int, ...]:
+        return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else tuple(args)
+
+    def encode(text: str, encoding: str = "latin1") -> bytes:
+        if encoding not in ("latin1", "latin-1"):
+            raise FormatError(f"{path}: unexpected encoding {encoding!r}")
+        return codecs.encode(text, "latin1")
+
+    def ordered_dict(*args: Any) -> OrderedDict:
+        return OrderedDict(*args)
+
+    def device(*args: Any) -> str:
+        return ":".join(str(a) for a in args)
+
+    table: dict[tuple[str, str], Any] = {
+        ("collections", "OrderedDict"): ordered_dict,
+        ("torch._utils", "_rebuild_tensor_v2"): rebuild_v2,
+        ("torch._utils", "_rebuild_tensor_v3"): rebuild_v3,
+        ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
+        ("torch._utils", "_rebuild_parameter_with_state"): rebuild_parameter,
+        ("torch", "Size"): size,
+        ("torch", "device"): device,
+        ("_codecs", "encode"): encode,
+        ("builtins", "set"): set,
+        ("builtins", "frozenset"): frozenset,
+        ("builtins", "slice"): slice,
+    }
+    for name, dtype in _STORAGE_DTYPES.items():
+        table[("torch", name)] = ("storage", dtype_from_name(dtype))
+    table[("torch.storage", "UntypedStorage")] = ("storage", np.dtype(np.uint8))
+    for name in _QUANTIZED:
+        table[("torch", name)] = ("quantized", name)
+    for name, dtype in _TORCH_DTYPES.items():
+        table[("torch", name)] = dtype_from_name(dtype)
+    return table
+
+
+def _storage_kind(kind: Any, path: str) -> np.dtype:
+    if isinstance(kind, tuple) and kind[0] == "quantized":
+        raise UnsupportedTypeError(f"{path}: quantized storage torch.{kind[1]} is not supported (dequantize it first)")
+    if not (isinstance(kind, tuple) and kind[0] == "storage"):
+        raise FormatError(f"{path}: unknown storage type {kind!r}")
+    return kind[1]
+
+
+def _materialize(value: Any, path: str, depth: int = 0) -> Any:
+    if isinstance(value, _Lazy):
+        return _tensor(value, path)
+    if depth > 1000:
+        raise FormatError(f"{path}: nested too deeply")
+    if isinstance(value, OrderedDict):
+        return OrderedDict((k, _materialize(v, path, depth + 1)) for k, v in value.items())
+    if isinstance(value, dict):
+        return {k: _materialize(v, path, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_materialize(v, path, depth + 1) for v in value)
+    return value
+
+
+def _tensor(lazy: _Lazy, path: str) -> np.ndarray:
+    storage = lazy.storage
+    if storage.data is None:
+        raise FormatError(f"{path}: storage {storage.key!r} has no data")
+    dtype = lazy.dtype if lazy.dtype is not None else storage.dtype
+    raw = storage.data.view(np.uint8)
+    item = dtype.itemsize
+    if any(s < 0 for s in lazy.stride) or any(d < 0 for d in lazy.shape) or lazy.offset < 0 or len(lazy.shape) != len(lazy.stride):
+        raise FormatError(f"{path}: tensor with negative size, stride or offset")
+    count = int(np.prod(lazy.shape, dtype=object)) if lazy.shape else 1
+    if count:
+        extent = (lazy.offset + sum((d - 1) * s for d, s in zip(lazy.shape, lazy.stride)) + 1) * item
+        if extent > raw.size:
+            raise FormatError(f"{path}: a tensor of shape {lazy.shape} reaches byte {extent} of a {raw.size}-byte storage")
+        # A view: tensors of one storage share memory. as_strided cannot rebuild ml_dtypes types
+        # (bfloat16, float8) from their type string, so those go through an unsigned carrier of their size.
+        carrier = np.dtype(f"<u{item}") if item in (1, 2, 4, 8) else dtype
+        base = raw[lazy.offset * item : extent].view(carrier)
+        strides = [s * item for s in lazy.stride]
+        array = np.lib.stride_tricks.as_strided(base, lazy.shape, strides, writeable=True).view(dtype)
+    else:
+        array = np.empty(lazy.shape, dtype)
+    if lazy.parameter:
+        parameter = array.view(Parameter)
+        parameter.requires_grad = lazy.requires_grad
+        return parameter
+    return array
+
+
+def is_torch_zip(zf: zipfile.ZipFile) -> str | None:
+    """The archive's root folder if it holds a torch.save pickle (``<root>/data.pkl``)."""
+    for name in zf.namelist():
+        if name.endswith("/data.pkl") and name.count("/") == 1:
+            return name.split("/", 1)[0]
+    return None
+
+
+def is_torch_legacy(prefix: bytes) -> bool:
+    """True when ``prefix`` starts with the pickled legacy torch.save magic number."""
+    return prefix[:2] == b"\x80\x02" and prefix[2:3] == b"\x8a"
+
+
+def _read_zip(path: str, zf: zipfile.ZipFile, root: str) -> Any:
+    names = set(zf.namelist())
+    if f"{root}/constants.pkl" in names or any(n.startswith(f"{root}/code/") for n in names):
+        raise UnsupportedTypeError(f"{path}: a TorchScript archive (it carries code); tensorfile does not read TorchScript")
+    byteorder = zf.read(f"{root}/byteorder").decode().strip() if f"{root}/byteorder" in names else "little"
+    if byteorder != "little":
+        raise UnsupportedTypeError(f"{path}: big-endian torch files are not supported")
+    storages: dict[str, _Storage] = {}
+    table = _table(path)
+
+    def persistent_load(pid: Any) -> _Storage:
+        if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
+            raise FormatError(f"{path}: unexpected persistent id {pid!r}")
+        _, kind, key, _location, numel = pid[:5]
+        key = str(key)
+        if key not in storages:
+            dtype = _storage_kind(kind, path)
+            member = f"{root}/data/{key}"
+            if member not in names:
+                raise FormatError(f"{path}: storage {key!r} is missing from the archive")
+            info = zf.getinfo(member)
+            if type(numel) is not int or numel * dtype.itemsize > info.file_size and kind[1] != np.dtype(np.uint8):
+                raise FormatError(f"{path}: storage {key!r} claims {numel} elements, the archive holds {info.file_size} bytes")
+            raw = np.frombuffer(zf.read(member), np.uint8).copy()
+            storages[key] = _Storage(key, dtype, numel, raw[: (raw.size // dtype.itemsize) * dtype.itemsize].view(dtype))
+        return storages[key]
+
+    with zf.open(f"{root}/data.pkl") as f:
+        value = restricted_loads(f.read(), table, persistent_load=persistent_load, what=f"{path}: data.pkl")
+    return _materialize(value, path)
+
+
+def _read_legacy(path: str, f: Any) -> Any:
+    table = _table(path)
+    what = f"{path}: legacy torch.save stream"
+    magic = restricted_loads(f, table, what=what)
+    if magic != LEGACY_MAGIC:
+        raise FormatError(f"{what}: wrong magic number")
+    restricted_loads(f, table, what=what)  # protocol version
+    restricted_loads(f, table, what=what)  # sys_info
+    storages: dict[str, _Storage] = {}
+
+    def persistent_load(pid: Any) -> Any:
+        if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
+            raise FormatError(f"{what}: unexpected persistent id {pid!r}")
+        _, kind, key, _location, numel = pid[:5]
+        key = str(key)
+        if key not in storages:
+            storages[key] = _Storage(key, _storage_kind(kind, path), int(numel))
+        if len(pid) > 5 and pid[5] is not None:  # a view of a storage (very old files)
+            raise UnsupportedTypeError(f"{what}: storage views are not supported")
+        return storages[key]
+
+    value = restricted_loads(f, table, persistent_load=persistent_load, what=what)
+    keys = restricted_loads(f, table, what=what)
+    if not isinstance(keys, list):
+        raise FormatError(f"{what}: the storage key list is missing")
+    size = os.fstat(f.fileno()).st_size
+    for key in keys:
+        storage = storages.get(str(key))
+        header = f.read(8)
+        if storage is None or len(header) != 8:
+            raise FormatError(f"{what}: storage {key!r} is missing or truncated")
+        (numel,) = struct.unpack("<q", header)
+        nbytes = numel * storage.dtype.itemsize
+        if numel < 0 or f.tell() + nbytes > size:
+            raise FormatError(f"{what}: storage {key!r} claims {numel} elements, more than the file holds")
+        data = np.frombuffer(f.read(nbytes), np.uint8).copy()
+        storage.data = data.view(storage.dtype)
+    return _materialize(value, path)
+
+
+def read_torch(path: str) -> Any:
+    """Read a ``torch.save`` file (zip or legacy) into NumPy arrays and Python containers.
+
+    Raises:
+        UnsafeFileError: the pickle names a global outside the safe table.
+        UnsupportedTypeError: TorchScript, quantized storages, big-endian files.
+        FormatError: malformed or truncated.
+    """
+    with open(path, "rb") as f:
+        prefix = f.read(4)
+        f.seek(0)
+        if prefix.startswith(b"PK"):
+            try:
+                zf = zipfile.ZipFile(f)
+            except zipfile.BadZipFile as exc:
+                raise FormatError(f"{path}: a damaged zip archive ({exc})") from None
+            with zf:
+                root = is_torch_zip(zf)
+                if root is None:
+                    raise FormatError(f"{path}: a zip archive without a torch data.pkl")
+                return _read_zip(path, zf, root)
+        return _read_legacy(path, f)
+

@@ -1,0 +1,122 @@
+"""Files written by torch.save and NumPy load without their frameworks and without running their code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import tensorfile
+from conftest import FIXTURES, assert_matches, expected
+from tensorfile.errors import UnsafeFileError
+
+TORCH = expected("torch")
+NUMPY_PLAIN = {k: v for k, v in expected("tensorflow").items() if k.endswith((".npy", ".npz"))}
+OBJECT_ARRAYS = {"tensorflow/mydict.npy", "numpy/nested.npy", "numpy/strings.npy"}  # pickled: not read yet
+
+
+@pytest.mark.parametrize("framework", ["numpy", "torch"])
+@pytest.mark.parametrize("name", sorted(TORCH))
+def test_torch_fixtures(name, framework):
+    if framework == "torch":
+        pytest.importorskip("torch")
+    value = tensorfile.load(FIXTURES / name, framework=framework)
+    assert_matches(value, TORCH[name]["value"], name)
+
+
+@pytest.mark.parametrize("name", sorted(set(NUMPY_PLAIN) - OBJECT_ARRAYS))
+def test_numpy_files_written_by_tensorflow_cells(name):
+    assert_matches(tensorfile.load(FIXTURES / name), NUMPY_PLAIN[name]["value"], name)
+
+
+@pytest.mark.parametrize("name", ["plain.npy", "v2.npy", "fortran.npy", "bigendian.npy", "arrays.npz", "compressed.npz", "positional.npz"])
+def test_numpy_fixtures(name):
+    value = tensorfile.load(FIXTURES / "numpy" / name)
+    reference = np.load(FIXTURES / "numpy" / name, allow_pickle=False)  # NumPy itself as the oracle
+    if name.endswith(".npz"):
+        assert sorted(value) == sorted(reference.files)
+        for k in reference.files:
+            assert value[k].dtype == reference[k].dtype.newbyteorder("=") and np.array_equal(value[k], reference[k])
+    else:
+        assert value.dtype == reference.dtype.newbyteorder("=") and np.array_equal(value, reference)
+        assert value.flags.c_contiguous
+
+
+def test_torch_fixtures_without_torch_installed():
+    code = (
+        "import sys, json; sys.modules['torch'] = None; sys.path.insert(0, 'tests')\n"
+        "import tensorfile\nfrom conftest import FIXTURES, assert_matches, expected\n"
+        "for name, spec in expected('torch').items():\n"
+        "    assert_matches(tensorfile.load(FIXTURES / name), spec['value'], name)\n"
+        "print('all', len(expected('torch')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == f"all {len(TORCH)}"
+
+
+def test_torch_sharing_and_parameters():
+    torch = pytest.importorskip("torch")
+    views = tensorfile.load(FIXTURES / "torch" / "views.pt")
+    reference = torch.load(FIXTURES / "torch" / "views.pt", weights_only=True)
+    assert sorted(views) == sorted(reference)
+    for k, v in reference.items():
+        assert torch.equal(views[k], v) and views[k].stride() == v.stride()
+    views["base"].fill_(-7)  # every tensor of the file is a view of this one storage, as with torch.load
+    reference["base"].fill_(-7)
+    for k, v in reference.items():
+        assert torch.equal(views[k], v), k
+    params = tensorfile.load(FIXTURES / "torch" / "parameters.pt")
+    assert all(type(p) is torch.nn.Parameter for p in params)
+
+
+def test_round_trip_against_torch_load(tmp_path):
+    torch = pytest.importorskip("torch")
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    obj = {
+        "base": base, "t": base.t(), "row": base[2], "bf": torch.ones(3, dtype=torch.bfloat16),
+        "ints": {0: torch.arange(3), 1: (torch.zeros(2, dtype=torch.uint8), 2.5, None)},
+        "p": torch.nn.Parameter(torch.ones(2)), "scalar": torch.tensor(7), "empty": torch.zeros(0, 3),
+    }  # fmt: skip
+    for legacy in (False, True):
+        path = tmp_path / f"x{legacy}.pt"
+        torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
+        ours = tensorfile.load(path)
+        theirs = torch.load(path, weights_only=True)
+        assert type(ours["p"]) is torch.nn.Parameter and ours["ints"][1][1:] == (2.5, None)
+        for k in ("base", "t", "row", "bf", "scalar", "empty"):
+            assert ours[k].dtype == theirs[k].dtype and torch.equal(ours[k], theirs[k])
+            assert ours[k].stride() == theirs[k].stride() or ours[k].numel() == 0
+        ours["base"][2, 0] = -1
+        assert ours["row"][0] == -1 and ours["t"][0, 2] == -1
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_torchscript_is_refused(tmp_path):
+    torch = pytest.importorskip("torch")
+    scripted = torch.jit.script(torch.nn.Linear(2, 2))
+    scripted.save(str(tmp_path / "ts.pt"))
+    with pytest.raises(tensorfile.UnsupportedTypeError, match="TorchScript"):
+        tensorfile.load(tmp_path / "ts.pt")
+
+
+HOSTILE = {k.split("/", 1)[1]: v for k, v in expected("hostile")["files"].items() if k.startswith("hostile/") and
+           k.split("/")[1].split("_")[0] in ("pickle", "npy", "npz")}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_pickles_and_numpy_files_refused(name):
+    marker = expected("hostile")["marker"]
+    start = time.perf_counter()
+    with pytest.raises((tensorfile.FormatError, UnsafeFileError, tensorfile.UnsupportedTypeError)) as info:
+        tensorfile.load(FIXTURES / "hostile" / name)
+    assert time.perf_counter() - start < 1.0
+    assert str(FIXTURES / "hostile" / name) in str(info.value)
+    assert not os.path.exists(marker)
+    if name.startswith("pickle") and name != "pickle_payload.npy" and name != "pickle_payload.npz":
+        assert isinstance(info.value, UnsafeFileError) and "system" in str(info.value)
