@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -120,3 +121,37 @@ def test_hostile_pickles_and_numpy_files_refused(name):
     assert not os.path.exists(marker)
     if name.startswith("pickle") and name != "pickle_payload.npy" and name != "pickle_payload.npz":
         assert isinstance(info.value, UnsafeFileError) and "system" in str(info.value)
+
+
+def test_sharded_index_loads_all_shards_as_one_dict():
+    from conftest import assert_matches as check
+
+    name = "safetensors/sharded/model.safetensors.index.json"
+    value = tensorfile.load(FIXTURES / name)
+    check(value, expected("safetensors")[name]["value"], name)
+    assert list(value) == [f"layers.{i}.{k}" for i in range(6) for k in ("bias", "weight")]
+
+
+def test_index_escaping_its_folder_is_refused():
+    with pytest.raises(tensorfile.FormatError, match="not a file in the index's folder"):
+        tensorfile.load(FIXTURES / "hostile" / "escape_index" / "model.safetensors.index.json")
+
+
+def test_index_with_a_tensor_in_the_wrong_shard(tmp_path):
+    tensorfile.save({"a": np.ones(2), "b": np.zeros(2)}, tmp_path / "s1.safetensors")
+    (tmp_path / "index.json").write_text(json.dumps({"weight_map": {"a": "s1.safetensors"}}))
+    with pytest.raises(tensorfile.FormatError, match=r"holds \['b'\]"):
+        tensorfile.load(tmp_path / "index.json")
+    (tmp_path / "index.json").write_text(json.dumps({"weight_map": {"a": "s1.safetensors", "b": "s1.safetensors", "c": "s1.safetensors"}}))
+    with pytest.raises(tensorfile.FormatError, match=r"lacks \['c'\]"):
+        tensorfile.load(tmp_path / "index.json")
+
+
+def test_a_safetensors_header_of_123_bytes_is_not_taken_for_an_index(tmp_path):
+    import struct
+
+    header = b'{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}'
+    header += b" " * (123 - len(header))
+    (tmp_path / "f").write_bytes(struct.pack("<Q", 123) + header + b"\x05")
+    assert (tmp_path / "f").read_bytes()[:1] == b"{"
+    assert tensorfile.load(tmp_path / "f")["a"].tolist() == [5]

@@ -198,9 +198,11 @@ def _to(adapter: Adapter, path: str, name: str, array: np.ndarray, info: Mapping
         raise UnsupportedTypeError(f"{path}: tensor {name!r}: {exc}") from None
 
 
-def _read_foreign(path: str) -> tuple[Any, str] | None:
-    """A torch or NumPy file read without its framework, or None (then it is read as safetensors)."""
+def _read_foreign(path: str) -> tuple[Any, str] | str | None:
+    """A torch or NumPy file read without its framework; "index" for a sharded-safetensors index; None
+    otherwise (then it is read as safetensors)."""
     from .foreign.detect import read_foreign
+    from .foreign.sharded import is_index
 
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
@@ -209,6 +211,8 @@ def _read_foreign(path: str) -> tuple[Any, str] | None:
         prefix = os.pread(fd, 16, 0)
     finally:
         os.close(fd)
+    if is_index(prefix):
+        return "index"
     return read_foreign(path, prefix)
 
 
@@ -283,6 +287,10 @@ def load(
     _check_framework(framework)
     options = {"map_location": map_location, "device": device}
     foreign = _read_foreign(os.fspath(path))
+    if foreign == "index":
+        from .foreign.sharded import read_index
+
+        return read_index(os.fspath(path), lambda shard: load(shard, framework=framework, map_location=map_location, device=device))
     if foreign is not None:
         value, source = foreign
         if framework is None:
