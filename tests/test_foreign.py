@@ -155,3 +155,33 @@ def test_a_safetensors_header_of_123_bytes_is_not_taken_for_an_index(tmp_path):
     (tmp_path / "f").write_bytes(struct.pack("<Q", 123) + header + b"\x05")
     assert (tmp_path / "f").read_bytes()[:1] == b"{"
     assert tensorfile.load(tmp_path / "f")["a"].tolist() == [5]
+
+
+MXNET = expected("mxnet")
+
+
+@pytest.mark.parametrize("framework", ["numpy", "torch"])
+@pytest.mark.parametrize("name", sorted(MXNET))
+def test_mxnet_fixtures_without_mxnet(name, framework):
+    if framework == "torch":
+        pytest.importorskip("torch")
+    assert_matches(tensorfile.load(FIXTURES / name, framework=framework), MXNET[name]["value"], name)
+
+
+def test_mxnet_file_into_the_torch_mlp():
+    torch = pytest.importorskip("torch")
+    from frameworks_support import torch_mlp
+
+    net = torch_mlp()
+    report = tensorfile.load_parameters(net, FIXTURES / "mxnet" / "mlp.params")  # Gluon Dense weight is (out, in)
+    assert report.ok
+    io = tensorfile.load(FIXTURES / "mxnet" / "mlp-io", framework="torch")
+    assert torch.allclose(net(io["X"].float()), io["Y"].float(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(k.split("/")[1] for k in expected("hostile")["files"] if k.startswith("hostile/mx_")))
+def test_hostile_mxnet_files_refused(name):
+    start = time.perf_counter()
+    with pytest.raises(tensorfile.FormatError, match=str(FIXTURES / "hostile" / name).replace(".", r"\.")):
+        tensorfile.load(FIXTURES / "hostile" / name)
+    assert time.perf_counter() - start < 1.0

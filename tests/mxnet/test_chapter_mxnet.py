@@ -73,3 +73,14 @@ def test_gluon_report_on_mismatch(tmp_path):
     other(np.zeros((1, 20)))
     with pytest.raises(tensorfile.ParameterMismatchError, match="Unexpected key"):
         tensorfile.load_parameters(other, tmp_path / "m")
+
+
+def test_files_written_by_mxnet_come_back_as_mxnet_arrays():
+    fixtures = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "fixtures", "mxnet")
+    params = tensorfile.load(os.path.join(fixtures, "mlp.params"))
+    assert sorted(params) == ["hidden.bias", "hidden.weight", "output.bias", "output.weight"]
+    assert all(isinstance(v, mx.nd.NDArray) for v in params.values())
+    net = MLP()
+    assert tensorfile.load_parameters(net, os.path.join(fixtures, "mlp.params")).ok
+    io = tensorfile.load(os.path.join(fixtures, "mlp-io"))
+    assert (net(io["X"].as_np_ndarray()) == io["Y"].as_np_ndarray()).all()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import zipfile
 from typing import Any
 
+from .mxnet_nd import MAGIC as MX_MAGIC
+from .mxnet_nd import read_mxnet
 from .npy import MAGIC as NPY_MAGIC
 from .npy import read_npy, read_npz
 from .torch_pickle import Parameter, is_torch_legacy, is_torch_zip, read_torch
@@ -17,6 +19,8 @@ def read_foreign(path: str, prefix: bytes) -> tuple[Any, str] | None:
 
     Returns None for anything else (the caller tries safetensors and names the kind).
     """
+    if prefix.startswith(MX_MAGIC):
+        return read_mxnet(path), "mxnet"
     if prefix.startswith(NPY_MAGIC):
         return read_npy(path), "numpy"
     if prefix.startswith(b"PK\x03\x04"):

@@ -216,8 +216,11 @@ def load_parameters(
         ValueError: ``select``/``rename`` map two file parameters to one name.
         FileNotFoundError, FormatError, IntegrityError: as :func:`tensorfile.load`.
     """
-    with open_file(path) as f:
-        source, kinds = _parameters_info(f.metadata.get(PARAMETERS_KEY), os.fspath(path))
+    try:
+        with open_file(path) as f:
+            source, kinds = _parameters_info(f.metadata.get(PARAMETERS_KEY), os.fspath(path))
+    except FormatError:  # another tool's file (torch.save, MXNet, NumPy): names only, no layer information
+        source, kinds = None, {}
     arrays: dict[str, np.ndarray] = {}
     _flat(load(path, framework="numpy"), "", arrays)
     target = model_params(model)
