@@ -291,7 +291,7 @@ def load(
         from .foreign.sharded import read_index
 
         return read_index(os.fspath(path), lambda shard: load(shard, framework=framework, map_location=map_location, device=device))
-    if foreign is not None:
+    if isinstance(foreign, tuple):
         value, source = foreign
         if framework is None:
             framework = source if importlib.util.find_spec(source) is not None else "numpy"
