@@ -16,8 +16,7 @@ from conftest import FIXTURES, assert_matches, expected
 from tensorfile.errors import UnsafeFileError
 
 TORCH = expected("torch")
-NUMPY_PLAIN = {k: v for k, v in expected("tensorflow").items() if k.endswith((".npy", ".npz"))}
-OBJECT_ARRAYS = {"tensorflow/mydict.npy", "numpy/nested.npy", "numpy/strings.npy"}  # pickled: not read yet
+NUMPY_FILES = {k: v for k, v in expected("tensorflow").items() if k.endswith((".npy", ".npz"))}
 
 
 @pytest.mark.parametrize("framework", ["numpy", "torch"])
@@ -29,9 +28,10 @@ def test_torch_fixtures(name, framework):
     assert_matches(value, TORCH[name]["value"], name)
 
 
-@pytest.mark.parametrize("name", sorted(set(NUMPY_PLAIN) - OBJECT_ARRAYS))
-def test_numpy_files_written_by_tensorflow_cells(name):
-    assert_matches(tensorfile.load(FIXTURES / name), NUMPY_PLAIN[name]["value"], name)
+@pytest.mark.parametrize("name", sorted(NUMPY_FILES))
+def test_numpy_files_including_pickled_dicts_and_lists(name):
+    """Object arrays (np.save of a dict or list, even of tf tensors) load as plain data, without TensorFlow."""
+    assert_matches(tensorfile.load(FIXTURES / name), NUMPY_FILES[name]["value"], name)
 
 
 @pytest.mark.parametrize("name", ["plain.npy", "v2.npy", "fortran.npy", "bigendian.npy", "arrays.npz", "compressed.npz", "positional.npz"])
@@ -119,7 +119,7 @@ def test_hostile_pickles_and_numpy_files_refused(name):
     assert time.perf_counter() - start < 1.0
     assert str(FIXTURES / "hostile" / name) in str(info.value)
     assert not os.path.exists(marker)
-    if name.startswith("pickle") and name != "pickle_payload.npy" and name != "pickle_payload.npz":
+    if name.startswith("pickle"):
         assert isinstance(info.value, UnsafeFileError) and "system" in str(info.value)
 
 
@@ -185,3 +185,23 @@ def test_hostile_mxnet_files_refused(name):
     with pytest.raises(tensorfile.FormatError, match=str(FIXTURES / "hostile" / name).replace(".", r"\.")):
         tensorfile.load(FIXTURES / "hostile" / name)
     assert time.perf_counter() - start < 1.0
+
+
+def test_object_arrays_as_numpy_writes_them(tmp_path):
+    value = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "names": ["a", "b"], "n": 3, "f": np.float64(2.5)}
+    np.save(tmp_path / "d.npy", value, allow_pickle=True)
+    back = tensorfile.load(tmp_path / "d.npy")
+    assert back["names"] == ["a", "b"] and back["n"] == 3 and back["f"] == 2.5
+    assert back["w"].dtype == np.float32 and back["w"].tolist() == value["w"].tolist()
+    np.save(tmp_path / "l.npy", np.array(["x", "yz"], dtype=object), allow_pickle=True)
+    assert tensorfile.load(tmp_path / "l.npy") == ["x", "yz"]
+
+
+class Thing:
+    """A class of the test module: its pickle names test_foreign.Thing."""
+
+
+def test_object_array_with_a_class_is_refused(tmp_path):
+    np.save(tmp_path / "t.npy", np.array([Thing()], dtype=object), allow_pickle=True)
+    with pytest.raises(UnsafeFileError, match="Thing"):
+        tensorfile.load(tmp_path / "t.npy")

@@ -5,7 +5,7 @@ dict literal; it is parsed with :func:`ast.literal_eval` (literals only, never
 code) after dropping Python 2's ``L`` suffixes, and capped at 10,000 bytes as
 NumPy's reader caps it. Sizes are checked against the file (or the zip member's
 declared size) before anything is allocated or inflated. Object arrays (pickles)
-are refused with :class:`UnsupportedTypeError` here.
+go to :mod:`.npy_objects`, which reads plain data only.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ MAGIC = b"\x93NUMPY"
 MAX_HEADER = 10_000
 #: Largest expansion accepted for a compressed member (real tensors compress far less; a bomb far more).
 MAX_EXPANSION = 200
+#: Largest object-array pickle read, in bytes.
+MAX_OBJECT_PICKLE = 256 << 20
 _LONG = re.compile(r"(\d+)L\b")
 
 
@@ -60,13 +62,18 @@ def _header(f: IO[bytes], what: str) -> tuple[np.dtype, bool, tuple[int, ...]]:
         dtype = None
     if dtype is None:
         raise UnsupportedTypeError(f"{what}: dtype {doc['descr']!r} is not supported (structured or unknown)")
-    if dtype.hasobject:
-        raise UnsupportedTypeError(f"{what}: an object array (a pickle); tensorfile does not read those yet")
     return dtype, fortran, shape
 
 
-def _read_array(f: IO[bytes], what: str, available: int) -> np.ndarray:
+def _read_array(f: IO[bytes], what: str, available: int) -> Any:
     dtype, fortran, shape = _header(f, what)
+    if dtype.hasobject:  # a pickle of plain data (np.save of a dict or list), read without running code
+        from .npy_objects import read_object_array
+
+        left = available - f.tell()
+        if left > MAX_OBJECT_PICKLE:
+            raise FormatError(f"{what}: an object array of {left} bytes (the limit is {MAX_OBJECT_PICKLE})")
+        return read_object_array(f.read(left), what)
     count = 1
     for d in shape:
         count *= d
@@ -81,7 +88,7 @@ def _read_array(f: IO[bytes], what: str, available: int) -> np.ndarray:
     return np.array(array.astype(dtype.newbyteorder("=")), order="C")
 
 
-def read_npy(path: str) -> np.ndarray:
+def read_npy(path: str) -> Any:
     """Read a ``.npy`` file (v1, v2, v3; Fortran order; any byte order) into a C-order native array.
 
     Raises:
