@@ -40,7 +40,9 @@ class _DType:
             raise FormatError(f"unknown dtype {self.spec!r}") from None
         if dtype.hasobject or dtype.fields is not None:
             raise FormatError(f"dtype {self.spec!r} is not plain data")
-        return dtype.newbyteorder(self.order) if self.order in "<>" else dtype
+        if self.order == ">":
+            return dtype.newbyteorder(">")
+        return dtype.newbyteorder("<") if self.order == "<" else dtype
 
 
 class _Array:
