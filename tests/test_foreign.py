@@ -205,3 +205,22 @@ def test_object_array_with_a_class_is_refused(tmp_path):
     np.save(tmp_path / "t.npy", np.array([Thing()], dtype=object), allow_pickle=True)
     with pytest.raises(UnsafeFileError, match="Thing"):
         tensorfile.load(tmp_path / "t.npy")
+
+
+@pytest.mark.parametrize("name", ["tensorflow/mlp.weights.h5", "tensorflow/seq.keras"])
+def test_keras_weight_files(name):
+    spec = expected("tensorflow")[name]
+    assert_matches(tensorfile.load(FIXTURES / name), spec["value"], name)
+
+
+def test_keras_2_h5_and_bfloat16(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "k2.h5", "w") as f:
+        f.create_dataset("model_weights/dense/dense/kernel:0", data=np.arange(6, dtype=np.float32).reshape(2, 3))
+        bf = f.create_dataset("model_weights/dense/dense/bias:0", data=np.array([16256, 16384], np.uint16))
+        bf.attrs["dtype"] = "bfloat16"
+        f.attrs["model_config"] = '{"class_name": "Sequential"}'
+    back = tensorfile.load(tmp_path / "k2.h5")
+    assert back["model_weights/dense/dense/kernel:0"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert back["model_weights/dense/dense/bias:0"].dtype.name == "bfloat16"
+    assert back["model_weights/dense/dense/bias:0"].astype(np.float32).tolist() == [1.0, 2.0]

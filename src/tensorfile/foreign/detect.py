@@ -5,6 +5,7 @@ from __future__ import annotations
 import zipfile
 from typing import Any
 
+from .keras_h5 import HDF5_MAGIC, read_h5, read_keras_archive
 from .mxnet_nd import MAGIC as MX_MAGIC
 from .mxnet_nd import read_mxnet
 from .npy import MAGIC as NPY_MAGIC
@@ -19,6 +20,8 @@ def read_foreign(path: str, prefix: bytes) -> tuple[Any, str] | None:
 
     Returns None for anything else (the caller tries safetensors and names the kind).
     """
+    if prefix.startswith(HDF5_MAGIC):
+        return read_h5(path), "numpy"
     if prefix.startswith(MX_MAGIC):
         return read_mxnet(path), "mxnet"
     if prefix.startswith(NPY_MAGIC):
@@ -30,6 +33,8 @@ def read_foreign(path: str, prefix: bytes) -> tuple[Any, str] | None:
                     kind = "torch"
                 elif zf.namelist() and all(n.endswith(".npy") for n in zf.namelist()):
                     return read_npz(path, zf), "numpy"
+                elif "model.weights.h5" in zf.namelist() and "config.json" in zf.namelist():
+                    return read_keras_archive(path, zf), "numpy"
                 else:
                     return None
         except zipfile.BadZipFile:

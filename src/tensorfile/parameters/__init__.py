@@ -216,11 +216,15 @@ def load_parameters(
         ValueError: ``select``/``rename`` map two file parameters to one name.
         FileNotFoundError, FormatError, IntegrityError: as :func:`tensorfile.load`.
     """
+    source: str | None
+    kinds: dict[str, str]
     try:
-        with open_file(path) as f:
-            source, kinds = _parameters_info(f.metadata.get(PARAMETERS_KEY), os.fspath(path))
-    except FormatError:  # another tool's file (torch.save, MXNet, NumPy): names only, no layer information
+        handle = open_file(path)
+    except FormatError:  # another tool's file (torch.save, MXNet, NumPy, Keras): names only, no layer information
         source, kinds = None, {}
+    else:
+        with handle as f:
+            source, kinds = _parameters_info(f.metadata.get(PARAMETERS_KEY), os.fspath(path))
     arrays: dict[str, np.ndarray] = {}
     _flat(load(path, framework="numpy"), "", arrays)
     target = model_params(model)
