@@ -21,6 +21,7 @@ from .errors import (
     IntegrityError,
     ParameterMismatchError,
     TensorFileError,
+    UnsafeFileError,
     UnsupportedTypeError,
 )
 from .files import TensorFile, TensorInfo, TensorSlice, load, open, save
@@ -45,6 +46,7 @@ __all__ = [
     "set_rng_state",
     "CheckpointNotFoundError",
     "CheckpointLockedError",
+    "UnsafeFileError",
     "TensorFileError",
     "FormatError",
     "IntegrityError",

@@ -253,12 +253,21 @@ def _verify(path: str, name: str, expected: str, found: str | None) -> None:
 def load(
     path: str | os.PathLike[str], *, framework: str | None = None, map_location: Any = None, device: Any = None
 ) -> Any:
-    """Load what :func:`save` wrote, or any safetensors file, from ``path``.
+    """Load what :func:`save` wrote, any safetensors file, or another tool's file, from ``path``.
+
+    Other tools' files are recognized by their content (never their suffix) and
+    read without their framework and without running any code from them:
+    ``torch.save`` files (zip and legacy; one restricted unpickler that never
+    imports), NumPy ``.npy`` / ``.npz`` (object arrays as plain data only),
+    MXNet NDArray files (``nd.save``, ``npx.save``, Gluon parameters), Keras
+    ``.weights.h5`` / ``.keras`` / Keras 2 ``.h5`` (a flat dict by HDF5 path), and
+    Hugging Face ``model.safetensors.index.json`` (all shards as one dict).
 
     Args:
         path: the file.
         framework: ``None`` (each tensor as the framework it was saved from;
-            NumPy for files without tensorfile's record), or one of
+            NumPy for files without tensorfile's record; torch / MXNet for their
+            own files when installed, else NumPy), or one of
             ``"numpy"``, ``"torch"``, ``"tensorflow"``, ``"jax"``, ``"mxnet"``.
             Values and dtypes are kept across frameworks (bfloat16 and float8
             through ``ml_dtypes`` in NumPy; 64-bit JAX arrays stay 64-bit).
@@ -281,6 +290,8 @@ def load(
         FileNotFoundError: no such file.
         FormatError: malformed, truncated or not a safetensors file.
         IntegrityError: a tensor's bytes do not match its checksum (names it).
+        UnsafeFileError: a foreign pickle names a global outside the safe table
+            (nothing is imported or run).
         ValueError: unknown ``framework`` (the message lists the accepted ones).
         ImportError: the framework a tensor needs is not installed.
     """
