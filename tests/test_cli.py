@@ -47,8 +47,8 @@ def test_errors_are_one_line_exit_2(tmp_path):
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "no such file" in out.stderr
     out = run("ls", FIXTURES / "hostile" / "st_overlap.safetensors")
     assert out.returncode == 2 and "overlaps" in out.stderr and out.stderr.strip().count("\n") == 0
-    out = run("ls", FIXTURES / "torch" / "mlp.params")
-    assert out.returncode == 2 and "zip" in out.stderr
+    out = run("ls", FIXTURES / "hostile" / "pickle_payload.pt")
+    assert out.returncode == 2 and "refuses the global" in out.stderr and out.stderr.strip().count("\n") == 0
 
 
 def test_help_and_version():
@@ -85,3 +85,54 @@ def test_ls_escapes_metadata(tmp_path):
     out = run("ls", tmp_path / "m")
     lines = out.stdout.splitlines()
     assert len(lines) == 5 and "metadata note: 'hi\\nfake" in out.stdout and "\x1b" not in out.stdout
+
+
+def test_ls_reads_other_tools_files():
+    out = run("ls", FIXTURES / "torch" / "mlp.params")
+    assert out.returncode == 0 and "hidden.weight  float32  (256, 20)  20480" in out.stdout
+    out = run("ls", "--json", FIXTURES / "mxnet" / "mlp.params")
+    assert {t["name"] for t in json.loads(out.stdout)["tensors"]} == {"hidden.bias", "hidden.weight", "output.bias", "output.weight"}
+
+
+def test_info(tmp_path):
+    out = run("info", FIXTURES / "torch" / "mlp.params")
+    assert out.returncode == 0 and "format:    PyTorch torch.save (zip)" in out.stdout and "checksums: no" in out.stdout
+    tensorfile.save({"a": np.ones(3)}, tmp_path / "t", metadata={"k": "v"})
+    doc = json.loads(run("info", "--json", tmp_path / "t").stdout)
+    assert doc["checksums"] is True and doc["tensors"] == 1 and doc["metadata"] == {"k": "v"} and "tensorfile" in doc["format"]
+    assert run("info", tmp_path / "missing").returncode == 2
+
+
+def test_verify_exit_codes(tmp_path):
+    tensorfile.save({"a": np.arange(100.0)}, tmp_path / "good")
+    out = run("verify", tmp_path / "good")
+    assert out.returncode == 0 and out.stdout.startswith("OK: 1 tensors, checksums verified")
+    data = bytearray((tmp_path / "good").read_bytes())
+    data[-5] ^= 1
+    (tmp_path / "bad").write_bytes(bytes(data))
+    out = run("verify", tmp_path / "bad")
+    assert out.returncode == 1 and "FAILED" in out.stdout and "'a'" in out.stdout
+    assert run("verify", tmp_path / "missing").returncode == 2
+
+
+def test_cat(tmp_path):
+    tensorfile.save({"w": np.arange(6, dtype=np.int16).reshape(2, 3)}, tmp_path / "c")
+    out = run("cat", tmp_path / "c", "w")
+    assert out.returncode == 0 and out.stdout.splitlines() == ["w: int16 (2, 3)", "[[0 1 2]", " [3 4 5]]"]
+    out = run("cat", tmp_path / "c", "nope")
+    assert out.returncode == 2 and "no tensor named 'nope'" in out.stderr
+
+
+def test_diff(tmp_path):
+    tensorfile.save({"a": np.ones(3), "b": np.zeros(2), "c": np.ones(2)}, tmp_path / "x")
+    tensorfile.save({"a": np.ones(3) + 1e-9, "b": np.zeros(3), "d": np.ones(1)}, tmp_path / "y")
+    out = run("diff", tmp_path / "x", tmp_path / "y")
+    assert out.returncode == 1
+    assert "only in A: c" in out.stdout and "only in B: d" in out.stdout and "changed:   b: float64 [2] -> float64 [3]" in out.stdout
+    assert "differs:   a:" in out.stdout
+    doc = json.loads(run("diff", "--json", "--atol", "1e-6", tmp_path / "x", tmp_path / "y").stdout)
+    assert doc["compared"][0]["same"] and doc["only_in_a"] == ["c"] and doc["different"]
+    tensorfile.save({"a": np.ones(3) + 1e-9}, tmp_path / "z")
+    tensorfile.save({"a": np.ones(3)}, tmp_path / "w")
+    assert run("diff", "--atol", "1e-6", tmp_path / "z", tmp_path / "w").returncode == 0
+    assert run("diff", tmp_path / "z", tmp_path / "w").returncode == 1

@@ -1,58 +1,81 @@
-"""The ``tensorfile`` command line.
+"""The ``tensorfile`` command line: look into tensorfile, safetensors and other tools' files.
 
-``tensorfile ls FILE`` lists every tensor (name, dtype, shape, bytes) and totals;
-``--json`` prints the same as JSON. Errors print one line and exit with code 2.
+Commands: ``ls``, ``info``, ``verify``, ``cat``, ``diff`` (``--json`` for scripts
+where it makes sense). Any file :func:`tensorfile.load` reads is accepted. An
+error prints one line and exits with code 2; ``verify`` exits 1 when a file is
+damaged and ``diff`` exits 1 when the files differ.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
+import numpy as np
 
-from .errors import TensorFileError
-from .files import TensorFile
+from .errors import FormatError, IntegrityError, TensorFileError
+from .files import load
 from .files import open as open_file
 
 __all__ = ["main"]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"tensorfile: error: {message}", err=True)
-    sys.exit(2)
-
-
-def _open(path: str) -> TensorFile:
-    try:
-        return open_file(path)
-    except FileNotFoundError:
-        _fail(f"{path}: no such file")
-    except OSError as exc:
-        _fail(f"{path}: {exc.strerror or exc}")
-    except TensorFileError as exc:
-        _fail(str(exc))
-    raise AssertionError("unreachable")
+    sys.exit(code)
 
 
 def _shown(name: str) -> str:
-    """A tensor name as a table shows it: quoted when empty or holding control characters."""
+    """A name or value as a table shows it: quoted when empty or holding control characters."""
     return name if name and name.isprintable() and name.strip() == name else repr(name)
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
+            return f"{int(n)} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
     return str(n)
+
+
+def _flat(value: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(v, f"{prefix}{k}.", out)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _flat(v, f"{prefix}{i}.", out)
+    elif isinstance(value, (np.ndarray, np.generic)):
+        out[prefix[:-1] if prefix else "tensor"] = np.asarray(value)
+
+
+def _prefix(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(16)
+
+
+def _read(path: str) -> dict[str, np.ndarray]:
+    """Every tensor of any readable file as NumPy arrays by (dotted) name; checksums verified."""
+    try:
+        value = load(path, framework="numpy")
+    except FileNotFoundError:
+        _fail(f"{path}: no such file")
+    except IsADirectoryError:
+        _fail(f"{path}: is a folder, not a file")
+    except (TensorFileError, OSError, ImportError) as exc:
+        _fail(str(exc))
+    out: dict[str, np.ndarray] = {}
+    _flat(value, "", out)
+    return out
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tensorfile")
 def main() -> None:
-    """Inspect tensorfile and safetensors files."""
+    """Inspect tensorfile, safetensors, PyTorch, NumPy, MXNet and Keras files."""
 
 
 @main.command("ls")
@@ -60,22 +83,36 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def ls_command(file: str, as_json: bool) -> None:
     """List the tensors in FILE: name, dtype, shape, bytes, and totals."""
-    with _open(file) as f:
-        rows = [f.info(name) for name in sorted(f.keys())]
-        metadata = f.metadata
-    total = sum(r.nbytes for r in rows)
+    rows: list[tuple[str, str, tuple[int, ...], int]] = []
+    metadata: dict[str, str] = {}
+    try:
+        with open_file(file) as f:  # lazy: no data read
+            rows = [(i.name, i.dtype, i.shape, i.nbytes) for i in (f.info(n) for n in sorted(f.keys()))]
+            metadata = f.metadata
+    except FileNotFoundError:
+        _fail(f"{file}: no such file")
+    except IsADirectoryError:
+        _fail(f"{file}: is a folder, not a file")
+    except OSError as exc:
+        _fail(f"{file}: {exc.strerror or exc}")
+    except FormatError as first:
+        if not os.path.isfile(file) or not _is_foreign(file):  # (a FIFO must not be opened again)
+            _fail(str(first))
+        rows = [(k, a.dtype.name, a.shape, a.nbytes) for k, a in sorted(_read(file).items())]
+    except TensorFileError as exc:
+        _fail(str(exc))
+    total = sum(r[3] for r in rows)
     if as_json:
-        doc: dict[str, Any] = {
+        doc = {
             "file": file,
-            "tensors": [{"name": r.name, "dtype": r.dtype, "shape": list(r.shape), "nbytes": r.nbytes} for r in rows],
+            "tensors": [{"name": n, "dtype": d, "shape": list(s), "nbytes": b} for n, d, s, b in rows],
             "total": {"tensors": len(rows), "nbytes": total},
             "metadata": metadata,
         }
         click.echo(json.dumps(doc, indent=2))
         return
     table = [("NAME", "DTYPE", "SHAPE", "BYTES")] + [
-        (_shown(r.name), r.dtype, "(" + ", ".join(map(str, r.shape)) + ("," if len(r.shape) == 1 else "") + ")", str(r.nbytes))
-        for r in rows
+        (_shown(n), d, "(" + ", ".join(map(str, s)) + ("," if len(s) == 1 else "") + ")", str(b)) for n, d, s, b in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     for row in table:
@@ -83,6 +120,129 @@ def ls_command(file: str, as_json: bool) -> None:
     for key, value in sorted(metadata.items()):
         click.echo(f"metadata {_shown(key)}: {_shown(value)}")
     click.echo(f"{len(rows)} tensor{'' if len(rows) == 1 else 's'}, {total} bytes ({_size(total)})")
+
+
+def _is_foreign(path: str) -> bool:
+    """True for another tool's file that :func:`tensorfile.load` reads (not safetensors, not unknown)."""
+    from .foreign.detect import describe
+
+    kind = describe(path, _prefix(path))
+    return kind != "safetensors" and not kind.startswith(("a ", "an ", "zip archive"))
+
+
+@main.command("info")
+@click.argument("file")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def info_command(file: str, as_json: bool) -> None:
+    """The format of FILE (detected by content), its metadata, and whether it carries checksums."""
+    from .foreign.detect import describe
+
+    if not os.path.isfile(file):
+        _fail(f"{file}: no such file" if not os.path.exists(file) else f"{file}: not a regular file")
+    kind = describe(file, _prefix(file))
+    metadata: dict[str, str] = {}
+    checksums = False
+    if kind == "safetensors":
+        try:
+            with open_file(file) as f:
+                metadata, checksums = f.metadata, f.has_record
+                count, total = len(f.keys()), sum(f.info(n).nbytes for n in f.keys())
+        except TensorFileError as exc:
+            _fail(str(exc))
+        kind = "tensorfile (safetensors with structure and checksums)" if checksums else "safetensors"
+    else:
+        arrays = _read(file)
+        count, total = len(arrays), sum(a.nbytes for a in arrays.values())
+    doc = {"file": file, "format": kind, "checksums": checksums, "tensors": count, "nbytes": total, "metadata": metadata}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"format:    {kind}")
+    click.echo(f"checksums: {'yes (xxh3-64 per tensor, and the header)' if checksums else 'no'}")
+    click.echo(f"tensors:   {count}, {total} bytes ({_size(total)})")
+    for key, value in sorted(metadata.items()):
+        click.echo(f"metadata   {_shown(key)}: {_shown(value) if len(value) < 200 else _shown(value[:200]) + '...'}")
+
+
+@main.command("verify")
+@click.argument("file")
+def verify_command(file: str) -> None:
+    """Read all of FILE, checking every checksum and the structure; exit 1 if it is damaged."""
+    try:
+        value = load(file, framework="numpy")
+    except FileNotFoundError:
+        _fail(f"{file}: no such file")
+    except (IntegrityError, FormatError) as exc:
+        click.echo(f"FAILED: {exc}")
+        sys.exit(1)
+    except (TensorFileError, OSError) as exc:
+        _fail(str(exc))
+    arrays: dict[str, np.ndarray] = {}
+    _flat(value, "", arrays)
+    try:
+        with open_file(file) as f:
+            checked = "checksums verified" if f.has_record else "no checksums in this file; structure read"
+    except (FormatError, OSError):
+        checked = "no checksums in this format; structure read"
+    click.echo(f"OK: {len(arrays)} tensors, {checked}")
+
+
+@main.command("cat")
+@click.argument("file")
+@click.argument("name")
+def cat_command(file: str, name: str) -> None:
+    """Print tensor NAME of FILE, summarized as NumPy prints arrays."""
+    arrays = _read(file)
+    if name not in arrays:
+        _fail(f"{file}: no tensor named {name!r}; it has {', '.join(sorted(arrays)[:10])}{' ...' if len(arrays) > 10 else ''}")
+    array = arrays[name]
+    click.echo(f"{name}: {array.dtype.name} {tuple(array.shape)}")
+    shown = array.astype(np.float32) if array.dtype.kind == "V" or array.dtype.name.startswith(("bfloat", "float8")) else array
+    click.echo(np.array2string(shown, threshold=200, edgeitems=3))
+
+
+@main.command("diff")
+@click.argument("a")
+@click.argument("b")
+@click.option("--atol", type=float, default=0.0, show_default=True, help="Absolute tolerance.")
+@click.option("--rtol", type=float, default=0.0, show_default=True, help="Relative tolerance.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def diff_command(a: str, b: str, atol: float, rtol: float, as_json: bool) -> None:
+    """Compare the tensors of A and B; exit 1 when they differ beyond the tolerances."""
+    left, right = _read(a), _read(b)
+    only_a, only_b = sorted(set(left) - set(right)), sorted(set(right) - set(left))
+    changed: list[dict[str, str]] = []
+    compared: list[dict[str, Any]] = []
+    for name in sorted(set(left) & set(right)):
+        x, y = left[name], right[name]
+        if x.shape != y.shape or x.dtype != y.dtype:
+            changed.append({"name": name, "a": f"{x.dtype.name} {list(x.shape)}", "b": f"{y.dtype.name} {list(y.shape)}"})
+            continue
+        xf = x.astype(np.complex128 if x.dtype.kind == "c" else np.float64)
+        yf = y.astype(np.complex128 if y.dtype.kind == "c" else np.float64)
+        diff = np.abs(xf - yf)
+        max_abs = float(np.nanmax(diff)) if diff.size else 0.0
+        scale = np.abs(yf)
+        max_rel = float(np.nanmax(np.where(scale > 0, diff / np.where(scale > 0, scale, 1), np.where(diff > 0, np.inf, 0)))) if diff.size else 0.0
+        same = bool(np.all(diff <= atol + rtol * scale) & (np.isnan(xf) == np.isnan(yf)).all()) if diff.size else True
+        finite = lambda v: v if np.isfinite(v) else ("nan" if np.isnan(v) else "inf")  # noqa: E731 - JSON has no inf
+        compared.append({"name": name, "max_abs": finite(max_abs), "max_rel": finite(max_rel), "same": same})
+    different = bool(only_a or only_b or changed or not all(c["same"] for c in compared))
+    if as_json:
+        click.echo(json.dumps({"only_in_a": only_a, "only_in_b": only_b, "changed": changed, "compared": compared,
+                               "different": different}, indent=2))  # fmt: skip
+    else:
+        for name in only_a:
+            click.echo(f"only in A: {name}")
+        for name in only_b:
+            click.echo(f"only in B: {name}")
+        for c in changed:
+            click.echo(f"changed:   {c['name']}: {c['a']} -> {c['b']}")
+        for c in compared:
+            if not c["same"]:
+                click.echo(f"differs:   {c['name']}: max abs {float(c['max_abs']):.6g}, max rel {float(c['max_rel']):.6g}")
+        click.echo("different" if different else f"same: {len(compared)} tensors within atol={atol}, rtol={rtol}")
+    sys.exit(1 if different else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ from .npy import MAGIC as NPY_MAGIC
 from .npy import read_npy, read_npz
 from .torch_pickle import Parameter, is_torch_legacy, is_torch_zip, read_torch
 
-__all__ = ["read_foreign", "Parameter"]
+__all__ = ["read_foreign", "describe", "Parameter"]
 
 
 def read_foreign(path: str, prefix: bytes) -> tuple[Any, str] | None:
@@ -44,3 +44,33 @@ def read_foreign(path: str, prefix: bytes) -> tuple[Any, str] | None:
         return read_torch(path), "torch"
     return None
 
+
+
+def describe(path: str, prefix: bytes) -> str:
+    """A short name of the file's format, by content (for ``tensorfile info``)."""
+    from ..format.sniff import looks_like
+    from .sharded import is_index
+
+    if prefix.startswith(HDF5_MAGIC):
+        return "HDF5 (Keras weights)"
+    if prefix.startswith(MX_MAGIC):
+        return "MXNet NDArray file"
+    if prefix.startswith(NPY_MAGIC):
+        return "NumPy .npy"
+    if is_index(prefix):
+        return "sharded safetensors index"
+    if prefix.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                if is_torch_zip(zf) is not None:
+                    return "PyTorch torch.save (zip)"
+                if zf.namelist() and all(n.endswith(".npy") for n in zf.namelist()):
+                    return "NumPy .npz"
+                if "model.weights.h5" in zf.namelist():
+                    return "Keras .keras archive"
+        except zipfile.BadZipFile:
+            pass
+        return "zip archive"
+    if is_torch_legacy(prefix):
+        return "PyTorch torch.save (legacy stream)"
+    return looks_like(prefix) or "safetensors"
