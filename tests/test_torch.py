@@ -12,24 +12,14 @@ from hypothesis import HealthCheck, given, settings
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
 
 import tensorfile  # noqa: E402
 from strategies import assert_same, torch_tensors, trees  # noqa: E402
 from tensorfile import UnsupportedTypeError  # noqa: E402
+from frameworks_support import torch_mlp as MLP  # noqa: E402  (the chapter's MLP)
 from tests_support import rewrite_record  # noqa: E402
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.hidden = nn.Linear(20, 256)
-        self.output = nn.Linear(256, 10)
-
-    def forward(self, x):
-        return self.output(F.relu(self.hidden(x)))
 
 
 # ---------------------------------------------------------------- the chapter

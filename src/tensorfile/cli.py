@@ -19,6 +19,7 @@ import numpy as np
 from .errors import FormatError, IntegrityError, TensorFileError
 from .files import load
 from .files import open as open_file
+from .tree import flat_arrays
 
 __all__ = ["main"]
 
@@ -41,17 +42,6 @@ def _size(n: float) -> str:
     return str(n)
 
 
-def _flat(value: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flat(v, f"{prefix}{k}.", out)
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _flat(v, f"{prefix}{i}.", out)
-    elif isinstance(value, (np.ndarray, np.generic)):
-        out[prefix[:-1] if prefix else "tensor"] = np.asarray(value)
-
-
 def _prefix(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read(16)
@@ -67,9 +57,7 @@ def _read(path: str) -> dict[str, np.ndarray]:
         _fail(f"{path}: is a folder, not a file")
     except (TensorFileError, OSError, ImportError) as exc:
         _fail(str(exc))
-    out: dict[str, np.ndarray] = {}
-    _flat(value, "", out)
-    return out
+    return flat_arrays(value)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -177,8 +165,7 @@ def verify_command(file: str) -> None:
         sys.exit(1)
     except (TensorFileError, OSError) as exc:
         _fail(str(exc))
-    arrays: dict[str, np.ndarray] = {}
-    _flat(value, "", arrays)
+    arrays = flat_arrays(value)
     try:
         with open_file(file) as f:
             checked = "checksums verified" if f.has_record else "no checksums in this file; structure read"

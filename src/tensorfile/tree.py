@@ -34,7 +34,7 @@ from .errors import FormatError, UnsupportedTypeError
 from .format.dtypes import code_of
 from .frameworks import Adapter, StorageView, adapter_for
 
-__all__ = ["Leaf", "Flattened", "flatten", "unflatten", "encode_plain", "decode_plain"]
+__all__ = ["Leaf", "Flattened", "flatten", "unflatten", "encode_plain", "decode_plain", "flat_arrays"]
 
 RESERVED_NAMES = frozenset(("__metadata__",))
 #: Largest plain int stored, in bits (about 3,900 decimal digits: JSON readers cap integer text).
@@ -214,6 +214,30 @@ def decode_plain(node: Mapping[str, Any]) -> Any:
     if kind == "tuple" and isinstance(node.get("items"), list):
         return tuple(decode_plain(k) for k in node["items"])
     raise FormatError(f"invalid node {node!r} in the structure record")
+
+
+def flat_arrays(value: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    """NumPy arrays (and scalars) inside nested dicts / lists / tuples by dotted path; other values dropped.
+
+    A lone array is named ``"tensor"``. Used where only named arrays matter (the
+    CLI, ``load_parameters`` from a nested file).
+    """
+    out: dict[str, np.ndarray] = {}
+
+    def walk(node: Any, path: str, depth: int) -> None:
+        if depth > 1000:
+            raise FormatError("nested too deeply")
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}{k}.", depth + 1)
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(v, f"{path}{i}.", depth + 1)
+        elif isinstance(node, (np.ndarray, np.generic)):
+            out[path[:-1] if path else "tensor"] = np.asarray(node)
+
+    walk(value, prefix, 0)
+    return out
 
 
 def unflatten(root: Any, tensor: Callable[[Any], Any]) -> Any:

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import FormatError, ParameterMismatchError, TensorFileError, UnsupportedTypeError
 from ..files import load, save
 from ..files import open as open_file
+from ..tree import flat_arrays
 from .convert import UNMAPPED, to_framework
 from .models import model_params
 
@@ -135,17 +136,6 @@ def _parameters_info(text: str | None, path: str) -> tuple[str | None, dict[str,
     return info["framework"], info.get("layers", {})
 
 
-def _flat(value: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flat(v, f"{prefix}{k}.", out)
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _flat(v, f"{prefix}{i}.", out)
-    elif isinstance(value, (np.ndarray, np.generic)):
-        out[prefix[:-1]] = np.asarray(value)
-
-
 def _selector(select: Select) -> Callable[[str], bool]:
     if select is None:
         return lambda name: True
@@ -225,8 +215,7 @@ def load_parameters(
     else:
         with handle as f:
             source, kinds = _parameters_info(f.metadata.get(PARAMETERS_KEY), os.fspath(path))
-    arrays: dict[str, np.ndarray] = {}
-    _flat(load(path, framework="numpy"), "", arrays)
+    arrays = flat_arrays(load(path, framework="numpy"))
     target = model_params(model)
     chosen, renamed = _selector(select), _renamer(rename)
     report = LoadReport()
