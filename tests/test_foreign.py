@@ -224,3 +224,21 @@ def test_keras_2_h5_and_bfloat16(tmp_path):
     assert back["model_weights/dense/dense/kernel:0"].tolist() == [[0, 1, 2], [3, 4, 5]]
     assert back["model_weights/dense/dense/bias:0"].dtype.name == "bfloat16"
     assert back["model_weights/dense/dense/bias:0"].astype(np.float32).tolist() == [1.0, 2.0]
+
+
+def test_plain_safetensors_writer(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    value = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(2, np.int64)}
+    tensorfile.save(value, tmp_path / "plain", format="safetensors", metadata={"format": "np"})
+    ref = safetensors_numpy.load_file(str(tmp_path / "plain"))
+    assert sorted(ref) == ["b", "w"] and ref["w"].tolist() == value["w"].tolist()
+    with tensorfile.open(tmp_path / "plain") as f:
+        assert not f.has_record and f.metadata == {"format": "np"}
+    safetensors_numpy.save_file(value, str(tmp_path / "ref"), metadata={"format": "np"})
+    assert (tmp_path / "plain").read_bytes() == (tmp_path / "ref").read_bytes()  # byte for byte the reference's file
+    with pytest.raises(tensorfile.UnsupportedTypeError, match="flat dict"):
+        tensorfile.save([np.ones(1)], tmp_path / "x", format="safetensors")
+    with pytest.raises(tensorfile.UnsupportedTypeError, match="no dtype code for complex128"):
+        tensorfile.save({"c": np.ones(1, np.complex128)}, tmp_path / "x", format="safetensors")
+    with pytest.raises(ValueError, match="unknown format"):
+        tensorfile.save(value, tmp_path / "x", format="hdf5")

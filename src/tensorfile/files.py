@@ -13,7 +13,7 @@ import os
 import stat
 import sys
 import warnings
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
@@ -112,7 +112,9 @@ def _shared_groups(leaves: list[Leaf]) -> list[SharedGroup]:
     return groups
 
 
-def save(obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None) -> None:
+def save(
+    obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None, format: str | None = None
+) -> None:
     """Save tensors, or nested containers of tensors and plain values, to ``path``.
 
     The file is a valid safetensors file: any safetensors tool opens it. A flat
@@ -134,6 +136,11 @@ def save(obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, str] 
             is never truncated; on error the temporary is removed.
         metadata: user metadata, str -> str, stored as ``__metadata__`` entries
             (the key ``"tensorfile"`` is reserved).
+        format: ``None`` or ``"tensorfile"`` (the default file), or
+            ``"safetensors"``: a plain safetensors file of a flat
+            ``dict[str, tensor]`` with only the user's metadata (no structure,
+            checksums or sharing; shared tensors are written each on its own,
+            complex128 is refused: safetensors has no code for it).
 
     Raises:
         UnsupportedTypeError: a value or dtype cannot be stored; the message
@@ -144,7 +151,32 @@ def save(obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, str] 
     Example:
         >>> tensorfile.save({"w": np.ones((2, 3), np.float32)}, "mydict")
     """
-    _save(obj, path, metadata, durable=True)
+    if format not in (None, "tensorfile", "safetensors"):
+        raise ValueError(
+            f"unknown format {format!r}; expected 'tensorfile' or 'safetensors' (mxnet, npz, torch: not yet)"
+        )
+    if format == "safetensors":
+        _save_plain(obj, path, metadata)
+    else:
+        _save(obj, path, metadata, durable=True)
+
+
+def _save_plain(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | None) -> None:
+    """A plain safetensors file: a flat dict of tensors and string metadata, nothing of tensorfile's own."""
+    user = _check_metadata(metadata)
+    if type(obj) not in (dict, OrderedDict) or not all(isinstance(k, str) for k in obj):
+        raise UnsupportedTypeError(f"obj: a plain safetensors file holds a flat dict of str to tensor, not {type(obj).__name__}")
+    tensors = []
+    for name, value in obj.items():
+        flat = flatten(value)
+        if flat.root.get("type") != "tensor" or len(flat.leaves) != 1:
+            raise UnsupportedTypeError(f"obj[{name!r}]: a plain safetensors file holds only tensors, not {type(value).__name__}")
+        array = flat.leaves[0].array
+        if array.dtype.name in STORED_AS:
+            raise UnsupportedTypeError(f"obj[{name!r}]: safetensors has no dtype code for {array.dtype.name}")
+        tensors.append(Tensor(name, array))
+    with atomic_write(path) as f:
+        write_tensors(f, layout_order(tensors), lambda sums: user, align=8)  # as the reference writer pads
 
 
 def _save(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | None, *, durable: bool) -> None:

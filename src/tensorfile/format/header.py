@@ -200,13 +200,15 @@ def parse_header(prefix: bytes, read: Any, file_size: int, path: str) -> Header:
 
 
 def build_header(
-    tensors: Sequence[tuple[str, str, Sequence[int], int]], metadata: Mapping[str, str] | None
+    tensors: Sequence[tuple[str, str, Sequence[int], int]], metadata: Mapping[str, str] | None, align: int = HEADER_ALIGN
 ) -> bytes:
     """Build the length prefix and header for tensors stored in the given order.
 
     Args:
         tensors: ``(name, code, shape, nbytes)`` per tensor, in data order.
         metadata: ``__metadata__`` (string to string), written first, or None.
+        align: pad so the data buffer starts at a multiple of this (16; the
+            reference writer's 8 for plain safetensors files).
 
     Returns:
         ``u64 N`` followed by the N-byte header, space-padded so that the data
@@ -220,5 +222,5 @@ def build_header(
         doc[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    text += b" " * (-(8 + len(text)) % HEADER_ALIGN)
+    text += b" " * (-(8 + len(text)) % align)
     return struct.pack("<Q", len(text)) + text

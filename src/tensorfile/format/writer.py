@@ -17,7 +17,7 @@ import numpy as np
 
 from .checksums import HEX_DIGITS, HashPool, OverlappedHasher
 from .dtypes import STORED_AS, byte_view, code_of
-from .header import build_header
+from .header import HEADER_ALIGN, build_header
 
 __all__ = ["CHUNK_BYTES", "Tensor", "write_tensors", "tensor_chunks", "layout_order"]
 
@@ -100,6 +100,7 @@ def write_tensors(
     *,
     seal: Callable[[bytes], bytes] | None = None,
     progress: Callable[[int], None] | None = None,
+    align: int = HEADER_ALIGN,
 ) -> dict[str, str]:
     """Write a complete safetensors file to ``f`` (an unbuffered, seekable binary file).
 
@@ -112,13 +113,14 @@ def write_tensors(
         seal: given the final header's N bytes, returns them with a header
             checksum filled in (same length).
         progress: called with the number of bytes written after each chunk.
+        align: the data buffer's alignment (see :func:`build_header`).
 
     Returns:
         ``{name: checksum}`` (16 hex digits, XXH3-64 of the stored bytes).
     """
     layout = [(t.name, t.code, t.shape, t.array.nbytes) for t in tensors]
     placeholder = {t.name: "0" * HEX_DIGITS for t in tensors}
-    header_len = len(build_header(layout, metadata(placeholder)))
+    header_len = len(build_header(layout, metadata(placeholder), align))
     f.seek(header_len)
     sums: dict[str, str] = {}
     with HashPool() as pool:
@@ -130,7 +132,7 @@ def write_tensors(
                 if progress is not None:
                     progress(len(piece))
             sums[t.name] = h.hexdigest()
-    header = build_header(layout, metadata(sums))
+    header = build_header(layout, metadata(sums), align)
     if seal is not None:
         header = header[:8] + seal(header[8:])
     if len(header) != header_len:  # pragma: no cover - guards the fixed-width invariant
