@@ -14,21 +14,14 @@ import sys
 
 import mxnet as mx
 from mxnet import np, npx
-from mxnet.gluon import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tensorfile  # noqa: E402
 from matrix_data import check, reference  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gluon_mlp import MLP  # noqa: E402
 
-class MLP(nn.Block):
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.hidden = nn.Dense(256, activation="relu")
-        self.output = nn.Dense(10)
-
-    def forward(self, x):
-        return self.output(self.hidden(x))
 
 
 def save(folder: str) -> None:

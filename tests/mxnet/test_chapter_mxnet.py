@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as onp
 import pytest
@@ -13,17 +14,11 @@ from mxnet.gluon import nn  # noqa: E402
 
 import tensorfile  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gluon_mlp import MLP  # noqa: E402
+
 npx.set_np()
 
-
-class MLP(nn.Block):
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.hidden = nn.Dense(256, activation="relu")
-        self.output = nn.Dense(10)
-
-    def forward(self, x):
-        return self.output(self.hidden(x))
 
 
 def test_tensor_list_dict(tmp_path):

@@ -181,6 +181,13 @@ def _tensor(lazy: _Lazy, path: str) -> np.ndarray:
     return array
 
 
+def _storage_id(pid: Any, what: str) -> tuple[Any, str, int]:
+    """``(storage type, key, element count)`` of a persistent id ``('storage', type, key, location, numel, ...)``."""
+    if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage" or type(pid[4]) is not int or pid[4] < 0:
+        raise FormatError(f"{what}: unexpected persistent id {pid!r}")
+    return pid[1], str(pid[2]), pid[4]
+
+
 def is_torch_zip(zf: zipfile.ZipFile) -> str | None:
     """The archive's root folder if it holds a torch.save pickle (``<root>/data.pkl``)."""
     for name in zf.namelist():
@@ -205,17 +212,14 @@ def _read_zip(path: str, zf: zipfile.ZipFile, root: str) -> Any:
     table = _table(path)
 
     def persistent_load(pid: Any) -> _Storage:
-        if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
-            raise FormatError(f"{path}: unexpected persistent id {pid!r}")
-        _, kind, key, _location, numel = pid[:5]
-        key = str(key)
+        kind, key, numel = _storage_id(pid, path)
         if key not in storages:
             dtype = _storage_kind(kind, path)
             member = f"{root}/data/{key}"
             if member not in names:
                 raise FormatError(f"{path}: storage {key!r} is missing from the archive")
             info = zf.getinfo(member)
-            if type(numel) is not int or numel * dtype.itemsize > info.file_size and kind[1] != np.dtype(np.uint8):
+            if numel * dtype.itemsize > info.file_size and kind[1] != np.dtype(np.uint8):
                 raise FormatError(f"{path}: storage {key!r} claims {numel} elements, the archive holds {info.file_size} bytes")
             raw = np.frombuffer(zf.read(member), np.uint8).copy()
             storages[key] = _Storage(key, dtype, numel, raw[: (raw.size // dtype.itemsize) * dtype.itemsize].view(dtype))
@@ -237,12 +241,9 @@ def _read_legacy(path: str, f: Any) -> Any:
     storages: dict[str, _Storage] = {}
 
     def persistent_load(pid: Any) -> Any:
-        if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
-            raise FormatError(f"{what}: unexpected persistent id {pid!r}")
-        _, kind, key, _location, numel = pid[:5]
-        key = str(key)
+        kind, key, numel = _storage_id(pid, what)
         if key not in storages:
-            storages[key] = _Storage(key, _storage_kind(kind, path), int(numel))
+            storages[key] = _Storage(key, _storage_kind(kind, path), numel)
         if len(pid) > 5 and pid[5] is not None:  # a view of a storage (very old files)
             raise UnsupportedTypeError(f"{what}: storage views are not supported")
         return storages[key]
