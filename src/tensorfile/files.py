@@ -13,7 +13,7 @@ import os
 import stat
 import sys
 import warnings
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
@@ -27,18 +27,16 @@ from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
 from .format.record import (
     RECORD_KEY,
-    Member,
     Record,
-    SharedGroup,
     dump_record,
-    extent,
     logical_shape,
     parse_record,
     seal,
 )
 from .format.writer import Tensor, layout_order, write_tensors
 from .frameworks import FRAMEWORKS, Adapter, get_adapter
-from .tree import Leaf, flatten, unflatten
+from .foreign.writers import flat_tensors
+from .tree import flatten, shared_groups, unflatten
 
 __all__ = ["save", "load", "open", "TensorFile", "TensorInfo", "TensorSlice"]
 
@@ -85,35 +83,13 @@ def _check_framework(framework: str | None) -> None:
         raise ValueError(f"unknown framework {framework!r}; expected one of {sorted(FRAMEWORKS)}")
 
 
-def _shared_groups(leaves: list[Leaf]) -> list[SharedGroup]:
-    by_storage: dict[Any, list[Leaf]] = defaultdict(list)
-    for leaf in leaves:
-        if leaf.storage is not None:
-            by_storage[leaf.storage.key].append(leaf)
-    groups = []
-    for members in by_storage.values():
-        if len(members) < 2:
-            continue
-        spans = [
-            extent(leaf.storage.offset, leaf.array.shape, leaf.storage.strides, leaf.array.dtype.itemsize)  # type: ignore[union-attr]
-            for leaf in members
-        ]
-        # Start the span at a multiple of the largest item size (all are powers of two), so
-        # that every member's offset stays a multiple of its own item size.
-        item = max(leaf.array.dtype.itemsize for leaf in members)
-        base = min(low for low, _ in spans) // item * item
-        top = max(high for _, high in spans)
-        groups.append(
-            SharedGroup(
-                top - base,
-                tuple(Member(m.name, m.storage.offset - base, m.storage.strides) for m in members),  # type: ignore[union-attr]
-            )
-        )
-    return groups
-
-
 def save(
-    obj: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None, format: str | None = None
+    obj: Any,
+    path: str | os.PathLike[str],
+    *,
+    metadata: Mapping[str, str] | None = None,
+    format: str | None = None,
+    max_shard_size: int | str | None = None,
 ) -> None:
     """Save tensors, or nested containers of tensors and plain values, to ``path``.
 
@@ -141,6 +117,28 @@ def save(
             ``dict[str, tensor]`` with only the user's metadata (no structure,
             checksums or sharing; shared tensors are written each on its own,
             complex128 is refused: safetensors has no code for it).
+            Other tools' files, which load in those tools without tensorfile:
+            ``"torch"`` (a ``torch.save`` zip archive for
+            ``torch.load(weights_only=True)``; any structure; Parameters and
+            tied storage kept; tensors recorded on the CPU), ``"npz"`` (as
+            ``np.savez``, for ``np.load(allow_pickle=False)``; no bfloat16 or
+            float8), ``"mxnet"`` (as ``mx.nd.save``: ``nd.load`` and Gluon
+            ``load_parameters``; no 0-d or zero-size arrays) and ``"mxnet-np"``
+            (as ``npx.save``, for ``npx.load`` in NumPy mode). npz and MXNet
+            files hold one tensor, a list / tuple of tensors or a flat dict of
+            str to tensor; none of the three holds ``metadata``.
+        max_shard_size: write the Hugging Face sharded layout (reference:
+            huggingface/huggingface_hub ``src/huggingface_hub/serialization/_base.py``):
+            shards of at most this many bytes of tensor data (an int, or
+            ``"5GB"`` = 5 * 10**9, ``"500MiB"`` = 500 * 2**20; a larger tensor
+            gets a shard of its own) named ``model-00001-of-00003.safetensors``
+            after ``path`` (``model.safetensors``), plus the index
+            ``model.safetensors.index.json``. With one shard only ``path`` is
+            written, as huggingface_hub does. ``obj`` must be a flat dict of str to
+            tensor; shards are tensorfile files, or plain safetensors files with
+            ``format="safetensors"``. ``load(path)`` reads either layout. Each
+            file is written atomically, the index last; shards an older index
+            named and the new one does not are then removed.
 
     Raises:
         UnsupportedTypeError: a value or dtype cannot be stored; the message
@@ -151,14 +149,50 @@ def save(
     Example:
         >>> tensorfile.save({"w": np.ones((2, 3), np.float32)}, "mydict")
     """
-    if format not in (None, "tensorfile", "safetensors"):
-        raise ValueError(
-            f"unknown format {format!r}; expected 'tensorfile' or 'safetensors' (mxnet, npz, torch: not yet)"
-        )
-    if format == "safetensors":
+    from .foreign.writers import FOREIGN_FORMATS, write_foreign
+
+    if format not in (None, "tensorfile", "safetensors", *FOREIGN_FORMATS):
+        raise ValueError(f"unknown format {format!r}; expected one of {['tensorfile', 'safetensors', *FOREIGN_FORMATS]}")
+    if max_shard_size is not None:
+        if format in FOREIGN_FORMATS:
+            raise ValueError(f"max_shard_size: format {format!r} has no sharded layout; shards are safetensors files")
+        _save_sharded(obj, os.fspath(path), metadata, format, max_shard_size)
+    elif format == "safetensors":
         _save_plain(obj, path, metadata)
+    elif format in FOREIGN_FORMATS:
+        write_foreign(obj, path, format, metadata, _progress)
     else:
         _save(obj, path, metadata, durable=True)
+
+
+def _save_sharded(obj: Any, path: str, metadata: Mapping[str, str] | None, format: str | None, limit: int | str) -> None:
+    from .foreign import sharded
+
+    user = _check_metadata(metadata)
+    names, arrays = flat_tensors(obj, "a sharded safetensors checkpoint")
+    if names is None:
+        raise UnsupportedTypeError("obj: a sharded safetensors checkpoint holds a flat dict of str to tensor")
+    tensors = {k: obj[k] for k in names}  # as given: each shard records its tensors' framework
+    plan = sharded.plan_shards({k: a.nbytes for k, a in zip(names, arrays)}, sharded.parse_size(limit))
+    files, index = sharded.shard_names(path, len(plan))
+    write = _save_plain if format == "safetensors" else lambda o, p, m: _save(o, p, m, durable=True)
+    folder = os.path.dirname(index)
+    old = sharded.previous_shards(index)
+    if len(plan) == 1:  # one file, no index, as huggingface_hub writes it
+        target = index[: -len(".index.json")]
+        write(tensors, target, user)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(index)
+        keep = {os.path.basename(target)}
+    else:
+        for shard, members in zip(files, plan):
+            write({k: tensors[k] for k in members}, os.path.join(folder, shard), user)
+        weight_map = {k: shard for shard, members in zip(files, plan) for k in members}
+        sharded.write_index(index, weight_map, sum(a.nbytes for a in arrays), user)
+        keep = set(files)
+    for name in sorted(old - keep):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, name))
 
 
 def _save_plain(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | None) -> None:
@@ -183,7 +217,7 @@ def _save(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | 
     """:func:`save`; ``durable=False`` skips the fsyncs (benchmarks compare with peers that do not fsync)."""
     user = _check_metadata(metadata)
     flat = flatten(obj)
-    groups = _shared_groups(flat.leaves)
+    groups = shared_groups(flat.leaves)
     records: dict[str, dict[str, Any]] = {}
     for leaf in flat.leaves:
         info: dict[str, Any] = {"framework": leaf.framework, **leaf.record}
@@ -296,7 +330,8 @@ def load(
     Hugging Face ``model.safetensors.index.json`` (all shards as one dict).
 
     Args:
-        path: the file.
+        path: the file. Where it does not exist but ``path + ".index.json"``
+            does (a sharded save), the shards are read through that index.
         framework: ``None`` (each tensor as the framework it was saved from;
             NumPy for files without tensorfile's record; torch / MXNet for their
             own files when installed, else NumPy), or one of
@@ -329,7 +364,10 @@ def load(
     """
     _check_framework(framework)
     options = {"map_location": map_location, "device": device}
-    foreign = _read_foreign(os.fspath(path))
+    path = os.fspath(path)
+    if not os.path.exists(path) and os.path.isfile(path + ".index.json"):
+        path += ".index.json"  # save(..., max_shard_size=) wrote shards and their index
+    foreign = _read_foreign(path)
     if foreign == "index":
         from .foreign.sharded import read_index
 

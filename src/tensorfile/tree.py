@@ -24,7 +24,7 @@ A KEY is a node of type none, bool, int, float, str, or tuple of KEYs.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -32,9 +32,10 @@ import numpy as np
 
 from .errors import FormatError, UnsupportedTypeError
 from .format.dtypes import code_of
+from .format.record import Member, SharedGroup, extent
 from .frameworks import Adapter, StorageView, adapter_for
 
-__all__ = ["Leaf", "Flattened", "flatten", "unflatten", "encode_plain", "decode_plain", "flat_arrays"]
+__all__ = ["Leaf", "Flattened", "flatten", "unflatten", "encode_plain", "decode_plain", "flat_arrays", "shared_groups"]
 
 RESERVED_NAMES = frozenset(("__metadata__",))
 #: Largest plain int stored, in bits (about 3,900 decimal digits: JSON readers cap integer text).
@@ -278,3 +279,31 @@ def unflatten(root: Any, tensor: Callable[[Any], Any]) -> Any:
         return build(root)
     except RecursionError:
         raise FormatError("the structure record is nested too deeply") from None
+
+
+def shared_groups(leaves: list[Leaf]) -> list[SharedGroup]:
+    """Leaves that are views of one storage, grouped: the span they cover (bytes) and each one's place in it."""
+    by_storage: dict[Any, list[Leaf]] = defaultdict(list)
+    for leaf in leaves:
+        if leaf.storage is not None:
+            by_storage[leaf.storage.key].append(leaf)
+    groups = []
+    for members in by_storage.values():
+        if len(members) < 2:
+            continue
+        spans = [
+            extent(leaf.storage.offset, leaf.array.shape, leaf.storage.strides, leaf.array.dtype.itemsize)  # type: ignore[union-attr]
+            for leaf in members
+        ]
+        # Start the span at a multiple of the largest item size (all are powers of two), so
+        # that every member's offset stays a multiple of its own item size.
+        item = max(leaf.array.dtype.itemsize for leaf in members)
+        base = min(low for low, _ in spans) // item * item
+        top = max(high for _, high in spans)
+        groups.append(
+            SharedGroup(
+                top - base,
+                tuple(Member(m.name, m.storage.offset - base, m.storage.strides) for m in members),  # type: ignore[union-attr]
+            )
+        )
+    return groups

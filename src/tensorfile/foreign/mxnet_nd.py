@@ -1,4 +1,4 @@
-"""MXNet NDArray files (``mx.nd.save``, ``npx.save``, Gluon ``save_parameters`` and ``export``), read without MXNet.
+"""MXNet NDArray files (``mx.nd.save``, ``npx.save``, Gluon ``save_parameters`` and ``export``), read and written without MXNet.
 
 Reference: apache/mxnet ``src/ndarray/ndarray.cc`` (``NDArray::Save`` / ``Load``)
 and ``src/c_api/c_api.cc`` (``MXNDArraySave``); MXNet 1.9.1. Little-endian::
@@ -17,14 +17,15 @@ Every count and size is checked against the bytes left before anything is alloca
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import FormatError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
+from ..format.writer import tensor_chunks
 
-__all__ = ["MAGIC", "read_mxnet"]
+__all__ = ["MAGIC", "read_mxnet", "write_mxnet"]
 
 MAGIC = struct.pack("<QQ", 0x112, 0)
 _V1, _V2, _V3 = 0xF993FAC8, 0xF993FAC9, 0xF993FACA
@@ -139,3 +140,50 @@ def read_mxnet(path: str) -> list[Any] | dict[str, Any]:
         return dict(zip(names, arrays))
     return arrays
 
+
+
+#: Type flags written: MXNet 1.9.1 refuses to load 8-11 (int16, uint16/32/64: "Unknown type enum").
+_FLAGS = {name: flag for flag, name in _TYPES.items() if flag not in (8, 9, 10, 11)}
+
+
+def write_mxnet(f: IO[bytes], names: list[str] | None, arrays: list[np.ndarray], *, np_semantics: bool,
+                progress: Any = None) -> None:  # fmt: skip
+    """Write arrays as ``mx.nd.save`` (V2 records) or ``npx.save`` (V3 records) does.
+
+    MXNet 1.9.1 loads V2 files only outside NumPy mode (``nd.load``, Gluon
+    ``load_parameters``) and V3 files only inside it (``npx.load`` after
+    ``npx.set_np()``). Only V3 holds 0-d and zero-size arrays. Arrays are written
+    dense, on the CPU context.
+
+    Args:
+        f: binary file open for writing.
+        names: one name per array (a dict), or None (a list).
+        arrays: the arrays; dtypes float16/32/64, bfloat16, uint8, int8, int32, int64, bool.
+        np_semantics: V3 records (``npx.save``) rather than V2 (``nd.save``).
+
+    Raises:
+        UnsupportedTypeError: a dtype MXNet has no type flag for, or (V2) a
+            0-d or zero-size array; the message names the array.
+    """
+    labels = names if names is not None else [f"[{i}]" for i in range(len(arrays))]
+    for label, array in zip(labels, arrays):
+        if array.dtype.name not in _FLAGS:
+            raise UnsupportedTypeError(
+                f"array {label}: MXNet 1.9.1 cannot load {array.dtype.name}; expected one of {sorted(_FLAGS)}"
+            )
+        if not np_semantics and (array.ndim == 0 or array.size == 0):
+            raise UnsupportedTypeError(
+                f"array {label}: an nd.save file (V2) cannot hold shape {array.shape}; use format='mxnet-np' (npx.save)"
+            )
+    f.write(MAGIC + struct.pack("<Q", len(arrays)))
+    for array in arrays:
+        shape = struct.pack(f"<i{array.ndim}q", array.ndim, *array.shape)
+        f.write(struct.pack("<Ii", _V3 if np_semantics else _V2, 0) + shape + struct.pack("<iii", 1, 0, _FLAGS[array.dtype.name]))
+        for piece in tensor_chunks(array):
+            f.write(piece)
+        if progress is not None:
+            progress(array.nbytes)
+    f.write(struct.pack("<Q", len(names) if names is not None else 0))
+    for name in names or ():
+        data = name.encode("utf-8")
+        f.write(struct.pack("<Q", len(data)) + data)

@@ -1,4 +1,4 @@
-"""NumPy ``.npy`` and ``.npz`` files, read without ``eval`` and without pickle.
+"""NumPy ``.npy`` and ``.npz`` files, read without ``eval`` and without pickle; ``.npz`` written.
 
 Reference: numpy/numpy ``numpy/lib/_format_impl.py``. The header is a Python
 dict literal; it is parsed with :func:`ast.literal_eval` (literals only, never
@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import FormatError, UnsupportedTypeError
 
-__all__ = ["read_npy", "read_npz", "MAX_HEADER", "MAX_EXPANSION"]
+__all__ = ["read_npy", "read_npz", "write_npz", "NPY_DTYPES", "MAX_HEADER", "MAX_EXPANSION"]
 
 MAGIC = b"\x93NUMPY"
 MAX_HEADER = 10_000
@@ -118,3 +118,31 @@ def read_npz(path: str, zf: zipfile.ZipFile) -> dict[str, Any]:
         with zf.open(info) as member:
             out[info.filename[:-4]] = _read_array(member, what, info.file_size)
     return out
+
+
+#: dtypes a .npy file describes so that ``np.load(allow_pickle=False)`` returns them exactly.
+NPY_DTYPES = frozenset(("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16",
+                        "float32", "float64", "complex64", "complex128"))  # fmt: skip
+
+
+def write_npz(f: IO[bytes], names: list[str], arrays: list[np.ndarray], progress: Any = None) -> None:
+    """Write arrays to ``f`` as ``np.savez`` does: a zip (stored) of ``NAME.npy`` members.
+
+    Each member is a ``.npy`` written by NumPy's own ``numpy.lib.format.write_array``
+    (no pickle: ``np.load(..., allow_pickle=False)`` reads it), streamed without
+    holding a second copy of the data.
+
+    Raises:
+        UnsupportedTypeError: a dtype ``.npy`` cannot describe (bfloat16, float8:
+            NumPy would store them as opaque bytes); the message names the array.
+    """
+    for name, array in zip(names, arrays):
+        if array.dtype.name not in NPY_DTYPES:
+            raise UnsupportedTypeError(f"array {name!r}: a .npz file has no dtype {array.dtype.name} "
+                                       "(np.load would return raw bytes); convert it first, e.g. to float32")  # fmt: skip
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in zip(names, arrays):
+            with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+            if progress is not None:
+                progress(array.nbytes)
