@@ -175,10 +175,12 @@ class _Reader:
     def count(self, item_size: int, what: str) -> int:
         """A u64 count of items of at least ``item_size`` bytes each, checked against the bytes left."""
         n = self.u64(what)
+        if self.size - self.pos >= n * item_size > self.left():
+            self.take(n * item_size, what)  # raises: past MAX_HEADER
         if n * item_size > self.left():
             raise FormatError(
-                f"{self.path}: {what} is {n}, but {n} x {item_size} bytes do not fit in the "
-                f"{max(0, self.left())} bytes left of the header"
+                f"{self.path}: {what} is {n}: expected at least {n * item_size} bytes for them, "
+                f"got {max(0, self.left())} (the rest of the header)"
             )
         return n
 

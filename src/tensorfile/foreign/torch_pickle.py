@@ -13,13 +13,16 @@ import codecs
 import os
 import struct
 import zipfile
+import zlib
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError, UnsupportedTypeError
+from ..errors import FormatError, IntegrityError, UnsupportedTypeError
+from ..format.checksums import HashPool
 from ..format.dtypes import dtype_from_name
 from .unpickler import restricted_loads
 
@@ -201,7 +204,96 @@ def is_torch_legacy(prefix: bytes) -> bool:
     return prefix[:2] == b"\x80\x02" and prefix[2:3] == b"\x8a"
 
 
-def _read_zip(path: str, zf: zipfile.ZipFile, root: str) -> Any:
+#: Storages are read and CRC-checked in pieces of this size, each piece's CRC-32 on a helper thread.
+READ_CHUNK = 8 << 20
+#: Storages smaller than this are checked inline (handing them to the thread costs more).
+SMALL = 1 << 20
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zipfile's structFileHeader: 30 bytes
+
+
+def _member_offset(path: str, f: Any, info: zipfile.ZipInfo, size: int) -> int:
+    """Where a stored member's bytes start in the file, after its local header (checked like zipfile does)."""
+    header = os.pread(f.fileno(), _LOCAL_HEADER.size, info.header_offset) if info.header_offset >= 0 else b""
+    if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+        raise FormatError(f"{path}: {info.filename!r} has no local file header at byte {info.header_offset}")
+    fields = _LOCAL_HEADER.unpack(header)
+    name_length, extra_length = fields[10], fields[11]
+    name = os.pread(f.fileno(), name_length, info.header_offset + _LOCAL_HEADER.size)
+    decoded = name.decode("utf-8" if info.flag_bits & 0x800 else "cp437", errors="replace")
+    if decoded != info.orig_filename:
+        raise FormatError(f"{path}: the local header of {info.filename!r} names {decoded!r}")
+    start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+    if start + info.compress_size > size:
+        raise FormatError(
+            f"{path}: {info.filename!r} ({info.compress_size} bytes at byte {start}) runs past the end of the "
+            f"{size}-byte file (truncated)"
+        )
+    return start
+
+
+#: Each member read and its CRC-32: computed (small members) or still being computed on the pool's thread.
+#: They are compared after the pickle is read (the unpickler would turn an IntegrityError into a FormatError).
+_Checks = list[tuple[zipfile.ZipInfo, "int | Future[int]"]]
+
+
+def _read_member(
+    path: str, f: Any, zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, pool: HashPool, checks: _Checks
+) -> np.ndarray:
+    """A member's bytes in a new writable array; its CRC-32 goes to ``checks``, for the caller to compare.
+
+    torch writes storages uncompressed: those are read straight from the file into
+    the array (one copy, no intermediate buffer), piece by piece, while the helper
+    thread computes the CRC-32 of the piece before (zlib releases the GIL). Any
+    other member (compressed by a re-zipping tool, or encrypted) goes through zipfile.
+    """
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1 or info.compress_size != info.file_size:
+        try:
+            return np.frombuffer(zf.read(info), np.uint8).copy()
+        except zipfile.BadZipFile as exc:  # zipfile checks the CRC-32 itself
+            raise (IntegrityError if "CRC" in str(exc) else FormatError)(f"{path}: {info.filename!r}: {exc}") from None
+        except (RuntimeError, NotImplementedError, zlib.error, EOFError) as exc:
+            raise FormatError(f"{path}: {info.filename!r} cannot be read: {exc}") from None
+    start = _member_offset(path, f, info, size)  # the size is checked against the file before allocating
+    data = np.empty(info.file_size, np.uint8)
+    view = memoryview(data)
+    if info.file_size < SMALL:
+        _read_into(path, f, info, view, start, 0)
+        checks.append((info, zlib.crc32(view)))
+        return data
+    crc = [0]
+
+    def update(piece: memoryview) -> None:  # runs on the pool's one thread, so in order
+        crc[0] = zlib.crc32(piece, crc[0])
+
+    for begin in range(0, info.file_size, READ_CHUNK):
+        piece = view[begin : begin + READ_CHUNK]
+        _read_into(path, f, info, piece, start, begin)
+        pool.submit(update, piece)
+    checks.append((info, pool.submit(lambda: crc[0])))
+    return data
+
+
+def _check_crc(path: str, info: zipfile.ZipInfo, got: int) -> None:
+    if got != info.CRC:
+        raise IntegrityError(
+            f"{path}: {info.filename!r} is damaged: its CRC-32 is {got:08x}, the archive records {info.CRC:08x}"
+        )
+
+
+def _read_into(path: str, f: Any, info: zipfile.ZipInfo, piece: memoryview, start: int, begin: int) -> None:
+    """Fill ``piece`` with the member's bytes from ``begin`` on (the member's data starts at byte ``start``)."""
+    done = 0
+    while done < len(piece):
+        got = os.preadv(f.fileno(), [piece[done:]], start + begin + done)
+        if got <= 0:
+            raise FormatError(
+                f"{path}: {info.filename!r}: expected {info.file_size} bytes at byte {start}, the file ended "
+                f"after {begin + done} (truncated)"
+            )
+        done += got
+
+
+def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str) -> Any:
     names = set(zf.namelist())
     if f"{root}/constants.pkl" in names or any(n.startswith(f"{root}/code/") for n in names):
         raise UnsupportedTypeError(f"{path}: a TorchScript archive (it carries code); tensorfile does not read TorchScript")
@@ -210,23 +302,33 @@ def _read_zip(path: str, zf: zipfile.ZipFile, root: str) -> Any:
         raise UnsupportedTypeError(f"{path}: big-endian torch files are not supported")
     storages: dict[str, _Storage] = {}
     table = _table(path)
+    size = os.fstat(f.fileno()).st_size
+    checks: _Checks = []
 
-    def persistent_load(pid: Any) -> _Storage:
-        kind, key, numel = _storage_id(pid, path)
-        if key not in storages:
-            dtype = _storage_kind(kind, path)
-            member = f"{root}/data/{key}"
-            if member not in names:
-                raise FormatError(f"{path}: storage {key!r} is missing from the archive")
-            info = zf.getinfo(member)
-            if numel * dtype.itemsize > info.file_size and kind[1] != np.dtype(np.uint8):
-                raise FormatError(f"{path}: storage {key!r} claims {numel} elements, the archive holds {info.file_size} bytes")
-            raw = np.frombuffer(zf.read(member), np.uint8).copy()
-            storages[key] = _Storage(key, dtype, numel, raw[: (raw.size // dtype.itemsize) * dtype.itemsize].view(dtype))
-        return storages[key]
+    with HashPool() as pool:
 
-    with zf.open(f"{root}/data.pkl") as f:
-        value = restricted_loads(f.read(), table, persistent_load=persistent_load, what=f"{path}: data.pkl")
+        def persistent_load(pid: Any) -> _Storage:
+            kind, key, numel = _storage_id(pid, path)
+            if key not in storages:
+                dtype = _storage_kind(kind, path)
+                member = f"{root}/data/{key}"
+                if member not in names:
+                    raise FormatError(f"{path}: storage {key!r} is missing from the archive")
+                info = zf.getinfo(member)
+                if numel * dtype.itemsize > info.file_size and kind[1] != np.dtype(np.uint8):
+                    raise FormatError(
+                        f"{path}: storage {key!r} claims {numel} elements, the archive holds {info.file_size} bytes"
+                    )
+                raw = _read_member(path, f, zf, info, size, pool, checks)
+                usable = raw[: (raw.size // dtype.itemsize) * dtype.itemsize]
+                storages[key] = _Storage(key, dtype, numel, usable.view(dtype))
+            return storages[key]
+
+        with zf.open(f"{root}/data.pkl") as pickle_file:
+            pickled = pickle_file.read()
+        value = restricted_loads(pickled, table, persistent_load=persistent_load, what=f"{path}: data.pkl")
+        for info, crc in checks:
+            _check_crc(path, info, crc if isinstance(crc, int) else crc.result())
     return _materialize(value, path)
 
 
@@ -262,7 +364,13 @@ def _read_legacy(path: str, f: Any) -> Any:
         nbytes = numel * storage.dtype.itemsize
         if numel < 0 or f.tell() + nbytes > size:
             raise FormatError(f"{what}: storage {key!r} claims {numel} elements, more than the file holds")
-        data = np.frombuffer(f.read(nbytes), np.uint8).copy()
+        data = np.empty(nbytes, np.uint8)  # nbytes was checked against the file above
+        view, done = memoryview(data), 0
+        while done < nbytes:
+            got = f.readinto(view[done:])
+            if not got:
+                raise FormatError(f"{what}: storage {key!r} is truncated")
+            done += got
         storage.data = data.view(storage.dtype)
     return _materialize(value, path)
 
@@ -287,6 +395,6 @@ def read_torch(path: str) -> Any:
                 root = is_torch_zip(zf)
                 if root is None:
                     raise FormatError(f"{path}: a zip archive without a torch data.pkl")
-                return _read_zip(path, zf, root)
+                return _read_zip(path, f, zf, root)
         return _read_legacy(path, f)
 

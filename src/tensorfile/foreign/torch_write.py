@@ -56,7 +56,7 @@ def _tensor(leaf: Leaf, key: str, storage_bytes: int, offset: int, strides: tupl
     dtype, item = leaf.array.dtype.name, leaf.array.dtype.itemsize
     hooks = Call(_ORDERED_DICT, ())
     parameter = bool(leaf.record.get("parameter"))
-    requires_grad = bool(leaf.record.get("requires_grad", parameter))
+    requires_grad = bool(leaf.record.get("requires_grad", False))
     shape = tuple(int(d) for d in leaf.array.shape)
     if dtype in _TYPED:
         pid = PersistentId(("storage", Global("torch", _TYPED[dtype]), key, "cpu", storage_bytes // item))
