@@ -1,6 +1,6 @@
-"""The ``tensorfile`` command line: look into tensorfile, safetensors and other tools' files.
+"""The ``tensorfile`` command line: look into tensorfile, safetensors and other tools' files, and convert them.
 
-Commands: ``ls``, ``info``, ``verify``, ``cat``, ``diff`` (``--json`` for scripts
+Commands: ``ls``, ``info``, ``verify``, ``cat``, ``diff``, ``convert`` (``--json`` for scripts
 where it makes sense). Any file :func:`tensorfile.load` reads is accepted. An
 error prints one line and exits with code 2; ``verify`` exits 1 when a file is
 damaged and ``diff`` exits 1 when the files differ.
@@ -8,16 +8,17 @@ damaged and ``diff`` exits 1 when the files differ.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from typing import Any, NoReturn
+from typing import Any, Iterator, NoReturn
 
 import click
 import numpy as np
 
 from .errors import FormatError, IntegrityError, TensorFileError
-from .files import load
+from .files import TensorFile, load, save
 from .files import open as open_file
 from .tree import flat_arrays
 
@@ -32,6 +33,11 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 def _shown(name: str) -> str:
     """A name or value as a table shows it: quoted when empty or holding control characters."""
     return name if name and name.isprintable() and name.strip() == name else repr(name)
+
+
+def _abbreviated(value: str, limit: int = 200) -> str:
+    """A metadata value for a table: shown whole up to ``limit`` characters (``--json`` prints all)."""
+    return _shown(value) if len(value) <= limit else _shown(value[:limit]) + f"... ({len(value)} characters)"
 
 
 def _size(n: float) -> str:
@@ -73,22 +79,9 @@ def ls_command(file: str, as_json: bool) -> None:
     """List the tensors in FILE: name, dtype, shape, bytes, and totals."""
     rows: list[tuple[str, str, tuple[int, ...], int]] = []
     metadata: dict[str, str] = {}
-    try:
-        with open_file(file) as f:  # lazy: no data read
-            rows = [(i.name, i.dtype, i.shape, i.nbytes) for i in (f.info(n) for n in sorted(f.keys()))]
-            metadata = f.metadata
-    except FileNotFoundError:
-        _fail(f"{file}: no such file")
-    except IsADirectoryError:
-        _fail(f"{file}: is a folder, not a file")
-    except OSError as exc:
-        _fail(f"{file}: {exc.strerror or exc}")
-    except FormatError as first:
-        if not os.path.isfile(file) or not _is_foreign(file):  # (a FIFO must not be opened again)
-            _fail(str(first))
-        rows = [(k, a.dtype.name, a.shape, a.nbytes) for k, a in sorted(_read(file).items())]
-    except TensorFileError as exc:
-        _fail(str(exc))
+    with _opened(file) as f:  # lazy where the format allows: no data read
+        rows = [(i.name, i.dtype, i.shape, i.nbytes) for i in (f.info(n) for n in sorted(f.keys()))]
+        metadata = f.metadata
     total = sum(r[3] for r in rows)
     if as_json:
         doc = {
@@ -106,16 +99,25 @@ def ls_command(file: str, as_json: bool) -> None:
     for row in table:
         click.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}")
     for key, value in sorted(metadata.items()):
-        click.echo(f"metadata {_shown(key)}: {_shown(value)}")
+        click.echo(f"metadata {_shown(key)}: {_abbreviated(value)}")
     click.echo(f"{len(rows)} tensor{'' if len(rows) == 1 else 's'}, {total} bytes ({_size(total)})")
 
 
-def _is_foreign(path: str) -> bool:
-    """True for another tool's file that :func:`tensorfile.load` reads (not safetensors, not unknown)."""
-    from .foreign.detect import describe
-
-    kind = describe(path, _prefix(path))
-    return kind != "safetensors" and not kind.startswith(("a ", "an ", "zip archive"))
+@contextlib.contextmanager
+def _opened(path: str, verify: bool = False) -> Iterator[Any]:
+    """:func:`tensorfile.open` of any readable file, failing with one line."""
+    try:
+        f = open_file(path, framework="numpy", verify=verify)
+    except FileNotFoundError:
+        _fail(f"{path}: no such file")
+    except IsADirectoryError:
+        _fail(f"{path}: is a folder, not a file")
+    except (TensorFileError, ImportError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{path}: {exc.strerror or exc}")
+    with f:
+        yield f
 
 
 @main.command("info")
@@ -125,22 +127,16 @@ def info_command(file: str, as_json: bool) -> None:
     """The format of FILE (detected by content), its metadata, and whether it carries checksums."""
     from .foreign.detect import describe
 
+    if not os.path.exists(file) and os.path.isfile(file + ".index.json"):
+        file += ".index.json"  # a sharded save
     if not os.path.isfile(file):
         _fail(f"{file}: no such file" if not os.path.exists(file) else f"{file}: not a regular file")
     kind = describe(file, _prefix(file))
-    metadata: dict[str, str] = {}
-    checksums = False
+    with _opened(file) as f:
+        metadata, checksums = f.metadata, f.has_record
+        count, total = len(f.keys()), sum(f.info(n).nbytes for n in f.keys())
     if kind == "safetensors":
-        try:
-            with open_file(file) as f:
-                metadata, checksums = f.metadata, f.has_record
-                count, total = len(f.keys()), sum(f.info(n).nbytes for n in f.keys())
-        except TensorFileError as exc:
-            _fail(str(exc))
         kind = "tensorfile (safetensors with structure and checksums)" if checksums else "safetensors"
-    else:
-        arrays = _read(file)
-        count, total = len(arrays), sum(a.nbytes for a in arrays.values())
     doc = {"file": file, "format": kind, "checksums": checksums, "tensors": count, "nbytes": total, "metadata": metadata}
     if as_json:
         click.echo(json.dumps(doc, indent=2))
@@ -149,7 +145,7 @@ def info_command(file: str, as_json: bool) -> None:
     click.echo(f"checksums: {'yes (xxh3-64 per tensor, and the header)' if checksums else 'no'}")
     click.echo(f"tensors:   {count}, {total} bytes ({_size(total)})")
     for key, value in sorted(metadata.items()):
-        click.echo(f"metadata   {_shown(key)}: {_shown(value) if len(value) < 200 else _shown(value[:200]) + '...'}")
+        click.echo(f"metadata   {_shown(key)}: {_abbreviated(value)}")
 
 
 @main.command("verify")
@@ -230,6 +226,79 @@ def diff_command(a: str, b: str, atol: float, rtol: float, as_json: bool) -> Non
                 click.echo(f"differs:   {c['name']}: max abs {float(c['max_abs']):.6g}, max rel {float(c['max_rel']):.6g}")
         click.echo("different" if different else f"same: {len(compared)} tensors within atol={atol}, rtol={rtol}")
     sys.exit(1 if different else 0)
+
+
+#: Output format from the destination's suffix when --format is not given.
+SUFFIX_FORMATS = {".pt": "torch", ".pth": "torch", ".ckpt": "torch", ".npz": "npz", ".params": "mxnet", ".nd": "mxnet"}
+FORMATS = ("tensorfile", "safetensors", "torch", "npz", "mxnet", "mxnet-np")
+
+
+def _source(path: str) -> Any:
+    """Everything in ``path`` as NumPy arrays in their structure; tensorfile and safetensors
+    files (and sharded ones) memory-mapped, so a conversion streams them from the page cache."""
+    with _opened(path, verify=True) as f:
+        if isinstance(f, TensorFile) and not f.has_shared_storage:
+            return f.load(mapped=True)  # verified tensor by tensor as the writer reads it
+        if not isinstance(f, TensorFile) and f.format == "sharded safetensors index":
+            return {name: f[name] for name in f.keys()}
+    try:
+        return load(path, framework="numpy")
+    except (TensorFileError, OSError, ImportError) as exc:
+        _fail(str(exc))
+
+
+@main.command("convert")
+@click.argument("src")
+@click.argument("dst")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Output format. Default: from DST's suffix (.pt/.pth/.ckpt torch, .npz npz, .params/.nd mxnet), "
+                   "else tensorfile.")  # fmt: skip
+@click.option("--max-shard-size", default=None, metavar="SIZE",
+              help="Write Hugging Face shards of at most SIZE bytes of data ('5GB', '500MiB', or bytes) and an index.")  # fmt: skip
+def convert_command(src: str, dst: str, fmt: str | None, max_shard_size: str | None) -> None:
+    """Convert SRC (any readable file) to DST in another format; DST is replaced atomically.
+
+    Formats that hold only a flat dict of tensors (npz, mxnet, safetensors,
+    shards) get nested structures flattened to dotted names; values that are
+    not tensors are then left out, with a note.
+    """
+    if fmt is None:
+        fmt = SUFFIX_FORMATS.get(os.path.splitext(dst)[1].lower(), "tensorfile")
+    value = _source(src)
+    if (fmt in ("npz", "mxnet", "mxnet-np", "safetensors") or max_shard_size) and not _is_flat(value):
+        flat = flat_arrays(value)
+        dropped = _count_values(value) - len(flat)
+        click.echo(f"note: {src}: nested structure flattened to {len(flat)} dotted names"
+                   + (f"; {dropped} values that are not tensors left out" if dropped else ""), err=True)  # fmt: skip
+        value = flat
+    size = None
+    if max_shard_size is not None:
+        size = int(max_shard_size) if max_shard_size.isdigit() else max_shard_size
+    try:
+        save(value, dst, format=fmt, max_shard_size=size)
+    except (TensorFileError, ValueError, OSError) as exc:
+        _fail(f"{dst}: {exc}" if not str(exc).startswith(dst) else str(exc))
+    arrays = flat_arrays(value)
+    click.echo(f"{src} -> {dst} ({fmt}{', sharded' if size else ''}): {len(arrays)} tensors, "
+               f"{_size(sum(a.nbytes for a in arrays.values()))}")  # fmt: skip
+
+
+def _is_flat(value: Any) -> bool:
+    if isinstance(value, (np.ndarray, np.generic)):
+        return True
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(v, np.ndarray) for v in value)
+    return False
+
+
+def _count_values(value: Any) -> int:
+    if isinstance(value, dict):
+        return sum(_count_values(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_count_values(v) for v in value)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

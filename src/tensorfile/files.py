@@ -555,9 +555,30 @@ class TensorFile:
         """True when the file carries tensorfile's record (structure and checksums)."""
         return self._record is not None
 
-    def load(self) -> Any:
-        """The whole saved structure, as :func:`load` returns it."""
-        return load(self.path, framework=self._framework, **self._options)
+    @property
+    def has_shared_storage(self) -> bool:
+        """True when the file records tensors that shared storage (``load`` rebuilds them as views)."""
+        return self._record is not None and bool(self._record.shared)
+
+    def load(self, *, mapped: bool = False) -> Any:
+        """The whole saved structure, as :func:`load` returns it.
+
+        Args:
+            mapped: each tensor as ``f[name]`` returns it (memory-mapped,
+                checksums checked only when opened with ``verify=True``) instead
+                of read into memory; tensors that shared storage do not share it.
+        """
+        if not mapped:
+            return load(self.path, framework=self._framework, **self._options)
+        if self._record is None:
+            return {name: self[name] for name in self.keys()}
+
+        def tensor(name: Any) -> Any:
+            if not isinstance(name, str) or name not in self:
+                raise FormatError(f"{self.path}: the structure names tensor {name!r}, which the file does not hold")
+            return self[name]
+
+        return unflatten(self._record.root, tensor)
 
     def close(self) -> None:
         """Close the file; tensors already returned stay valid."""
@@ -577,7 +598,7 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
     map_location: Any = None,
     device: Any = None,
     verify: bool = False,
-) -> TensorFile:
+) -> TensorFile | Any:
     """Open a file for lazy, zero-copy reading; use as a context manager.
 
     ``f.keys()``, ``f[name]`` (memory-mapped, copy-on-write: changing it never
@@ -585,8 +606,16 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
     without reading data) and ``f.slice(name)[...]`` (reads only the requested
     rows).
 
+    Other tools' files give a :class:`tensorfile.foreign.opened.ForeignFile`
+    with the same methods: a sharded ``model.safetensors.index.json`` (shards
+    opened lazily, tensors mapped) and GGUF files (tensors mapped) stay lazy;
+    torch, NumPy, MXNet and Keras files are read once, when opened, through the
+    safe readers of :func:`load`, and their tensors are named by dotted path
+    (``"optimizer.state.0.exp_avg"``).
+
     Args:
-        path: the file.
+        path: the file; as in :func:`load`, ``path + ".index.json"`` is used when
+            ``path`` does not exist but that index does.
         framework: as in :func:`load`.
         map_location: as in :func:`load`.
         device: as in :func:`load`.
@@ -597,5 +626,37 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
     Raises:
         FileNotFoundError, FormatError: as :func:`load`.
     """
-    return TensorFile(path, framework, map_location, verify, device)
+    _check_framework(framework)
+    path = os.fspath(path)
+    if not os.path.exists(path) and os.path.isfile(path + ".index.json"):
+        path += ".index.json"
+    kind = _foreign_kind(path)
+    if kind is None:
+        return TensorFile(path, framework, map_location, verify, device)
+    from .foreign import opened
+
+    options = {"map_location": map_location, "device": device}
+    if kind == "sharded safetensors index":
+        return opened.open_sharded(path, framework, options, verify)
+    if kind == "GGUF":
+        return opened.open_gguf(path, framework, options)
+    return opened.open_read(path, kind, framework, options)
+
+
+def _foreign_kind(path: str) -> str | None:
+    """What another tool's file that tensorfile reads is (as ``tensorfile info`` names it); None otherwise."""
+    from .foreign.detect import describe, is_readable
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None  # the safetensors reader names the problem
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        prefix = os.pread(fd, 16, 0)
+    finally:
+        os.close(fd)
+    kind = describe(path, prefix)
+    return kind if is_readable(kind) else None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import zipfile
 from typing import Any
 
+from .gguf import MAGIC as GGUF_MAGIC
+from .gguf import read_gguf
 from .keras_h5 import HDF5_MAGIC, read_h5, read_keras_archive
 from .mxnet_nd import MAGIC as MX_MAGIC
 from .mxnet_nd import read_mxnet
@@ -12,16 +14,18 @@ from .npy import MAGIC as NPY_MAGIC
 from .npy import read_npy, read_npz
 from .torch_pickle import Parameter, is_torch_legacy, is_torch_zip, read_torch
 
-__all__ = ["read_foreign", "describe", "Parameter"]
+__all__ = ["read_foreign", "describe", "is_readable", "Parameter"]
 
 
 def read_foreign(path: str, prefix: bytes) -> tuple[Any, str] | None:
-    """Read ``path`` if it is a torch or NumPy file; returns ``(value, framework it came from)``.
+    """Read ``path`` if it is a torch, NumPy, MXNet, Keras HDF5 or GGUF file; returns ``(value, framework it came from)``.
 
     Returns None for anything else (the caller tries safetensors and names the kind).
     """
     if prefix.startswith(HDF5_MAGIC):
         return read_h5(path), "numpy"
+    if prefix.startswith(GGUF_MAGIC):
+        return read_gguf(path)[0], "numpy"
     if prefix.startswith(MX_MAGIC):
         return read_mxnet(path), "mxnet"
     if prefix.startswith(NPY_MAGIC):
@@ -53,6 +57,8 @@ def describe(path: str, prefix: bytes) -> str:
 
     if prefix.startswith(HDF5_MAGIC):
         return "HDF5 (Keras weights)"
+    if prefix.startswith(GGUF_MAGIC):
+        return "GGUF"
     if prefix.startswith(MX_MAGIC):
         return "MXNet NDArray file"
     if prefix.startswith(NPY_MAGIC):
@@ -74,3 +80,8 @@ def describe(path: str, prefix: bytes) -> str:
     if is_torch_legacy(prefix):
         return "PyTorch torch.save (legacy stream)"
     return looks_like(prefix) or "safetensors"
+
+
+def is_readable(kind: str) -> bool:
+    """True when :func:`describe`'s ``kind`` is another tool's file that tensorfile reads."""
+    return kind != "safetensors" and not kind.startswith(("a ", "an ", "zip archive"))

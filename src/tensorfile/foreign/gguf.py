@@ -148,14 +148,17 @@ class _Reader:
     def left(self) -> int:
         return min(self.size, MAX_HEADER) - self.pos
 
+    def over_limit(self, what: str) -> FormatError:
+        return FormatError(
+            f"{self.path}: reading {what}: the header passes {MAX_HEADER} bytes, the limit "
+            f"(raise tensorfile.foreign.gguf.MAX_HEADER to read it)"
+        )
+
     def take(self, n: int, what: str) -> bytes:
         if n > self.size - self.pos:
             raise FormatError(f"{self.path}: reading {what}: expected {n} bytes, got {self.size - self.pos}")
         if n > self.left():
-            raise FormatError(
-                f"{self.path}: reading {what}: the header passes {MAX_HEADER} bytes, the limit "
-                f"(raise tensorfile.foreign.gguf.MAX_HEADER to read it)"
-            )
+            raise self.over_limit(what)
         data = self.f.read(n)
         if len(data) != n:  # the file shrank while being read
             raise FormatError(f"{self.path}: reading {what}: expected {n} bytes, got {len(data)}")
@@ -175,13 +178,13 @@ class _Reader:
     def count(self, item_size: int, what: str) -> int:
         """A u64 count of items of at least ``item_size`` bytes each, checked against the bytes left."""
         n = self.u64(what)
-        if self.size - self.pos >= n * item_size > self.left():
-            self.take(n * item_size, what)  # raises: past MAX_HEADER
-        if n * item_size > self.left():
+        if n * item_size > self.size - self.pos:
             raise FormatError(
                 f"{self.path}: {what} is {n}: expected at least {n * item_size} bytes for them, "
-                f"got {max(0, self.left())} (the rest of the header)"
+                f"got {self.size - self.pos} (the rest of the file)"
             )
+        if n * item_size > self.left():
+            raise self.over_limit(what)
         return n
 
     def string(self, what: str, strict: bool = False) -> str:
@@ -217,7 +220,7 @@ def _value(r: _Reader, vtype: int, what: str, depth: int = 0) -> Any:
 
 def _bools(r: _Reader, n: int, what: str) -> list[bool]:
     raw = r.take(n, what)
-    if raw.strip(b"\x00\x01"):
+    if raw.translate(None, b"\x00\x01"):
         raise FormatError(f"{r.path}: {what}: a bool byte that is not 0 or 1")
     return [b == 1 for b in raw]
 
@@ -272,18 +275,20 @@ def _tensor_info(r: _Reader, index: int) -> tuple[str, tuple[int, ...], int, int
     return name, tuple(int(d) for d in dims), type_id, offset
 
 
-def _layout(path: str, index: int, name: str, dims: tuple[int, ...], type_id: int) -> tuple[int, ...]:
-    """Check a tensor's type and dims; return (block size, bytes per block, element count)."""
+def _nbytes(path: str, index: int, name: str, dims: tuple[int, ...], type_id: int) -> int:
+    """Check a tensor's type and dims (as ``gguf.cpp`` does); return the size of its data in bytes."""
     what = f"tensor {index} {name!r}"
     if type_id not in GGML_TYPES:
         raise UnsupportedTypeError(f"{path}: {what} has unknown ggml type {type_id} (a newer ggml, or a corrupt file)")
     type_name, block, block_bytes, _ = GGML_TYPES[type_id]
+    count = nonzero = 1
+    for d in dims:
+        count, nonzero = count * d, nonzero * max(d, 1)  # Python ints: no overflow while checking
+    if nonzero >= 1 << 63:
+        raise FormatError(f"{path}: {what}: dims {list(dims)} overflow int64")
     if dims and dims[0] % block:
         raise FormatError(f"{path}: {what}: ne[0] = {dims[0]} is not a multiple of the {type_name} block size {block}")
-    count = 1
-    for d in dims:
-        count *= d  # Python ints: no overflow; the product is checked against the file below
-    return block, block_bytes, count
+    return count // block * block_bytes  # checked against the file by the caller
 
 
 def _parse(f: IO[bytes], path: str, size: int) -> GGUFHeader:
@@ -299,8 +304,7 @@ def _parse(f: IO[bytes], path: str, size: int) -> GGUFHeader:
     for i, (name, dims, type_id, rel) in enumerate(raw_infos):
         if name in tensors:
             raise FormatError(f"{path}: tensor name {name!r} appears twice")
-        block, block_bytes, count = _layout(path, i, name, dims, type_id)
-        nbytes = count // block * block_bytes
+        nbytes = _nbytes(path, i, name, dims, type_id)
         what = f"tensor {i} {name!r}"
         if rel % alignment:
             raise FormatError(f"{path}: {what}: offset {rel} is not a multiple of the alignment {alignment}")

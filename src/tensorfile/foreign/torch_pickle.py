@@ -17,7 +17,7 @@ import zlib
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -191,6 +191,33 @@ def _storage_id(pid: Any, what: str) -> tuple[Any, str, int]:
     return pid[1], str(pid[2]), pid[4]
 
 
+class _Passing(Exception):
+    """Carries an error raised on purpose by ``persistent_load`` through the unpickler unchanged."""
+
+
+def _passing_errors(persistent_load: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``persistent_load`` whose IntegrityError and UnsupportedTypeError reach the caller as they are.
+
+    (:func:`restricted_loads` reports any ValueError or TypeError from inside the pickle as a malformed
+    pickle, a FormatError; a damaged storage or a quantized one is neither.)
+    """
+
+    def wrapped(pid: Any) -> Any:
+        try:
+            return persistent_load(pid)
+        except (IntegrityError, UnsupportedTypeError) as exc:
+            raise _Passing(exc) from None
+
+    return wrapped
+
+
+def _loads(data: Any, table: dict[tuple[str, str], Any], **kwargs: Any) -> Any:
+    try:
+        return restricted_loads(data, table, **kwargs)
+    except _Passing as passing:
+        raise passing.args[0] from None
+
+
 def is_torch_zip(zf: zipfile.ZipFile) -> str | None:
     """The archive's root folder if it holds a torch.save pickle (``<root>/data.pkl``)."""
     for name in zf.namelist():
@@ -231,15 +258,14 @@ def _member_offset(path: str, f: Any, info: zipfile.ZipInfo, size: int) -> int:
     return start
 
 
-#: Each member read and its CRC-32: computed (small members) or still being computed on the pool's thread.
-#: They are compared after the pickle is read (the unpickler would turn an IntegrityError into a FormatError).
-_Checks = list[tuple[zipfile.ZipInfo, "int | Future[int]"]]
+#: Large members read and their CRC-32s, still being computed on the pool's thread.
+_Checks = list[tuple[zipfile.ZipInfo, Future[int]]]
 
 
 def _read_member(
     path: str, f: Any, zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, pool: HashPool, checks: _Checks
 ) -> np.ndarray:
-    """A member's bytes in a new writable array; its CRC-32 goes to ``checks``, for the caller to compare.
+    """A member's bytes in a new writable array, its CRC-32 checked (a large one's later, through ``checks``).
 
     torch writes storages uncompressed: those are read straight from the file into
     the array (one copy, no intermediate buffer), piece by piece, while the helper
@@ -258,7 +284,7 @@ def _read_member(
     view = memoryview(data)
     if info.file_size < SMALL:
         _read_into(path, f, info, view, start, 0)
-        checks.append((info, zlib.crc32(view)))
+        _check_crc(path, info, zlib.crc32(view))
         return data
     crc = [0]
 
@@ -307,6 +333,7 @@ def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str) -> Any:
 
     with HashPool() as pool:
 
+        @_passing_errors
         def persistent_load(pid: Any) -> _Storage:
             kind, key, numel = _storage_id(pid, path)
             if key not in storages:
@@ -326,9 +353,9 @@ def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str) -> Any:
 
         with zf.open(f"{root}/data.pkl") as pickle_file:
             pickled = pickle_file.read()
-        value = restricted_loads(pickled, table, persistent_load=persistent_load, what=f"{path}: data.pkl")
+        value = _loads(pickled, table, persistent_load=persistent_load, what=f"{path}: data.pkl")
         for info, crc in checks:
-            _check_crc(path, info, crc if isinstance(crc, int) else crc.result())
+            _check_crc(path, info, crc.result())
     return _materialize(value, path)
 
 
@@ -342,6 +369,7 @@ def _read_legacy(path: str, f: Any) -> Any:
     restricted_loads(f, table, what=what)  # sys_info
     storages: dict[str, _Storage] = {}
 
+    @_passing_errors
     def persistent_load(pid: Any) -> Any:
         kind, key, numel = _storage_id(pid, what)
         if key not in storages:
@@ -350,7 +378,7 @@ def _read_legacy(path: str, f: Any) -> Any:
             raise UnsupportedTypeError(f"{what}: storage views are not supported")
         return storages[key]
 
-    value = restricted_loads(f, table, persistent_load=persistent_load, what=what)
+    value = _loads(f, table, persistent_load=persistent_load, what=what)
     keys = restricted_loads(f, table, what=what)
     if not isinstance(keys, list):
         raise FormatError(f"{what}: the storage key list is missing")

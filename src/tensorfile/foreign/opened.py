@@ -1,0 +1,225 @@
+""":func:`tensorfile.open` for files that are not one safetensors file.
+
+A :class:`ForeignFile` offers what :class:`tensorfile.TensorFile` offers
+(``keys``, ``f[name]``, ``info``, ``slice``, ``metadata``, ``load``) over:
+
+* a Hugging Face sharded index: each shard is opened lazily, its tensors
+  memory-mapped (copy-on-write) as ``f[name]`` asks for them;
+* GGUF: tensors memory-mapped (copy-on-write) from the file, quantized ones listed;
+* every other format tensorfile reads (torch, NumPy, MXNet, Keras): read once
+  when opened, through the same safe readers :func:`tensorfile.load` uses, and
+  served by dotted name (``"optimizer.state.0.exp_avg"``), as the CLI lists them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+from ..errors import UnsupportedTypeError
+from ..format.dtypes import code_of
+
+__all__ = ["ForeignFile"]
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+class ForeignFile:
+    """Tensors by name from a sharded index, a GGUF file or another tool's file (see the module docs).
+
+    Attributes:
+        path: the file opened.
+        format: what it is (as ``tensorfile info`` names it).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        format: str,
+        infos: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        mapped: Callable[[str], np.ndarray],
+        convert: Callable[[str, np.ndarray], Any],
+        load: Callable[[], Any],
+        get: Callable[[str], Any] | None = None,
+        close: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.path, self.format = path, format
+        self._infos = dict(infos)
+        self._metadata = {str(k): _text(v) for k, v in metadata.items()}
+        self._mapped_fn, self._convert_fn, self._load, self._get, self._close = mapped, convert, load, get, close
+
+    def keys(self) -> list[str]:
+        """Tensor names, in the file's order."""
+        return list(self._infos)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._infos)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._infos
+
+    def _mapped(self, name: str) -> np.ndarray:
+        self.info(name)
+        return self._mapped_fn(name)
+
+    def _convert(self, name: str, array: np.ndarray) -> Any:
+        return self._convert_fn(name, array)
+
+    def __getitem__(self, name: str) -> Any:
+        """The tensor ``name`` (memory-mapped where the format allows, copy-on-write).
+
+        Raises:
+            KeyError: no such tensor.
+        """
+        if self._get is not None:
+            self.info(name)
+            return self._get(name)
+        return self._convert(name, self._mapped(name))
+
+    def info(self, name: str) -> Any:
+        """dtype, shape and size of ``name`` (a :class:`tensorfile.TensorInfo`) without reading its data."""
+        if name not in self._infos:
+            raise KeyError(f"{self.path}: no tensor named {name!r}")
+        return self._infos[name]
+
+    def slice(self, name: str) -> Any:
+        """A handle whose indexing reads only the requested part, e.g. ``f.slice("w")[10:20]``."""
+        from ..files import TensorSlice
+
+        self.info(name)
+        return TensorSlice(self, name)  # type: ignore[arg-type]
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The file's metadata as text (JSON for values that are not strings)."""
+        return dict(self._metadata)
+
+    @property
+    def has_record(self) -> bool:
+        """False: these files carry no tensorfile record (structure and checksums)."""
+        return False
+
+    def load(self) -> Any:
+        """The whole file, as :func:`tensorfile.load` returns it."""
+        return self._load()
+
+    def close(self) -> None:
+        """Close the file; tensors already returned stay valid."""
+        self._close()
+
+    def __enter__(self) -> "ForeignFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def array_info(name: str, array: np.ndarray, offset: int | None = None) -> Any:
+    """A :class:`tensorfile.TensorInfo` for an array held in memory or mapped at ``offset``."""
+    from ..files import TensorInfo
+
+    try:
+        code = code_of(array.dtype, name)
+    except UnsupportedTypeError:  # NumPy-only dtypes (strings, long double) have no safetensors code
+        code = ""
+    return TensorInfo(name, array.dtype.name, tuple(array.shape), int(array.nbytes), code, offset, None)  # type: ignore[arg-type]
+
+
+
+def open_sharded(path: str, framework: str | None, options: Mapping[str, Any], verify: bool) -> ForeignFile:
+    """A sharded index: each shard opened (header only) now, tensors mapped when asked for."""
+    from ..files import TensorFile, load
+    from .sharded import read_index
+
+    shards: list[TensorFile] = []
+
+    def open_shard(shard_path: str) -> dict[str, TensorFile]:
+        f = TensorFile(shard_path, framework, options.get("map_location"), verify, options.get("device"))
+        shards.append(f)
+        return {name: f for name in f.keys()}
+
+    def close() -> None:
+        for f in shards:
+            f.close()
+
+    try:
+        owner = read_index(path, open_shard)
+        with open(path, "rb") as index:
+            metadata = json.loads(index.read().decode("utf-8")).get("metadata") or {}
+    except BaseException:
+        close()
+        raise
+    return ForeignFile(
+        path, "sharded safetensors index", {name: f.info(name) for name, f in owner.items()},
+        metadata if isinstance(metadata, dict) else {},
+        mapped=lambda name: owner[name]._mapped(name), convert=lambda name, a: owner[name]._convert(name, a),
+        load=lambda: load(path, framework=framework, **options), get=lambda name: owner[name][name], close=close,
+    )  # fmt: skip
+
+
+def open_read(path: str, format: str, framework: str | None, options: Mapping[str, Any]) -> ForeignFile:
+    """Another tool's file, read now through :func:`tensorfile.load`'s safe readers, served by dotted name."""
+    from ..files import _read_foreign, _to, load
+    from ..frameworks import get_adapter
+    from ..tree import flat_arrays
+
+    value, source = _read_foreign(path)  # type: ignore[misc]
+    arrays = flat_arrays(value)
+    if framework is None:
+        framework = source if importlib.util.find_spec(source) is not None else "numpy"
+    adapter = get_adapter(framework)
+    return ForeignFile(
+        path, format, {name: array_info(name, a) for name, a in arrays.items()}, {},
+        mapped=arrays.__getitem__, convert=lambda name, a: _to(adapter, path, name, a, {}, options),
+        load=lambda: load(path, framework=framework, **options),
+    )  # fmt: skip
+
+
+def open_gguf(path: str, framework: str | None, options: Mapping[str, Any]) -> ForeignFile:
+    """A GGUF file: header read now, tensors memory-mapped (copy-on-write) when asked for.
+
+    Quantized tensors are listed (their dtype is the ggml type name, e.g. ``"Q4_K"``);
+    reading one raises :class:`UnsupportedTypeError`.
+    """
+    from ..files import TensorInfo, _to, load
+    from ..format.dtypes import dtype_from_name
+    from ..frameworks import get_adapter
+    from .gguf import read_header
+
+    header = read_header(path)
+    adapter = get_adapter(framework or "numpy")
+    infos = {
+        name: TensorInfo(name, t.dtype or t.type_name, t.shape, t.nbytes, _code(t.dtype), t.offset, None)
+        for name, t in header.tensors.items()
+    }
+
+    def mapped(name: str) -> np.ndarray:
+        t = header.tensors[name]
+        if t.dtype is None:
+            raise UnsupportedTypeError(f"{path}: tensor {name!r} has type {t.type_name} (quantized), which tensorfile does not read")
+        dtype = dtype_from_name(t.dtype)
+        if t.nbytes == 0:
+            return np.empty(t.shape, dtype)
+        array = np.memmap(path, dtype.newbyteorder(">" if header.big_endian else "<"), "c", t.offset, t.shape)
+        return array.astype(dtype) if header.big_endian and dtype.itemsize > 1 else np.asarray(array)
+
+    return ForeignFile(
+        path, "GGUF", infos, header.metadata, mapped=mapped,
+        convert=lambda name, a: _to(adapter, path, name, a, {}, options),
+        load=lambda: load(path, framework=framework, **options),
+    )  # fmt: skip
+
+
+def _code(dtype: str | None) -> str:
+    from ..format.dtypes import dtype_from_name
+
+    return code_of(dtype_from_name(dtype)) if dtype else ""
