@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
@@ -19,6 +20,11 @@ MXNET_PYTHON = ROOT / ".venv-mxnet" / "bin" / "python"
 
 # tests/mxnet/ runs inside .venv-mxnet (`make test` does both); elsewhere it is not collected.
 # (tests/mxnet itself is a namespace package called mxnet: only a real install has an origin.)
+if os.environ.get("TENSORFILE_TESTS_BLOCK_TORCH") == "1":  # tests/test_fixtures.py reruns itself this way
+    import sys
+
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` now fails
+
 _MXNET = importlib.util.find_spec("mxnet")
 collect_ignore = [] if _MXNET is not None and _MXNET.origin else ["mxnet"]
 
@@ -62,8 +68,12 @@ def assert_matches(value: Any, spec: dict[str, Any], where: str = "value") -> No
     kind = spec["type"]
     if kind == "tensor":
         array = to_numpy(value)
-        assert array.dtype.name == spec["dtype"], f"{where}: dtype {array.dtype.name} != {spec['dtype']}"
+        assert spec["dtype"] in (array.dtype.name, array.dtype.str[1:]), f"{where}: dtype {array.dtype.name} != {spec['dtype']}"
         assert list(array.shape) == spec["shape"], f"{where}: shape {array.shape} != {spec['shape']}"
+        if "sha256" in spec:  # real/: a digest of the C-order little-endian bytes instead of the values
+            data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+            assert hashlib.sha256(data).hexdigest() == spec["sha256"], f"{where}: sha256 of the data differs"
+            return
         flat = array.reshape(-1)
         assert flat.size == len(spec["data"]), f"{where}: {flat.size} values, expected {len(spec['data'])}"
         for i, (got, want) in enumerate(zip(flat.tolist() if array.dtype.kind in "biuc" else flat.astype(np.float64).tolist(), spec["data"])):

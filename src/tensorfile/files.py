@@ -264,6 +264,12 @@ def _to(adapter: Adapter, path: str, name: str, array: np.ndarray, info: Mapping
         raise UnsupportedTypeError(f"{path}: tensor {name!r}: {exc}") from None
 
 
+def source_framework(name: str) -> str:
+    """``name`` when that framework is installed (a real package, not a folder of the same name), else "numpy"."""
+    spec = importlib.util.find_spec(name)
+    return name if spec is not None and spec.origin is not None else "numpy"
+
+
 def _read_foreign(path: str) -> tuple[Any, str] | str | None:
     """A torch or NumPy file read without its framework; "index" for a sharded-safetensors index; None
     otherwise (then it is read as safetensors)."""
@@ -375,7 +381,7 @@ def load(
     if isinstance(foreign, tuple):
         value, source = foreign
         if framework is None:
-            framework = source if importlib.util.find_spec(source) is not None else "numpy"
+            framework = source_framework(source)
         return _to_framework(value, get_adapter(framework), os.fspath(path), options)
     with SafetensorsReader(path) as reader:
         record = _read_record(reader)

@@ -13,7 +13,6 @@ A :class:`ForeignFile` offers what :class:`tensorfile.TensorFile` offers
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from typing import Any, Callable, Iterator, Mapping
 
@@ -168,14 +167,14 @@ def open_sharded(path: str, framework: str | None, options: Mapping[str, Any], v
 
 def open_read(path: str, format: str, framework: str | None, options: Mapping[str, Any]) -> ForeignFile:
     """Another tool's file, read now through :func:`tensorfile.load`'s safe readers, served by dotted name."""
-    from ..files import _read_foreign, _to, load
+    from ..files import _read_foreign, _to, load, source_framework
     from ..frameworks import get_adapter
     from ..tree import flat_arrays
 
     value, source = _read_foreign(path)  # type: ignore[misc]
     arrays = flat_arrays(value)
     if framework is None:
-        framework = source if importlib.util.find_spec(source) is not None else "numpy"
+        framework = source_framework(source)
     adapter = get_adapter(framework)
     return ForeignFile(
         path, format, {name: array_info(name, a) for name, a in arrays.items()}, {},
