@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 
@@ -136,3 +137,74 @@ def test_diff(tmp_path):
     tensorfile.save({"a": np.ones(3)}, tmp_path / "w")
     assert run("diff", "--atol", "1e-6", tmp_path / "z", tmp_path / "w").returncode == 0
     assert run("diff", tmp_path / "z", tmp_path / "w").returncode == 1
+
+
+def test_convert_every_direction_round_trips(tmp_path):
+    """torch -> tensorfile -> npz -> mxnet -> torch -> safetensors: the same tensors every step (diff exits 0)."""
+    src = FIXTURES / "torch" / "mlp.params"
+    steps = [("a.tf", None), ("b.npz", None), ("c.params", None), ("d.pt", None), ("e.safetensors", "safetensors"),
+             ("f.bin", "mxnet-np")]  # fmt: skip
+    previous = src
+    for name, fmt in steps:
+        out = run("convert", previous, tmp_path / name, *(["--format", fmt] if fmt else []))
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(f"{previous} -> {tmp_path / name} (") and "4 tensors" in out.stdout
+        same = run("diff", src, tmp_path / name)
+        assert same.returncode == 0 and same.stdout.startswith("same: 4 tensors"), same.stdout + same.stderr
+        previous = tmp_path / name
+    assert "(npz)" in run("convert", src, tmp_path / "x.npz").stdout  # the format follows the suffix
+    with zipfile.ZipFile(tmp_path / "d.pt") as zf:
+        assert zf.namelist()[0].endswith("data.pkl")
+    assert (tmp_path / "f.bin").read_bytes()[:8] == (0x112).to_bytes(8, "little")
+
+
+def test_convert_flattens_for_flat_formats_and_shards(tmp_path):
+    out = run("convert", FIXTURES / "torch" / "checkpoint.pt", tmp_path / "ck.npz")
+    assert out.returncode == 0, out.stderr
+    assert "nested structure flattened" in out.stderr and "left out" in out.stderr
+    with np.load(tmp_path / "ck.npz", allow_pickle=False) as z:
+        assert "model.hidden.weight" in z.files and "optimizer.state.0.exp_avg" in z.files
+    out = run("convert", FIXTURES / "torch" / "mlp.params", tmp_path / "model.safetensors", "--max-shard-size", "20000")
+    assert out.returncode == 0, out.stderr
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) == 2 and index["metadata"]["total_size"] == 31784
+    assert run("diff", FIXTURES / "torch" / "mlp.params", tmp_path / "model.safetensors").returncode == 0
+    listing = json.loads(run("ls", "--json", tmp_path / "model.safetensors.index.json").stdout)
+    assert listing["total"] == {"tensors": 4, "nbytes": 31784}
+
+
+def test_convert_errors_exit_2_and_keep_the_old_file(tmp_path):
+    (tmp_path / "old.npz").write_bytes(b"keep me")
+    out = run("convert", FIXTURES / "torch" / "dtypes.pt", tmp_path / "old.npz")  # bfloat16 has no .npy dtype
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "bfloat16" in out.stderr
+    assert (tmp_path / "old.npz").read_bytes() == b"keep me" and os.listdir(tmp_path) == ["old.npz"]
+    out = run("convert", tmp_path / "missing", tmp_path / "x")
+    assert out.returncode == 2 and "no such file" in out.stderr
+    out = run("convert", FIXTURES / "hostile" / "pickle_payload.pt", tmp_path / "x")
+    assert out.returncode == 2 and "system" in out.stderr and not (tmp_path / "x").exists()
+    out = run("convert", FIXTURES / "torch" / "mlp.params", tmp_path / "x", "--format", "onnx")
+    assert out.returncode == 2 and "onnx" in out.stderr
+    out = run("convert", FIXTURES / "torch" / "mlp.params", tmp_path / "y", "--max-shard-size", "lots")
+    assert out.returncode == 2 and "max_shard_size" in out.stderr
+
+
+def test_gguf_ls_info_cat_convert(tmp_path):
+    gguf = __import__("pytest").importorskip("gguf")
+    writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    writer.add_uint32("llama.block_count", 2)
+    writer.add_tensor("token_embd.weight", np.arange(12, dtype=np.float32).reshape(3, 4))
+    writer.add_tensor("q", np.zeros((1, 34), np.uint8), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file()
+    writer.close()
+    listing = json.loads(run("ls", "--json", tmp_path / "m.gguf").stdout)
+    assert {t["name"]: t["dtype"] for t in listing["tensors"]} == {"token_embd.weight": "float32", "q": "Q8_0"}
+    assert listing["metadata"]["llama.block_count"] == "2"
+    info = json.loads(run("info", "--json", tmp_path / "m.gguf").stdout)
+    assert info["format"] == "GGUF" and info["tensors"] == 2
+    out = run("cat", tmp_path / "m.gguf", "token_embd.weight")  # read alone, beside a quantized tensor
+    assert out.returncode == 0 and out.stdout.splitlines()[0] == "token_embd.weight: float32 (3, 4)", out.stderr
+    assert "[ 8.  9. 10. 11.]]" in out.stdout
+    out = run("cat", tmp_path / "m.gguf", "q")
+    assert out.returncode == 2 and "Q8_0" in out.stderr and out.stderr.count("\n") == 1
+    out = run("convert", tmp_path / "m.gguf", tmp_path / "m.tf")
+    assert out.returncode == 2 and "tensor 'q' has type Q8_0 (quantized)" in out.stderr

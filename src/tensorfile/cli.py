@@ -175,10 +175,14 @@ def verify_command(file: str) -> None:
 @click.argument("name")
 def cat_command(file: str, name: str) -> None:
     """Print tensor NAME of FILE, summarized as NumPy prints arrays."""
-    arrays = _read(file)
-    if name not in arrays:
-        _fail(f"{file}: no tensor named {name!r}; it has {', '.join(sorted(arrays)[:10])}{' ...' if len(arrays) > 10 else ''}")
-    array = arrays[name]
+    with _opened(file, verify=True) as f:  # reads only this tensor where the format allows
+        names = f.keys()
+        if name not in names:
+            _fail(f"{file}: no tensor named {name!r}; it has {', '.join(sorted(names)[:10])}{' ...' if len(names) > 10 else ''}")
+        try:
+            array = np.asarray(f[name])
+        except TensorFileError as exc:
+            _fail(str(exc))
     click.echo(f"{name}: {array.dtype.name} {tuple(array.shape)}")
     shown = array.astype(np.float32) if array.dtype.kind == "V" or array.dtype.name.startswith(("bfloat", "float8")) else array
     click.echo(np.array2string(shown, threshold=200, edgeitems=3))

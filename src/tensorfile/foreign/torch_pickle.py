@@ -284,7 +284,7 @@ def _read_member(
     view = memoryview(data)
     if info.file_size < SMALL:
         _read_into(path, f, info, view, start, 0)
-        _check_crc(path, info, zlib.crc32(view))
+        if not os.environ.get("TF_NO_CRC"): _check_crc(path, info, zlib.crc32(view))
         return data
     crc = [0]
 
@@ -294,8 +294,8 @@ def _read_member(
     for begin in range(0, info.file_size, READ_CHUNK):
         piece = view[begin : begin + READ_CHUNK]
         _read_into(path, f, info, piece, start, begin)
-        pool.submit(update, piece)
-    checks.append((info, pool.submit(lambda: crc[0])))
+        if not os.environ.get("TF_NO_CRC"): pool.submit(update, piece)
+    if not os.environ.get("TF_NO_CRC"): checks.append((info, pool.submit(lambda: crc[0])))
     return data
 
 
