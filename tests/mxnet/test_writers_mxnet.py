@@ -9,7 +9,7 @@ import numpy as onp
 import pytest
 
 mx = pytest.importorskip("mxnet")
-from mxnet import gluon, nd, npx  # noqa: E402
+from mxnet import nd, npx  # noqa: E402
 
 import tensorfile  # noqa: E402
 from tensorfile.errors import UnsupportedTypeError  # noqa: E402

@@ -352,7 +352,7 @@ def tensor_infos(path: str) -> dict[str, TensorInfo]:
 
 
 def _read_exact(f: IO[bytes], buf: np.ndarray, what: str) -> None:
-    view, done = memoryview(buf).cast("B"), 0
+    view, done = buf.data.cast("B"), 0
     while done < len(view):
         n = f.readinto(view[done:])  # type: ignore[attr-defined]
         if not n:

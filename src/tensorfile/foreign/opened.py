@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import UnsupportedTypeError
+from ..errors import FormatError, UnsupportedTypeError
 from ..format.dtypes import code_of
 
 __all__ = ["ForeignFile"]
@@ -171,7 +171,10 @@ def open_read(path: str, format: str, framework: str | None, options: Mapping[st
     from ..frameworks import get_adapter
     from ..tree import flat_arrays
 
-    value, source = _read_foreign(path)  # type: ignore[misc]
+    foreign = _read_foreign(path)
+    if not isinstance(foreign, tuple):  # pragma: no cover - the caller recognized the format
+        raise FormatError(f"{path}: not {format} after all")
+    value, source = foreign
     arrays = flat_arrays(value)
     if framework is None:
         framework = source_framework(source)
