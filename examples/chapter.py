@@ -3,7 +3,9 @@
 Each framework's cells run in a fresh temporary folder (MXNet's in its side
 environment, .venv-mxnet, since MXNet 1.9.1 needs NumPy < 1.24). Then the
 PyTorch parameter file is listed as `tensorfile ls` shows it, opened with the
-reference safetensors library, and loaded into TensorFlow, JAX and MXNet. Last, the
+reference safetensors library, and loaded into TensorFlow, JAX and MXNet; `tensorfile convert`
+turns it into a torch.save file, an .npz and an MXNet file that torch, NumPy and Gluon load with
+their own loaders. Last, the
 chapter's MLP trains on scikit-learn's digits with a checkpoint every step, is killed
 with SIGKILL at random instants, resumes, and ends bit-identical to an uninterrupted run.
 """
@@ -33,6 +35,36 @@ for framework in sys.argv[2:]:
     first = [round(float(w[0, i]), 4) for i in range(3)]
     print(f"{framework:>10}: hidden.weight is a {type(w).__module__}.{type(w).__name__}, "
           f"dtype {w.dtype}, shape {tuple(w.shape)}, w[0, :3] = {first}")
+"""
+
+
+BACK_IN_TORCH_AND_NUMPY = """
+import sys, numpy as np, torch
+from torch import nn
+root = sys.argv[1]
+net = nn.Sequential()
+net.add_module("hidden", nn.Linear(20, 256)); net.add_module("relu", nn.ReLU()); net.add_module("output", nn.Linear(256, 10))
+net.load_state_dict(torch.load(f"{root}/mlp.pt", weights_only=True))  # torch's own safe loader
+X = torch.linspace(-1, 1, 40).reshape(2, 20)
+print(f"     torch.load(weights_only=True) -> MLP(X).sum() = {net(X).sum().item():.6f}")
+with np.load(f"{root}/mlp.npz", allow_pickle=False) as z:
+    print(f"     np.load(allow_pickle=False)   -> {sorted(z.files)}")
+"""
+
+BACK_IN_GLUON = """
+import sys, numpy as onp, mxnet as mx
+from mxnet.gluon import nn
+class MLP(nn.Block):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Dense(256, activation="relu")
+        self.output = nn.Dense(10)
+    def forward(self, x):
+        return self.output(self.hidden(x))
+net = MLP()
+net.load_parameters(sys.argv[1] + "/mlp-gluon.params")  # MXNet's own loader; Dense weight is (out, in) like torch
+X = mx.nd.array(onp.linspace(-1, 1, 40, dtype=onp.float32).reshape(2, 20))
+print(f"Gluon load_parameters (MXNet 1.9.1) -> MLP(X).sum() = {net(X).sum().asscalar():.6f}")
 """
 
 
@@ -66,6 +98,12 @@ def main() -> None:
         sys.stdout.flush()
         subprocess.run([sys.executable, "-c", ACROSS, str(torch_file), "torch", "tensorflow", "jax", "numpy"], check=True)
         subprocess.run([str(MXNET_PYTHON), "-c", ACROSS, str(torch_file), "mxnet"], check=True)
+        banner("Back to each tool's own format: tensorfile convert")
+        sys.stdout.flush()
+        for target in ("mlp.pt", "mlp.npz", "mlp-gluon.params"):  # the format follows the suffix
+            subprocess.run([str(exe), "convert", str(torch_file), str(Path(root) / target)], check=True)
+        subprocess.run([sys.executable, "-c", BACK_IN_TORCH_AND_NUMPY, root], check=True)
+        subprocess.run([str(MXNET_PYTHON), "-c", BACK_IN_GLUON, root], check=True)
         banner("Training with checkpoints: SIGKILL, resume, compare")
         train_and_kill(Path(root) / "training")
         os.chdir(HERE)
