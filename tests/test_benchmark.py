@@ -31,3 +31,16 @@ def test_checkpoint_stall_benchmark_runs():
     )
     assert out.returncode == 0, out.stderr
     assert "ratio async/sync" in out.stdout
+
+
+def test_torch_read_benchmark_small_runs():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "torch_read.py"), "--size", "small", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    for row in ("tensorfile, no torch, first load", "torch.load, warm", "torch.load in this process", "raw readinto, warm buffer"):
+        assert row in out.stdout
+    assert "first load: no torch vs torch.load" in out.stdout and "warm: no torch vs torch.load" in out.stdout

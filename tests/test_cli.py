@@ -208,3 +208,31 @@ def test_gguf_ls_info_cat_convert(tmp_path):
     assert out.returncode == 2 and "Q8_0" in out.stderr and out.stderr.count("\n") == 1
     out = run("convert", tmp_path / "m.gguf", tmp_path / "m.tf")
     assert out.returncode == 2 and "tensor 'q' has type Q8_0 (quantized)" in out.stderr
+
+
+def test_convert_keeps_tensors_whose_dotted_names_collide(tmp_path):
+    tensorfile.save({"a.b": np.zeros(2, np.float32), "a": {"b": np.ones(2, np.float32)}, "n": 3}, tmp_path / "c.tf")
+    out = run("convert", tmp_path / "c.tf", tmp_path / "c.npz")
+    assert out.returncode == 0 and "2 tensors" in out.stdout
+    assert out.stderr.strip() == f"note: {tmp_path / 'c.tf'}: nested structure flattened to 2 dotted names; 1 value other than tensors left out"
+    with np.load(tmp_path / "c.npz") as z:
+        assert sorted(z.files) == ["a.b", "a.b#1"] and z["a.b"].sum() + z["a.b#1"].sum() == 2
+
+
+def test_diff_nan_inf_and_strings(tmp_path):
+    tensorfile.save({"x": np.array([np.nan, 1.0, np.inf, -np.inf], np.float32)}, tmp_path / "a")
+    tensorfile.save({"x": np.array([np.nan, 1.0, np.inf, np.inf], np.float32)}, tmp_path / "b")
+    out = run("diff", tmp_path / "a", tmp_path / "a")
+    assert out.returncode == 0 and out.stderr == "" and out.stdout.startswith("same: 1 tensors")
+    doc = json.loads(run("diff", "--json", tmp_path / "a", tmp_path / "b").stdout)
+    assert doc["different"] and doc["compared"] == [{"name": "x", "max_abs": "inf", "max_rel": "inf", "same": False}]
+    real = FIXTURES / "real" / "scipy-csc_py3.npz"  # holds a string array
+    out = run("diff", real, real)
+    assert out.returncode == 0 and out.stdout.startswith("same: 5 tensors"), out.stderr
+
+
+def test_verify_says_when_a_file_is_not_tensors(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello, these are notes\n")
+    for target in (tmp_path / "notes.txt", tmp_path, "/dev/null"):
+        out = run("verify", target)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, (target, out.stdout, out.stderr)

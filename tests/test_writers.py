@@ -294,3 +294,67 @@ def test_sharded_resave_removes_stale_shards(tmp_path):
     assert all(torch.equal(tensorfile.load(path)[k], sd[k]) for k in sd)
     tensorfile.save({"big": torch.zeros(1000)}, path, max_shard_size=10)  # larger than the limit: a shard of its own
     assert os.listdir(tmp_path) == ["model.safetensors"]
+
+
+def test_sharded_save_touches_only_its_own_shards(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors.index.json").write_text('{"weight_map": {"x": "config.json", "y": "model.safetensors.index.json"}}')
+    tensorfile.save({"a": torch.zeros(10)}, tmp_path / "model.safetensors", max_shard_size=1000)  # one file
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    (tmp_path / "model-00007-of-00009.safetensors").write_bytes(b"left by a crash")
+    (tmp_path / "other-00001-of-00002.safetensors").write_bytes(b"another checkpoint")
+    tensorfile.save({"a": torch.ones(10), "b": torch.ones(10)}, tmp_path / "model.safetensors", max_shard_size=40)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model-00001-of-00002.safetensors",
+                                            "model-00002-of-00002.safetensors", "model.safetensors.index.json",
+                                            "other-00001-of-00002.safetensors"]  # fmt: skip
+    back = tensorfile.load(tmp_path / "model.safetensors")  # the new shards, not a stale single file
+    assert list(back) == ["a", "b"] and torch.equal(back["a"], torch.ones(10))
+
+
+def test_shard_plan_as_huggingface_hub_with_a_big_tensor_in_the_middle(tmp_path):
+    hub = pytest.importorskip("huggingface_hub")
+    sd = {"a": torch.zeros(1), "b": torch.zeros(25), "c": torch.zeros(1), "d": torch.zeros(9), "e": torch.zeros(2)}
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir(), theirs.mkdir()
+    tensorfile.save(sd, ours / "model.safetensors", max_shard_size=40)
+    hub.save_torch_state_dict(sd, theirs, max_shard_size=40)
+    index, reference = (json.loads((d / "model.safetensors.index.json").read_text()) for d in (ours, theirs))
+    assert index["weight_map"] == reference["weight_map"] and list(index["weight_map"]) == list(reference["weight_map"])
+    model = nn.ParameterDict({k: nn.Parameter(torch.ones_like(v)) for k, v in sd.items()})
+    hub.load_torch_model(model, ours)  # shards carry {"format": "pt"}, which huggingface_hub requires
+    assert all(torch.equal(model[k], sd[k]) for k in sd)
+
+
+@pytest.mark.parametrize("path", ["", "folder", "folder/"])
+def test_sharded_save_needs_a_file_name(tmp_path, path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ValueError, match="needs a file name"):
+        tensorfile.save({"a": torch.zeros(10), "b": torch.zeros(10)}, path, max_shard_size=40)
+    assert os.listdir(tmp_path / "folder") == [] and sorted(os.listdir(tmp_path)) == ["folder"]
+
+
+def test_torch_tied_parameter_stays_one_object_and_huge_ints_are_refused(tmp_path):
+    p = nn.Parameter(torch.ones(2))
+    tensorfile.save({"a": p, "b": p, "l": [p]}, tmp_path / "t.pt", format="torch")
+    back = torch.load(tmp_path / "t.pt", weights_only=True)
+    assert back["a"] is back["b"] is back["l"][0] and isinstance(back["a"], nn.Parameter)
+    tensorfile.save({"n": -(2**2039), "m": 2**2039 - 1}, tmp_path / "n.pt", format="torch")
+    assert torch.load(tmp_path / "n.pt", weights_only=True)["n"] == -(2**2039)
+    with pytest.raises(UnsupportedTypeError, match=r"reads -2\*\*2039 to 2\*\*2039 - 1"):
+        tensorfile.save({"n": 10**700}, tmp_path / "big.pt", format="torch")
+
+
+@pytest.mark.parametrize("format", ["npz", "mxnet"])
+def test_names_the_target_would_confuse_are_refused(tmp_path, format):
+    with pytest.raises(UnsupportedTypeError, match="NUL"):
+        tensorfile.save({"a\x00b": np.ones(2, np.float32), "a": np.ones(2, np.float32)}, tmp_path / "x", format=format)
+    if format == "npz":
+        with pytest.raises(UnsupportedTypeError, match="np.load cannot tell them apart"):
+            tensorfile.save({"a": np.ones(2), "a.npy": np.zeros(2)}, tmp_path / "x", format=format)
+    assert not os.listdir(tmp_path)
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"x\.pt: cannot write in .*nope: no such folder"):
+        tensorfile.save({"a": np.ones(2)}, tmp_path / "nope" / "x.pt", format="torch")

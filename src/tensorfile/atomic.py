@@ -78,7 +78,12 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Itera
     """
     real, mode = _target(os.fspath(path))
     temp = _temp_name(real)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:  # name the file asked for, not the temporary
+        folder = os.path.dirname(real) or "."
+        why = "no such folder" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
+        raise type(exc)(exc.errno, f"{path}: cannot write in {folder}: {why}") from None
     try:
         with open(fd, "wb", buffering=0) as f:
             if mode is not None:

@@ -152,6 +152,14 @@ def info_command(file: str, as_json: bool) -> None:
 @click.argument("file")
 def verify_command(file: str) -> None:
     """Read all of FILE, checking every checksum and the structure; exit 1 if it is damaged."""
+    from .foreign.detect import describe, is_readable
+
+    if os.path.exists(file) and not os.path.isfile(file):
+        _fail(f"{file}: not a regular file")
+    if os.path.isfile(file):
+        kind = describe(file, _prefix(file))
+        if kind != "safetensors" and not is_readable(kind):  # not a damaged tensor file: another kind of file
+            _fail(f"{file}: not a file of tensors: it looks like {kind}")
     try:
         value = load(file, framework="numpy")
     except FileNotFoundError:
@@ -188,6 +196,29 @@ def cat_command(file: str, name: str) -> None:
     click.echo(np.array2string(shown, threshold=200, edgeitems=3))
 
 
+def _compare(x: np.ndarray, y: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
+    """Max absolute and relative difference, and whether ``|x - y| <= atol + rtol * |y|`` everywhere.
+
+    NaN matches NaN and an infinity the same infinity (a file equals itself); arrays
+    that are not numbers (strings) are compared for equality (differences 0 or inf).
+    """
+    if x.dtype.kind not in "biufc" and not x.dtype.name.startswith(("bfloat", "float8")):
+        same = bool(np.array_equal(x, y))
+        return (0.0, 0.0, same) if same else (float("inf"), float("inf"), False)
+    kind = np.complex128 if x.dtype.kind == "c" else np.float64
+    xf, yf = x.astype(kind).reshape(-1), y.astype(kind).reshape(-1)
+    if not xf.size:
+        return 0.0, 0.0, True
+    with np.errstate(invalid="ignore", over="ignore"):
+        exact = (xf == yf) | (np.isnan(xf) & np.isnan(yf))  # nan == nan, inf == inf
+        both = np.isfinite(xf) & np.isfinite(yf)
+        diff = np.where(exact, 0.0, np.where(both, np.abs(xf - yf), np.inf))
+        scale = np.abs(yf)
+        rel = np.where(diff == 0, 0.0, np.where(both & (scale > 0), diff / np.where(scale > 0, scale, 1), np.inf))
+        same = bool(np.all(exact | (both & (diff <= atol + rtol * scale))))
+    return float(diff.max()), float(rel.max()), same
+
+
 @main.command("diff")
 @click.argument("a")
 @click.argument("b")
@@ -202,16 +233,10 @@ def diff_command(a: str, b: str, atol: float, rtol: float, as_json: bool) -> Non
     compared: list[dict[str, Any]] = []
     for name in sorted(set(left) & set(right)):
         x, y = left[name], right[name]
-        if x.shape != y.shape or x.dtype != y.dtype:
+        if x.shape != y.shape or x.dtype.newbyteorder("=") != y.dtype.newbyteorder("="):
             changed.append({"name": name, "a": f"{x.dtype.name} {list(x.shape)}", "b": f"{y.dtype.name} {list(y.shape)}"})
             continue
-        xf = x.astype(np.complex128 if x.dtype.kind == "c" else np.float64)
-        yf = y.astype(np.complex128 if y.dtype.kind == "c" else np.float64)
-        diff = np.abs(xf - yf)
-        max_abs = float(np.nanmax(diff)) if diff.size else 0.0
-        scale = np.abs(yf)
-        max_rel = float(np.nanmax(np.where(scale > 0, diff / np.where(scale > 0, scale, 1), np.where(diff > 0, np.inf, 0)))) if diff.size else 0.0
-        same = bool(np.all(diff <= atol + rtol * scale) & (np.isnan(xf) == np.isnan(yf)).all()) if diff.size else True
+        max_abs, max_rel, same = _compare(x, y, atol, rtol)
         finite = lambda v: v if np.isfinite(v) else ("nan" if np.isnan(v) else "inf")  # noqa: E731 - JSON has no inf
         compared.append({"name": name, "max_abs": finite(max_abs), "max_rel": finite(max_rel), "same": same})
     different = bool(only_a or only_b or changed or not all(c["same"] for c in compared))
@@ -270,14 +295,14 @@ def convert_command(src: str, dst: str, fmt: str | None, max_shard_size: str | N
         fmt = SUFFIX_FORMATS.get(os.path.splitext(dst)[1].lower(), "tensorfile")
     value = _source(src)
     if (fmt in ("npz", "mxnet", "mxnet-np", "safetensors") or max_shard_size) and not _is_flat(value):
-        flat = flat_arrays(value)
+        flat = flat_arrays(value)  # a name taken twice gets a #N suffix: nothing is lost
         dropped = _count_values(value) - len(flat)
         click.echo(f"note: {src}: nested structure flattened to {len(flat)} dotted names"
-                   + (f"; {dropped} values that are not tensors left out" if dropped else ""), err=True)  # fmt: skip
+                   + (f"; {dropped} value{'' if dropped == 1 else 's'} other than tensors left out" if dropped else ""), err=True)  # fmt: skip
         value = flat
     size = None
     if max_shard_size is not None:
-        size = int(max_shard_size) if max_shard_size.isdigit() else max_shard_size
+        size = int(max_shard_size) if max_shard_size.isascii() and max_shard_size.isdigit() else max_shard_size
     try:
         save(value, dst, format=fmt, max_shard_size=size)
     except (TensorFileError, ValueError, OSError) as exc:

@@ -136,14 +136,19 @@ def save(
             ``model.safetensors.index.json``. With one shard only ``path`` is
             written, as huggingface_hub does. ``obj`` must be a flat dict of str to
             tensor; shards are tensorfile files, or plain safetensors files with
-            ``format="safetensors"``. ``load(path)`` reads either layout. Each
-            file is written atomically, the index last; shards an older index
-            named and the new one does not are then removed.
+            ``format="safetensors"``, each with ``{"format": "pt"}`` in its
+            metadata (huggingface_hub's loader requires it) unless ``metadata``
+            says otherwise. ``load(path)`` reads either layout. Each file is
+            written atomically, the index last; then files beside it named as
+            shards of the same checkpoint but not part of this one (an earlier
+            save's), and ``path`` itself after a save of several shards, are
+            removed. Nothing else is touched.
 
     Raises:
         UnsupportedTypeError: a value or dtype cannot be stored; the message
             names its place (``obj['optimizer']['state'][0]['fn']``) and type.
-        TypeError, ValueError: bad ``metadata``.
+        TypeError, ValueError: bad ``metadata``, ``format`` or ``max_shard_size``,
+            or (sharded) a ``path`` that names a folder.
         OSError: the file cannot be written (an existing file is left intact).
 
     Example:
@@ -177,20 +182,22 @@ def _save_sharded(obj: Any, path: str, metadata: Mapping[str, str] | None, forma
     files, index = sharded.shard_names(path, len(plan))
     write = _save_plain if format == "safetensors" else lambda o, p, m: _save(o, p, m, durable=True)
     folder = os.path.dirname(index)
-    old = sharded.previous_shards(index)
+    single = index[: -len(".index.json")]
+    shard_metadata = {"format": "pt", **user}  # huggingface_hub's loader requires a "format" entry in each shard
     if len(plan) == 1:  # one file, no index, as huggingface_hub writes it
-        target = index[: -len(".index.json")]
-        write(tensors, target, user)
+        write(tensors, single, shard_metadata)
         with contextlib.suppress(FileNotFoundError):
             os.remove(index)
-        keep = {os.path.basename(target)}
+        keep: set[str] = set()
     else:
         for shard, members in zip(files, plan):
-            write({k: tensors[k] for k in members}, os.path.join(folder, shard), user)
+            write({k: tensors[k] for k in members}, os.path.join(folder, shard), shard_metadata)
         weight_map = {k: shard for shard, members in zip(files, plan) for k in members}
         sharded.write_index(index, weight_map, sum(a.nbytes for a in arrays), user)
         keep = set(files)
-    for name in sorted(old - keep):
+        if os.path.isfile(single):  # a one-file save of the same checkpoint: readers would prefer it
+            os.remove(single)
+    for name in sharded.stale_shards(index, keep):
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(folder, name))
 

@@ -220,10 +220,18 @@ def decode_plain(node: Mapping[str, Any]) -> Any:
 def flat_arrays(value: Any, prefix: str = "") -> dict[str, np.ndarray]:
     """NumPy arrays (and scalars) inside nested dicts / lists / tuples by dotted path; other values dropped.
 
-    A lone array is named ``"tensor"``. Used where only named arrays matter (the
-    CLI, ``load_parameters`` from a nested file).
+    A lone array is named ``"tensor"``; a name already taken (``{"a.b": x, "a": {"b": y}}``)
+    gets a ``#N`` suffix, as :func:`flatten` does, so no array is lost. Used where only
+    named arrays matter (the CLI, ``open`` of other tools' files, ``load_parameters``
+    from a nested file).
     """
     out: dict[str, np.ndarray] = {}
+
+    def put(name: str, array: np.ndarray) -> None:
+        unique, n = name, 1
+        while unique in out:
+            unique, n = f"{name}#{n}", n + 1
+        out[unique] = array
 
     def walk(node: Any, path: str, depth: int) -> None:
         if depth > 1000:
@@ -235,7 +243,7 @@ def flat_arrays(value: Any, prefix: str = "") -> dict[str, np.ndarray]:
             for i, v in enumerate(node):
                 walk(v, f"{path}{i}.", depth + 1)
         elif isinstance(node, (np.ndarray, np.generic)):
-            out[path[:-1] if path else "tensor"] = np.asarray(node)
+            put(path[:-1] if path else "tensor", np.asarray(node))
 
     walk(value, prefix, 0)
     return out

@@ -72,6 +72,15 @@ MAX_DIMS = 4
 #: Deepest nesting of metadata arrays (arrays of arrays ...).
 MAX_NESTING = 8
 DEFAULT_ALIGNMENT = 32
+#: Largest ``general.alignment`` accepted (real files use 32 to 4096).
+MAX_ALIGNMENT = 1 << 20
+#: Most tensors, metadata keys, and metadata values held as Python objects (strings and nested arrays;
+#: numbers in arrays count once per ``NUMBERS_PER_ITEM``), so that a header of tiny items cannot cost
+#: minutes or gigabytes. Real files hold a few thousand tensors and a vocabulary of up to ~500k strings.
+MAX_TENSORS = 1 << 16
+MAX_KEYS = 1 << 16
+MAX_ITEMS = 1 << 21
+NUMBERS_PER_ITEM = 8
 
 #: ggml type id -> (name, elements per block, bytes per block, NumPy dtype name or None when quantized).
 #: From ggml ``include/ggml.h`` (``enum ggml_type``) and ``src/ggml.c`` (``type_traits``); ids 4, 5,
@@ -144,6 +153,13 @@ class _Reader:
 
     def __init__(self, f: IO[bytes], path: str, size: int) -> None:
         self.f, self.path, self.size, self.pos, self.order = f, path, size, 0, "<"
+        self.items = 0
+
+    def spend(self, n: int, what: str) -> None:
+        """Count ``n`` more metadata values held in memory; past :data:`MAX_ITEMS` the file is refused."""
+        self.items += n
+        if self.items > MAX_ITEMS:
+            raise FormatError(f"{self.path}: reading {what}: more than {MAX_ITEMS} metadata values (the limit)")
 
     def left(self) -> int:
         return min(self.size, MAX_HEADER) - self.pos
@@ -210,6 +226,7 @@ def _value(r: _Reader, vtype: int, what: str, depth: int = 0) -> Any:
     if etype not in _MIN_SIZE:
         raise FormatError(f"{r.path}: {what}: unknown array element type {etype} (expected 0 to 12)")
     n = r.count(_MIN_SIZE[etype], f"{what} length")
+    r.spend(-(-n // NUMBERS_PER_ITEM) if etype in _SCALARS or etype == _BOOL else n, what)
     if etype in _SCALARS:
         raw = r.take(n * _MIN_SIZE[etype], what)
         return np.frombuffer(raw, np.dtype(r.order + _SCALARS[etype]), n).tolist()
@@ -236,13 +253,18 @@ def _version(r: _Reader) -> int:
     if version == 1:
         raise FormatError(f"{r.path}: GGUF version 1 (u32 counts, 2023) is not supported; versions 2 and 3 are")
     if version not in (2, 3):
-        raise FormatError(f"{r.path}: unknown GGUF version {version}; versions 2 and 3 are read")
+        raise FormatError(
+            f"{r.path}: unknown GGUF version (bytes {raw.hex()}: {struct.unpack('<I', raw)[0]} little-endian, "
+            f"{struct.unpack('>I', raw)[0]} big-endian); versions 2 and 3 are read"
+        )
     return version
 
 
 def _metadata(r: _Reader) -> tuple[dict[str, Any], dict[str, int]]:
     """Key -> value and key -> value type, in file order."""
     count = r.count(_MIN_KV, "the key/value count")
+    if count > MAX_KEYS:
+        raise FormatError(f"{r.path}: {count} metadata keys (at most {MAX_KEYS} are read)")
     metadata: dict[str, Any] = {}
     types: dict[str, int] = {}
     for i in range(count):
@@ -258,8 +280,10 @@ def _alignment(metadata: dict[str, Any], types: dict[str, int], path: str) -> in
     if "general.alignment" not in metadata:
         return DEFAULT_ALIGNMENT
     value = metadata["general.alignment"]
-    if types["general.alignment"] not in _INTEGERS or value <= 0 or value & (value - 1):
-        raise FormatError(f"{path}: general.alignment is {value!r}; expected a nonzero power of two (an integer)")
+    if types["general.alignment"] not in _INTEGERS or value <= 0 or value & (value - 1) or value > MAX_ALIGNMENT:
+        raise FormatError(
+            f"{path}: general.alignment is {value!r}; expected a power of two from 1 to {MAX_ALIGNMENT} (an integer)"
+        )
     return int(value)
 
 
@@ -284,8 +308,8 @@ def _nbytes(path: str, index: int, name: str, dims: tuple[int, ...], type_id: in
     count = nonzero = 1
     for d in dims:
         count, nonzero = count * d, nonzero * max(d, 1)  # Python ints: no overflow while checking
-    if nonzero >= 1 << 63:
-        raise FormatError(f"{path}: {what}: dims {list(dims)} overflow int64")
+    if nonzero >= 1 << 59:  # NumPy refuses shapes whose nonzero dims multiply past 2**63 bytes
+        raise FormatError(f"{path}: {what}: dims {list(dims)} are too large (their product passes 2**59)")
     if dims and dims[0] % block:
         raise FormatError(f"{path}: {what}: ne[0] = {dims[0]} is not a multiple of the {type_name} block size {block}")
     return count // block * block_bytes  # checked against the file by the caller
@@ -295,6 +319,8 @@ def _parse(f: IO[bytes], path: str, size: int) -> GGUFHeader:
     r = _Reader(f, path, size)
     version = _version(r)
     n_tensors = r.count(_MIN_TENSOR_INFO, "the tensor count")
+    if n_tensors > MAX_TENSORS:
+        raise FormatError(f"{path}: {n_tensors} tensors (at most {MAX_TENSORS} are read)")
     metadata, types = _metadata(r)
     alignment = _alignment(metadata, types, path)
     raw_infos = [_tensor_info(r, i) for i in range(n_tensors)]
@@ -308,7 +334,7 @@ def _parse(f: IO[bytes], path: str, size: int) -> GGUFHeader:
         what = f"tensor {i} {name!r}"
         if rel % alignment:
             raise FormatError(f"{path}: {what}: offset {rel} is not a multiple of the alignment {alignment}")
-        if nbytes and data_start + rel + nbytes > size:
+        if data_start + rel + nbytes > size:  # (a zero-size tensor too: its offset must lie in the file)
             raise FormatError(
                 f"{path}: reading {what} data: expected {nbytes} bytes at offset {data_start + rel}, "
                 f"got {max(0, size - data_start - rel)} (the file has {size} bytes)"

@@ -167,6 +167,8 @@ def write_mxnet(f: IO[bytes], names: list[str] | None, arrays: list[np.ndarray],
     """
     labels = names if names is not None else [f"[{i}]" for i in range(len(arrays))]
     for label, array in zip(labels, arrays):
+        if "\x00" in label:
+            raise UnsupportedTypeError(f"array {label!r}: MXNet reads names as C strings and would cut this one at its NUL")
         if array.dtype.name not in _FLAGS:
             raise UnsupportedTypeError(
                 f"array {label}: MXNet 1.9.1 cannot load {array.dtype.name}; expected one of {sorted(_FLAGS)}"

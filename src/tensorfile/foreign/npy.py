@@ -136,7 +136,12 @@ def write_npz(f: IO[bytes], names: list[str], arrays: list[np.ndarray], progress
         UnsupportedTypeError: a dtype ``.npy`` cannot describe (bfloat16, float8:
             NumPy would store them as opaque bytes); the message names the array.
     """
+    taken = set(names)
     for name, array in zip(names, arrays):
+        if "\x00" in name:
+            raise UnsupportedTypeError(f"array {name!r}: a .npz member name cannot hold a NUL character")
+        if name.endswith(".npy") and name[:-4] in taken:  # np.load would answer z[name] with the other array
+            raise UnsupportedTypeError(f"arrays {name[:-4]!r} and {name!r}: np.load cannot tell them apart in a .npz")
         if array.dtype.name not in NPY_DTYPES:
             raise UnsupportedTypeError(f"array {name!r}: a .npz file has no dtype {array.dtype.name} "
                                        "(np.load would return raw bytes); convert it first, e.g. to float32")  # fmt: skip

@@ -52,6 +52,7 @@ class ForeignFile:
         self._infos = dict(infos)
         self._metadata = {str(k): _text(v) for k, v in metadata.items()}
         self._mapped_fn, self._convert_fn, self._load, self._get, self._close = mapped, convert, load, get, close
+        self._closed = False
 
     def keys(self) -> list[str]:
         """Tensor names, in the file's order."""
@@ -66,7 +67,12 @@ class ForeignFile:
     def __contains__(self, name: object) -> bool:
         return name in self._infos
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"{self.path}: the file is closed")
+
     def _mapped(self, name: str) -> np.ndarray:
+        self._check_open()
         self.info(name)
         return self._mapped_fn(name)
 
@@ -79,6 +85,7 @@ class ForeignFile:
         Raises:
             KeyError: no such tensor.
         """
+        self._check_open()
         if self._get is not None:
             self.info(name)
             return self._get(name)
@@ -113,6 +120,7 @@ class ForeignFile:
 
     def close(self) -> None:
         """Close the file; tensors already returned stay valid."""
+        self._closed = True
         self._close()
 
     def __enter__(self) -> "ForeignFile":

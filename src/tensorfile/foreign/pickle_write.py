@@ -5,7 +5,8 @@ Python's own pickler must import a module to write one of its globals; this
 writer emits ``GLOBAL module name`` from strings, so a ``torch.save`` file can be
 written where torch is not installed. It writes only None, bool, int, float, str,
 tuple, list, dict, ``collections.OrderedDict``, calls of named globals
-(``REDUCE``) and persistent ids (``BINPERSID``). Globals are memoized.
+(``REDUCE``) and persistent ids (``BINPERSID``). Globals are memoized, and so are calls:
+the same :class:`Call` object written twice loads as one object.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ class PickleWriter:
 
     def __init__(self) -> None:
         self._out = bytearray()
-        self._memo: dict[tuple[str, str], int] = {}
+        self._memo: dict[tuple[str, str], int] = {}  # global -> memo index
+        self._objects: dict[int, int] = {}  # id(Call) -> memo index
+        self._keep: list[Call] = []
+        self._next = 0
         self._writers: dict[type, Callable[[Any], None]] = {
             type(None): lambda v: self._out.extend(b"N"),
             bool: lambda v: self._out.extend(b"\x88" if v else b"\x89"),
@@ -64,6 +68,9 @@ class PickleWriter:
         """The pickle of ``value``: ``PROTO 2``, the value, ``STOP``."""
         self._out = bytearray(b"\x80\x02")
         self._memo.clear()
+        self._objects.clear()
+        self._keep.clear()
+        self._next = 0
         self._value(value)
         self._out.extend(b".")
         return bytes(self._out)
@@ -83,11 +90,11 @@ class PickleWriter:
         if -(1 << 31) <= value < (1 << 31):
             self._out.extend(b"J" + struct.pack("<i", value))
             return
-        data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)  # two's complement
-        if len(data) < 256:
-            self._out.extend(b"\x8a" + bytes([len(data)]) + data)  # LONG1
-        else:
-            self._out.extend(b"\x8b" + struct.pack("<i", len(data)) + data)  # LONG4
+        size = ((value if value >= 0 else ~value).bit_length() + 8) // 8  # bytes of two's complement, sign included
+        data = value.to_bytes(size, "little", signed=True)
+        if len(data) >= 256:  # LONG4: torch.load(weights_only=True) refuses it, and so does torch.save's output
+            raise ValueError(f"an int of {value.bit_length()} bits (torch's safe loader reads -2**2039 to 2**2039 - 1)")
+        self._out.extend(b"\x8a" + bytes([len(data)]) + data)  # LONG1
 
     def _str(self, value: str) -> None:
         data = value.encode("utf-8", "surrogatepass")
@@ -126,18 +133,33 @@ class PickleWriter:
         key = (value.module, value.name)
         index = self._memo.get(key)
         if index is not None:
-            self._out.extend(b"h" + bytes([index]) if index < 256 else b"j" + struct.pack("<I", index))
+            self._get(index)
             return
         if "\n" in value.module or "\n" in value.name:
             raise ValueError(f"bad global name {value.module}.{value.name}")
         self._out.extend(b"c" + f"{value.module}\n{value.name}\n".encode("ascii"))
-        index = self._memo[key] = len(self._memo)
-        self._out.extend(b"q" + bytes([index]) if index < 256 else b"r" + struct.pack("<I", index))
+        self._memo[key] = self._put()
 
     def _call(self, value: Call) -> None:
+        """``function(*args)``; the same Call object again is the same object on load (memoized)."""
+        index = self._objects.get(id(value))
+        if index is not None:
+            self._get(index)
+            return
         self._global(value.function)
         self._tuple(value.args)
         self._out.extend(b"R")
+        self._objects[id(value)] = self._put()
+        self._keep.append(value)  # ids stay unique while the pickle is built
+
+    def _put(self) -> int:
+        index = self._next
+        self._next += 1
+        self._out.extend(b"q" + bytes([index]) if index < 256 else b"r" + struct.pack("<I", index))
+        return index
+
+    def _get(self, index: int) -> None:
+        self._out.extend(b"h" + bytes([index]) if index < 256 else b"j" + struct.pack("<I", index))
 
     def _persistent_id(self, value: PersistentId) -> None:
         self._value(value.value)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Callable
 
 from ..errors import FormatError
 
-__all__ = ["is_index", "read_index", "MAX_INDEX_BYTES", "parse_size", "plan_shards", "shard_names", "write_index", "previous_shards"]
+__all__ = ["is_index", "read_index", "MAX_INDEX_BYTES", "parse_size", "plan_shards", "shard_names", "write_index", "stale_shards"]
 
 MAX_INDEX_BYTES = 64 << 20
 
@@ -66,67 +67,80 @@ def read_index(path: str, load_shard: Callable[[str], dict[str, Any]]) -> dict[s
     return {name: loaded[name] for name in weight_map}
 
 
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}  # fmt: skip
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]I?B|B)?", re.ASCII)
+#: Largest shard limit accepted (bytes): far beyond any file system's file size.
+MAX_LIMIT = 1 << 60
 
 
 def parse_size(size: int | str) -> int:
     """Bytes from an int or a string such as ``"5GB"`` (10**9) or ``"2GiB"`` (2**30), as huggingface_hub reads them.
 
     Raises:
-        ValueError: not a positive size.
+        ValueError: not a positive size of at most 2**60 bytes.
     """
+    usage = f"max_shard_size {size!r:.40}: expected bytes as an int or a string like '5GB' or '500MiB'"
     if isinstance(size, str):
-        text = size.strip().upper().replace(" ", "")
-        number = text.rstrip("KMGTIB")
-        unit = text[len(number):]
-        if unit not in _UNITS or not number.replace(".", "", 1).isdigit():
-            raise ValueError(f"max_shard_size {size!r}: expected bytes as an int or a string like '5GB' or '500MiB'")
-        value = int(float(number) * _UNITS[unit])
+        match = _SIZE.fullmatch(size.strip().upper())
+        if match is None or len(match.group(1)) > 30:
+            raise ValueError(usage)
+        value = int(float(match.group(1)) * _UNITS[match.group(2) or "B"])
     elif isinstance(size, int) and not isinstance(size, bool):
         value = size
     else:
-        raise ValueError(f"max_shard_size {size!r}: expected bytes as an int or a string like '5GB'")
-    if value <= 0:
-        raise ValueError(f"max_shard_size {size!r}: must be positive")
+        raise ValueError(usage)
+    if not 0 < value <= MAX_LIMIT:
+        raise ValueError(f"max_shard_size {size!r:.40}: must be between 1 and 2**60 bytes")
     return value
 
 
 def plan_shards(sizes: dict[str, int], max_shard_size: int) -> list[list[str]]:
-    """Split tensor names, in order, into shards of at most ``max_shard_size`` bytes of data.
-
-    A tensor larger than the limit gets a shard of its own (as huggingface_hub does).
+    """Split tensor names into shards of at most ``max_shard_size`` bytes of data, as huggingface_hub does
+    (``split_state_dict_into_shards_factory``): names in order, a new shard when the next tensor would
+    overflow the current one; a tensor larger than the limit gets a shard of its own, placed when it is met.
     """
     shards: list[list[str]] = []
+    current: list[str] = []
     used = 0
     for name, nbytes in sizes.items():
-        if not shards or (used + nbytes > max_shard_size and shards[-1]):
-            shards.append([])
-            used = 0
-        shards[-1].append(name)
+        if nbytes > max_shard_size:
+            shards.append([name])
+            continue
+        if current and used + nbytes > max_shard_size:
+            shards.append(current)
+            current, used = [], 0
+        current.append(name)
         used += nbytes
-    return shards or [[]]
+    if current or not shards:
+        shards.append(current)
+    return shards
 
 
 def shard_names(path: str, count: int) -> tuple[list[str], str]:
     """Shard file names and the index path for ``path`` (``model.safetensors`` ->
-    ``model-00001-of-00003.safetensors`` ... and ``model.safetensors.index.json``)."""
+    ``model-00001-of-00003.safetensors`` ... and ``model.safetensors.index.json``).
+
+    Raises:
+        ValueError: ``path`` names a folder rather than a file.
+    """
     if path.endswith(".index.json"):
         path = path[: -len(".index.json")]
     folder, base = os.path.split(path)
+    if not base or base in (".", "..") or os.path.isdir(path):
+        raise ValueError(f"{path!r}: a sharded save needs a file name such as 'folder/model.safetensors'")
     stem, suffix = os.path.splitext(base)
     names = [f"{stem}-{i:05d}-of-{count:05d}{suffix or '.safetensors'}" for i in range(1, count + 1)]
     return names, os.path.join(folder, base + ".index.json")
 
 
-def previous_shards(index: str) -> set[str]:
-    """The shard file names an existing index names (empty when there is none or it is unreadable)."""
-    try:
-        with open(index, "rb") as f:
-            weight_map = json.loads(f.read(MAX_INDEX_BYTES).decode("utf-8")).get("weight_map", {})
-        return {v for v in weight_map.values() if isinstance(v, str) and v == os.path.basename(v) and v not in ("", ".", "..")}
-    except (OSError, ValueError, AttributeError):
-        return set()
+def stale_shards(index: str, keep: set[str]) -> list[str]:
+    """Files beside ``index`` named as shards of the same checkpoint (``model-NNNNN-of-NNNNN.safetensors``)
+    that are not in ``keep``: what an earlier sharded save left. Nothing else is ever named."""
+    folder, base = os.path.split(index[: -len(".index.json")])
+    stem, suffix = os.path.splitext(base)
+    pattern = re.compile(re.escape(stem) + r"-\d{5}-of-\d{5}" + re.escape(suffix or ".safetensors"))
+    return sorted(n for n in os.listdir(folder or ".") if pattern.fullmatch(n) and n not in keep)
 
 
 def write_index(path: str, weight_map: dict[str, str], total_size: int, metadata: dict[str, str]) -> None:

@@ -15,14 +15,13 @@ import struct
 import zipfile
 import zlib
 from collections import OrderedDict
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import FormatError, IntegrityError, UnsupportedTypeError
-from ..format.checksums import HashPool
 from ..format.dtypes import dtype_from_name
 from .unpickler import restricted_loads
 
@@ -199,7 +198,7 @@ def _passing_errors(persistent_load: Callable[[Any], Any]) -> Callable[[Any], An
     """``persistent_load`` whose IntegrityError and UnsupportedTypeError reach the caller as they are.
 
     (:func:`restricted_loads` reports any ValueError or TypeError from inside the pickle as a malformed
-    pickle, a FormatError; a damaged storage or a quantized one is neither.)
+    pickle, a FormatError; a damaged compressed storage or a quantized one is neither.)
     """
 
     def wrapped(pid: Any) -> Any:
@@ -231,21 +230,26 @@ def is_torch_legacy(prefix: bytes) -> bool:
     return prefix[:2] == b"\x80\x02" and prefix[2:3] == b"\x8a"
 
 
-#: Storages are read and CRC-checked in pieces of this size, each piece's CRC-32 on a helper thread.
+#: Large storages are read in pieces of this size, by :data:`READERS` helper threads (``preadv`` releases the GIL).
 READ_CHUNK = 8 << 20
-#: Storages smaller than this are checked inline (handing them to the thread costs more).
+READERS = 2
+#: Storages smaller than this are read at once by the unpickling thread (a hand-off costs more).
 SMALL = 1 << 20
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zipfile's structFileHeader: 30 bytes
 
 
-def _member_offset(path: str, f: Any, info: zipfile.ZipInfo, size: int) -> int:
-    """Where a stored member's bytes start in the file, after its local header (checked like zipfile does)."""
-    header = os.pread(f.fileno(), _LOCAL_HEADER.size, info.header_offset) if info.header_offset >= 0 else b""
+def _member_offset(path: str, fd: int, info: zipfile.ZipInfo, size: int) -> int:
+    """Where a stored member's bytes start in the file, after its local header (checked as zipfile checks it).
+
+    Raises FormatError when the header is missing or names another member, or when the member's
+    bytes would run past the end of the file (so nothing is allocated for a size the file cannot hold).
+    """
+    header = os.pread(fd, _LOCAL_HEADER.size, info.header_offset) if info.header_offset >= 0 else b""
     if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
         raise FormatError(f"{path}: {info.filename!r} has no local file header at byte {info.header_offset}")
     fields = _LOCAL_HEADER.unpack(header)
     name_length, extra_length = fields[10], fields[11]
-    name = os.pread(f.fileno(), name_length, info.header_offset + _LOCAL_HEADER.size)
+    name = os.pread(fd, name_length, info.header_offset + _LOCAL_HEADER.size)
     decoded = name.decode("utf-8" if info.flag_bits & 0x800 else "cp437", errors="replace")
     if decoded != info.orig_filename:
         raise FormatError(f"{path}: the local header of {info.filename!r} names {decoded!r}")
@@ -258,65 +262,77 @@ def _member_offset(path: str, f: Any, info: zipfile.ZipInfo, size: int) -> int:
     return start
 
 
-#: Large members read and their CRC-32s, still being computed on the pool's thread.
-_Checks = list[tuple[zipfile.ZipInfo, Future[int]]]
-
-
-def _read_member(
-    path: str, f: Any, zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, pool: HashPool, checks: _Checks
-) -> np.ndarray:
-    """A member's bytes in a new writable array, its CRC-32 checked (a large one's later, through ``checks``).
-
-    torch writes storages uncompressed: those are read straight from the file into
-    the array (one copy, no intermediate buffer), piece by piece, while the helper
-    thread computes the CRC-32 of the piece before (zlib releases the GIL). Any
-    other member (compressed by a re-zipping tool, or encrypted) goes through zipfile.
-    """
-    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1 or info.compress_size != info.file_size:
-        try:
-            return np.frombuffer(zf.read(info), np.uint8).copy()
-        except zipfile.BadZipFile as exc:  # zipfile checks the CRC-32 itself
-            raise (IntegrityError if "CRC" in str(exc) else FormatError)(f"{path}: {info.filename!r}: {exc}") from None
-        except (RuntimeError, NotImplementedError, zlib.error, EOFError) as exc:
-            raise FormatError(f"{path}: {info.filename!r} cannot be read: {exc}") from None
-    start = _member_offset(path, f, info, size)  # the size is checked against the file before allocating
-    data = np.empty(info.file_size, np.uint8)
-    view = memoryview(data)
-    if info.file_size < SMALL:
-        _read_into(path, f, info, view, start, 0)
-        if not os.environ.get("TF_NO_CRC"): _check_crc(path, info, zlib.crc32(view))
-        return data
-    crc = [0]
-
-    def update(piece: memoryview) -> None:  # runs on the pool's one thread, so in order
-        crc[0] = zlib.crc32(piece, crc[0])
-
-    for begin in range(0, info.file_size, READ_CHUNK):
-        piece = view[begin : begin + READ_CHUNK]
-        _read_into(path, f, info, piece, start, begin)
-        if not os.environ.get("TF_NO_CRC"): pool.submit(update, piece)
-    if not os.environ.get("TF_NO_CRC"): checks.append((info, pool.submit(lambda: crc[0])))
-    return data
-
-
-def _check_crc(path: str, info: zipfile.ZipInfo, got: int) -> None:
-    if got != info.CRC:
-        raise IntegrityError(
-            f"{path}: {info.filename!r} is damaged: its CRC-32 is {got:08x}, the archive records {info.CRC:08x}"
-        )
-
-
-def _read_into(path: str, f: Any, info: zipfile.ZipInfo, piece: memoryview, start: int, begin: int) -> None:
-    """Fill ``piece`` with the member's bytes from ``begin`` on (the member's data starts at byte ``start``)."""
+def _read_into(path: str, fd: int, info: zipfile.ZipInfo, piece: memoryview, position: int) -> None:
+    """Fill ``piece`` with the file's bytes from ``position`` on (a part of member ``info``)."""
     done = 0
     while done < len(piece):
-        got = os.preadv(f.fileno(), [piece[done:]], start + begin + done)
+        got = os.preadv(fd, [piece[done:]], position + done)
         if got <= 0:
             raise FormatError(
-                f"{path}: {info.filename!r}: expected {info.file_size} bytes at byte {start}, the file ended "
-                f"after {begin + done} (truncated)"
+                f"{path}: {info.filename!r}: expected {len(piece)} bytes at byte {position}, the file ended "
+                f"after {done} (truncated)"
             )
         done += got
+
+
+class _StorageReader:
+    """Reads the members of one torch zip file into new arrays (a context manager).
+
+    torch writes storages uncompressed, so a storage is read straight from the file
+    into its array with ``preadv``: one copy, from the page cache into the array.
+    Large storages are read in pieces by helper threads while the pickle goes on;
+    :meth:`wait` returns once every piece is in. Members compressed by a re-zipping
+    tool (or encrypted) go through zipfile, which also checks their CRC-32.
+
+    Stored members are not CRC-checked, as torch.load does not check them: CRC-32
+    (zlib, about 4 GB/s here) would cost more than the read itself.
+    """
+
+    def __init__(self, path: str, f: Any, zf: zipfile.ZipFile) -> None:
+        self.path, self.fd, self.zf = path, f.fileno(), zf
+        self.size = os.fstat(self.fd).st_size
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future[None]] = []
+        self._stored = 0  # bytes of stored members read so far
+
+    def read(self, info: zipfile.ZipInfo) -> np.ndarray:
+        """Member ``info``'s bytes in a new writable uint8 array (large ones complete only after :meth:`wait`)."""
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1 or info.compress_size != info.file_size:
+            try:
+                return np.frombuffer(self.zf.read(info), np.uint8).copy()
+            except zipfile.BadZipFile as exc:  # zipfile checks the CRC-32 of what it inflates
+                error = IntegrityError if "CRC" in str(exc) else FormatError
+                raise error(f"{self.path}: {info.filename!r}: {exc}") from None
+            except (RuntimeError, NotImplementedError, zlib.error, EOFError) as exc:
+                raise FormatError(f"{self.path}: {info.filename!r} cannot be read: {exc}") from None
+        start = _member_offset(self.path, self.fd, info, self.size)  # checked against the file before allocating
+        self._stored += info.file_size
+        if self._stored > self.size:  # members whose bytes overlap, to allocate more than the file holds
+            raise FormatError(f"{self.path}: the stored members claim more bytes than the {self.size}-byte file holds")
+        data = np.empty(info.file_size, np.uint8)
+        view = memoryview(data)
+        if info.file_size < SMALL:
+            _read_into(self.path, self.fd, info, view, start)
+            return data
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(READERS, thread_name_prefix="tensorfile-read")
+        for begin in range(0, info.file_size, READ_CHUNK):
+            piece = view[begin : begin + READ_CHUNK]
+            self._pending.append(self._pool.submit(_read_into, self.path, self.fd, info, piece, start + begin))
+        return data
+
+    def wait(self) -> None:
+        """Wait for every piece; raises the first piece's error (FormatError when the file was cut short)."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def __enter__(self) -> "_StorageReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str) -> Any:
@@ -328,10 +344,10 @@ def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str) -> Any:
         raise UnsupportedTypeError(f"{path}: big-endian torch files are not supported")
     storages: dict[str, _Storage] = {}
     table = _table(path)
-    size = os.fstat(f.fileno()).st_size
-    checks: _Checks = []
+    with zf.open(f"{root}/data.pkl") as pickle_file:
+        pickled = pickle_file.read()
 
-    with HashPool() as pool:
+    with _StorageReader(path, f, zf) as reader:
 
         @_passing_errors
         def persistent_load(pid: Any) -> _Storage:
@@ -346,16 +362,13 @@ def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str) -> Any:
                     raise FormatError(
                         f"{path}: storage {key!r} claims {numel} elements, the archive holds {info.file_size} bytes"
                     )
-                raw = _read_member(path, f, zf, info, size, pool, checks)
+                raw = reader.read(info)
                 usable = raw[: (raw.size // dtype.itemsize) * dtype.itemsize]
                 storages[key] = _Storage(key, dtype, numel, usable.view(dtype))
             return storages[key]
 
-        with zf.open(f"{root}/data.pkl") as pickle_file:
-            pickled = pickle_file.read()
         value = _loads(pickled, table, persistent_load=persistent_load, what=f"{path}: data.pkl")
-        for info, crc in checks:
-            _check_crc(path, info, crc.result())
+        reader.wait()
     return _materialize(value, path)
 
 

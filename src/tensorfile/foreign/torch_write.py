@@ -143,7 +143,10 @@ def write_torch(f: BinaryIO, flat: Flattened, progress: Callable[[int], None] | 
         progress: called with the number of data bytes written after each chunk.
     """
     calls, storages = _storages(flat)
-    pickled = PickleWriter().dumps(unflatten(flat.root, lambda name: calls[name]))
+    try:
+        pickled = PickleWriter().dumps(unflatten(flat.root, lambda name: calls[name]))
+    except (ValueError, TypeError) as exc:
+        raise UnsupportedTypeError(f"obj: a torch.save file cannot hold {exc}") from None
     archive = _Archive(f, "archive")
     for name, text in (("data.pkl", pickled), (".format_version", b"1"), (".storage_alignment", b"%d" % ALIGNMENT),
                        ("byteorder", b"little")):  # fmt: skip
