@@ -48,7 +48,7 @@ net.load_state_dict(torch.load(f"{root}/mlp.pt", weights_only=True))  # torch's 
 X = torch.linspace(-1, 1, 40).reshape(2, 20)
 print(f"     torch.load(weights_only=True) -> MLP(X).sum() = {net(X).sum().item():.6f}")
 with np.load(f"{root}/mlp.npz", allow_pickle=False) as z:
-    print(f"     np.load(allow_pickle=False)   -> {sorted(z.files)}")
+    print(f"     np.load, pickles not allowed  -> {sorted(z.files)}")
 """
 
 BACK_IN_GLUON = """
