@@ -188,7 +188,7 @@ def test_build_header_pads_to_sixteen():
     [
         (b"PK\x03\x04" + b"\0" * 40, "zip"),
         (b"\x80\x04\x95" + b"\0" * 20, "pickle"),
-        (b"GGUF\x03\x00\x00\x00" + b"\0" * 16, "GGUF"),
+        (b"\x1f\x8b\x08\x00" + b"\0" * 16, "gzip"),
     ],
 )
 def test_foreign_file_named(tmp_path, content, phrase):

@@ -24,7 +24,8 @@ from .errors import (
     UnsafeFileError,
     UnsupportedTypeError,
 )
-from .files import TensorFile, TensorInfo, TensorSlice, load, open, save
+from .files import load, save
+from .lazy import TensorFile, TensorInfo, TensorSlice, open
 from .parameters import LoadReport, Mismatch, load_parameters, save_parameters
 
 __version__ = "0.1.0"

@@ -18,8 +18,9 @@ import click
 import numpy as np
 
 from .errors import FormatError, IntegrityError, TensorFileError
-from .files import TensorFile, load, save
-from .files import open as open_file
+from .files import load, save
+from .lazy import TensorFile
+from .lazy import open as open_file
 from .tree import flat_arrays
 
 __all__ = ["main"]

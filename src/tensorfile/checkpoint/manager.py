@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import CheckpointNotFoundError, FormatError, IntegrityError, UnsupportedTypeError
 from ..files import _save, load
-from ..files import open as open_file
+from ..lazy import open as open_file
 from ..frameworks import adapter_for
 from .commit import commit, remove_temporaries
 from .live import apply, capture, kind_of

@@ -99,7 +99,7 @@ class ForeignFile:
 
     def slice(self, name: str) -> Any:
         """A handle whose indexing reads only the requested part, e.g. ``f.slice("w")[10:20]``."""
-        from ..files import TensorSlice
+        from ..lazy import TensorSlice
 
         self.info(name)
         return TensorSlice(self, name)  # type: ignore[arg-type]
@@ -132,7 +132,7 @@ class ForeignFile:
 
 def array_info(name: str, array: np.ndarray, offset: int | None = None) -> Any:
     """A :class:`tensorfile.TensorInfo` for an array held in memory or mapped at ``offset``."""
-    from ..files import TensorInfo
+    from ..lazy import TensorInfo
 
     try:
         code = code_of(array.dtype, name)
@@ -144,7 +144,8 @@ def array_info(name: str, array: np.ndarray, offset: int | None = None) -> Any:
 
 def open_sharded(path: str, framework: str | None, options: Mapping[str, Any], verify: bool) -> ForeignFile:
     """A sharded index: each shard opened (header only) now, tensors mapped when asked for."""
-    from ..files import TensorFile, load
+    from ..files import load
+    from ..lazy import TensorFile
     from .sharded import read_index
 
     shards: list[TensorFile] = []
@@ -200,7 +201,8 @@ def open_gguf(path: str, framework: str | None, options: Mapping[str, Any]) -> F
     Quantized tensors are listed (their dtype is the ggml type name, e.g. ``"Q4_K"``);
     reading one raises :class:`UnsupportedTypeError`.
     """
-    from ..files import TensorInfo, _to, load
+    from ..files import _to, load
+    from ..lazy import TensorInfo
     from ..format.dtypes import dtype_from_name
     from ..frameworks import get_adapter
     from .gguf import read_header

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import FormatError, ParameterMismatchError, TensorFileError, UnsupportedTypeError
 from ..files import load, save
-from ..files import open as open_file
+from ..lazy import open as open_file
 from ..tree import flat_arrays
 from .convert import UNMAPPED, to_framework
 from .models import model_params
