@@ -236,3 +236,16 @@ def test_verify_says_when_a_file_is_not_tensors(tmp_path):
     for target in (tmp_path / "notes.txt", tmp_path, "/dev/null"):
         out = run("verify", target)
         assert out.returncode == 2 and out.stderr.count("\n") == 1, (target, out.stdout, out.stderr)
+
+
+def test_verify_checks_the_crc_of_a_torch_zip(tmp_path):
+    data = bytearray((FIXTURES / "torch" / "mlp.params").read_bytes())
+    with zipfile.ZipFile(FIXTURES / "torch" / "mlp.params") as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith("data/1"))
+    name_len, extra_len = int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little"), int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")  # fmt: skip
+    data[info.header_offset + 30 + name_len + extra_len + 5] ^= 0xFF
+    (tmp_path / "bad.pt").write_bytes(bytes(data))
+    good = run("verify", FIXTURES / "torch" / "mlp.params")
+    assert good.returncode == 0 and good.stdout == "OK: 4 tensors, CRC-32 of every zip member verified\n"
+    bad = run("verify", tmp_path / "bad.pt")
+    assert bad.returncode == 1 and "member 'mlp/data/1' fails its CRC-32 check" in bad.stdout

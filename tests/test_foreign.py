@@ -203,3 +203,25 @@ def test_plain_safetensors_writer(tmp_path):
         tensorfile.save({"c": np.ones(1, np.complex128)}, tmp_path / "x", format="safetensors")
     with pytest.raises(ValueError, match="unknown format"):
         tensorfile.save(value, tmp_path / "x", format="hdf5")
+
+
+def test_torch_zip_recompressed_reads_and_a_bomb_is_refused(tmp_path):
+    """A torch.save file zipped again with deflate still loads; a member claiming a huge expansion is refused."""
+    import zipfile
+
+    source = FIXTURES / "torch" / "mlp.params"
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(tmp_path / "deflated.pt", "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    back = tensorfile.load(tmp_path / "deflated.pt", framework="numpy")
+    reference = tensorfile.load(source, framework="numpy")
+    assert all(np.array_equal(back[k], reference[k]) for k in reference)
+    with zipfile.ZipFile(tmp_path / "bomb.pt", "w", zipfile.ZIP_DEFLATED) as dst:
+        with zipfile.ZipFile(source) as src:
+            for info in src.infolist():
+                data = src.read(info)
+                dst.writestr(info.filename, data + b"\0" * (300 << 20) if info.filename.endswith("data/1") else data)
+    start = time.perf_counter()
+    with pytest.raises(tensorfile.FormatError, match="more than 200x"):
+        tensorfile.load(tmp_path / "bomb.pt")
+    assert time.perf_counter() - start < 1.0

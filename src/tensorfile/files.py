@@ -371,6 +371,11 @@ def load(
         IntegrityError: a tensor's bytes do not match its checksum (names it).
         UnsafeFileError: a foreign pickle names a global outside the safe table
             (nothing is imported or run).
+
+    Other tools' files carry no checksums of tensorfile's; the CRC-32 of a
+    torch.save zip member is not checked on load (``torch.load`` does not
+    check it either, and it costs more than the read); ``tensorfile verify``
+    checks it.
         ValueError: unknown ``framework`` (the message lists the accepted ones).
         ImportError: the framework a tensor needs is not installed.
     """

@@ -23,6 +23,8 @@ import numpy as np
 
 from ..errors import FormatError, IntegrityError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
+from ..format.memory import empty_bytes
+from .npy import MAX_EXPANSION
 from .unpickler import restricted_loads
 
 __all__ = ["read_torch", "Parameter", "is_torch_zip", "is_torch_legacy"]
@@ -298,6 +300,11 @@ class _StorageReader:
     def read(self, info: zipfile.ZipInfo) -> np.ndarray:
         """Member ``info``'s bytes in a new writable uint8 array (large ones complete only after :meth:`wait`)."""
         if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1 or info.compress_size != info.file_size:
+            if info.file_size > MAX_EXPANSION * info.compress_size + (1 << 20):  # a zip bomb: refused before inflating
+                raise FormatError(
+                    f"{self.path}: {info.filename!r} claims {info.file_size} bytes from {info.compress_size} compressed "
+                    f"(more than {MAX_EXPANSION}x)"
+                )
             try:
                 return np.frombuffer(self.zf.read(info), np.uint8).copy()
             except zipfile.BadZipFile as exc:  # zipfile checks the CRC-32 of what it inflates
@@ -309,7 +316,7 @@ class _StorageReader:
         self._stored += info.file_size
         if self._stored > self.size:  # members whose bytes overlap, to allocate more than the file holds
             raise FormatError(f"{self.path}: the stored members claim more bytes than the {self.size}-byte file holds")
-        data = np.empty(info.file_size, np.uint8)
+        data = empty_bytes(info.file_size)
         view = memoryview(data)
         if info.file_size < SMALL:
             _read_into(self.path, self.fd, info, view, start)
@@ -405,7 +412,7 @@ def _read_legacy(path: str, f: Any) -> Any:
         nbytes = numel * storage.dtype.itemsize
         if numel < 0 or f.tell() + nbytes > size:
             raise FormatError(f"{what}: storage {key!r} claims {numel} elements, more than the file holds")
-        data = np.empty(nbytes, np.uint8)  # nbytes was checked against the file above
+        data = empty_bytes(nbytes)  # nbytes was checked against the file above
         view, done = memoryview(data), 0
         while done < nbytes:
             got = f.readinto(view[done:])
