@@ -249,3 +249,33 @@ def test_verify_checks_the_crc_of_a_torch_zip(tmp_path):
     assert good.returncode == 0 and good.stdout == "OK: 4 tensors, CRC-32 of every zip member verified\n"
     bad = run("verify", tmp_path / "bad.pt")
     assert bad.returncode == 1 and "member 'mlp/data/1' fails its CRC-32 check" in bad.stdout
+
+
+def test_json_for_verify_cat_convert_and_sharded_checksums(tmp_path):
+    import torch
+
+    tensorfile.save({f"w{i}": torch.ones(100) * i for i in range(4)}, tmp_path / "model.safetensors", max_shard_size=800)
+    info = json.loads(run("info", "--json", tmp_path / "model.safetensors").stdout)
+    assert info["format"] == "sharded safetensors index" and info["checksums"] is True and info["tensors"] == 4
+    doc = json.loads(run("verify", "--json", tmp_path / "model.safetensors").stdout)
+    assert doc == {"file": str(tmp_path / "model.safetensors.index.json"), "ok": True, "tensors": 4,
+                   "detail": "4 tensors, checksums verified"}  # fmt: skip
+    tensorfile.save({"c": np.array([1 + 2j], np.complex64), "n": np.array([np.nan, -np.inf, 1.5], np.float32)}, tmp_path / "x")
+    assert json.loads(run("cat", "--json", tmp_path / "x", "c").stdout)["values"] == [[1.0, 2.0]]
+    assert json.loads(run("cat", "--json", tmp_path / "x", "n").stdout) == {"name": "n", "dtype": "float32", "shape": [3],
+                                                                            "values": ["nan", "-inf", 1.5]}  # fmt: skip
+    done = json.loads(run("convert", "--json", tmp_path / "x", tmp_path / "y.pt").stdout)
+    assert done == {"src": str(tmp_path / "x"), "dst": str(tmp_path / "y.pt"), "format": "torch", "sharded": False,
+                    "tensors": 2, "nbytes": 20}  # fmt: skip
+    broken = json.loads(run("verify", "--json", FIXTURES / "hostile" / "st_truncated.safetensors").stdout)
+    assert broken["ok"] is False and "truncated" in broken["detail"]
+
+
+def test_convert_refuses_suffixes_it_cannot_write_and_bin_is_torch(tmp_path):
+    for suffix in (".npy", ".h5", ".keras", ".gguf", ".json"):
+        out = run("convert", FIXTURES / "torch" / "mlp.params", tmp_path / f"x{suffix}")
+        assert out.returncode == 2 and f"does not write {suffix} files; choose one with --format" in out.stderr
+    assert not os.listdir(tmp_path)
+    assert "(torch)" in run("convert", FIXTURES / "torch" / "mlp.params", tmp_path / "pytorch_model.bin").stdout
+    out = run("ls", tmp_path)
+    assert out.returncode == 2 and out.stderr.strip() == f"tensorfile: error: {tmp_path}: is a folder, not a file"

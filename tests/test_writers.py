@@ -196,10 +196,10 @@ def test_npz_round_trip_hypothesis(tmp_path_factory, arrays):
 
 @pytest.mark.parametrize("format", ["npz", "mxnet", "mxnet-np"])
 @pytest.mark.parametrize("obj, message", [
-    ({"a": {"b": np.zeros(2)}}, "holds only tensors, not a dict"),
+    ({"a": {"b": np.zeros(2)}}, "holds only tensors, not dict"),
     ({1: np.zeros(2)}, "names arrays by str"),
-    ({"a": 3}, "holds only tensors, not a int"),
-    ([np.zeros(2), "x"], "holds only tensors, not a str"),
+    ({"a": 3}, "holds only tensors, not int"),
+    ([np.zeros(2), "x"], "holds only tensors, not str"),
     ({"a": np.zeros(2, np.complex64)}, "complex64"),
 ])  # fmt: skip
 def test_flat_formats_refuse_what_they_cannot_hold(tmp_path, format, obj, message):

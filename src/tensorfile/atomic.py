@@ -83,7 +83,9 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Itera
     except OSError as exc:  # name the file asked for, not the temporary
         folder = os.path.dirname(real) or "."
         why = "no such folder" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
-        raise type(exc)(exc.errno, f"{path}: cannot write in {folder}: {why}") from None
+        error = type(exc)(f"{os.fspath(path)}: cannot write in {folder}: {why}")
+        error.errno = exc.errno
+        raise error from None
     try:
         with open(fd, "wb", buffering=0) as f:
             if mode is not None:

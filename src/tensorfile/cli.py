@@ -54,6 +54,16 @@ def _prefix(path: str) -> bytes:
         return f.read(16)
 
 
+def _folder_message(path: str) -> str:
+    """A folder was given: point at a sharded checkpoint's index inside it, if there is one."""
+    try:
+        indexes = sorted(n for n in os.listdir(path) if n.endswith(".safetensors.index.json"))
+    except OSError:
+        indexes = []
+    hint = f"; for its sharded checkpoint give the index, {os.path.join(path, indexes[0])}" if indexes else ""
+    return f"{path}: is a folder, not a file{hint}"
+
+
 def _read(path: str) -> dict[str, np.ndarray]:
     """Every tensor of any readable file as NumPy arrays by (dotted) name; checksums verified."""
     try:
@@ -61,7 +71,7 @@ def _read(path: str) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         _fail(f"{path}: no such file")
     except IsADirectoryError:
-        _fail(f"{path}: is a folder, not a file")
+        _fail(_folder_message(path))
     except (TensorFileError, OSError, ImportError) as exc:
         _fail(str(exc))
     return flat_arrays(value)
@@ -112,7 +122,7 @@ def _opened(path: str, verify: bool = False) -> Iterator[Any]:
     except FileNotFoundError:
         _fail(f"{path}: no such file")
     except IsADirectoryError:
-        _fail(f"{path}: is a folder, not a file")
+        _fail(_folder_message(path))
     except (TensorFileError, ImportError) as exc:
         _fail(str(exc))
     except OSError as exc:
@@ -151,10 +161,13 @@ def info_command(file: str, as_json: bool) -> None:
 
 @main.command("verify")
 @click.argument("file")
-def verify_command(file: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def verify_command(file: str, as_json: bool) -> None:
     """Read all of FILE, checking every checksum and the structure; exit 1 if it is damaged."""
     from .foreign.detect import describe, is_readable
 
+    if not os.path.exists(file) and os.path.isfile(file + ".index.json"):
+        file += ".index.json"  # a sharded save
     if os.path.exists(file) and not os.path.isfile(file):
         _fail(f"{file}: not a regular file")
     if os.path.isfile(file):
@@ -166,16 +179,14 @@ def verify_command(file: str) -> None:
     except FileNotFoundError:
         _fail(f"{file}: no such file")
     except (IntegrityError, FormatError) as exc:
-        click.echo(f"FAILED: {exc}")
-        sys.exit(1)
+        _verdict(as_json, file, False, str(exc))
     except (TensorFileError, OSError) as exc:
         _fail(str(exc))
     arrays = flat_arrays(value)
     if _prefix(file).startswith(b"PK\x03\x04"):  # torch.save, .npz, .keras: each member has a CRC-32
         bad = _zip_crc_failure(file)
         if bad:
-            click.echo(f"FAILED: {file}: {bad}")
-            sys.exit(1)
+            _verdict(as_json, file, False, f"{file}: {bad}")
         checked = "CRC-32 of every zip member verified"
     else:
         try:
@@ -183,7 +194,16 @@ def verify_command(file: str) -> None:
                 checked = "checksums verified" if f.has_record else "no checksums in this file; structure read"
         except (FormatError, OSError):
             checked = "no checksums in this format; structure read"
-    click.echo(f"OK: {len(arrays)} tensors, {checked}")
+    _verdict(as_json, file, True, f"{len(arrays)} tensors, {checked}", len(arrays))
+
+
+def _verdict(as_json: bool, file: str, ok: bool, detail: str, tensors: int | None = None) -> NoReturn:
+    """Print verify's result (a line, or JSON) and exit: 0 when the file is sound, 1 when it is damaged."""
+    if as_json:
+        click.echo(json.dumps({"file": file, "ok": ok, "tensors": tensors, "detail": detail}, indent=2))
+    else:
+        click.echo(f"OK: {detail}" if ok else f"FAILED: {detail}")
+    sys.exit(0 if ok else 1)
 
 
 def _zip_crc_failure(path: str) -> str | None:
@@ -201,7 +221,8 @@ def _zip_crc_failure(path: str) -> str | None:
 @main.command("cat")
 @click.argument("file")
 @click.argument("name")
-def cat_command(file: str, name: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts: dtype, shape and every value.")
+def cat_command(file: str, name: str, as_json: bool) -> None:
     """Print tensor NAME of FILE, summarized as NumPy prints arrays."""
     with _opened(file, verify=True) as f:  # reads only this tensor where the format allows
         names = f.keys()
@@ -211,9 +232,22 @@ def cat_command(file: str, name: str) -> None:
             array = np.asarray(f[name])
         except TensorFileError as exc:
             _fail(str(exc))
-    click.echo(f"{name}: {array.dtype.name} {tuple(array.shape)}")
     shown = array.astype(np.float32) if array.dtype.kind == "V" or array.dtype.name.startswith(("bfloat", "float8")) else array
+    if as_json:
+        values = [_json_number(v) for v in shown.reshape(-1).tolist()]
+        click.echo(json.dumps({"name": name, "dtype": array.dtype.name, "shape": list(array.shape), "values": values}))
+        return
+    click.echo(f"{name}: {array.dtype.name} {tuple(array.shape)}")
     click.echo(np.array2string(shown, threshold=200, edgeitems=3))
+
+
+def _json_number(value: Any) -> Any:
+    """A value as JSON holds it: nan / inf / -inf as strings, complex as [re, im] (flat C order)."""
+    if isinstance(value, complex):
+        return [_json_number(value.real), _json_number(value.imag)]
+    if isinstance(value, float) and not np.isfinite(value):
+        return "nan" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
 
 
 def _compare(x: np.ndarray, y: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
@@ -278,7 +312,10 @@ def diff_command(a: str, b: str, atol: float, rtol: float, as_json: bool) -> Non
 
 
 #: Output format from the destination's suffix when --format is not given.
-SUFFIX_FORMATS = {".pt": "torch", ".pth": "torch", ".ckpt": "torch", ".npz": "npz", ".params": "mxnet", ".nd": "mxnet"}
+SUFFIX_FORMATS = {".pt": "torch", ".pth": "torch", ".bin": "torch", ".ckpt": "torch", ".npz": "npz", ".params": "mxnet",
+                  ".nd": "mxnet"}  # fmt: skip
+#: Suffixes of formats tensorfile reads but does not write: convert asks for --format rather than guess.
+READ_ONLY_SUFFIXES = (".npy", ".h5", ".hdf5", ".keras", ".gguf", ".json")
 FORMATS = ("tensorfile", "safetensors", "torch", "npz", "mxnet", "mxnet-np")
 
 
@@ -304,7 +341,8 @@ def _source(path: str) -> Any:
                    "else tensorfile.")  # fmt: skip
 @click.option("--max-shard-size", default=None, metavar="SIZE",
               help="Write Hugging Face shards of at most SIZE bytes of data ('5GB', '500MiB', or bytes) and an index.")  # fmt: skip
-def convert_command(src: str, dst: str, fmt: str | None, max_shard_size: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def convert_command(src: str, dst: str, fmt: str | None, max_shard_size: str | None, as_json: bool) -> None:
     """Convert SRC (any readable file) to DST in another format; DST is replaced atomically.
 
     Formats that hold only a flat dict of tensors (npz, mxnet, safetensors,
@@ -312,7 +350,10 @@ def convert_command(src: str, dst: str, fmt: str | None, max_shard_size: str | N
     not tensors are then left out, with a note.
     """
     if fmt is None:
-        fmt = SUFFIX_FORMATS.get(os.path.splitext(dst)[1].lower(), "tensorfile")
+        suffix = os.path.splitext(dst)[1].lower()
+        if suffix in READ_ONLY_SUFFIXES:
+            _fail(f"{dst}: tensorfile does not write {suffix} files; choose one with --format ({', '.join(FORMATS)})")
+        fmt = SUFFIX_FORMATS.get(suffix, "tensorfile")
     value = _source(src)
     if (fmt in ("npz", "mxnet", "mxnet-np", "safetensors") or max_shard_size) and not _is_flat(value):
         flat = flat_arrays(value)  # a name taken twice gets a #N suffix: nothing is lost
@@ -328,8 +369,12 @@ def convert_command(src: str, dst: str, fmt: str | None, max_shard_size: str | N
     except (TensorFileError, ValueError, OSError) as exc:
         _fail(f"{dst}: {exc}" if not str(exc).startswith(dst) else str(exc))
     arrays = flat_arrays(value)
-    click.echo(f"{src} -> {dst} ({fmt}{', sharded' if size else ''}): {len(arrays)} tensors, "
-               f"{_size(sum(a.nbytes for a in arrays.values()))}")  # fmt: skip
+    total = sum(a.nbytes for a in arrays.values())
+    if as_json:
+        click.echo(json.dumps({"src": src, "dst": dst, "format": fmt, "sharded": bool(size), "tensors": len(arrays),
+                               "nbytes": total}, indent=2))  # fmt: skip
+        return
+    click.echo(f"{src} -> {dst} ({fmt}{', sharded' if size else ''}): {len(arrays)} tensors, {_size(total)}")
 
 
 def _is_flat(value: Any) -> bool:

@@ -47,12 +47,14 @@ class ForeignFile:
         load: Callable[[], Any],
         get: Callable[[str], Any] | None = None,
         close: Callable[[], None] = lambda: None,
+        has_record: bool = False,
     ) -> None:
         self.path, self.format = path, format
         self._infos = dict(infos)
         self._metadata = {str(k): _text(v) for k, v in metadata.items()}
         self._mapped_fn, self._convert_fn, self._load, self._get, self._close = mapped, convert, load, get, close
         self._closed = False
+        self._has_record = has_record
 
     def keys(self) -> list[str]:
         """Tensor names, in the file's order."""
@@ -111,8 +113,8 @@ class ForeignFile:
 
     @property
     def has_record(self) -> bool:
-        """False: these files carry no tensorfile record (structure and checksums)."""
-        return False
+        """True only for a sharded checkpoint whose every shard is a tensorfile file (checksums, checked on load)."""
+        return self._has_record
 
     def load(self) -> Any:
         """The whole file, as :func:`tensorfile.load` returns it."""
@@ -171,6 +173,7 @@ def open_sharded(path: str, framework: str | None, options: Mapping[str, Any], v
         metadata if isinstance(metadata, dict) else {},
         mapped=lambda name: owner[name]._mapped(name), convert=lambda name, a: owner[name]._convert(name, a),
         load=lambda: load(path, framework=framework, **options), get=lambda name: owner[name][name], close=close,
+        has_record=bool(shards) and all(f.has_record for f in shards),
     )  # fmt: skip
 
 

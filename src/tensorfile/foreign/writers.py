@@ -30,6 +30,14 @@ FOREIGN_FORMATS = {
 }
 
 
+_KINDS = {"dict": "dict", "ordered_dict": "OrderedDict", "list": "list", "tuple": "tuple", "none": "None",
+          "bool": "bool", "int": "int", "float": "float", "str": "str"}  # fmt: skip
+
+
+def _kind(node: dict[str, Any]) -> str:
+    return _KINDS.get(node.get("type", ""), str(node.get("type")))
+
+
 def flat_tensors(obj: Any, target: str) -> tuple[list[str] | None, list[np.ndarray]]:
     """``obj`` as names (None for a list) and host arrays, when it is flat.
 
@@ -47,16 +55,16 @@ def flat_tensors(obj: Any, target: str) -> tuple[list[str] | None, list[np.ndarr
             if key.get("type") != "str":
                 raise UnsupportedTypeError(f"obj: {target} names arrays by str, not by the key {key.get('value')!r}")
             if node.get("type") != "tensor":
-                raise UnsupportedTypeError(f"obj[{key['value']!r}]: {target} holds only tensors, not a {node['type']}")
+                raise UnsupportedTypeError(f"obj[{key['value']!r}]: {target} holds only tensors, not {_kind(node)}")
             names.append(key["value"])
             values.append(arrays[node["name"]])
         return names, values
     if root["type"] in ("list", "tuple"):
         for i, node in enumerate(root["items"]):
             if node.get("type") != "tensor":
-                raise UnsupportedTypeError(f"obj[{i}]: {target} holds only tensors, not a {node['type']}")
+                raise UnsupportedTypeError(f"obj[{i}]: {target} holds only tensors, not {_kind(node)}")
         return None, [arrays[node["name"]] for node in root["items"]]
-    raise UnsupportedTypeError(f"obj: {target} holds tensors, a list of them or a dict of them, not a {root['type']}")
+    raise UnsupportedTypeError(f"obj: {target} holds tensors, a list of them or a dict of them, not {_kind(root)}")
 
 
 def write_foreign(
