@@ -317,7 +317,7 @@ class _StorageReader:
         if self._stored > self.size:  # members whose bytes overlap, to allocate more than the file holds
             raise FormatError(f"{self.path}: the stored members claim more bytes than the {self.size}-byte file holds")
         data = empty_bytes(info.file_size)
-        view = memoryview(data)
+        view = data.data
         if info.file_size < SMALL:
             _read_into(self.path, self.fd, info, view, start)
             return data
@@ -413,7 +413,7 @@ def _read_legacy(path: str, f: Any) -> Any:
         if numel < 0 or f.tell() + nbytes > size:
             raise FormatError(f"{what}: storage {key!r} claims {numel} elements, more than the file holds")
         data = empty_bytes(nbytes)  # nbytes was checked against the file above
-        view, done = memoryview(data), 0
+        view, done = data.data, 0
         while done < nbytes:
             got = f.readinto(view[done:])
             if not got:
