@@ -225,3 +225,45 @@ def test_torch_zip_recompressed_reads_and_a_bomb_is_refused(tmp_path):
     with pytest.raises(tensorfile.FormatError, match="more than 200x"):
         tensorfile.load(tmp_path / "bomb.pt")
     assert time.perf_counter() - start < 1.0
+
+
+def _rezip(source, target, rename=lambda name, data: (name, data)):
+    import zipfile
+
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            renamed = rename(info.filename, src.read(info))
+            if renamed is not None:
+                dst.writestr(*renamed)
+
+
+def test_torch_zip_without_byteorder_with_opaque_keys_on_cuda(tmp_path):
+    """Files with no byteorder record (torch < 1.10), storage keys that are not numbers, storages on cuda:1."""
+    torch = pytest.importorskip("torch")
+    t = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    torch.save({"w": t}, tmp_path / "plain.pt")
+
+    def rename(name, data):
+        if name.endswith("/byteorder"):
+            return None
+        if name.endswith("/data/0"):
+            return name[: -len("0")] + "k-e-y", data
+        if name.endswith("data.pkl"):
+            assert data.count(b"X\x01\x00\x00\x000") == 1 and data.count(b"X\x03\x00\x00\x00cpu") == 1
+            data = data.replace(b"X\x01\x00\x00\x000", b"X\x05\x00\x00\x00k-e-y").replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:1")
+        return name, data
+
+    _rezip(tmp_path / "plain.pt", tmp_path / "odd.pt", rename)
+    back = tensorfile.load(tmp_path / "odd.pt", framework="numpy")
+    assert back["w"].tolist() == t.tolist() and back["w"].dtype == np.float32
+    on_cpu = tensorfile.load(tmp_path / "odd.pt")  # torch installed, no CUDA here: the tensor lands on the CPU
+    assert on_cpu["w"].device.type == "cpu" and torch.equal(on_cpu["w"], t)
+
+
+def test_mxnet_array_saved_on_a_gpu_loads_on_the_cpu(tmp_path):
+    data = bytearray((FIXTURES / "mxnet" / "x-file").read_bytes())
+    offset = 24 + 4 + 4 + 4 + 8  # file header, then magic, storage type, ndim, one dim: the context
+    assert data[offset : offset + 8] == (1).to_bytes(4, "little") + (0).to_bytes(4, "little")  # cpu(0)
+    data[offset : offset + 8] = (2).to_bytes(4, "little") + (1).to_bytes(4, "little")  # gpu(1)
+    (tmp_path / "gpu-file").write_bytes(bytes(data))
+    assert_matches(tensorfile.load(tmp_path / "gpu-file"), expected("mxnet")["mxnet/x-file"]["value"], "gpu-file")

@@ -380,3 +380,43 @@ def test_a_plain_save_file_into_another_framework_says_why(tmp_path):
     tensorfile.save(torch_mlp().state_dict(), tmp_path / "plain.params")
     with pytest.raises(ParameterMismatchError, match="no layer information.*save_parameters"):
         tensorfile.load_parameters(keras_mlp(), tmp_path / "plain.params", rename={"output.": "out."})
+
+
+def test_keras_files_fill_a_keras_model_through_keras_own_loader():
+    """The TensorFlow chapter's Keras 3 files (weights.h5, .keras) fill freshly built models: same outputs."""
+    from conftest import FIXTURES
+
+    net = keras_mlp()
+    report = tensorfile.load_parameters(net, FIXTURES / "tensorflow" / "mlp.weights.h5")
+    assert report.ok and report.loaded == ["hidden.kernel", "hidden.bias", "out.kernel", "out.bias"]
+    io = np.load(FIXTURES / "tensorflow" / "mlp-io.npz")
+    np.testing.assert_allclose(np.asarray(net(io["X"])), io["Y"], rtol=1e-6, atol=1e-6)
+    seq = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu", name="hidden"),
+                            keras.layers.BatchNormalization(), keras.layers.Dense(2)])  # fmt: skip
+    report = tensorfile.load_parameters(seq, FIXTURES / "tensorflow" / "seq.keras")
+    assert report.ok and len(report.loaded) == 8  # kernel, bias, gamma, beta, moving mean and variance, kernel, bias
+    io = np.load(FIXTURES / "tensorflow" / "seq-io.npz")
+    np.testing.assert_allclose(np.asarray(seq(io["X"])), io["Y"], rtol=1e-5, atol=1e-6)
+
+
+def test_keras_legacy_h5_and_mismatches(tmp_path):
+    def build(width=3):
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(width, name="d1"), keras.layers.Dense(2, name="d2")])
+
+    source = build()
+    source.save(tmp_path / "whole.h5")  # Keras 2 layout (model_weights/...), whole model
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    clone = build()
+    assert tensorfile.load_parameters(clone, tmp_path / "whole.h5").ok
+    np.testing.assert_array_equal(np.asarray(clone(x)), np.asarray(source(x)))
+    source.save_weights(tmp_path / "w.weights.h5")
+    wrong = build(width=5)
+    before = [np.array(v) for v in wrong.weights]
+    with pytest.raises(ParameterMismatchError, match="shape") as info:
+        tensorfile.load_parameters(wrong, tmp_path / "w.weights.h5")
+    assert str(tmp_path / "w.weights.h5") in str(info.value)
+    assert all(np.array_equal(a, np.array(b)) for a, b in zip(before, wrong.weights))  # nothing changed
+    report = tensorfile.load_parameters(wrong, tmp_path / "w.weights.h5", strict=False)
+    assert set(report.skipped) >= {"layers.0.kernel", "layers.0.bias"}
+    with pytest.raises(ValueError, match="select and rename do not apply"):
+        tensorfile.load_parameters(build(), tmp_path / "w.weights.h5", select="d1*")

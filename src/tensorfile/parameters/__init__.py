@@ -189,7 +189,12 @@ def load_parameters(
     Args:
         model: as for :func:`save_parameters`.
         path: a file written by :func:`save_parameters` or :func:`tensorfile.save`
-            of a (flat or nested) dict of tensors, e.g. a state_dict.
+            of a (flat or nested) dict of tensors, e.g. a state_dict, or any file
+            :func:`tensorfile.load` reads. A Keras model and a Keras weights file
+            (``.weights.h5``, ``.keras``, Keras 2 / legacy ``.h5``) are matched by
+            Keras's own ``model.load_weights`` (which reads only the weights, never
+            the file's config), as Keras's layout needs Keras's own walk of the model;
+            ``select`` and ``rename`` do not apply there.
         strict: raise if anything is missing, unexpected or mismatched (nothing is
             loaded then); with False, load what fits and report the rest.
         select: which file parameters to use: a glob (``"hidden.*"``), a name or
@@ -206,6 +211,9 @@ def load_parameters(
         ValueError: ``select``/``rename`` map two file parameters to one name.
         FileNotFoundError, FormatError, IntegrityError: as :func:`tensorfile.load`.
     """
+    keras_file = _keras_weights_file(model, os.fspath(path))
+    if keras_file:
+        return _load_keras_weights(model, os.fspath(path), strict, select, rename)
     source: str | None
     kinds: dict[str, str]
     try:
@@ -277,6 +285,68 @@ def load_parameters(
                 ) from exc
             report.loaded.append(name)
     return report
+
+
+def _keras_weights_file(model: Any, path: str) -> bool:
+    """True for a Keras model and a Keras weights file (HDF5, or a .keras archive)."""
+    if "keras" not in {c.__module__.split(".")[0] for c in type(model).__mro__}:
+        return False
+    from ..foreign.detect import describe
+
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(16)
+    except OSError:
+        return False
+    return describe(path, prefix) in ("HDF5 (Keras weights)", "Keras .keras archive")
+
+
+def _load_keras_weights(model: Any, path: str, strict: bool, select: Select, rename: Rename) -> LoadReport:
+    """Keras's own ``load_weights`` for Keras's own files (reference: keras-team/keras
+    ``keras/src/saving/saving_lib.py`` and ``legacy/saving/legacy_h5_format.py``)."""
+    import tempfile
+
+    if select is not None or rename is not None:
+        raise ValueError(f"{path}: select and rename do not apply to a Keras weights file loaded into a Keras model")
+    names = list(model_params(model).params)
+    suffix = ".keras" if _is_zip(path) else (".weights.h5" if _is_keras3_h5(path) else ".h5")
+    report = LoadReport()
+    with tempfile.TemporaryDirectory(prefix="tensorfile-keras-") as folder:
+        link = os.path.join(folder, "weights" + suffix)  # Keras decides the layout by the file's suffix
+        os.symlink(os.path.abspath(path), link)
+        before = [np.array(v) for v in model.weights]
+        try:
+            model.load_weights(link, skip_mismatch=not strict)
+        except (ValueError, KeyError) as exc:
+            for variable, value in zip(model.weights, before):
+                variable.assign(value)
+            text = str(exc).replace(link, path)
+            report.notes.append(text)
+            if strict:
+                raise ParameterMismatchError(f"Error(s) in loading parameters from {path!r} into {type(model).__name__}:\n\t{text}", report) from None
+            return report
+    after = [np.array(v) for v in model.weights]
+    if len(after) == len(names):
+        for name, old, new in zip(names, before, after):
+            (report.loaded if strict or not np.array_equal(old, new) else report.skipped).append(name)
+        if report.skipped:
+            report.notes.append(f"Keras skipped {len(report.skipped)} weight(s) it could not match (or whose values were unchanged)")
+    else:  # pragma: no cover - model_params lists every weight of a Keras model
+        report.loaded.extend(names)
+    return report
+
+
+def _is_zip(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _is_keras3_h5(path: str) -> bool:
+    """A Keras 3 ``.weights.h5`` (top-level ``layers`` / ``vars`` groups) rather than a Keras 2 ``.h5``."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return "model_weights" not in f and "layer_names" not in f.attrs
 
 
 def _undo(previous: list[tuple[Any, np.ndarray | None]]) -> None:
