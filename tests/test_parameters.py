@@ -399,6 +399,7 @@ def test_keras_files_fill_a_keras_model_through_keras_own_loader():
     np.testing.assert_allclose(np.asarray(seq(io["X"])), io["Y"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:A total of .* objects could not be loaded")
 def test_keras_legacy_h5_and_mismatches(tmp_path):
     def build(width=3):
         return keras.Sequential([keras.Input((4,)), keras.layers.Dense(width, name="d1"), keras.layers.Dense(2, name="d2")])
