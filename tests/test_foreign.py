@@ -267,3 +267,127 @@ def test_mxnet_array_saved_on_a_gpu_loads_on_the_cpu(tmp_path):
     data[offset : offset + 8] = (2).to_bytes(4, "little") + (1).to_bytes(4, "little")  # gpu(1)
     (tmp_path / "gpu-file").write_bytes(bytes(data))
     assert_matches(tensorfile.load(tmp_path / "gpu-file"), expected("mxnet")["mxnet/x-file"]["value"], "gpu-file")
+
+
+def _torch_zip(tmp_path, name, pickled, members=(), compress=None):
+    """A torch-style zip archive built by hand: data.pkl (deflated when ``compress``) and raw members."""
+    import zipfile
+
+    path = tmp_path / name
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data.pkl", pickled, compress_type=compress)
+        for member, data, kind in members:
+            zf.writestr(f"archive/{member}", data, compress_type=kind)
+        zf.writestr("archive/version", b"3\n")
+    return path
+
+
+def _pickle_of(value):
+    from tensorfile.foreign.pickle_write import PickleWriter
+
+    return PickleWriter().dumps(value)
+
+
+def test_torch_shared_containers_are_rebuilt_once_and_stay_shared(tmp_path):
+    import pickle
+
+    inner = [1.5]
+    for _ in range(60):  # 2**60 paths through a 60-level structure
+        inner = [inner, inner]
+    path = _torch_zip(tmp_path, "shared.pt", pickle.dumps(inner, protocol=2))
+    start = time.perf_counter()
+    back = tensorfile.load(path, framework="numpy")
+    assert time.perf_counter() - start < 1.0 and back[0] is back[1]
+    assert tensorfile.load(path)[0][0][1] is not None  # handed to torch: the same walk, memoized
+    assert len(tensorfile.tree.flat_arrays(back)) == 0
+    cyclic = []
+    cyclic.append(cyclic)
+    back = tensorfile.load(_torch_zip(tmp_path, "cycle.pt", pickle.dumps(cyclic, protocol=2)))
+    assert back[0] is back
+    deep = b"\x80\x02" + b"(" * 5000 + b"K\x01" + b"l" * 5000 + b"."  # [[[...[1]...]]], 5000 deep
+    with pytest.raises(tensorfile.FormatError, match="nested more than 200 deep|nested too deeply"):
+        tensorfile.load(_torch_zip(tmp_path, "deep.pt", deep))
+
+
+def test_torch_zip_bombs_in_any_member_are_refused_before_inflating(tmp_path):
+    import zipfile
+
+    import psutil
+
+    process = psutil.Process()
+    small_pickle = _pickle_of({"a": 1})
+    bombs = {
+        "pickle": _torch_zip(tmp_path, "p.pt", small_pickle + b"\0" * (300 << 20), compress=zipfile.ZIP_DEFLATED),
+        "byteorder": _torch_zip(tmp_path, "b.pt", small_pickle, [("byteorder", b"little" + b" " * (300 << 20), zipfile.ZIP_DEFLATED)]),
+        "many": _torch_zip(tmp_path, "m.pt", small_pickle, [(f"data/{i}", b"\0" * (1 << 20), zipfile.ZIP_DEFLATED) for i in range(600)]),
+    }  # fmt: skip
+    for kind, path in bombs.items():
+        before = process.memory_info().rss
+        start = time.perf_counter()
+        with pytest.raises(tensorfile.FormatError, match="200x|at most"):
+            tensorfile.load(path)
+        assert time.perf_counter() - start < 1.0, kind
+        assert process.memory_info().rss - before < 64 << 20, kind
+
+
+def test_damaged_torch_zip_records_raise_tensorfile_errors(tmp_path):
+    import zipfile
+
+    good = tmp_path / "good.pt"
+    torch = pytest.importorskip("torch")
+    torch.save({"w": torch.arange(4.0)}, good)
+    raw = good.read_bytes()
+    cases = {
+        "byteorder not text": lambda name, data: (name, b"\xff\xfe") if name.endswith("byteorder") else (name, data),
+    }
+    for label, rename in cases.items():
+        _rezip(good, tmp_path / "odd.pt", rename)
+        with pytest.raises(tensorfile.TensorFileError):
+            tensorfile.load(tmp_path / "odd.pt")
+    with zipfile.ZipFile(good) as zf:
+        pkl = next(i for i in zf.infolist() if i.filename.endswith("data.pkl"))
+    bad_crc = bytearray(raw)
+    name_len, extra_len = int.from_bytes(raw[pkl.header_offset + 26 : pkl.header_offset + 28], "little"), int.from_bytes(raw[pkl.header_offset + 28 : pkl.header_offset + 30], "little")  # fmt: skip
+    bad_crc[pkl.header_offset + 30 + name_len + extra_len + 3] ^= 0x01
+    (tmp_path / "crc.pt").write_bytes(bytes(bad_crc))
+    with pytest.raises(tensorfile.TensorFileError) as info:
+        tensorfile.load(tmp_path / "crc.pt")
+    assert str(tmp_path / "crc.pt") in str(info.value)
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # header bytes flipped at random: only tensorfile's own errors, or a correct load
+        data = bytearray(raw)
+        for at in rng.integers(0, len(raw), 3):
+            data[at] ^= int(rng.integers(1, 256))
+        (tmp_path / "fuzz.pt").write_bytes(bytes(data))
+        try:
+            tensorfile.load(tmp_path / "fuzz.pt", framework="numpy")
+        except tensorfile.TensorFileError:
+            pass
+
+
+def test_stride_0_views_claiming_terabytes_are_refused(tmp_path):
+    from tensorfile.foreign.pickle_write import Call, Global, PersistentId
+
+    def tensor(shape, stride):
+        pid = PersistentId(("storage", Global("torch", "FloatStorage"), "0", "cpu", 1))
+        return Call(Global("torch._utils", "_rebuild_tensor_v2"), (pid, 0, shape, stride, False, Call(Global("collections", "OrderedDict"), ())))
+
+    ok = _torch_zip(tmp_path, "ok.pt", _pickle_of({"t": tensor((1000, 1000), (0, 0))}), [("data/0", b"\0\0\x80?", None)])
+    assert tensorfile.load(ok, framework="numpy")["t"].shape == (1000, 1000)  # torch's expand(): a legal view
+    for shape in [(10**6, 10**6), (2**40, 2**40), (0, 2**63 - 1, 4)]:
+        path = _torch_zip(tmp_path, "big.pt", _pickle_of({"t": tensor(shape, (0,) * len(shape))}), [("data/0", b"\0\0\x80?", None)])
+        with pytest.raises(tensorfile.FormatError, match="view of a 4-byte storage"):
+            tensorfile.load(path, framework="numpy")
+
+
+def test_damaged_npz_says_what_is_wrong(tmp_path):
+    import zipfile
+
+    np.savez(tmp_path / "a.npz", w=np.arange(100.0))
+    raw = bytearray((tmp_path / "a.npz").read_bytes())
+    with zipfile.ZipFile(tmp_path / "a.npz") as zf:
+        info = zf.infolist()[0]
+    raw[info.header_offset + 30 + len(info.filename) + 200] ^= 0xFF
+    (tmp_path / "bad.npz").write_bytes(bytes(raw))
+    with pytest.raises(tensorfile.IntegrityError, match="CRC"):
+        tensorfile.load(tmp_path / "bad.npz")

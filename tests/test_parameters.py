@@ -418,6 +418,41 @@ def test_keras_legacy_h5_and_mismatches(tmp_path):
     assert str(tmp_path / "w.weights.h5") in str(info.value)
     assert all(np.array_equal(a, np.array(b)) for a, b in zip(before, wrong.weights))  # nothing changed
     report = tensorfile.load_parameters(wrong, tmp_path / "w.weights.h5", strict=False)
-    assert set(report.skipped) >= {"layers.0.kernel", "layers.0.bias"}
+    assert not report.ok and set(report.missing_keys) >= {"layers.0.kernel", "layers.0.bias"}
+    assert "layers/dense/vars/0" in report.unexpected_keys  # Keras 3 names list entries by class
     with pytest.raises(ValueError, match="select and rename do not apply"):
         tensorfile.load_parameters(build(), tmp_path / "w.weights.h5", select="d1*")
+    again = build()
+    for _ in range(2):  # loading the same file twice: everything loaded both times
+        assert tensorfile.load_parameters(again, tmp_path / "w.weights.h5").loaded == [
+            "layers.0.kernel", "layers.0.bias", "layers.1.kernel", "layers.1.bias"]
+
+
+def test_keras_file_with_extra_layers_is_refused_when_strict(tmp_path):
+    bigger = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="a"), keras.layers.Dense(2, name="b")])
+    bigger.save_weights(tmp_path / "big.weights.h5")
+    bigger.save(tmp_path / "big.keras")
+    for name in ("big.weights.h5", "big.keras"):
+        small = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="a")])
+        before = [np.array(v.numpy()) for v in small.weights]
+        with pytest.raises(ParameterMismatchError, match="Unexpected key") as info:
+            tensorfile.load_parameters(small, tmp_path / name)
+        assert info.value.report.unexpected_keys == ["layers/dense_1/vars/0", "layers/dense_1/vars/1"]
+        assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, small.weights))  # put back
+        report = tensorfile.load_parameters(small, tmp_path / name, strict=False)
+        assert report.loaded == ["layers.0.kernel", "layers.0.bias"] and len(report.unexpected_keys) == 2
+
+
+def test_plain_hdf5_and_keras_layers_take_the_generic_path(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f["kernel"] = np.ones((4, 3), np.float32)
+        f["bias"] = np.zeros(3, np.float32)
+    layer = keras.layers.Dense(3)
+    layer.build((None, 4))
+    report = tensorfile.load_parameters(layer, tmp_path / "plain.h5")  # a layer has no load_weights: by name
+    assert report.ok and report.loaded == ["kernel", "bias"] and np.array_equal(layer.kernel.numpy(), np.ones((4, 3)))
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    with pytest.raises(ParameterMismatchError, match="Missing key"):
+        tensorfile.load_parameters(model, tmp_path / "plain.h5")  # not Keras's layout: names must match

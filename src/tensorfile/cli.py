@@ -210,10 +210,15 @@ def _zip_crc_failure(path: str) -> str | None:
     """What is wrong with a zip member's CRC-32 (``load`` of a torch file skips it, as torch.load does)."""
     import zipfile
 
+    from .foreign.npy import check_expansion
+
     try:
         with zipfile.ZipFile(path) as zf:
+            check_expansion(path, zf)
             name = zf.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except TensorFileError as exc:
+        return str(exc)
+    except Exception as exc:  # zipfile raises many kinds (BadZipFile, NotImplementedError, RuntimeError, zlib.error...)
         return f"the zip archive is damaged: {exc}"
     return None if name is None else f"member {name!r} fails its CRC-32 check: the file is corrupt"
 

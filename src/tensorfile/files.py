@@ -35,7 +35,7 @@ from .format.record import (
 from .format.writer import Tensor, layout_order, write_tensors
 from .frameworks import FRAMEWORKS, Adapter, get_adapter
 from .foreign.writers import flat_tensors
-from .tree import flatten, shared_groups, unflatten
+from .tree import flatten, map_leaves, shared_groups, unflatten
 
 __all__ = ["save", "load"]
 
@@ -294,20 +294,15 @@ def _read_foreign(path: str) -> tuple[Any, str] | str | None:
     return read_foreign(path, prefix)
 
 
-def _to_framework(value: Any, adapter: Adapter, path: str, options: Mapping[str, Any], depth: int = 0) -> Any:
-    """Hand a foreign file's NumPy arrays to ``adapter``'s framework, containers kept."""
-    from .foreign.torch_pickle import Parameter
+def _to_framework(value: Any, adapter: Adapter, path: str, options: Mapping[str, Any]) -> Any:
+    """Hand a foreign file's NumPy arrays to ``adapter``'s framework, containers kept (and shared ones shared)."""
+    from .foreign.torch_pickle import MAX_DEPTH, Parameter
 
-    if isinstance(value, np.ndarray):
-        record = {"parameter": True, "requires_grad": bool(value.requires_grad)} if isinstance(value, Parameter) else {}
-        return _to(adapter, path, "tensor", np.asarray(value), record, options)
-    if depth > 1000:
-        raise FormatError(f"{path}: nested too deeply")
-    if isinstance(value, dict):
-        return type(value)((k, _to_framework(v, adapter, path, options, depth + 1)) for k, v in value.items())
-    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
-        return type(value)(_to_framework(v, adapter, path, options, depth + 1) for v in value)
-    return value
+    def convert(array: np.ndarray) -> Any:
+        record = {"parameter": True, "requires_grad": bool(array.requires_grad)} if isinstance(array, Parameter) else {}
+        return _to(adapter, path, "tensor", np.asarray(array), record, options)
+
+    return map_leaves(value, lambda node: isinstance(node, np.ndarray), convert, max_depth=MAX_DEPTH, what=path)
 
 
 def _read_record(reader: SafetensorsReader) -> Record | None:

@@ -35,7 +35,7 @@ from .format.dtypes import code_of
 from .format.record import Member, SharedGroup, extent
 from .frameworks import Adapter, StorageView, adapter_for
 
-__all__ = ["Leaf", "Flattened", "flatten", "unflatten", "encode_plain", "decode_plain", "flat_arrays", "shared_groups"]
+__all__ = ["Leaf", "Flattened", "flatten", "unflatten", "encode_plain", "decode_plain", "flat_arrays", "shared_groups", "map_leaves"]
 
 RESERVED_NAMES = frozenset(("__metadata__",))
 #: Largest plain int stored, in bits (about 3,900 decimal digits: JSON readers cap integer text).
@@ -233,9 +233,17 @@ def flat_arrays(value: Any, prefix: str = "") -> dict[str, np.ndarray]:
             unique, n = f"{name}#{n}", n + 1
         out[unique] = array
 
+    seen: set[int] = set()  # a container reached again (shared) is listed once, under its first path
+    keep: list[Any] = []
+
     def walk(node: Any, path: str, depth: int) -> None:
-        if depth > 1000:
-            raise FormatError("nested too deeply")
+        if depth > 200:
+            raise FormatError("nested more than 200 deep")
+        if isinstance(node, (dict, list, tuple)):
+            if id(node) in seen:
+                return
+            seen.add(id(node))
+            keep.append(node)
         if isinstance(node, dict):
             for k, v in node.items():
                 walk(v, f"{path}{k}.", depth + 1)
@@ -315,3 +323,49 @@ def shared_groups(leaves: list[Leaf]) -> list[SharedGroup]:
             )
         )
     return groups
+
+
+def map_leaves(value: Any, is_leaf: Callable[[Any], bool], convert: Callable[[Any], Any], *, max_depth: int,
+               what: str) -> Any:  # fmt: skip
+    """Rebuild dict / OrderedDict / list / tuple nesting with ``convert(leaf)`` for each leaf.
+
+    Memoized by identity: an object reached twice (shared, as a pickle memoizes it)
+    is converted once and shared again, so a structure with 2**60 paths costs 60
+    steps; a dict or list that holds itself keeps holding itself. Other values pass
+    through.
+
+    Raises:
+        FormatError: containers nested more than ``max_depth`` deep (names ``what``).
+    """
+    done: dict[int, Any] = {}
+    keep: list[Any] = []  # originals stay alive, so their ids stay unique
+
+    def walk(node: Any, depth: int) -> Any:
+        key = id(node)
+        if key in done:
+            return done[key]
+        if is_leaf(node):
+            keep.append(node)
+            done[key] = convert(node)
+            return done[key]
+        if type(node) not in (dict, OrderedDict, list, tuple):
+            return node
+        if depth > max_depth:
+            raise FormatError(f"{what}: containers nested more than {max_depth} deep")
+        keep.append(node)
+        if isinstance(node, dict):
+            out: Any = type(node)()
+            done[key] = out
+            for k, v in node.items():
+                out[k] = walk(v, depth + 1)
+            return out
+        if isinstance(node, list):
+            out = []
+            done[key] = out
+            out.extend(walk(v, depth + 1) for v in node)
+            return out
+        built = tuple(walk(v, depth + 1) for v in node)  # a tuple cannot hold itself
+        done[key] = built
+        return built
+
+    return walk(value, 0)

@@ -32,17 +32,18 @@ def read_foreign(path: str, prefix: bytes) -> tuple[Any, str] | None:
         return read_npy(path), "numpy"
     if prefix.startswith(b"PK\x03\x04"):
         try:
-            with zipfile.ZipFile(path) as zf:
-                if is_torch_zip(zf) is not None:
-                    kind = "torch"
-                elif zf.namelist() and all(n.endswith(".npy") for n in zf.namelist()):
-                    return read_npz(path, zf), "numpy"
-                elif "model.weights.h5" in zf.namelist() and "config.json" in zf.namelist():
-                    return read_keras_archive(path, zf), "numpy"
-                else:
-                    return None
-        except zipfile.BadZipFile:
-            return None  # the safetensors reader then says it looks like a zip archive
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, NotImplementedError, UnicodeDecodeError, ValueError, OSError, EOFError):
+            return None  # the safetensors reader then says it looks like a (damaged) zip archive
+        with zf:
+            if is_torch_zip(zf) is not None:
+                kind = "torch"
+            elif zf.namelist() and all(n.endswith(".npy") for n in zf.namelist()):
+                return read_npz(path, zf), "numpy"
+            elif "model.weights.h5" in zf.namelist() and "config.json" in zf.namelist():
+                return read_keras_archive(path, zf), "numpy"
+            else:
+                return None
         return read_torch(path), kind
     if is_torch_legacy(prefix):
         return read_torch(path), "torch"

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..format.dtypes import dtype_from_name
+from .npy import check_expansion, zip_errors
 
 __all__ = ["HDF5_MAGIC", "read_h5", "read_keras_archive", "MAX_DATASETS_BYTES"]
 
@@ -72,7 +73,9 @@ def read_keras_archive(path: str, zf: zipfile.ZipFile) -> dict[str, np.ndarray]:
     info = zf.getinfo("model.weights.h5")
     if info.file_size > 16 * os.path.getsize(path) + MAX_DATASETS_BYTES:
         raise FormatError(f"{path}: model.weights.h5 claims {info.file_size} bytes")
-    data = zf.read(info)
+    check_expansion(path, zf)
+    with zip_errors(f"{path}: model.weights.h5"):
+        data = zf.read(info)
     try:
         with h5py.File(io.BytesIO(data), "r") as handle:
             return _datasets(handle, f"{path}: model.weights.h5", len(data))

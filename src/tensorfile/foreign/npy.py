@@ -11,15 +11,17 @@ go to :mod:`.npy_objects`, which reads plain data only.
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import re
 import struct
 import zipfile
-from typing import IO, Any
+import zlib
+from typing import IO, Any, Iterator
 
 import numpy as np
 
-from ..errors import FormatError, UnsupportedTypeError
+from ..errors import FormatError, IntegrityError, TensorFileError, UnsupportedTypeError
 
 __all__ = ["read_npy", "read_npz", "write_npz", "NPY_DTYPES", "MAX_HEADER", "MAX_EXPANSION"]
 
@@ -99,12 +101,38 @@ def read_npy(path: str) -> Any:
         return _read_array(f, path, os.fstat(f.fileno()).st_size)
 
 
+def check_expansion(path: str, zf: zipfile.ZipFile) -> None:
+    """Refuse a zip bomb before inflating anything: compressed members, all together, may claim at most
+    :data:`MAX_EXPANSION` times the archive's size (stored members are bounded by the file itself)."""
+    claimed = sum(i.file_size for i in zf.infolist() if i.compress_type != zipfile.ZIP_STORED)
+    size = os.path.getsize(path)
+    if claimed > MAX_EXPANSION * size + (1 << 20):
+        raise FormatError(
+            f"{path}: compressed members claim {claimed} bytes from a {size}-byte file: more than {MAX_EXPANSION}x, "
+            "refused as a zip bomb"
+        )
+
+
+@contextlib.contextmanager
+def zip_errors(what: str) -> Iterator[None]:
+    """Turn the zip module's errors while reading a member into FormatError (IntegrityError for a bad CRC-32)."""
+    try:
+        yield
+    except TensorFileError:
+        raise
+    except zipfile.BadZipFile as exc:
+        raise (IntegrityError if "CRC" in str(exc) else FormatError)(f"{what}: {exc}") from None
+    except (RuntimeError, NotImplementedError, zlib.error, EOFError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{what}: cannot be read ({exc})") from None
+
+
 def read_npz(path: str, zf: zipfile.ZipFile) -> dict[str, Any]:
     """Read every ``.npy`` member of an ``.npz`` archive (stored or deflated) into a dict.
 
     Each member's declared uncompressed size bounds what is read, so a zip
     bomb is refused before it inflates.
     """
+    check_expansion(path, zf)
     out: dict[str, Any] = {}
     for info in zf.infolist():
         if not info.filename.endswith(".npy"):
@@ -115,7 +143,7 @@ def read_npz(path: str, zf: zipfile.ZipFile) -> dict[str, Any]:
                 f"{what}: {info.compress_size} compressed bytes claim to expand to {info.file_size}: "
                 f"more than {MAX_EXPANSION}x, refused as a zip bomb"
             )
-        with zf.open(info) as member:
+        with zip_errors(what), zf.open(info) as member:
             out[info.filename[:-4]] = _read_array(member, what, info.file_size)
     return out
 

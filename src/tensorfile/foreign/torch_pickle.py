@@ -24,7 +24,8 @@ import numpy as np
 from ..errors import FormatError, IntegrityError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
 from ..format.memory import empty_bytes
-from .npy import MAX_EXPANSION
+from ..tree import map_leaves
+from .npy import MAX_EXPANSION, check_expansion, zip_errors
 from .unpickler import restricted_loads
 
 __all__ = ["read_torch", "Parameter", "is_torch_zip", "is_torch_legacy"]
@@ -142,18 +143,19 @@ def _storage_kind(kind: Any, path: str) -> np.dtype:
     return kind[1]
 
 
-def _materialize(value: Any, path: str, depth: int = 0) -> Any:
-    if isinstance(value, _Lazy):
-        return _tensor(value, path)
-    if depth > 1000:
-        raise FormatError(f"{path}: nested too deeply")
-    if isinstance(value, OrderedDict):
-        return OrderedDict((k, _materialize(v, path, depth + 1)) for k, v in value.items())
-    if isinstance(value, dict):
-        return {k: _materialize(v, path, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_materialize(v, path, depth + 1) for v in value)
-    return value
+#: Deepest nesting of containers read (each level costs a few Python stack frames).
+MAX_DEPTH = 200
+
+
+def _materialize(value: Any, path: str) -> Any:
+    """Containers with arrays in place of their lazy records (shared containers stay shared)."""
+    return map_leaves(value, lambda node: isinstance(node, _Lazy), lambda lazy: _tensor(lazy, path),
+                      max_depth=MAX_DEPTH, what=path)  # fmt: skip
+
+
+#: A tensor may be a view (stride 0 expands) larger than its storage: up to this many bytes, or this many times it.
+MAX_VIEW_BYTES = 1 << 30
+VIEW_EXPANSION = 64
 
 
 def _tensor(lazy: _Lazy, path: str) -> np.ndarray:
@@ -166,6 +168,12 @@ def _tensor(lazy: _Lazy, path: str) -> np.ndarray:
     if any(s < 0 for s in lazy.stride) or any(d < 0 for d in lazy.shape) or lazy.offset < 0 or len(lazy.shape) != len(lazy.stride):
         raise FormatError(f"{path}: tensor with negative size, stride or offset")
     count = int(np.prod(lazy.shape, dtype=object)) if lazy.shape else 1
+    nonzero = int(np.prod([max(d, 1) for d in lazy.shape], dtype=object)) if lazy.shape else 1
+    if nonzero * item > max(MAX_VIEW_BYTES, VIEW_EXPANSION * raw.size):  # e.g. stride-0 views claiming terabytes
+        raise FormatError(
+            f"{path}: a tensor of shape {lazy.shape} ({count * item} bytes) is a view of a {raw.size}-byte storage; "
+            f"views larger than {VIEW_EXPANSION}x their storage and {MAX_VIEW_BYTES} bytes are refused"
+        )
     if count:
         extent = (lazy.offset + sum((d - 1) * s for d, s in zip(lazy.shape, lazy.stride)) + 1) * item
         if extent > raw.size:
@@ -342,17 +350,33 @@ class _StorageReader:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+#: Largest data.pkl read (bytes): the structure of a checkpoint, not its tensors.
+MAX_PICKLE = 256 << 20
+
+
+def _small_member(path: str, zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    """A small record (data.pkl, byteorder), its size checked first; zip damage becomes a FormatError."""
+    info = zf.getinfo(name)
+    if info.file_size > limit:
+        raise FormatError(f"{path}: {name!r} claims {info.file_size} bytes (at most {limit} are read)")
+    with zip_errors(f"{path}: {name!r}"), zf.open(info) as member:
+        data = member.read(limit + 1)
+    if len(data) > limit:
+        raise FormatError(f"{path}: {name!r} holds more than {limit} bytes")
+    return data
+
+
 def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str) -> Any:
     names = set(zf.namelist())
     if f"{root}/constants.pkl" in names or any(n.startswith(f"{root}/code/") for n in names):
         raise UnsupportedTypeError(f"{path}: a TorchScript archive (it carries code); tensorfile does not read TorchScript")
-    byteorder = zf.read(f"{root}/byteorder").decode().strip() if f"{root}/byteorder" in names else "little"
-    if byteorder != "little":
-        raise UnsupportedTypeError(f"{path}: big-endian torch files are not supported")
+    check_expansion(path, zf)
+    byteorder = _small_member(path, zf, f"{root}/byteorder", 64) if f"{root}/byteorder" in names else b"little"
+    if byteorder.strip() != b"little":
+        raise UnsupportedTypeError(f"{path}: big-endian torch files are not supported (byteorder {byteorder[:16]!r})")
     storages: dict[str, _Storage] = {}
     table = _table(path)
-    with zf.open(f"{root}/data.pkl") as pickle_file:
-        pickled = pickle_file.read()
+    pickled = _small_member(path, zf, f"{root}/data.pkl", MAX_PICKLE)
 
     with _StorageReader(path, f, zf) as reader:
 
@@ -431,13 +455,20 @@ def read_torch(path: str) -> Any:
         UnsupportedTypeError: TorchScript, quantized storages, big-endian files.
         FormatError: malformed or truncated.
     """
+    try:
+        return _read(path)
+    except RecursionError:
+        raise FormatError(f"{path}: nested too deeply") from None
+
+
+def _read(path: str) -> Any:
     with open(path, "rb") as f:
         prefix = f.read(4)
         f.seek(0)
         if prefix.startswith(b"PK"):
             try:
                 zf = zipfile.ZipFile(f)
-            except zipfile.BadZipFile as exc:
+            except (zipfile.BadZipFile, NotImplementedError, UnicodeDecodeError, ValueError, OSError, EOFError) as exc:
                 raise FormatError(f"{path}: a damaged zip archive ({exc})") from None
             with zf:
                 root = is_torch_zip(zf)

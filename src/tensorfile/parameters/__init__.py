@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -288,51 +289,94 @@ def load_parameters(
 
 
 def _keras_weights_file(model: Any, path: str) -> bool:
-    """True for a Keras model and a Keras weights file (HDF5, or a .keras archive)."""
-    if "keras" not in {c.__module__.split(".")[0] for c in type(model).__mro__}:
+    """True for a Keras model (with ``load_weights``) and a Keras weights file: a ``.keras`` archive, or
+    HDF5 laid out by Keras 3 (a top-level ``vars`` group) or Keras 2 (``model_weights`` / ``layer_names``)."""
+    if not hasattr(model, "load_weights") or "keras" not in {c.__module__.split(".")[0] for c in type(model).__mro__}:
         return False
     from ..foreign.detect import describe
 
     try:
         with open(path, "rb") as f:
             prefix = f.read(16)
-    except OSError:
-        return False
-    return describe(path, prefix) in ("HDF5 (Keras weights)", "Keras .keras archive")
+        kind = describe(path, prefix)
+        if kind == "Keras .keras archive":
+            return True
+        if kind != "HDF5 (Keras weights)":
+            return False
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return "vars" in f or "model_weights" in f or "layer_names" in f.attrs
+    except (OSError, ValueError):
+        return False  # the generic path then names the problem
+
+
+#: Top-level groups of Keras files that hold the optimizer's state, not the model's weights.
+_KERAS_OPTIMIZER = ("optimizer/", "optimizer_weights/")
 
 
 def _load_keras_weights(model: Any, path: str, strict: bool, select: Select, rename: Rename) -> LoadReport:
     """Keras's own ``load_weights`` for Keras's own files (reference: keras-team/keras
-    ``keras/src/saving/saving_lib.py`` and ``legacy/saving/legacy_h5_format.py``)."""
+    ``keras/src/saving/saving_lib.py`` and ``legacy/saving/legacy_h5_format.py``), then a check of what
+    it did: each model weight must now hold one of the file's arrays (matched by shape, dtype and
+    bytes), and every array of the file must have found a weight."""
     import tempfile
+
+    from ..format.checksums import checksum
 
     if select is not None or rename is not None:
         raise ValueError(f"{path}: select and rename do not apply to a Keras weights file loaded into a Keras model")
-    names = list(model_params(model).params)
+    target = model_params(model)
+    names = {id(p.source): name for name, p in target.params.items()}
+    before = [(p.source, p.value) for p in target.params.values()]
+    file_arrays = {k: a for k, a in flat_arrays(load(path, framework="numpy")).items() if not k.startswith(_KERAS_OPTIMIZER)}
+
+    def restore() -> None:
+        for variable, value in before:
+            variable.assign(value)
+
     suffix = ".keras" if _is_zip(path) else (".weights.h5" if _is_keras3_h5(path) else ".h5")
     report = LoadReport()
     with tempfile.TemporaryDirectory(prefix="tensorfile-keras-") as folder:
         link = os.path.join(folder, "weights" + suffix)  # Keras decides the layout by the file's suffix
         os.symlink(os.path.abspath(path), link)
-        before = [np.array(v) for v in model.weights]
         try:
-            model.load_weights(link, skip_mismatch=not strict)
-        except (ValueError, KeyError) as exc:
-            for variable, value in zip(model.weights, before):
-                variable.assign(value)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Keras warns of what it skips; the report says it
+                model.load_weights(link, skip_mismatch=not strict)
+        except Exception as exc:
+            restore()
             text = str(exc).replace(link, path)
+            if not isinstance(exc, (ValueError, KeyError)):
+                raise FormatError(f"{path}: Keras could not read its weights: {text}") from None
             report.notes.append(text)
+            report.missing_keys.extend(target.params)
             if strict:
-                raise ParameterMismatchError(f"Error(s) in loading parameters from {path!r} into {type(model).__name__}:\n\t{text}", report) from None
+                raise ParameterMismatchError(
+                    f"Error(s) in loading parameters from {path!r} into {type(model).__name__}:\n\t{text}", report
+                ) from None
             return report
-    after = [np.array(v) for v in model.weights]
-    if len(after) == len(names):
-        for name, old, new in zip(names, before, after):
-            (report.loaded if strict or not np.array_equal(old, new) else report.skipped).append(name)
-        if report.skipped:
-            report.notes.append(f"Keras skipped {len(report.skipped)} weight(s) it could not match (or whose values were unchanged)")
-    else:  # pragma: no cover - model_params lists every weight of a Keras model
-        report.loaded.extend(names)
+
+    def key(array: np.ndarray) -> tuple[Any, ...]:
+        return array.shape, array.dtype.name, checksum(np.ascontiguousarray(array).tobytes())
+
+    pool: dict[tuple[Any, ...], list[str]] = {}
+    for name, array in file_arrays.items():
+        pool.setdefault(key(array), []).append(name)
+    import keras
+
+    for variable in model.weights:
+        found = pool.get(key(np.asarray(keras.ops.convert_to_numpy(variable))))
+        (report.loaded if found else report.missing_keys).append(names.get(id(variable), variable.path))
+        if found:
+            found.pop()
+    report.unexpected_keys.extend(sorted(k for keys in pool.values() for k in keys))
+    if report.missing_keys:
+        report.notes.append("Keras left these weights as they were (no array of the file fits them)")
+    if strict and not report.ok:
+        restore()
+        lines = "\n\t".join(report.problems())
+        raise ParameterMismatchError(f"Error(s) in loading parameters from {path!r} into {type(model).__name__}:\n\t{lines}", report)
     return report
 
 
@@ -342,7 +386,7 @@ def _is_zip(path: str) -> bool:
 
 
 def _is_keras3_h5(path: str) -> bool:
-    """A Keras 3 ``.weights.h5`` (top-level ``layers`` / ``vars`` groups) rather than a Keras 2 ``.h5``."""
+    """A Keras 3 ``.weights.h5`` (a top-level ``vars`` group) rather than a Keras 2 ``.h5``."""
     import h5py
 
     with h5py.File(path, "r") as f:

@@ -39,6 +39,7 @@ class Param:
     dtype: str
     kind: str
     set: Callable[[np.ndarray], None]
+    source: Any = None  # the framework's own variable, where one exists (Keras)
 
 
 @dataclass
@@ -157,7 +158,7 @@ def _keras(model: Any) -> ModelParams:
                 variable.assign(array)
 
             value = np.asarray(keras.ops.convert_to_numpy(variable))
-            out.params[name] = Param(value, tuple(value.shape), value.dtype.name, type(layer).__name__, setter)
+            out.params[name] = Param(value, tuple(value.shape), value.dtype.name, type(layer).__name__, setter, variable)
             out.tensors[name] = keras.ops.convert_to_tensor(value)  # the backend's own tensor
 
     _keras_layers(model, "", set(), visit)
