@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 from .errors import FormatError, IntegrityError, TensorFileError
-from .files import load, save
+from .files import load, read_prefix, save
 from .lazy import TensorFile
 from .lazy import open as open_file
 from .tree import flat_arrays
@@ -50,8 +50,7 @@ def _size(n: float) -> str:
 
 
 def _prefix(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(16)
+    return read_prefix(path) or b""
 
 
 def _folder_message(path: str) -> str:

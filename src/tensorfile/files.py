@@ -276,19 +276,30 @@ def source_framework(name: str) -> str:
     return name if spec is not None and spec.origin is not None else "numpy"
 
 
+def read_prefix(path: str, *, missing_ok: bool = True) -> bytes | None:
+    """The first 16 bytes of a regular file (what recognizes its format); None for folders, FIFOs and
+    devices (opened without blocking, never read), and, with ``missing_ok``, for a file that cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        if missing_ok:
+            return None
+        raise
+    try:
+        return os.pread(fd, 16, 0) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    finally:
+        os.close(fd)
+
+
 def _read_foreign(path: str) -> tuple[Any, str] | str | None:
     """A torch or NumPy file read without its framework; "index" for a sharded-safetensors index; None
     otherwise (then it is read as safetensors)."""
     from .foreign.detect import read_foreign
     from .foreign.sharded import is_index
 
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None  # the safetensors reader names folders, FIFOs and devices
-        prefix = os.pread(fd, 16, 0)
-    finally:
-        os.close(fd)
+    prefix = read_prefix(path, missing_ok=False)
+    if prefix is None:
+        return None  # the safetensors reader names folders, FIFOs and devices
     if is_index(prefix):
         return "index"
     return read_foreign(path, prefix)

@@ -8,7 +8,6 @@ same methods (see :func:`open`).
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -20,7 +19,7 @@ from .format.dtypes import byte_view
 from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
 from .format.record import RECORD_KEY, logical_shape
-from .files import _adapter, _as_logical, _check_framework, _read_record, _verify, load
+from .files import _adapter, _as_logical, _check_framework, _read_record, _verify, load, read_prefix
 from .tree import unflatten
 
 __all__ = ["open", "TensorFile", "TensorInfo", "TensorSlice"]
@@ -245,16 +244,9 @@ def _foreign_kind(path: str) -> str | None:
     """What another tool's file that tensorfile reads is (as ``tensorfile info`` names it); None otherwise."""
     from .foreign.detect import describe, is_readable
 
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
+    prefix = read_prefix(path)
+    if prefix is None:
         return None  # the safetensors reader names the problem
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        prefix = os.pread(fd, 16, 0)
-    finally:
-        os.close(fd)
     kind = describe(path, prefix)
     return kind if is_readable(kind) else None
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from ..errors import FormatError, ParameterMismatchError, TensorFileError, UnsupportedTypeError
-from ..files import load, save
+from ..files import load, read_prefix, save
 from ..lazy import open as open_file
 from ..tree import flat_arrays
 from .convert import UNMAPPED, to_framework
@@ -295,9 +295,10 @@ def _keras_weights_file(model: Any, path: str) -> bool:
         return False
     from ..foreign.detect import describe
 
+    prefix = read_prefix(path)
+    if prefix is None:
+        return False
     try:
-        with open(path, "rb") as f:
-            prefix = f.read(16)
         kind = describe(path, prefix)
         if kind == "Keras .keras archive":
             return True
