@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 from .errors import FormatError, IntegrityError, TensorFileError
-from .files import load, read_prefix, save
+from .files import load, read_prefix, resolve_index, save
 from .lazy import TensorFile
 from .lazy import open as open_file
 from .tree import flat_arrays
@@ -137,8 +137,7 @@ def info_command(file: str, as_json: bool) -> None:
     """The format of FILE (detected by content), its metadata, and whether it carries checksums."""
     from .foreign.detect import describe
 
-    if not os.path.exists(file) and os.path.isfile(file + ".index.json"):
-        file += ".index.json"  # a sharded save
+    file = resolve_index(file)  # a sharded save: its index
     if not os.path.isfile(file):
         _fail(f"{file}: no such file" if not os.path.exists(file) else f"{file}: not a regular file")
     kind = describe(file, _prefix(file))
@@ -165,8 +164,7 @@ def verify_command(file: str, as_json: bool) -> None:
     """Read all of FILE, checking every checksum and the structure; exit 1 if it is damaged."""
     from .foreign.detect import describe, is_readable
 
-    if not os.path.exists(file) and os.path.isfile(file + ".index.json"):
-        file += ".index.json"  # a sharded save
+    file = resolve_index(file)  # a sharded save: its index
     if os.path.exists(file) and not os.path.isfile(file):
         _fail(f"{file}: not a regular file")
     if os.path.isfile(file):

@@ -276,6 +276,15 @@ def source_framework(name: str) -> str:
     return name if spec is not None and spec.origin is not None else "numpy"
 
 
+def resolve_index(path: str | os.PathLike[str]) -> str:
+    """``path``, or ``path + ".index.json"`` when only that exists (``save(..., max_shard_size=)`` wrote
+    shards and their index, and ``path`` names the checkpoint)."""
+    path = os.fspath(path)
+    if not os.path.exists(path) and os.path.isfile(path + ".index.json"):
+        return path + ".index.json"
+    return path
+
+
 def read_prefix(path: str, *, missing_ok: bool = True) -> bytes | None:
     """The first 16 bytes of a regular file (what recognizes its format); None for folders, FIFOs and
     devices (opened without blocking, never read), and, with ``missing_ok``, for a file that cannot be opened."""
@@ -387,9 +396,7 @@ def load(
     """
     _check_framework(framework)
     options = {"map_location": map_location, "device": device}
-    path = os.fspath(path)
-    if not os.path.exists(path) and os.path.isfile(path + ".index.json"):
-        path += ".index.json"  # save(..., max_shard_size=) wrote shards and their index
+    path = resolve_index(path)
     foreign = _read_foreign(path)
     if foreign == "index":
         from .foreign.sharded import read_index

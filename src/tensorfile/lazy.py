@@ -19,7 +19,7 @@ from .format.dtypes import byte_view
 from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
 from .format.record import RECORD_KEY, logical_shape
-from .files import _adapter, _as_logical, _check_framework, _read_record, _verify, load, read_prefix
+from .files import _adapter, _as_logical, _check_framework, _read_record, _verify, load, read_prefix, resolve_index
 from .tree import unflatten
 
 __all__ = ["open", "TensorFile", "TensorInfo", "TensorSlice"]
@@ -224,9 +224,7 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
         FileNotFoundError, FormatError: as :func:`load`.
     """
     _check_framework(framework)
-    path = os.fspath(path)
-    if not os.path.exists(path) and os.path.isfile(path + ".index.json"):
-        path += ".index.json"
+    path = resolve_index(path)
     kind = _foreign_kind(path)
     if kind is None:
         return TensorFile(path, framework, map_location, verify, device)
