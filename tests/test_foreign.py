@@ -283,7 +283,7 @@ def _torch_zip(tmp_path, name, pickled, members=(), compress=None):
 
 
 def _pickle_of(value):
-    from tensorfile.foreign.pickle_write import PickleWriter
+    from tensorfile.safepickle.write import PickleWriter
 
     return PickleWriter().dumps(value)
 
@@ -362,7 +362,7 @@ def test_damaged_torch_zip_records_raise_tensorfile_errors(tmp_path):
 
 
 def test_stride_0_views_claiming_terabytes_are_refused(tmp_path):
-    from tensorfile.foreign.pickle_write import Call, Global, PersistentId
+    from tensorfile.safepickle.write import Call, Global, PersistentId
 
     def tensor(shape, stride):
         pid = PersistentId(("storage", Global("torch", "FloatStorage"), "0", "cpu", 1))

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tensorfile.errors import FormatError, UnsupportedTypeError
-from tensorfile.foreign import gguf as reader
-from tensorfile.foreign.gguf import MAGIC, GGML_TYPES, TensorInfo, read_gguf, read_header, tensor_infos
+from tensorfile.formats import gguf as reader
+from tensorfile.formats.gguf import MAGIC, GGML_TYPES, TensorInfo, read_gguf, read_header, tensor_infos
 
 try:
     import gguf
@@ -200,7 +200,7 @@ def test_quantized_tensor_is_listed_but_refused_with_its_type(tmp_path):
         read_gguf(path)
     assert str(err.value) == (
         f"{path}: tensor 'blk.0.attn_q.weight' has type Q4_K (quantized); only F32, F16, BF16, F64 and integer "
-        "tensors can be read (tensorfile.foreign.gguf.tensor_infos lists every tensor)"
+        "tensors can be read (tensorfile.formats.gguf.tensor_infos lists every tensor)"
     )
 
 

@@ -135,7 +135,7 @@ def _opened(path: str, verify: bool = False) -> Iterator[Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def info_command(file: str, as_json: bool) -> None:
     """The format of FILE (detected by content), its metadata, and whether it carries checksums."""
-    from .foreign.detect import describe
+    from .formats._detect import describe
 
     file = resolve_index(file)  # a sharded save: its index
     if not os.path.isfile(file):
@@ -162,7 +162,7 @@ def info_command(file: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def verify_command(file: str, as_json: bool) -> None:
     """Read all of FILE, checking every checksum and the structure; exit 1 if it is damaged."""
-    from .foreign.detect import describe, is_readable
+    from .formats._detect import describe, is_readable
 
     file = resolve_index(file)  # a sharded save: its index
     if os.path.exists(file) and not os.path.isfile(file):
@@ -207,7 +207,7 @@ def _zip_crc_failure(path: str) -> str | None:
     """What is wrong with a zip member's CRC-32 (``load`` of a torch file skips it, as torch.load does)."""
     import zipfile
 
-    from .foreign.npy import check_expansion
+    from .formats.npy import check_expansion
 
     try:
         with zipfile.ZipFile(path) as zf:

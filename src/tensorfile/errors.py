@@ -19,6 +19,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "CheckpointLockedError",
     "UnsafeFileError",
+    "LimitError",
 ]
 
 
@@ -59,4 +60,13 @@ class CheckpointLockedError(TensorFileError, RuntimeError):
 
 
 class UnsafeFileError(TensorFileError, ValueError):
-    """A foreign file (a pickle inside it) asks for code outside the table of known-safe names."""
+    """A file asks for something never done for a file: a pickle global outside the table of known-safe
+    names, or HDF5 storage outside the file (external storage, virtual datasets, external links)."""
+
+
+class LimitError(FormatError):
+    """A file asks for more than :class:`tensorfile.Limits` allows: bytes to allocate, tensors, nesting, header size.
+
+    A subclass of :class:`FormatError` (an honest file of that kind never asks for it);
+    the message names the limit to raise for a trusted file.
+    """

@@ -34,7 +34,7 @@ from .format.record import (
 )
 from .format.writer import Tensor, layout_order, write_tensors
 from .frameworks import FRAMEWORKS, Adapter, get_adapter
-from .foreign.writers import flat_tensors
+from .formats._write import flat_tensors
 from .tree import flatten, map_leaves, shared_groups, unflatten
 
 __all__ = ["save", "load"]
@@ -153,7 +153,7 @@ def save(
     Example:
         >>> tensorfile.save({"w": np.ones((2, 3), np.float32)}, "mydict")
     """
-    from .foreign.writers import FOREIGN_FORMATS, write_foreign
+    from .formats._write import FOREIGN_FORMATS, write_foreign
 
     if format not in (None, "tensorfile", "safetensors", *FOREIGN_FORMATS):
         raise ValueError(f"unknown format {format!r}; expected one of {['tensorfile', 'safetensors', *FOREIGN_FORMATS]}")
@@ -170,7 +170,7 @@ def save(
 
 
 def _save_sharded(obj: Any, path: str, metadata: Mapping[str, str] | None, format: str | None, limit: int | str) -> None:
-    from .foreign import sharded
+    from .formats import sharded
 
     user = _check_metadata(metadata)
     names, arrays = flat_tensors(obj, "a sharded safetensors checkpoint")
@@ -303,8 +303,8 @@ def read_prefix(path: str, *, missing_ok: bool = True) -> bytes | None:
 def _read_foreign(path: str) -> tuple[Any, str] | str | None:
     """A torch or NumPy file read without its framework; "index" for a sharded-safetensors index; None
     otherwise (then it is read as safetensors)."""
-    from .foreign.detect import read_foreign
-    from .foreign.sharded import is_index
+    from .formats._detect import read_foreign
+    from .formats.sharded import is_index
 
     prefix = read_prefix(path, missing_ok=False)
     if prefix is None:
@@ -316,7 +316,7 @@ def _read_foreign(path: str) -> tuple[Any, str] | str | None:
 
 def _to_framework(value: Any, adapter: Adapter, path: str, options: Mapping[str, Any]) -> Any:
     """Hand a foreign file's NumPy arrays to ``adapter``'s framework, containers kept (and shared ones shared)."""
-    from .foreign.torch_pickle import MAX_DEPTH, Parameter
+    from .formats.torch import MAX_DEPTH, Parameter
 
     def convert(array: np.ndarray) -> Any:
         record = {"parameter": True, "requires_grad": bool(array.requires_grad)} if isinstance(array, Parameter) else {}
@@ -399,7 +399,7 @@ def load(
     path = resolve_index(path)
     foreign = _read_foreign(path)
     if foreign == "index":
-        from .foreign.sharded import read_index
+        from .formats.sharded import read_index
 
         return read_index(os.fspath(path), lambda shard: load(shard, framework=framework, map_location=map_location, device=device))
     if isinstance(foreign, tuple):

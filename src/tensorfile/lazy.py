@@ -228,7 +228,7 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
     kind = _foreign_kind(path)
     if kind is None:
         return TensorFile(path, framework, map_location, verify, device)
-    from .foreign import opened
+    from .formats import _opened as opened
 
     options = {"map_location": map_location, "device": device}
     if kind == "sharded safetensors index":
@@ -240,7 +240,7 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
 
 def _foreign_kind(path: str) -> str | None:
     """What another tool's file that tensorfile reads is (as ``tensorfile info`` names it); None otherwise."""
-    from .foreign.detect import describe, is_readable
+    from .formats._detect import describe, is_readable
 
     prefix = read_prefix(path)
     if prefix is None:

@@ -293,7 +293,7 @@ def _keras_weights_file(model: Any, path: str) -> bool:
     HDF5 laid out by Keras 3 (a top-level ``vars`` group) or Keras 2 (``model_weights`` / ``layer_names``)."""
     if not hasattr(model, "load_weights") or "keras" not in {c.__module__.split(".")[0] for c in type(model).__mro__}:
         return False
-    from ..foreign.detect import describe
+    from ..formats._detect import describe
 
     prefix = read_prefix(path)
     if prefix is None:

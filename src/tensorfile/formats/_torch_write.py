@@ -31,7 +31,7 @@ from ..errors import UnsupportedTypeError
 from ..format.writer import tensor_chunks
 from ..frameworks.base import fill_storage
 from ..tree import Flattened, Leaf, shared_groups, unflatten
-from .pickle_write import Call, Global, PersistentId, PickleWriter
+from ..safepickle.write import Call, Global, PersistentId, PickleWriter
 
 __all__ = ["write_torch", "ALIGNMENT"]
 

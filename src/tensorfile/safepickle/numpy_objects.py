@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError
-from .unpickler import restricted_loads
+from .machine import restricted_loads
 
 __all__ = ["read_object_array"]
 

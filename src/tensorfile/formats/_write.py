@@ -81,7 +81,7 @@ def write_foreign(
         raise UnsupportedTypeError(f"metadata: {target} has no place for metadata")
     name = os.path.basename(os.fspath(path))
     if format == "torch":
-        from .torch_write import write_torch
+        from ._torch_write import write_torch
 
         flat = flatten(obj)
         total = sum(leaf.array.nbytes for leaf in flat.leaves)

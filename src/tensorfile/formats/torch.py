@@ -26,7 +26,7 @@ from ..format.dtypes import dtype_from_name
 from ..format.memory import empty_bytes
 from ..tree import map_leaves
 from .npy import MAX_EXPANSION, check_expansion, zip_errors
-from .unpickler import restricted_loads
+from ..safepickle.machine import restricted_loads
 
 __all__ = ["read_torch", "Parameter", "is_torch_zip", "is_torch_legacy"]
 

@@ -7,12 +7,12 @@ from typing import Any
 
 from .gguf import MAGIC as GGUF_MAGIC
 from .gguf import read_gguf
-from .keras_h5 import HDF5_MAGIC, read_h5, read_keras_archive
-from .mxnet_nd import MAGIC as MX_MAGIC
-from .mxnet_nd import read_mxnet
+from .hdf5 import HDF5_MAGIC, read_h5, read_keras_archive
+from .mxnet import MAGIC as MX_MAGIC
+from .mxnet import read_mxnet
 from .npy import MAGIC as NPY_MAGIC
 from .npy import read_npy, read_npz
-from .torch_pickle import Parameter, is_torch_legacy, is_torch_zip, read_torch
+from .torch import Parameter, is_torch_legacy, is_torch_zip, read_torch
 
 __all__ = ["read_foreign", "describe", "is_readable", "Parameter"]
 

@@ -70,7 +70,7 @@ def _header(f: IO[bytes], what: str) -> tuple[np.dtype, bool, tuple[int, ...]]:
 def _read_array(f: IO[bytes], what: str, available: int) -> Any:
     dtype, fortran, shape = _header(f, what)
     if dtype.hasobject:  # a pickle of plain data (np.save of a dict or list), read without running code
-        from .npy_objects import read_object_array
+        from ..safepickle.numpy_objects import read_object_array
 
         left = available - f.tell()
         if left > MAX_OBJECT_PICKLE:

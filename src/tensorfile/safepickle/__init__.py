@@ -1,0 +1,1 @@
+"""The one pickle machine for foreign pickles (read) and the small pickle writer (torch files)."""
