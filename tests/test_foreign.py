@@ -305,7 +305,7 @@ def test_torch_shared_containers_are_rebuilt_once_and_stay_shared(tmp_path):
     back = tensorfile.load(_torch_zip(tmp_path, "cycle.pt", pickle.dumps(cyclic, protocol=2)))
     assert back[0] is back
     deep = b"\x80\x02" + b"(" * 5000 + b"K\x01" + b"l" * 5000 + b"."  # [[[...[1]...]]], 5000 deep
-    with pytest.raises(tensorfile.FormatError, match="nested more than 200 deep|nested too deeply"):
+    with pytest.raises(tensorfile.FormatError, match=r"nested more than \d+ deep|nested too deeply"):
         tensorfile.load(_torch_zip(tmp_path, "deep.pt", deep))
 
 

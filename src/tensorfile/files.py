@@ -316,13 +316,14 @@ def _read_foreign(path: str) -> tuple[Any, str] | str | None:
 
 def _to_framework(value: Any, adapter: Adapter, path: str, options: Mapping[str, Any]) -> Any:
     """Hand a foreign file's NumPy arrays to ``adapter``'s framework, containers kept (and shared ones shared)."""
-    from .formats.torch import MAX_DEPTH, Parameter
+    from .formats.torch import Parameter
+    from .limits import DEFAULT_LIMITS
 
     def convert(array: np.ndarray) -> Any:
         record = {"parameter": True, "requires_grad": bool(array.requires_grad)} if isinstance(array, Parameter) else {}
         return _to(adapter, path, "tensor", np.asarray(array), record, options)
 
-    return map_leaves(value, lambda node: isinstance(node, np.ndarray), convert, max_depth=MAX_DEPTH, what=path)
+    return map_leaves(value, lambda node: isinstance(node, np.ndarray), convert, max_depth=DEFAULT_LIMITS.max_depth, what=path)
 
 
 def _read_record(reader: SafetensorsReader) -> Record | None:

@@ -97,7 +97,7 @@ def write_foreign(
 
             write_npz(f, names if names is not None else [f"arr_{i}" for i in range(len(arrays))], arrays, bar)
         else:
-            from .mxnet_nd import write_mxnet
+            from .mxnet import write_mxnet
 
             write_mxnet(f, names, arrays, np_semantics=format == "mxnet-np", progress=bar)
         f.flush()

@@ -1,30 +1,62 @@
 """Keras weight files through ``h5py``: Keras 3 ``.weights.h5`` and ``.keras``, Keras 2 ``.h5``.
 
-Reference: keras-team/keras ``keras/src/saving/saving_lib.py``. Every dataset
-becomes one entry of a flat dict keyed by its full HDF5 path exactly as in the
-file (for a ``.keras`` archive, the paths inside its ``model.weights.h5``);
-datasets Keras marked ``dtype="bfloat16"`` come back as bfloat16. Sizes are
-bounded before anything is read.
+Reference: keras-team/keras ``keras/src/saving/saving_lib.py`` (``H5IOStore``: one
+group per layer, one dataset per variable, ``attrs["dtype"] == "bfloat16"`` on
+bfloat16 variables). Every numeric dataset becomes one entry of a flat dict keyed
+by its full HDF5 path exactly as in the file (for a ``.keras`` archive, the paths
+inside its ``model.weights.h5``), in HDF5's name order; datasets Keras marked
+bfloat16 come back as bfloat16. Strings, references, compound, opaque and null
+datasets are metadata, not weights: they are counted and skipped.
+
+What a file may not make this reader do (each refused with :class:`UnsafeFileError`
+naming the file and the dataset or link, before any of its data is read):
+
+- read another file. HDF5 can put a dataset's bytes in other files: *external
+  storage* (``H5Pset_external``, "External Storage Properties" in the HDF5 user's
+  guide), *virtual datasets* (the HDF5 "Virtual Dataset (VDS)" RFC: a dataset
+  mapped from datasets of other files) and *external links* (``H5Lcreate_external``).
+  All three are refused whatever the ``HDF5_EXTFILE_PREFIX``, ``HDF5_VDS_PREFIX``
+  and ``HDF5_EXT_PREFIX`` environment variables say, since no other file is
+  ever opened. Soft links are refused too: links are walked here, one name at
+  a time and never through a path (so a link named ``a/b`` is malformed, not a
+  path), and an object reached twice by hard links (an alias, or a group linked
+  into itself) is read once; nesting is bounded by ``Limits.max_depth``.
+- load code: a filter other than HDF5's built-in ones and h5py's LZF would make
+  libhdf5 search its plugin path for a shared library.
+- allocate without bound. Each dataset's full size (shape x item size, whatever
+  is stored: a never-written dataset reads as its fill value) is charged to the
+  :class:`~tensorfile.limits.Budget` before it is allocated, and so is the
+  largest chunk libhdf5 will hold while decompressing (a one-element dataset may
+  declare a chunk of 2**28 elements); a compressed chunk bomb is thus refused by
+  the charge for its inflated size. Each dataset is read with one copy, straight
+  into its output array (libhdf5 converts byte order in place).
+
+Every failure caused by the file is a :class:`~tensorfile.errors.TensorFileError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import FormatError, LimitError, TensorFileError, UnsafeFileError
 from ..format.dtypes import dtype_from_name
-from .npy import check_expansion, zip_errors
+from ..limits import DEFAULT_LIMITS, Budget
+from .npy import zip_errors
 
-__all__ = ["HDF5_MAGIC", "read_h5", "read_keras_archive", "MAX_DATASETS_BYTES"]
+__all__ = ["HDF5_MAGIC", "KERAS_WEIGHTS", "read_h5", "read_keras_archive"]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-#: The most bytes all datasets together may hold, beyond 16x the file's size.
-MAX_DATASETS_BYTES = 1 << 30
+#: The member of a ``.keras`` archive that holds the weights.
+KERAS_WEIGHTS = "model.weights.h5"
+#: What h5py raises for a malformed file (and what this module turns into FormatError).
+_H5PY_ERRORS = (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError)
 
 
 def _h5py() -> Any:
@@ -35,49 +67,191 @@ def _h5py() -> Any:
     return h5py
 
 
-def _datasets(handle: Any, what: str, file_size: int) -> dict[str, np.ndarray]:
-    h5py = _h5py()
-    found: list[tuple[str, Any]] = []
-    handle.visititems(lambda name, obj: found.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
-    total = sum(int(np.prod(d.shape, dtype=object) or 0) * d.dtype.itemsize for _, d in found if d.shape is not None)
-    if total > 16 * file_size + MAX_DATASETS_BYTES:
-        raise FormatError(f"{what}: datasets claim {total} bytes in a {file_size}-byte file")
-    out: dict[str, np.ndarray] = {}
-    for name, dataset in found:
-        if dataset.dtype.kind not in "biufc":
-            continue  # strings and references are metadata, not weights
-        array = np.asarray(dataset[()])
-        if dataset.attrs.get("dtype") in ("bfloat16", b"bfloat16"):
-            array = array.astype(np.uint16).view(dtype_from_name("bfloat16")) if array.dtype.itemsize == 2 else array.astype(dtype_from_name("bfloat16"))
-        out[name] = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("=")))
-    return out
+@contextlib.contextmanager
+def _h5_errors(where: str) -> Iterator[None]:
+    """Turn h5py's errors into FormatError naming ``where`` (ours pass through)."""
+    try:
+        yield
+    except TensorFileError:
+        raise
+    except _H5PY_ERRORS as exc:
+        raise FormatError(f"{where}: cannot be read as HDF5 ({type(exc).__name__}: {exc})") from None
 
 
-def read_h5(path: str) -> dict[str, np.ndarray]:
-    """Every numeric dataset of an HDF5 file, keyed by its full path.
+def read_h5(path: str | os.PathLike[str], budget: Budget | None = None) -> dict[str, np.ndarray]:
+    """Every numeric dataset of the HDF5 file ``path``, keyed by its full path.
+
+    Args:
+        path: the file.
+        budget: what the file may make us allocate; ``None``: ``DEFAULT_LIMITS`` for its size.
 
     Raises:
-        FormatError: the file is not valid HDF5, or claims more data than it can hold.
+        UnsafeFileError: external storage, a virtual dataset, an external or soft link, a filter plugin.
+        LimitError: more bytes, tensors or nesting than the budget allows.
+        FormatError: not valid HDF5.
     """
-    h5py = _h5py()
-    try:
-        with h5py.File(path, "r") as handle:
-            return _datasets(handle, path, os.path.getsize(path))
-    except OSError as exc:
-        raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from None
+    h5py, path = _h5py(), os.fspath(path)
+    with _h5_errors(path):
+        if budget is None:
+            budget = DEFAULT_LIMITS.budget(path, os.path.getsize(path))
+        handle = h5py.File(path, "r", locking=False)  # sec2 driver: this one file, no lock files
+    with handle:
+        return _Reader(handle, path, budget).read()
 
 
-def read_keras_archive(path: str, zf: zipfile.ZipFile) -> dict[str, np.ndarray]:
-    """The weights inside a ``.keras`` archive (its ``model.weights.h5``)."""
-    h5py = _h5py()
-    info = zf.getinfo("model.weights.h5")
-    if info.file_size > 16 * os.path.getsize(path) + MAX_DATASETS_BYTES:
-        raise FormatError(f"{path}: model.weights.h5 claims {info.file_size} bytes")
-    check_expansion(path, zf)
-    with zip_errors(f"{path}: model.weights.h5"):
-        data = zf.read(info)
-    try:
-        with h5py.File(io.BytesIO(data), "r") as handle:
-            return _datasets(handle, f"{path}: model.weights.h5", len(data))
-    except OSError as exc:
-        raise FormatError(f"{path}: model.weights.h5 is not readable HDF5 ({exc})") from None
+def read_keras_archive(path: str | os.PathLike[str], zf: zipfile.ZipFile, budget: Budget | None = None) -> dict[str, np.ndarray]:
+    """The weights inside the ``.keras`` archive ``path`` (its ``model.weights.h5``), as :func:`read_h5` reads them.
+
+    The member is read into memory (charged to the budget, and checked against
+    ``Limits.max_expansion`` if compressed) and opened from there.
+
+    Raises:
+        the errors of :func:`read_h5`, naming the archive and the member.
+    """
+    h5py, path = _h5py(), os.fspath(path)
+    what = f"{path}: {KERAS_WEIGHTS}"
+    with zip_errors(what):
+        if budget is None:
+            budget = DEFAULT_LIMITS.budget(path, os.path.getsize(path))
+        if KERAS_WEIGHTS not in zf.namelist():
+            raise FormatError(f"{path}: a .keras archive without {KERAS_WEIGHTS}")
+        info = zf.getinfo(KERAS_WEIGHTS)
+        if info.compress_type != zipfile.ZIP_STORED:
+            budget.check_expansion(info.compress_size, info.file_size, KERAS_WEIGHTS)
+        budget.charge(info.file_size, KERAS_WEIGHTS)
+        data = zf.read(info)  # never more than info.file_size bytes
+    with _h5_errors(what):
+        handle = h5py.File(io.BytesIO(data), "r", locking=False)
+    with handle:
+        return _Reader(handle, what, budget).read()
+
+
+class _Reader:
+    """One walk over one open file: links by name, each object once, datasets read into charged arrays."""
+
+    def __init__(self, handle: Any, where: str, budget: Budget) -> None:
+        self.h5py, self.handle, self.where, self.budget = _h5py(), handle, where, budget
+        self.chunk_bytes = 0  # the largest chunk charged so far (one chunk buffer at a time)
+        h5z = self.h5py.h5z
+        self.filters = {h5z.FILTER_DEFLATE, h5z.FILTER_SHUFFLE, h5z.FILTER_FLETCHER32, h5z.FILTER_SZIP,
+                        h5z.FILTER_NBIT, h5z.FILTER_SCALEOFFSET, h5z.FILTER_LZF}
+
+    def read(self) -> dict[str, np.ndarray]:
+        h5o = self.h5py.h5o
+        out: dict[str, np.ndarray] = {}
+        with _h5_errors(self.where):
+            root = self.handle.id
+            seen = {h5o.get_info(root).addr}
+        stack = [(root, "", iter(self._names(root, "/")))]
+        while stack:
+            group, prefix, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                continue
+            key = prefix + name.decode("utf-8", "surrogateescape")
+            obj = self._open(group, name, key)
+            with _h5_errors(f"{self.where}: '{key}'"):
+                info = h5o.get_info(obj)
+            if info.addr in seen:
+                continue  # reached again by another hard link (an alias, or a cycle)
+            seen.add(info.addr)
+            kind = info.type
+            if kind == h5o.TYPE_GROUP:
+                if len(stack) >= self.budget.limits.max_depth:
+                    raise LimitError(f"{self.where}: '{key}': groups nested deeper than {self.budget.limits.max_depth} "
+                                     "(Limits.max_depth)")
+                stack.append((obj, key + "/", iter(self._names(obj, key))))
+            elif kind == h5o.TYPE_DATASET:
+                array = self._dataset(obj, key)
+                if array is not None:
+                    out[key] = array
+        return out
+
+    def _names(self, group: Any, key: str) -> list[bytes]:
+        names: list[bytes] = []
+        with _h5_errors(f"{self.where}: group '{key}'"):
+            group.links.iterate(names.append, idx_type=self.h5py.h5.INDEX_NAME, order=self.h5py.h5.ITER_INC)
+        return names
+
+    def _open(self, group: Any, name: bytes, key: str) -> Any:
+        """Open the object the hard link ``name`` of ``group`` names; refuse any other link."""
+        h5l, where = self.h5py.h5l, f"{self.where}: '{key}'"
+        if not name or name == b"." or b"/" in name:
+            raise FormatError(f"{where}: a link name libhdf5 would read as a path; expected one plain name")
+        with _h5_errors(where):
+            kind = group.links.get_info(name).type
+            if kind == h5l.TYPE_HARD:
+                return self.h5py.h5o.open(group, name)
+            target = group.links.get_val(name) if kind in (h5l.TYPE_SOFT, h5l.TYPE_EXTERNAL) else None
+        if kind == h5l.TYPE_EXTERNAL:
+            file, obj = (t.decode("utf-8", "replace") for t in target)
+            raise UnsafeFileError(f"{where}: an external link to '{obj}' in the file {file!r}; tensorfile never "
+                                  "opens another file for an HDF5 file")
+        if kind == h5l.TYPE_SOFT:
+            raise UnsafeFileError(f"{where}: a soft link to {target.decode('utf-8', 'replace')!r}; tensorfile "
+                                  "reads only hard links (datasets and groups where they are)")
+        raise UnsafeFileError(f"{where}: a user-defined link (type {kind}); tensorfile reads only hard links")
+
+    def _dataset(self, dsid: Any, key: str) -> np.ndarray | None:
+        """The dataset's values in a new native-order array, or None for a non-numeric dataset."""
+        h5d, what = self.h5py.h5d, f"dataset '{key}'"
+        where = f"{self.where}: {what}"
+        self.budget.count_tensor(what)
+        with _h5_errors(where):
+            dcpl = dsid.get_create_plist()
+            layout = dcpl.get_layout()
+            if layout == h5d.VIRTUAL:
+                raise UnsafeFileError(f"{where}: a virtual dataset (mapped from other HDF5 files); tensorfile never "
+                                      "opens another file for an HDF5 file")
+            if dcpl.get_external_count():
+                files = [dcpl.get_external(i)[0].decode("utf-8", "replace") for i in range(dcpl.get_external_count())]
+                raise UnsafeFileError(f"{where}: its data is stored outside the file, in {files}; tensorfile never "
+                                      "reads another file for an HDF5 file")
+            for i in range(dcpl.get_nfilters()):
+                code = dcpl.get_filter(i)[0]
+                if code not in self.filters:
+                    raise UnsafeFileError(f"{where}: filter {code} is not built into HDF5 and would load a plugin")
+            dataset = self.h5py.Dataset(dsid)
+            shape = dataset.shape
+            try:
+                dtype = dataset.dtype
+            except TypeError:  # a type h5py has no NumPy dtype for (bitfield...): not a weight
+                return None
+            bfloat16 = _marked_bfloat16(dataset)
+            chunk = dcpl.get_chunk() if layout == h5d.CHUNKED else None
+            file_itemsize = dsid.get_type().get_size()
+        plain = dtype.names is None and dtype.subdtype is None
+        raw16 = bfloat16 and plain and dtype.itemsize == 2 and dtype.kind in "iuV"
+        if shape is None or not plain or (dtype.kind not in "biufc" and not raw16):
+            return None  # no data (a null dataspace), strings, references, compound, opaque, arrays
+        if chunk is not None:
+            chunk_bytes = int(np.prod(chunk, dtype=object)) * max(file_itemsize, dtype.itemsize)
+            if chunk_bytes > self.chunk_bytes:  # libhdf5 holds one chunk at a time: charge the largest
+                self.budget.charge(chunk_bytes - self.chunk_bytes, f"{what}: a chunk of {list(chunk)}")
+                self.chunk_bytes = chunk_bytes
+        dtype = dtype.newbyteorder("=")
+        count = int(np.prod(shape, dtype=object))
+        self.budget.charge(count * dtype.itemsize, f"{what} of shape {list(shape)} and dtype {dtype}")
+        out = np.empty(shape, dtype)  # (an enum's metadata, bool's included, tells h5py the memory type)
+        if count:
+            with _h5_errors(where):
+                dataset.read_direct(out)
+        out = out.view(np.dtype(dtype.str))  # the same bytes, without h5py's enum metadata
+        if bfloat16:
+            bf16 = dtype_from_name("bfloat16")
+            if dtype.itemsize == 2 and dtype.kind != "f":
+                return out.view(bf16)  # Keras stored the raw 16 bits
+            self.budget.charge(count * 2, f"{what} as bfloat16")
+            return out.astype(bf16)
+        return out
+
+
+def _marked_bfloat16(dataset: Any) -> bool:
+    """Whether Keras marked the dataset ``attrs["dtype"] = "bfloat16"`` (a small string attribute)."""
+    if "dtype" not in dataset.attrs:
+        return False
+    if dataset.attrs.get_id("dtype").get_storage_size() > 64:
+        return False  # not a dtype name
+    value = dataset.attrs["dtype"]
+    return isinstance(value, (str, bytes)) and value in ("bfloat16", b"bfloat16")

@@ -11,11 +11,25 @@ A record: magic (V1 0xF993FAC8 / V2 0xF993FAC9 / V3 0xF993FACA), storage type
 ``i32`` type flag, for sparse each aux array's type flag and shape, the data,
 then the aux arrays' data. Sparse arrays load dense. A list comes back as a
 list (a single array as a one-element list, as MXNet does), names as a dict.
-Every count and size is checked against the bytes left before anything is allocated.
+
+Rules a file must follow here (each broken one is a :class:`FormatError` naming
+the file and the array):
+
+- every count and size is checked against the bytes left before anything is
+  allocated; each array's bytes are charged to the file's
+  :class:`~tensorfile.limits.Budget` and read straight into that array (one copy);
+- at most 32 dims; no shape over 2**63 - 1 bytes;
+- row_sparse: storage shape ``(rows stored,) + shape[1:]``, one in-range integer
+  row index per stored row;
+- csr: a 2-d shape, storage shape ``(nnz,)``, ``indptr`` of ``rows + 1``
+  integers from 0, non-decreasing, to nnz, ``nnz`` integer column indices in range;
+- the dense result of a sparse array is charged before it is allocated;
+- names: none, or one per array, distinct.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import IO, Any
 
@@ -24,6 +38,8 @@ import numpy as np
 from ..errors import FormatError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
 from ..format.writer import tensor_chunks
+from ..limits import DEFAULT_LIMITS, Budget
+from ._zip import fill
 
 __all__ = ["MAGIC", "read_mxnet", "write_mxnet"]
 
@@ -32,16 +48,26 @@ _V1, _V2, _V3 = 0xF993FAC8, 0xF993FAC9, 0xF993FACA
 _TYPES = {0: "float32", 1: "float64", 2: "float16", 3: "uint8", 4: "int32", 5: "int8", 6: "int64", 7: "bool",
           8: "int16", 9: "uint16", 10: "uint32", 11: "uint64", 12: "bfloat16"}  # fmt: skip
 MAX_DIMS = 32
+#: Fewest bytes a record takes (a V1 "none" record: magic and ndim 0).
+_MIN_RECORD = 8
 
 
 class _Reader:
-    def __init__(self, data: bytes, path: str) -> None:
-        self.data, self.pos, self.path = data, 0, path
+    """Reads one MXNet file front to back: small fields with :meth:`unpack`, arrays straight into new buffers."""
+
+    def __init__(self, f: IO[bytes], path: str, size: int, budget: Budget) -> None:
+        self.f, self.path, self.size, self.budget, self.pos = f, path, size, budget, 0
+
+    @property
+    def left(self) -> int:
+        return self.size - self.pos
 
     def take(self, n: int, what: str) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise FormatError(f"{self.path}: reading {what}, expected {n} bytes, got {max(0, len(self.data) - self.pos)}")
-        out = self.data[self.pos : self.pos + n]
+        if n < 0 or n > self.left:
+            raise FormatError(f"{self.path}: reading {what}, expected {n} bytes, got {max(0, self.left)}")
+        out = self.f.read(n)
+        if len(out) != n:
+            raise FormatError(f"{self.path}: reading {what}, expected {n} bytes, got {len(out)}")
         self.pos += n
         return out
 
@@ -55,8 +81,7 @@ class _Reader:
             return None
         if not 0 <= ndim <= MAX_DIMS:
             raise FormatError(f"{self.path}: {what} has {ndim} dims (at most {MAX_DIMS})")
-        dims = self.unpack(f"{ndim}q", what) if ndim else ()
-        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        dims = tuple(struct.unpack(f"<{ndim}q", self.take(8 * ndim, what)))
         if any(d < 0 for d in dims):
             raise FormatError(f"{self.path}: {what} has a negative dim {dims}")
         return dims
@@ -68,11 +93,26 @@ class _Reader:
         return dtype_from_name(_TYPES[flag]) if _TYPES[flag] != "int16" else np.dtype("<i2")
 
     def array(self, shape: tuple[int, ...], dtype: np.dtype, what: str) -> np.ndarray:
-        count = 1
-        for d in shape:
-            count *= d
-        raw = self.take(count * dtype.itemsize, what)  # checked against the bytes left first
-        return np.frombuffer(raw, dtype, count).reshape(shape).copy()
+        """The next ``shape`` x ``dtype`` bytes, checked against the bytes left, charged, read into a new array."""
+        nbytes = _nbytes(shape, dtype.itemsize, f"{self.path}: {what}")
+        if nbytes > self.left:
+            raise FormatError(f"{self.path}: reading {what}, expected {nbytes} bytes, got {self.left}")
+        self.budget.charge(nbytes, what)
+        out = np.empty(shape, dtype)
+        fill(self.f, memoryview(out.reshape(-1).view(np.uint8)), f"{self.path}: {what}")
+        self.pos += nbytes
+        return out
+
+
+def _nbytes(shape: tuple[int, ...], itemsize: int, what: str) -> int:
+    """Bytes of an array of ``shape``; FormatError when NumPy could not make it (over 2**63 - 1 bytes)."""
+    count, nonzero = 1, itemsize
+    for d in shape:
+        count *= d
+        nonzero *= d or 1
+    if nonzero >= 1 << 63:
+        raise FormatError(f"{what}: shape {shape} is too large for any array")
+    return count * itemsize
 
 
 def _record(r: _Reader, index: int) -> np.ndarray | None:
@@ -95,51 +135,91 @@ def _record(r: _Reader, index: int) -> np.ndarray | None:
     aux = [(r.dtype(f"{what} aux type"), r.shape(f"{what} aux shape")) for _ in range(1 if stype == 1 else 2)]
     if storage_shape is None or any(s is None for _, s in aux):
         raise FormatError(f"{r.path}: {what}: a sparse array without shapes")
+    if any(t.kind not in "iu" for t, _ in aux):
+        raise FormatError(f"{r.path}: {what}: sparse indices of type {[t.name for t, _ in aux]} (integers expected)")
+    _check_sparse_shapes(r.path, what, stype, shape, storage_shape, [s for _, s in aux])  # type: ignore[misc]
+    # the dense result, and the int64 index arrays made on the way, charged before any data is read
+    work = 8 * (storage_shape[0] + (0 if stype == 1 else 3 * (shape[0] + 1) + storage_shape[0]))
+    r.budget.charge(_nbytes(shape, dtype.itemsize, f"{r.path}: {what}") + work, f"{what} made dense")
     values = r.array(storage_shape, dtype, f"{what} values")
     parts = [r.array(s, t, f"{what} aux data") for t, s in aux]  # type: ignore[arg-type]
+    if stype == 1:
+        rows = _indices(r.path, what, parts[0], shape[0], "row index")
+        dense = np.zeros(shape, dtype)
+        dense[rows] = values
+        return dense
+    indptr = parts[0].astype(np.int64)
+    counts = np.diff(indptr)
+    if indptr[0] != 0 or indptr[-1] != storage_shape[0] or np.any(counts < 0):
+        raise FormatError(
+            f"{r.path}: {what}: csr indptr must rise from 0 to the {storage_shape[0]} stored values "
+            f"(it goes from {indptr[0]} to {indptr[-1]}{'' if np.all(counts >= 0) else ', and falls on the way'})"
+        )
+    cols = _indices(r.path, what, parts[1], shape[1], "column index")
     dense = np.zeros(shape, dtype)
-    try:
-        if stype == 1:  # row_sparse: values are the rows named by parts[0]
-            dense[parts[0].astype(np.int64)] = values
-        else:  # csr: parts = indptr, indices
-            indptr, indices = parts[0].astype(np.int64), parts[1].astype(np.int64)
-            rows = np.repeat(np.arange(shape[0]), np.diff(indptr))
-            dense[rows, indices] = values
-    except (IndexError, ValueError) as exc:
-        raise FormatError(f"{r.path}: {what}: sparse indices do not fit shape {shape} ({exc})") from None
+    dense[np.repeat(np.arange(shape[0]), counts), cols] = values
     return dense
 
 
-def read_mxnet(path: str) -> list[Any] | dict[str, Any]:
+def _check_sparse_shapes(path: str, what: str, stype: int, shape: tuple[int, ...], storage: tuple[int, ...],
+                         aux: list[tuple[int, ...]]) -> None:  # fmt: skip
+    """Sparse shapes that agree with each other (ndarray.cc's storage layout), before any data is read."""
+    if stype == 1:
+        ok = len(shape) >= 1 and len(storage) == len(shape) and storage[1:] == shape[1:] and aux[0] == storage[:1]
+        expected = "storage shape (k,) + shape[1:] and k row indices"
+    else:
+        ok = len(shape) == 2 and len(storage) == 1 and aux[0] == (shape[0] + 1,) and aux[1] == storage
+        expected = "a 2-d shape, storage shape (nnz,), rows + 1 indptr and nnz indices"
+    if not ok:
+        raise FormatError(f"{path}: {what}: shape {shape}, storage shape {storage} and index shapes {aux} disagree "
+                          f"(expected {expected})")  # fmt: skip
+
+
+def _indices(path: str, what: str, values: np.ndarray, bound: int, name: str) -> np.ndarray:
+    """``values`` as int64 indices (a copy charged with the dense result), each in ``range(bound)``."""
+    if values.size and (int(values.min()) < 0 or int(values.max()) >= bound):
+        raise FormatError(f"{path}: {what}: a {name} out of range {bound} (from {values.min()} to {values.max()})")
+    return values.astype(np.int64, copy=False)
+
+
+def read_mxnet(path: str, budget: Budget | None = None) -> list[Any] | dict[str, Any]:
     """Read an MXNet NDArray file into NumPy arrays: a list, or a dict when it stores names.
 
+    Args:
+        path: the file.
+        budget: what the file may make us allocate (default: ``DEFAULT_LIMITS`` for its size).
+
     Raises:
-        FormatError: malformed or truncated (named with what was being read).
+        FormatError: malformed or truncated (named with the array being read).
+        LimitError: more arrays, or more bytes (sparse arrays made dense), than the budget allows.
     """
     with open(path, "rb") as f:
-        data = f.read()
-    r = _Reader(data, path)
-    if r.take(16, "the header") != MAGIC:
-        raise FormatError(f"{path}: not an MXNet NDArray file")
-    count = r.unpack("Q", "the array count")
-    if count > (len(data) - r.pos) // 4:
-        raise FormatError(f"{path}: claims {count} arrays in {len(data)} bytes")
-    arrays = [_record(r, i) for i in range(count)]
-    names_count = r.unpack("Q", "the name count")
-    if names_count not in (0, count):
-        raise FormatError(f"{path}: {count} arrays but {names_count} names")
-    names = []
-    for i in range(names_count):
-        length = r.unpack("Q", f"name {i}")
-        names.append(r.take(length, f"name {i}").decode("utf-8", "replace"))
-    if r.pos != len(data):
-        raise FormatError(f"{path}: {len(data) - r.pos} bytes after the last name")
+        size = os.fstat(f.fileno()).st_size
+        budget = budget or DEFAULT_LIMITS.budget(path, size)
+        r = _Reader(f, path, size, budget)
+        if r.take(16, "the header") != MAGIC:
+            raise FormatError(f"{path}: not an MXNet NDArray file")
+        count = r.unpack("Q", "the array count")
+        if count > r.left // _MIN_RECORD:
+            raise FormatError(f"{path}: claims {count} arrays in {size} bytes")
+        arrays = []
+        for i in range(count):
+            budget.count_tensor(f"array {i}")
+            arrays.append(_record(r, i))
+        names_count = r.unpack("Q", "the name count")
+        if names_count not in (0, count):
+            raise FormatError(f"{path}: {count} arrays but {names_count} names")
+        names = []
+        for i in range(names_count):
+            length = r.unpack("Q", f"name {i}")
+            names.append(r.take(length, f"name {i}").decode("utf-8", "replace"))
+        if r.left:
+            raise FormatError(f"{path}: {r.left} bytes after the last name")
     if names_count:
         if len(set(names)) != len(names):
             raise FormatError(f"{path}: a name appears twice")
         return dict(zip(names, arrays))
     return arrays
-
 
 
 #: Type flags written: MXNet 1.9.1 refuses to load 8-11 (int16, uint16/32/64: "Unknown type enum").

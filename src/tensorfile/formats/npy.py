@@ -1,40 +1,67 @@
 """NumPy ``.npy`` and ``.npz`` files, read without ``eval`` and without pickle; ``.npz`` written.
 
-Reference: numpy/numpy ``numpy/lib/_format_impl.py``. The header is a Python
-dict literal; it is parsed with :func:`ast.literal_eval` (literals only, never
-code) after dropping Python 2's ``L`` suffixes, and capped at 10,000 bytes as
-NumPy's reader caps it. Sizes are checked against the file (or the zip member's
-declared size) before anything is allocated or inflated. Object arrays (pickles)
-go to :mod:`.npy_objects`, which reads plain data only.
+Reference: numpy/numpy ``numpy/lib/_format_impl.py`` (``read_array``,
+``_read_array_header``) and ``numpy/lib/_npyio_impl.py`` (``NpzFile``)::
+
+    b"\x93NUMPY", u8 major (1, 2, 3), u8 minor, header length (u16 LE for v1, u32 LE after),
+    header: a dict literal {'descr': ..., 'fortran_order': ..., 'shape': (...)}, latin-1 (v3: UTF-8), then the data
+
+Rules a file must follow here (each broken one is a :class:`FormatError` or
+:class:`UnsupportedTypeError` naming the file, and the member of an ``.npz``):
+
+- the header is at most 10,000 bytes (NumPy's own cap) and is parsed with
+  :func:`ast.literal_eval` (literals only, never code) after dropping Python 2's
+  ``L`` suffixes; exactly the keys ``descr``, ``fortran_order``, ``shape``;
+- ``descr`` is a string NumPy parses to a plain dtype: bool, integers, floats,
+  complex, bytes ``S``, text ``U``, raw ``V``, datetimes; never structured, never a
+  subarray (``'(2,)f4'``), never of itemsize 0; ``'|O'`` (a pickle) goes to
+  :mod:`tensorfile.safepickle.numpy_objects`, which reads plain data only;
+- ``shape`` is a tuple of at most 64 (NumPy's limit) non-negative ints whose
+  product times the itemsize fits in 63 bits, and whose bytes the file (or the
+  member's declared size) holds;
+- every array is charged to the file's :class:`~tensorfile.limits.Budget` before
+  it is allocated and read into that one buffer (a zip member in pieces),
+  byte-swapped in place; only a Fortran-order array of 2 dims or more needs a
+  second, charged, copy (the result is always C order, native byte order);
+- an ``.npz`` is checked by :func:`._zip.check_zip` first (no duplicate members,
+  local headers agreeing with the central directory, no zip bomb); members not
+  named ``*.npy`` are skipped, as ``np.load`` does not list them as arrays.
 """
 
 from __future__ import annotations
 
 import ast
-import contextlib
+import io
 import os
 import re
 import struct
+import warnings
 import zipfile
-import zlib
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import numpy as np
 
-from ..errors import FormatError, IntegrityError, TensorFileError, UnsupportedTypeError
+from ..errors import FormatError, UnsupportedTypeError
+from ..limits import DEFAULT_LIMITS, Budget
+from ._zip import check_expansion, check_zip, drain, fill, zip_errors
 
-__all__ = ["read_npy", "read_npz", "write_npz", "NPY_DTYPES", "MAX_HEADER", "MAX_EXPANSION"]
+# check_expansion and zip_errors live in ._zip; still importable from here until their callers move.
+__all__ = ["read_npy", "read_npz", "write_npz", "NPY_DTYPES", "MAX_HEADER", "MAX_EXPANSION", "MAX_DIMS",
+           "check_expansion", "zip_errors"]  # fmt: skip
 
 MAGIC = b"\x93NUMPY"
 MAX_HEADER = 10_000
-#: Largest expansion accepted for a compressed member (real tensors compress far less; a bomb far more).
+#: Largest expansion accepted for a compressed member (the default of ``Limits.max_expansion``).
 MAX_EXPANSION = 200
-#: Largest object-array pickle read, in bytes.
-MAX_OBJECT_PICKLE = 256 << 20
+#: Most dimensions of an array (NumPy 2's ``NPY_MAXDIMS``).
+MAX_DIMS = 64
 _LONG = re.compile(r"(\d+)L\b")
+#: dtype kinds read: bool, signed, unsigned, float, complex, bytes, text, raw bytes, datetime, timedelta.
+_KINDS = frozenset("biufcSUVMm")
 
 
-def _header(f: IO[bytes], what: str) -> tuple[np.dtype, bool, tuple[int, ...]]:
+def _header(f: IO[bytes], what: str) -> tuple[np.dtype, bool, tuple[int, ...], int]:
+    """The dtype, Fortran order and shape of a ``.npy`` stream, and the bytes its preamble and header take."""
     magic = f.read(8)
     if len(magic) != 8 or not magic.startswith(MAGIC):
         raise FormatError(f"{what}: not a .npy file")
@@ -42,109 +69,138 @@ def _header(f: IO[bytes], what: str) -> tuple[np.dtype, bool, tuple[int, ...]]:
     if major not in (1, 2, 3):
         raise FormatError(f"{what}: unknown .npy version {major}.{magic[7]}")
     size_bytes = f.read(2 if major == 1 else 4)
-    (length,) = struct.unpack("<H" if major == 1 else "<I", size_bytes) if len(size_bytes) in (2, 4) else (None,)
-    if length is None or length > MAX_HEADER:
-        raise FormatError(f"{what}: header of {length} bytes (the limit is {MAX_HEADER})")
+    if len(size_bytes) != (2 if major == 1 else 4):
+        raise FormatError(f"{what}: reading the header length, expected {2 if major == 1 else 4} bytes, got {len(size_bytes)}")
+    (length,) = struct.unpack("<H" if major == 1 else "<I", size_bytes)
+    if length > MAX_HEADER:
+        raise FormatError(f"{what}: header of {length} bytes (the limit is {MAX_HEADER}, as in NumPy)")
     raw = f.read(length)
     if len(raw) != length:
         raise FormatError(f"{what}: reading the header, expected {length} bytes, got {len(raw)}")
-    text = raw.decode("utf-8" if major == 3 else "latin1")
     try:
+        text = raw.decode("utf-8" if major == 3 else "latin1")
         doc = ast.literal_eval(_LONG.sub(r"\1", text))
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        raise FormatError(f"{what}: the header is not a Python literal: {text[:80]!r}") from None
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, OverflowError):
+        raise FormatError(f"{what}: the header is not a Python literal: {raw[:80]!r}") from None
     if not isinstance(doc, dict) or set(doc) != {"descr", "fortran_order", "shape"}:
         raise FormatError(f"{what}: the header must hold exactly descr, fortran_order and shape")
     shape, fortran = doc["shape"], doc["fortran_order"]
     if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape) or type(fortran) is not bool:
-        raise FormatError(f"{what}: bad shape {shape!r} or fortran_order {fortran!r}")
+        raise FormatError(f"{what}: bad shape {shape!r:.100} or fortran_order {fortran!r:.20}")
+    if len(shape) > MAX_DIMS:
+        raise FormatError(f"{what}: {len(shape)} dimensions (NumPy allows at most {MAX_DIMS})")
+    return _dtype(doc["descr"], what), fortran, shape, len(magic) + len(size_bytes) + length
+
+
+def _dtype(descr: Any, what: str) -> np.dtype:
+    """The plain dtype ``descr`` names; UnsupportedTypeError for anything else, however NumPy fails on it."""
+    if not isinstance(descr, str):
+        raise UnsupportedTypeError(f"{what}: dtype {descr!r:.100} is not supported (structured arrays are not read)")
     try:
-        dtype = np.dtype(doc["descr"]) if isinstance(doc["descr"], str) else None
-    except TypeError:
-        dtype = None
-    if dtype is None:
-        raise UnsupportedTypeError(f"{what}: dtype {doc['descr']!r} is not supported (structured or unknown)")
-    return dtype, fortran, shape
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 'a10' and friends, still read by NumPy
+            dtype = np.dtype(descr)
+    except Exception as exc:  # NumPy's dtype parser raises TypeError, ValueError, SyntaxError, RecursionError...
+        raise UnsupportedTypeError(f"{what}: dtype {descr!r:.100} is not one NumPy reads ({type(exc).__name__})") from None
+    if dtype.hasobject and dtype.kind == "O":
+        return dtype
+    if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in _KINDS:
+        raise UnsupportedTypeError(f"{what}: dtype {descr!r:.100} is not supported (structured, subarray or unknown)")
+    if dtype.itemsize == 0:
+        raise UnsupportedTypeError(f"{what}: dtype {descr!r:.100} has items of 0 bytes")
+    return dtype
 
 
-def _read_array(f: IO[bytes], what: str, available: int) -> Any:
-    dtype, fortran, shape = _header(f, what)
-    if dtype.hasobject:  # a pickle of plain data (np.save of a dict or list), read without running code
-        from ..safepickle.numpy_objects import read_object_array
-
-        left = available - f.tell()
-        if left > MAX_OBJECT_PICKLE:
-            raise FormatError(f"{what}: an object array of {left} bytes (the limit is {MAX_OBJECT_PICKLE})")
-        return read_object_array(f.read(left), what)
-    count = 1
+def _nbytes(shape: tuple[int, ...], itemsize: int, what: str) -> int:
+    """Bytes of an array of ``shape``; FormatError when NumPy could not make it (over 2**63 - 1 bytes)."""
+    count, nonzero = 1, itemsize
     for d in shape:
         count *= d
-    nbytes = count * dtype.itemsize
-    if nbytes > available - f.tell():
-        raise FormatError(f"{what}: the header promises {nbytes} bytes of data, the file has {available - f.tell()}")
-    data = f.read(nbytes)
-    if len(data) != nbytes:
-        raise FormatError(f"{what}: expected {nbytes} bytes of data, got {len(data)}")
-    array = np.frombuffer(data, dtype, count).reshape(shape[::-1] if fortran else shape)
-    array = array.T if fortran else array
-    return np.array(array.astype(dtype.newbyteorder("=")), order="C")
+        nonzero *= d or 1
+    if nonzero >= 1 << 63:
+        raise FormatError(f"{what}: shape {shape} of {itemsize}-byte items is too large for any array")
+    return count * itemsize
 
 
-def read_npy(path: str) -> Any:
+def _read_array(f: IO[bytes], what: str, available: int, budget: Budget) -> Any:
+    """The array of a ``.npy`` stream of ``available`` bytes (a file, or a zip member of that declared size)."""
+    dtype, fortran, shape, used = _header(f, what)
+    left = available - used
+    label = what.removeprefix(f"{budget.path}: ") or "the array"
+    if dtype.kind == "O":  # a pickle of plain data (np.save of a dict or list), read without running code
+        from ..safepickle.numpy_objects import read_object_array
+
+        budget.check_header(left, f"{label}: the object array's pickle")
+        direct = isinstance(f, (io.BufferedReader, io.FileIO))
+        budget.charge(left if direct else 2 * left, f"{label}: the object array's pickle")  # pieces, then joined
+        data = f.read(left) if direct else b"".join(iter(lambda: f.read(1 << 20), b""))
+        if len(data) != left:
+            raise FormatError(f"{what}: the object array's pickle, expected {left} bytes, got {len(data)}")
+        return read_object_array(data, what)
+    nbytes = _nbytes(shape, dtype.itemsize, what)
+    if nbytes > left:
+        raise FormatError(f"{what}: the header promises {nbytes} bytes of data, the file has {left}")
+    budget.charge(nbytes, label)
+    array = np.empty(nbytes // dtype.itemsize, dtype)
+    fill(f, memoryview(array.view(np.uint8)), what)
+    if not dtype.isnative:
+        array.byteswap(inplace=True)
+        array = array.view(dtype.newbyteorder("="))
+    if fortran and len(shape) > 1:
+        budget.charge(nbytes, f"{label}: from Fortran to C order")
+        return np.ascontiguousarray(array.reshape(shape[::-1]).T)
+    return array.reshape(shape)
+
+
+def read_npy(path: str, budget: Budget | None = None) -> Any:
     """Read a ``.npy`` file (v1, v2, v3; Fortran order; any byte order) into a C-order native array.
+
+    Object arrays come back as the plain data they pickle (a dict, a list...).
+
+    Args:
+        path: the file.
+        budget: what the file may make us allocate (default: ``DEFAULT_LIMITS`` for its size).
 
     Raises:
         FormatError: malformed, truncated, or a header that is not a literal.
-        UnsupportedTypeError: object (pickled) or structured arrays.
+        UnsupportedTypeError: structured, subarray or unknown dtypes.
+        LimitError: the array is larger than the budget allows.
+        UnsafeFileError: an object array whose pickle names anything but plain data.
     """
     with open(path, "rb") as f:
-        return _read_array(f, path, os.fstat(f.fileno()).st_size)
+        size = os.fstat(f.fileno()).st_size
+        budget = budget or DEFAULT_LIMITS.budget(path, size)
+        budget.count_tensor("the array")
+        return _read_array(f, path, size, budget)
 
 
-def check_expansion(path: str, zf: zipfile.ZipFile) -> None:
-    """Refuse a zip bomb before inflating anything: compressed members, all together, may claim at most
-    :data:`MAX_EXPANSION` times the archive's size (stored members are bounded by the file itself)."""
-    claimed = sum(i.file_size for i in zf.infolist() if i.compress_type != zipfile.ZIP_STORED)
-    size = os.path.getsize(path)
-    if claimed > MAX_EXPANSION * size + (1 << 20):
-        raise FormatError(
-            f"{path}: compressed members claim {claimed} bytes from a {size}-byte file: more than {MAX_EXPANSION}x, "
-            "refused as a zip bomb"
-        )
+def read_npz(path: str, zf: zipfile.ZipFile, budget: Budget | None = None) -> dict[str, Any]:
+    """Read every ``NAME.npy`` member of an ``.npz`` archive (stored or deflated) into ``{NAME: array}``.
 
+    The archive is checked first (:func:`._zip.check_zip`): duplicate members,
+    local headers that disagree with the central directory, overlapping members
+    and zip bombs are refused before anything is inflated.
 
-@contextlib.contextmanager
-def zip_errors(what: str) -> Iterator[None]:
-    """Turn the zip module's errors while reading a member into FormatError (IntegrityError for a bad CRC-32)."""
-    try:
-        yield
-    except TensorFileError:
-        raise
-    except zipfile.BadZipFile as exc:
-        raise (IntegrityError if "CRC" in str(exc) else FormatError)(f"{what}: {exc}") from None
-    except (RuntimeError, NotImplementedError, zlib.error, EOFError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{what}: cannot be read ({exc})") from None
+    Args:
+        path: the archive's file (named in errors).
+        zf: the archive, open for reading.
+        budget: what the file may make us allocate (default: ``DEFAULT_LIMITS`` for its size).
 
-
-def read_npz(path: str, zf: zipfile.ZipFile) -> dict[str, Any]:
-    """Read every ``.npy`` member of an ``.npz`` archive (stored or deflated) into a dict.
-
-    Each member's declared uncompressed size bounds what is read, so a zip
-    bomb is refused before it inflates.
+    Raises:
+        FormatError, UnsupportedTypeError, LimitError, UnsafeFileError: as :func:`read_npy`, naming the member.
+        IntegrityError: a member fails its CRC-32 check.
     """
-    check_expansion(path, zf)
+    budget = budget or DEFAULT_LIMITS.budget(path, os.path.getsize(path))
+    check_zip(path, zf, budget)
     out: dict[str, Any] = {}
     for info in zf.infolist():
         if not info.filename.endswith(".npy"):
             continue
-        what = f"{path}: {info.filename}"
-        if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_EXPANSION * info.compress_size + (1 << 20):
-            raise FormatError(
-                f"{what}: {info.compress_size} compressed bytes claim to expand to {info.file_size}: "
-                f"more than {MAX_EXPANSION}x, refused as a zip bomb"
-            )
+        what = f"{path}: member {info.filename!r}"
+        budget.count_tensor(f"member {info.filename!r}")
         with zip_errors(what), zf.open(info) as member:
-            out[info.filename[:-4]] = _read_array(member, what, info.file_size)
+            out[info.filename[:-4]] = _read_array(member, what, info.file_size, budget)
+            drain(member, what)  # NumPy ignores bytes after the data; reading them checks the CRC-32
     return out
 
 

@@ -24,9 +24,10 @@ import numpy as np
 from ..errors import FormatError, IntegrityError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
 from ..format.memory import empty_bytes
-from ..tree import map_leaves
 from .npy import MAX_EXPANSION, check_expansion, zip_errors
-from ..safepickle.machine import restricted_loads
+from ..limits import DEFAULT_LIMITS, Budget
+from ..safepickle.machine import Record, load_pickle
+from ..safepickle.numpy_objects import numpy_table, python_table, resolve
 
 __all__ = ["read_torch", "Parameter", "is_torch_zip", "is_torch_legacy"]
 
@@ -61,8 +62,10 @@ class _Storage:
     data: np.ndarray | None = None
 
 
-@dataclass
-class _Lazy:
+@dataclass(eq=False)
+class _Lazy(Record):
+    """A tensor to build once its storage is read (``_rebuild_tensor_v2`` / ``_v3``)."""
+
     storage: _Storage
     offset: int
     shape: tuple[int, ...]
@@ -70,6 +73,27 @@ class _Lazy:
     dtype: np.dtype | None
     requires_grad: bool = False
     parameter: bool = False
+    __hash__ = None  # type: ignore[assignment]
+
+    def setstate(self, state: Any) -> None:
+        """A tensor's BUILD state (its ``__dict__``, e.g. from a Parameter subclass): dropped."""
+        if state is not None and type(state) not in (dict, OrderedDict, tuple):
+            raise FormatError(f"a tensor with a state of type {type(state).__name__}")
+
+
+@dataclass(frozen=True)
+class _DTypeName:
+    """``torch.float32`` and friends: a name, fresh for each file (never a process-wide descriptor)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class _StorageType:
+    """``torch.FloatStorage`` and friends: the element dtype's name (or a quantized storage's class)."""
+
+    dtype: str | None
+    quantized: str | None = None
 
 
 def _ints(value: Any, what: str) -> tuple[int, ...]:
@@ -78,19 +102,25 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _table(path: str) -> dict[tuple[str, str], Any]:
-    """The names a torch pickle may use, each a fresh object for this file only."""
+def _table(path: str, budget: Budget) -> dict[tuple[str, str], Any]:
+    """The names a torch pickle may use, each a fresh function or value for this file only.
 
-    def rebuild_v2(storage: Any, offset: int, size: Any, stride: Any, requires_grad: Any = False, *rest: Any) -> _Lazy:
+    As torch's ``weights_only=True`` reads: tensors, Parameters, dtypes, ``torch.Size``,
+    ``torch.device``, plain Python values (:func:`python_table`) and NumPy arrays and
+    scalars (:func:`numpy_table`).
+    """
+
+    def rebuild_v2(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any = False, *rest: Any) -> _Lazy:
         if not isinstance(storage, _Storage) or type(offset) is not int:
             raise FormatError(f"{path}: a tensor that is not built on a storage")
+        budget.count_tensor("a tensor")
         return _Lazy(storage, offset, _ints(size, "size"), _ints(stride, "stride"), None, bool(requires_grad))
 
-    def rebuild_v3(storage: Any, offset: int, size: Any, stride: Any, requires_grad: Any, hooks: Any, dtype: Any, *rest: Any) -> _Lazy:
+    def rebuild_v3(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any, hooks: Any, dtype: Any, *rest: Any) -> _Lazy:
         lazy = rebuild_v2(storage, offset, size, stride, requires_grad)
-        if not isinstance(dtype, np.dtype):
-            raise FormatError(f"{path}: tensor dtype {dtype!r} is not a dtype")
-        lazy.dtype = dtype
+        if not isinstance(dtype, _DTypeName):
+            raise FormatError(f"{path}: tensor dtype {type(dtype).__name__} is not a torch dtype")
+        lazy.dtype = dtype_from_name(dtype.name)
         return lazy
 
     def rebuild_parameter(data: Any, requires_grad: Any = True, *rest: Any) -> Any:
@@ -99,132 +129,103 @@ def _table(path: str) -> dict[tuple[str, str], Any]:
         return data
 
     def size(*args: Any) -> tuple[int, ...]:
-        return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else tuple(args)
-
-    def encode(text: str, encoding: str = "latin1") -> bytes:
-        if encoding not in ("latin1", "latin-1"):
-            raise FormatError(f"{path}: unexpected encoding {encoding!r}")
-        return codecs.encode(text, "latin1")
-
-    def ordered_dict(*args: Any) -> OrderedDict:
-        return OrderedDict(*args)
+        dims = args[0] if len(args) == 1 and type(args[0]) in (tuple, list) else args
+        return _ints(tuple(dims), "torch.Size")
 
     def device(*args: Any) -> str:
-        return ":".join(str(a) for a in args)
+        if not all(type(a) in (str, int) for a in args):
+            raise FormatError(f"{path}: torch.device of {[type(a).__name__ for a in args]}")
+        return ":".join(str(a) for a in args)[:64]
 
     table: dict[tuple[str, str], Any] = {
-        ("collections", "OrderedDict"): ordered_dict,
+        **python_table(path),
+        **numpy_table(path, budget),
         ("torch._utils", "_rebuild_tensor_v2"): rebuild_v2,
         ("torch._utils", "_rebuild_tensor_v3"): rebuild_v3,
         ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
         ("torch._utils", "_rebuild_parameter_with_state"): rebuild_parameter,
         ("torch", "Size"): size,
         ("torch", "device"): device,
-        ("_codecs", "encode"): encode,
-        ("builtins", "set"): set,
-        ("builtins", "frozenset"): frozenset,
-        ("builtins", "slice"): slice,
     }
     for name, dtype in _STORAGE_DTYPES.items():
-        table[("torch", name)] = ("storage", dtype_from_name(dtype))
-    table[("torch.storage", "UntypedStorage")] = ("storage", np.dtype(np.uint8))
+        table[("torch", name)] = _StorageType(dtype)
+    table[("torch.storage", "UntypedStorage")] = _StorageType("uint8")
     for name in _QUANTIZED:
-        table[("torch", name)] = ("quantized", name)
-    for name, dtype in _TORCH_DTYPES.items():
-        table[("torch", name)] = dtype_from_name(dtype)
+        table[("torch", name)] = _StorageType(None, name)
+    for name in _TORCH_DTYPES:
+        table[("torch", name)] = _DTypeName(name)
     return table
 
 
 def _storage_kind(kind: Any, path: str) -> np.dtype:
-    if isinstance(kind, tuple) and kind[0] == "quantized":
-        raise UnsupportedTypeError(f"{path}: quantized storage torch.{kind[1]} is not supported (dequantize it first)")
-    if not (isinstance(kind, tuple) and kind[0] == "storage"):
-        raise FormatError(f"{path}: unknown storage type {kind!r}")
-    return kind[1]
+    if isinstance(kind, _StorageType) and kind.quantized is not None:
+        raise UnsupportedTypeError(f"{path}: quantized storage torch.{kind.quantized} is not supported (dequantize it first)")
+    if not isinstance(kind, _StorageType) or kind.dtype is None:
+        raise FormatError(f"{path}: unknown storage type {type(kind).__name__}")
+    return dtype_from_name(kind.dtype)
 
 
-#: Deepest nesting of containers read (each level costs a few Python stack frames).
-MAX_DEPTH = 200
+def _materialize(value: Any, path: str, budget: Budget) -> Any:
+    """Containers with arrays in place of the pickle's records (shared containers and tensors stay shared)."""
+
+    def convert(record: Any) -> Any:
+        return _tensor(record, path, budget) if isinstance(record, _Lazy) else NotImplemented
+
+    return resolve(value, path, budget.limits.max_depth, convert)
 
 
-def _materialize(value: Any, path: str) -> Any:
-    """Containers with arrays in place of their lazy records (shared containers stay shared)."""
-    return map_leaves(value, lambda node: isinstance(node, _Lazy), lambda lazy: _tensor(lazy, path),
-                      max_depth=MAX_DEPTH, what=path)  # fmt: skip
+#: Most dims a tensor may have (NumPy's limit).
+MAX_DIMS = 64
 
 
-#: A tensor may be a view (stride 0 expands) larger than its storage: up to this many bytes, or this many times it.
-MAX_VIEW_BYTES = 1 << 30
-VIEW_EXPANSION = 64
-
-
-def _tensor(lazy: _Lazy, path: str) -> np.ndarray:
+def _tensor(lazy: _Lazy, path: str, budget: Budget) -> np.ndarray:
+    """The tensor ``lazy`` describes, as a view of its storage; its bytes are charged to ``budget`` first."""
     storage = lazy.storage
     if storage.data is None:
         raise FormatError(f"{path}: storage {storage.key!r} has no data")
     dtype = lazy.dtype if lazy.dtype is not None else storage.dtype
     raw = storage.data.view(np.uint8)
     item = dtype.itemsize
-    if any(s < 0 for s in lazy.stride) or any(d < 0 for d in lazy.shape) or lazy.offset < 0 or len(lazy.shape) != len(lazy.stride):
-        raise FormatError(f"{path}: tensor with negative size, stride or offset")
-    count = int(np.prod(lazy.shape, dtype=object)) if lazy.shape else 1
-    nonzero = int(np.prod([max(d, 1) for d in lazy.shape], dtype=object)) if lazy.shape else 1
-    if nonzero * item > max(MAX_VIEW_BYTES, VIEW_EXPANSION * raw.size):  # e.g. stride-0 views claiming terabytes
-        raise FormatError(
-            f"{path}: a tensor of shape {lazy.shape} ({count * item} bytes) is a view of a {raw.size}-byte storage; "
-            f"views larger than {VIEW_EXPANSION}x their storage and {MAX_VIEW_BYTES} bytes are refused"
-        )
-    if count:
-        extent = (lazy.offset + sum((d - 1) * s for d, s in zip(lazy.shape, lazy.stride)) + 1) * item
-        if extent > raw.size:
-            raise FormatError(f"{path}: a tensor of shape {lazy.shape} reaches byte {extent} of a {raw.size}-byte storage")
-        # A view: tensors of one storage share memory. as_strided cannot rebuild ml_dtypes types
-        # (bfloat16, float8) from their type string, so those go through an unsigned carrier of their size.
-        carrier = np.dtype(f"<u{item}") if item in (1, 2, 4, 8) else dtype
-        base = raw[lazy.offset * item : extent].view(carrier)
-        strides = [s * item for s in lazy.stride]
-        array = np.lib.stride_tricks.as_strided(base, lazy.shape, strides, writeable=True).view(dtype)
-    else:
-        array = np.empty(lazy.shape, dtype)
-    if lazy.parameter:
-        parameter = array.view(Parameter)
-        parameter.requires_grad = lazy.requires_grad
-        return parameter
-    return array
+    shape, stride = lazy.shape, lazy.stride
+    if len(shape) > MAX_DIMS or len(shape) != len(stride):
+        raise FormatError(f"{path}: a tensor of {len(shape)} dims with {len(stride)} strides (at most {MAX_DIMS} dims)")
+    if any(s < 0 for s in stride) or any(d < 0 for d in shape) or lazy.offset < 0:
+        raise FormatError(f"{path}: a tensor with a negative size, stride or offset: {shape}, {stride}, {lazy.offset}")
+    count, span = 1, item
+    for d in shape:
+        count, span = count * d, span * max(d, 1)
+    if span >= 1 << 62:  # NumPy cannot describe it, even with no elements
+        raise FormatError(f"{path}: a tensor of shape {shape} is larger than any array can be")
+    budget.charge(count * item, f"tensor of shape {shape} ({dtype.name}), a view of a {raw.size}-byte storage")
+    if not count:
+        return _parameter(np.empty(shape, dtype), lazy)
+    stride = tuple(s if d > 1 else 0 for d, s in zip(shape, stride))  # a stride of a dim of one is never used
+    extent = (lazy.offset + sum((d - 1) * s for d, s in zip(shape, stride)) + 1) * item
+    if extent > raw.size:
+        raise FormatError(f"{path}: a tensor of shape {shape} reaches byte {extent} of a {raw.size}-byte storage")
+    # A view: tensors of one storage share memory. as_strided cannot rebuild ml_dtypes types
+    # (bfloat16, float8) from their type string, so those go through an unsigned carrier of their size.
+    carrier = np.dtype(f"<u{item}") if item in (1, 2, 4, 8) else dtype
+    base = raw[lazy.offset * item : extent].view(carrier)
+    array = np.lib.stride_tricks.as_strided(base, shape, [s * item for s in stride], writeable=True).view(dtype)
+    return _parameter(array, lazy)
+
+
+def _parameter(array: np.ndarray, lazy: _Lazy) -> np.ndarray:
+    if not lazy.parameter:
+        return array
+    parameter = array.view(Parameter)
+    parameter.requires_grad = lazy.requires_grad
+    return parameter
 
 
 def _storage_id(pid: Any, what: str) -> tuple[Any, str, int]:
     """``(storage type, key, element count)`` of a persistent id ``('storage', type, key, location, numel, ...)``."""
-    if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage" or type(pid[4]) is not int or pid[4] < 0:
-        raise FormatError(f"{what}: unexpected persistent id {pid!r}")
+    if type(pid) is not tuple or len(pid) < 5 or pid[0] != "storage" or type(pid[4]) is not int or pid[4] < 0:
+        raise FormatError(f"{what}: unexpected persistent id {str(pid)[:120]}")
+    if type(pid[2]) not in (str, int) or len(str(pid[2])) > 256:
+        raise FormatError(f"{what}: a storage key of type {type(pid[2]).__name__}")
     return pid[1], str(pid[2]), pid[4]
-
-
-class _Passing(Exception):
-    """Carries an error raised on purpose by ``persistent_load`` through the unpickler unchanged."""
-
-
-def _passing_errors(persistent_load: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``persistent_load`` whose IntegrityError and UnsupportedTypeError reach the caller as they are.
-
-    (:func:`restricted_loads` reports any ValueError or TypeError from inside the pickle as a malformed
-    pickle, a FormatError; a damaged compressed storage or a quantized one is neither.)
-    """
-
-    def wrapped(pid: Any) -> Any:
-        try:
-            return persistent_load(pid)
-        except (IntegrityError, UnsupportedTypeError) as exc:
-            raise _Passing(exc) from None
-
-    return wrapped
-
-
-def _loads(data: Any, table: dict[tuple[str, str], Any], **kwargs: Any) -> Any:
-    try:
-        return restricted_loads(data, table, **kwargs)
-    except _Passing as passing:
-        raise passing.args[0] from None
 
 
 def is_torch_zip(zf: zipfile.ZipFile) -> str | None:
@@ -298,8 +299,8 @@ class _StorageReader:
     (zlib, about 4 GB/s here) would cost more than the read itself.
     """
 
-    def __init__(self, path: str, f: Any, zf: zipfile.ZipFile) -> None:
-        self.path, self.fd, self.zf = path, f.fileno(), zf
+    def __init__(self, path: str, f: Any, zf: zipfile.ZipFile, budget: Budget) -> None:
+        self.path, self.fd, self.zf, self.budget = path, f.fileno(), zf, budget
         self.size = os.fstat(self.fd).st_size
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
@@ -313,6 +314,7 @@ class _StorageReader:
                     f"{self.path}: {info.filename!r} claims {info.file_size} bytes from {info.compress_size} compressed "
                     f"(more than {MAX_EXPANSION}x)"
                 )
+            self.budget.charge(info.file_size, f"member {info.filename!r}")
             try:
                 return np.frombuffer(self.zf.read(info), np.uint8).copy()
             except zipfile.BadZipFile as exc:  # zipfile checks the CRC-32 of what it inflates
@@ -324,6 +326,7 @@ class _StorageReader:
         self._stored += info.file_size
         if self._stored > self.size:  # members whose bytes overlap, to allocate more than the file holds
             raise FormatError(f"{self.path}: the stored members claim more bytes than the {self.size}-byte file holds")
+        self.budget.charge(info.file_size, f"member {info.filename!r}")
         data = empty_bytes(info.file_size)
         view = data.data
         if info.file_size < SMALL:
@@ -350,10 +353,6 @@ class _StorageReader:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-#: Largest data.pkl read (bytes): the structure of a checkpoint, not its tensors.
-MAX_PICKLE = 256 << 20
-
-
 def _small_member(path: str, zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
     """A small record (data.pkl, byteorder), its size checked first; zip damage becomes a FormatError."""
     info = zf.getinfo(name)
@@ -366,7 +365,7 @@ def _small_member(path: str, zf: zipfile.ZipFile, name: str, limit: int) -> byte
     return data
 
 
-def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str) -> Any:
+def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str, budget: Budget) -> Any:
     names = set(zf.namelist())
     if f"{root}/constants.pkl" in names or any(n.startswith(f"{root}/code/") for n in names):
         raise UnsupportedTypeError(f"{path}: a TorchScript archive (it carries code); tensorfile does not read TorchScript")
@@ -375,12 +374,11 @@ def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str) -> Any:
     if byteorder.strip() != b"little":
         raise UnsupportedTypeError(f"{path}: big-endian torch files are not supported (byteorder {byteorder[:16]!r})")
     storages: dict[str, _Storage] = {}
-    table = _table(path)
-    pickled = _small_member(path, zf, f"{root}/data.pkl", MAX_PICKLE)
+    table = _table(path, budget)
+    pickled = _small_member(path, zf, f"{root}/data.pkl", budget.limits.max_header_bytes)
 
-    with _StorageReader(path, f, zf) as reader:
+    with _StorageReader(path, f, zf, budget) as reader:
 
-        @_passing_errors
         def persistent_load(pid: Any) -> _Storage:
             kind, key, numel = _storage_id(pid, path)
             if key not in storages:
@@ -389,7 +387,7 @@ def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str) -> Any:
                 if member not in names:
                     raise FormatError(f"{path}: storage {key!r} is missing from the archive")
                 info = zf.getinfo(member)
-                if numel * dtype.itemsize > info.file_size and kind[1] != np.dtype(np.uint8):
+                if numel * dtype.itemsize > info.file_size and kind.dtype != "uint8":
                     raise FormatError(
                         f"{path}: storage {key!r} claims {numel} elements, the archive holds {info.file_size} bytes"
                     )
@@ -398,22 +396,22 @@ def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str) -> Any:
                 storages[key] = _Storage(key, dtype, numel, usable.view(dtype))
             return storages[key]
 
-        value = _loads(pickled, table, persistent_load=persistent_load, what=f"{path}: data.pkl")
+        value = load_pickle(pickled, table, persistent_load=persistent_load, what=f"{path}: data.pkl", budget=budget)
         reader.wait()
-    return _materialize(value, path)
+    return _materialize(value, path, budget)
 
 
-def _read_legacy(path: str, f: Any) -> Any:
-    table = _table(path)
+def _read_legacy(path: str, f: Any, budget: Budget) -> Any:
     what = f"{path}: legacy torch.save stream"
-    magic = restricted_loads(f, table, what=what)
-    if magic != LEGACY_MAGIC:
+    plain: dict[tuple[str, str], Any] = {}  # the magic number, protocol version and sys_info are plain values
+    magic = load_pickle(f, plain, what=what, budget=budget)
+    if type(magic) is not int or magic != LEGACY_MAGIC:
         raise FormatError(f"{what}: wrong magic number")
-    restricted_loads(f, table, what=what)  # protocol version
-    restricted_loads(f, table, what=what)  # sys_info
+    load_pickle(f, plain, what=what, budget=budget)  # protocol version
+    load_pickle(f, plain, what=what, budget=budget)  # sys_info
+    table = _table(path, budget)
     storages: dict[str, _Storage] = {}
 
-    @_passing_errors
     def persistent_load(pid: Any) -> Any:
         kind, key, numel = _storage_id(pid, what)
         if key not in storages:
@@ -422,9 +420,9 @@ def _read_legacy(path: str, f: Any) -> Any:
             raise UnsupportedTypeError(f"{what}: storage views are not supported")
         return storages[key]
 
-    value = _loads(f, table, persistent_load=persistent_load, what=what)
-    keys = restricted_loads(f, table, what=what)
-    if not isinstance(keys, list):
+    value = load_pickle(f, table, persistent_load=persistent_load, what=what, budget=budget)
+    keys = load_pickle(f, plain, what=what, budget=budget)
+    if type(keys) is not list or not all(type(k) in (str, int) for k in keys):
         raise FormatError(f"{what}: the storage key list is missing")
     size = os.fstat(f.fileno()).st_size
     for key in keys:
@@ -436,7 +434,8 @@ def _read_legacy(path: str, f: Any) -> Any:
         nbytes = numel * storage.dtype.itemsize
         if numel < 0 or f.tell() + nbytes > size:
             raise FormatError(f"{what}: storage {key!r} claims {numel} elements, more than the file holds")
-        data = empty_bytes(nbytes)  # nbytes was checked against the file above
+        budget.charge(nbytes, f"storage {key!r}")  # and nbytes was checked against the file above
+        data = empty_bytes(nbytes)
         view, done = data.data, 0
         while done < nbytes:
             got = f.readinto(view[done:])
@@ -444,11 +443,14 @@ def _read_legacy(path: str, f: Any) -> Any:
                 raise FormatError(f"{what}: storage {key!r} is truncated")
             done += got
         storage.data = data.view(storage.dtype)
-    return _materialize(value, path)
+    return _materialize(value, path, budget)
 
 
-def read_torch(path: str) -> Any:
+def read_torch(path: str, budget: Budget | None = None) -> Any:
     """Read a ``torch.save`` file (zip or legacy) into NumPy arrays and Python containers.
+
+    Every storage and every tensor (a view may be wider than its storage) is charged
+    to ``budget`` (default: :data:`tensorfile.limits.DEFAULT_LIMITS` for this file) first.
 
     Raises:
         UnsafeFileError: the pickle names a global outside the safe table.
@@ -456,13 +458,15 @@ def read_torch(path: str) -> Any:
         FormatError: malformed or truncated.
     """
     try:
-        return _read(path)
+        return _read(path, budget)
     except RecursionError:
         raise FormatError(f"{path}: nested too deeply") from None
 
 
-def _read(path: str) -> Any:
+def _read(path: str, budget: Budget | None) -> Any:
     with open(path, "rb") as f:
+        if budget is None:
+            budget = DEFAULT_LIMITS.budget(path, os.fstat(f.fileno()).st_size)
         prefix = f.read(4)
         f.seek(0)
         if prefix.startswith(b"PK"):
@@ -474,6 +478,6 @@ def _read(path: str) -> Any:
                 root = is_torch_zip(zf)
                 if root is None:
                     raise FormatError(f"{path}: a zip archive without a torch data.pkl")
-                return _read_zip(path, f, zf, root)
-        return _read_legacy(path, f)
+                return _read_zip(path, f, zf, root, budget)
+        return _read_legacy(path, f, budget)
 

@@ -1,120 +1,140 @@
-"""Object arrays in ``.npy`` files (what ``np.save`` writes for a dict or a list): data only, never code.
+"""NumPy values and plain Python values inside pickles: data only, never code.
 
-The array's data is a pickle (reference: numpy/numpy ``numpy/_core/multiarray``
-``ndarray.__reduce__`` / ``__setstate__``). It is read by the restricted
-unpickler with a table of plain stand-ins for ``_reconstruct``, ``ndarray``,
-``dtype``, ``scalar`` and ``_codecs.encode``, plus TensorFlow's
-``convert_to_tensor`` (the chapter's ``np.save`` of tf tensors pickles a call to
-it on an array), taken as the array itself. Any other global is refused.
+Used for object ``.npy`` files (what ``np.save`` writes for a dict or a list) and
+for NumPy arrays and scalars inside a ``torch.save`` file. Reference: numpy/numpy
+``numpy/_core/src/multiarray/methods.c`` (``array_reduce`` / ``array_setstate``)
+and ``descriptor.c`` (``arraydescr_reduce`` / ``arraydescr_setstate``).
+
+The table hands out our own records (:class:`ArrayRecord`, :class:`DTypeRecord`),
+never NumPy's classes or its process-wide dtype descriptors; :func:`resolve`
+turns the records into arrays after the pickle has run, each shared record once.
+TensorFlow's ``convert_to_tensor`` (the chapter's ``np.save`` of tf tensors
+pickles a call to it on an array) is taken as the array itself.
 """
 
 from __future__ import annotations
 
 import codecs
+from collections import Counter, OrderedDict
 from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError
-from .machine import restricted_loads
+from ..errors import FormatError, UnsupportedTypeError
+from ..limits import Budget
+from ..tree import map_leaves
+from .machine import Record, load_pickle
 
-__all__ = ["read_object_array"]
+__all__ = ["ArrayRecord", "DTypeRecord", "numpy_table", "python_table", "resolve", "read_object_array"]
 
 
-class _DType:
-    def __init__(self, spec: Any, *args: Any) -> None:
-        if not isinstance(spec, str):
-            raise FormatError(f"dtype {spec!r} is not a dtype string")
+def _dtype_from(spec: str, order: str, what: str) -> np.dtype:
+    if spec.startswith("O"):
+        return np.dtype(object)
+    if not spec.isascii() or not spec.isalnum() or len(spec) > 16:
+        raise UnsupportedTypeError(f"{what}: dtype {spec[:40]!r} is not a plain dtype")
+    try:
+        dtype = np.dtype(spec)
+    except Exception:  # NumPy's parser raises TypeError, ValueError, SyntaxError... for what it cannot read
+        raise UnsupportedTypeError(f"{what}: unknown dtype {spec!r}") from None
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind in "OV":
+        raise UnsupportedTypeError(f"{what}: dtype {spec!r} is not plain data")
+    if order in ("<", ">") and dtype.itemsize > 1:
+        return dtype.newbyteorder(order)
+    return dtype
+
+
+class DTypeRecord(Record):
+    """``numpy.dtype(spec, align, copy)`` and its BUILD state (byte order only)."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, spec: Any, align: Any = False, copy: Any = False) -> None:
+        if type(spec) is not str:
+            raise FormatError(f"a dtype named by {type(spec).__name__}, not a string")
         self.spec, self.order = spec, "|"
 
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "="):
-            self.order = state[1]
+    def setstate(self, state: Any) -> None:
+        if not (type(state) is tuple and len(state) > 1 and state[1] in ("<", ">", "|", "=")):
+            raise FormatError("a dtype pickle with an unexpected state")
+        self.order = state[1]
 
-    def resolve(self) -> np.dtype:
-        if self.spec.startswith("O"):
-            return np.dtype(object)
-        try:
-            dtype = np.dtype(self.spec)
-        except TypeError:
-            raise FormatError(f"unknown dtype {self.spec!r}") from None
-        if dtype.hasobject or dtype.fields is not None:
-            raise FormatError(f"dtype {self.spec!r} is not plain data")
-        if self.order == ">":
-            return dtype.newbyteorder(">")
-        return dtype.newbyteorder("<") if self.order == "<" else dtype
+    def resolved(self, what: str) -> np.dtype:
+        return _dtype_from(self.spec, self.order, what)
 
 
-class _Array:
-    def __init__(self, *args: Any) -> None:
+class ArrayRecord(Record):
+    """``numpy._core.multiarray._reconstruct(ndarray, ...)`` and its BUILD state."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, what: str, budget: Budget | None) -> None:
+        self.what, self.budget = what, budget
         self.shape: tuple[int, ...] = ()
-        self.dtype: _DType | None = None
+        self.dtype: DTypeRecord | None = None
+        self.fortran = False
         self.data: Any = None
 
-    def __setstate__(self, state: Any) -> None:
-        if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], _DType)):
+    def setstate(self, state: Any) -> None:
+        if not (type(state) is tuple and len(state) == 5 and isinstance(state[2], DTypeRecord)):
             raise FormatError("an array pickle with an unexpected state")
-        _, shape, dtype, _fortran, data = state
-        if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape):
-            raise FormatError(f"array shape {shape!r}")
-        self.shape, self.dtype, self.data = shape, dtype, data
+        _, shape, dtype, fortran, data = state
+        if type(shape) is not tuple or len(shape) > 64 or not all(type(d) is int and d >= 0 for d in shape):
+            raise FormatError(f"array shape {str(shape)[:80]}")
+        self.shape, self.dtype, self.fortran, self.data = shape, dtype, bool(fortran), data
 
     def value(self) -> Any:
         if self.dtype is None:
-            raise FormatError("an array pickle without a state")
-        dtype = self.dtype.resolve()
-        count = int(np.prod(self.shape, dtype=object)) if self.shape else 1
+            raise FormatError(f"{self.what}: an array pickle without a state")
+        dtype = self.dtype.resolved(self.what)
+        count = 1
+        for d in self.shape:
+            count *= d
         if dtype == np.dtype(object):
-            if not isinstance(self.data, list) or len(self.data) != count:
-                raise FormatError("an object array whose items do not match its shape")
-            items = [_plain(v) for v in self.data]
-            if self.shape == ():
-                return items[0]
-            return items if len(self.shape) == 1 else np.array(items, dtype=object).reshape(self.shape).tolist()
-        if not isinstance(self.data, (bytes, bytearray)) or len(self.data) != count * dtype.itemsize:
-            raise FormatError("array data does not match its shape and dtype")
-        return np.frombuffer(bytes(self.data), dtype, count).reshape(self.shape).astype(dtype.newbyteorder("="))
+            if type(self.data) is not list or len(self.data) != count:
+                raise FormatError(f"{self.what}: an object array whose items do not match its shape {self.shape}")
+            if not self.shape:
+                return self.data[0]
+            return self.data if len(self.shape) == 1 else _nested(self.data, self.shape)
+        if type(self.data) not in (bytes, bytearray) or len(self.data) != count * dtype.itemsize:
+            raise FormatError(f"{self.what}: array data does not match its shape {self.shape} and dtype {dtype}")
+        if self.budget is not None:
+            self.budget.charge(len(self.data), f"{self.what}: an array of shape {self.shape}")
+        array = np.frombuffer(self.data, dtype, count)
+        array = array.reshape(self.shape[::-1]).T if self.fortran else array.reshape(self.shape)
+        return np.ascontiguousarray(array).astype(dtype.newbyteorder("="), copy=False)
 
 
-def _plain(value: Any, depth: int = 0) -> Any:
-    if depth > 100:
-        raise FormatError("nested too deeply")
-    if isinstance(value, _Array):
-        return value.value()
-    if isinstance(value, dict):
-        return {_plain(k, depth + 1): _plain(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v, depth + 1) for v in value)
-    if isinstance(value, (_DType,)):
-        raise FormatError("a bare dtype where data was expected")
-    return value
+def _nested(items: list[Any], shape: tuple[int, ...]) -> list[Any]:
+    """A flat C-order list as nested lists of ``shape`` (``ndarray.tolist`` of an object array)."""
+    for d in shape[:0:-1]:
+        items = [items[i : i + d] for i in range(0, len(items), d)] if d else []
+    return items
 
 
-def _table() -> dict[tuple[str, str], Any]:
-    def reconstruct(cls: Any, shape: Any = None, order: Any = None) -> _Array:
-        if cls is not ndarray_marker:
-            raise FormatError("_reconstruct of something other than an ndarray")
-        return _Array()
+def numpy_table(what: str, budget: Budget | None = None) -> dict[tuple[str, str], Any]:
+    """The NumPy names an array or scalar pickle uses, as fresh functions making records."""
+    ndarray = object()
+
+    def reconstruct(cls: Any, shape: Any = None, order: Any = None) -> ArrayRecord:
+        if cls is not ndarray:
+            raise FormatError(f"{what}: _reconstruct of something other than numpy.ndarray")
+        return ArrayRecord(what, budget)
 
     def scalar(dtype: Any, data: Any = b"") -> Any:
-        if not isinstance(dtype, _DType) or not isinstance(data, (bytes, bytearray)):
-            raise FormatError("a NumPy scalar pickle with an unexpected state")
-        resolved = dtype.resolve()
-        if len(data) != resolved.itemsize:
-            raise FormatError("a NumPy scalar of the wrong size")
+        if not isinstance(dtype, DTypeRecord) or type(data) not in (bytes, bytearray):
+            raise FormatError(f"{what}: a NumPy scalar pickle with an unexpected state")
+        resolved = dtype.resolved(what)
+        if resolved == np.dtype(object) or len(data) != resolved.itemsize:
+            raise FormatError(f"{what}: a NumPy scalar of the wrong size")
         return np.frombuffer(bytes(data), resolved, 1)[0]
 
-    def encode(text: str, encoding: str = "latin1") -> bytes:
-        return codecs.encode(text, "latin1")
-
     def convert_to_tensor(value: Any, *args: Any, **kwargs: Any) -> Any:
-        if not isinstance(value, _Array):
-            raise FormatError("convert_to_tensor of something other than an array")
+        if not isinstance(value, ArrayRecord):
+            raise FormatError(f"{what}: convert_to_tensor of something other than an array")
         return value
 
-    ndarray_marker = object()
-    table: dict[tuple[str, str], Any] = {("numpy", "ndarray"): ndarray_marker, ("numpy", "dtype"): _DType,
-                                         ("_codecs", "encode"): encode}  # fmt: skip
+    table: dict[tuple[str, str], Any] = {("numpy", "ndarray"): ndarray, ("numpy", "dtype"): DTypeRecord}
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         table[(module, "_reconstruct")] = reconstruct
         table[(module, "scalar")] = scalar
@@ -124,15 +144,117 @@ def _table() -> dict[tuple[str, str], Any]:
     return table
 
 
-def read_object_array(data: bytes, what: str) -> Any:
+class _Namespace(Record):
+    """``argparse.Namespace``: its attributes come back as a dict."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, *args: Any) -> None:
+        self.attributes: dict[str, Any] = {}
+
+    def setstate(self, state: Any) -> None:
+        if type(state) is not dict or not all(type(k) is str for k in state):
+            raise FormatError("an argparse.Namespace with a state that is not a dict of str")
+        self.attributes = state
+
+    def value(self) -> dict[str, Any]:
+        return self.attributes
+
+
+def python_table(what: str) -> dict[tuple[str, str], Any]:
+    """Plain Python values a pickle may build: sets, slices, complex, OrderedDict, Counter, Namespace (as a dict)."""
+
+    def encode(text: Any, encoding: Any = "latin1") -> bytes:
+        if type(text) is not str or encoding not in ("latin1", "latin-1"):
+            raise FormatError(f"{what}: _codecs.encode of {type(text).__name__} with {str(encoding)[:20]!r}")
+        return codecs.encode(text, "latin1")
+
+    def ordered_dict(items: Any = ()) -> OrderedDict:
+        return OrderedDict(_pairs(items, what))
+
+    def counter(items: Any = ()) -> Counter:
+        return Counter(dict(_pairs(items, what)))
+
+    def complex_(real: Any = 0.0, imag: Any = 0.0) -> complex:
+        if not all(type(v) in (int, float) for v in (real, imag)):
+            raise FormatError(f"{what}: complex of {type(real).__name__}, {type(imag).__name__}")
+        return complex(real, imag)
+
+    def namespace(*args: Any, **kwargs: Any) -> _Namespace:
+        return _Namespace()
+
+    def reconstructor(cls: Any, base: Any = None, state: Any = None) -> _Namespace:
+        if cls is not namespace:
+            raise FormatError(f"{what}: copyreg._reconstructor of an unknown class")
+        return _Namespace()
+
+    def collection(kind: type) -> Any:
+        def make(items: Any = ()) -> Any:
+            if type(items) not in (list, tuple, set, frozenset):
+                raise FormatError(f"{what}: {kind.__name__} of {type(items).__name__}")
+            return kind(items)
+
+        return make
+
+    return {
+        ("_codecs", "encode"): encode,
+        ("collections", "OrderedDict"): ordered_dict,
+        ("collections", "Counter"): counter,
+        ("builtins", "set"): collection(set),
+        ("builtins", "frozenset"): collection(frozenset),
+        ("builtins", "slice"): lambda *args: slice(*args[:3]),
+        ("builtins", "complex"): complex_,
+        ("argparse", "Namespace"): namespace,
+        ("copyreg", "_reconstructor"): reconstructor,
+    }
+
+
+def _pairs(items: Any, what: str) -> list[tuple[Any, Any]]:
+    if type(items) in (dict, OrderedDict, Counter):
+        return list(items.items())
+    if type(items) in (list, tuple) and all(type(p) in (list, tuple) and len(p) == 2 for p in items):
+        return [tuple(p) for p in items]  # type: ignore[misc]
+    raise FormatError(f"{what}: a mapping built from {type(items).__name__}")
+
+
+def resolve(value: Any, what: str, max_depth: int, convert: Any = None) -> Any:
+    """``value`` with every record made into its value (arrays, dicts), each shared record once.
+
+    ``convert(record)`` handles records of the caller's own (torch tensors) and returns
+    NotImplemented for others, which use ``record.value()``. An object array's items
+    are resolved in turn (with what is left of ``max_depth``).
+    """
+    cache: dict[int, Any] = {}
+
+    def done(record: Any, depth: int) -> Any:
+        if id(record) in cache:
+            return cache[id(record)]
+        out = convert(record) if convert is not None else NotImplemented
+        if out is NotImplemented:
+            if not isinstance(record, (ArrayRecord, _Namespace)):
+                raise FormatError(f"{what}: a bare {type(record).__name__} where data was expected")
+            out = record.value()
+            if isinstance(out, (list, dict)):
+                out = walk(out, depth // 4)  # an object array inside one: a new walk, kept shallow
+        cache[id(record)] = out
+        return out
+
+    def walk(node: Any, depth: int) -> Any:
+        if depth <= 0:
+            raise FormatError(f"{what}: containers nested more than {max_depth} deep")
+        return map_leaves(node, lambda n: isinstance(n, Record), lambda r: done(r, depth), max_depth=depth, what=what)
+
+    return walk(value, max_depth)
+
+
+def read_object_array(data: bytes, what: str, budget: Budget | None = None) -> Any:
     """The value an object ``.npy`` holds: a dict or list of arrays and plain values.
 
     Raises:
         UnsafeFileError: the pickle names anything but the data-only globals above.
-        FormatError: malformed.
+        FormatError: malformed (LimitError: over the budget).
     """
-    value = restricted_loads(data, _table(), what=what)
-    try:
-        return _plain(value)
-    except FormatError as exc:
-        raise FormatError(f"{what}: {exc}") from None
+    table = {**python_table(what), **numpy_table(what, budget)}
+    value = load_pickle(data, table, what=what, budget=budget)
+    depth = budget.limits.max_depth if budget is not None else 200
+    return resolve(value, what, depth)
