@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import FormatError, IntegrityError, UnsupportedTypeError
+from ..errors import FormatError, IntegrityError, LimitError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
 from ..format.memory import empty_bytes
 from .npy import MAX_EXPANSION, check_expansion, zip_errors
@@ -195,7 +195,7 @@ def _tensor(lazy: _Lazy, path: str, budget: Budget) -> np.ndarray:
     for d in shape:
         count, span = count * d, span * max(d, 1)
     if span >= 1 << 62:  # NumPy cannot describe it, even with no elements
-        raise FormatError(f"{path}: a tensor of shape {shape} is larger than any array can be")
+        raise LimitError(f"{path}: a tensor of shape {shape}, a view of a {raw.size}-byte storage, is larger than any array can be")
     budget.charge(count * item, f"tensor of shape {shape} ({dtype.name}), a view of a {raw.size}-byte storage")
     if not count:
         return _parameter(np.empty(shape, dtype), lazy)
