@@ -19,7 +19,7 @@ def test_sharded_index_opens_lazily():
     spec = expected("safetensors")["safetensors/sharded/model.safetensors.index.json"]["value"]["items"]
     with tensorfile.open(INDEX) as f:
         assert f.keys() == [f"layers.{i}.{k}" for i in range(6) for k in ("bias", "weight")]
-        assert not f.has_record and f.format == "sharded safetensors index"
+        assert not f.has_record and f.format == "sharded" and f.title == "sharded safetensors index"
         info = f.info("layers.3.weight")
         assert info.dtype == spec["layers.3.weight"]["dtype"] and list(info.shape) == spec["layers.3.weight"]["shape"]
         assert info.offset > 8  # inside its shard
@@ -62,7 +62,7 @@ def test_gguf_opens_lazily(tmp_path):
     w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file()
     w.close()
     with tensorfile.open(path, framework="numpy") as f:
-        assert f.keys() == ["blk.0.w", "h", "q"] and f.format == "GGUF"
+        assert f.keys() == ["blk.0.w", "h", "q"] and f.format == "gguf" and f.title == "GGUF"
         assert f.metadata["general.name"] == "tiny" and f.metadata["tokenizer.ggml.tokens"] == '["<s>", "a", "b"]'
         assert f.info("q").dtype == "Q8_0" and f.info("q").shape == (2, 32) and f.info("q").nbytes == 68
         w0 = f["blk.0.w"]

@@ -18,9 +18,12 @@ import click
 import numpy as np
 
 from .errors import FormatError, IntegrityError, TensorFileError
-from .files import load, read_prefix, resolve_index, save
+from . import formats
+from .files import find_format, load, resolve_index, save
+from .formats.base import Probe
 from .lazy import TensorFile
 from .lazy import open as open_file
+from .limits import Limits
 from .tree import flat_arrays
 
 __all__ = ["main"]
@@ -49,8 +52,26 @@ def _size(n: float) -> str:
     return str(n)
 
 
-def _prefix(path: str) -> bytes:
-    return read_prefix(path) or b""
+#: The limits the current command reads files with (set by --max-bytes).
+_LIMITS: list[Limits] = [Limits()]
+
+
+def _max_bytes(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        from .formats.sharded import parse_size
+
+        try:
+            size = int(value) if value.isascii() and value.isdigit() else parse_size(value)
+        except (ValueError, TensorFileError) as exc:
+            raise click.BadParameter(str(exc)) from None
+        _LIMITS[0] = Limits(max_bytes=size)
+
+
+#: ``--max-bytes``: every command that reads files takes it.
+limits_option = click.option(
+    "--max-bytes", metavar="SIZE", default=None, expose_value=False, callback=_max_bytes,
+    help="Most memory a file may make tensorfile allocate ('8GiB', or bytes). Default: 4x the file's size + 64 MiB.",
+)  # fmt: skip
 
 
 def _folder_message(path: str) -> str:
@@ -66,7 +87,7 @@ def _folder_message(path: str) -> str:
 def _read(path: str) -> dict[str, np.ndarray]:
     """Every tensor of any readable file as NumPy arrays by (dotted) name; checksums verified."""
     try:
-        value = load(path, framework="numpy")
+        value = load(path, framework="numpy", limits=_LIMITS[0])
     except FileNotFoundError:
         _fail(f"{path}: no such file")
     except IsADirectoryError:
@@ -83,6 +104,7 @@ def main() -> None:
 
 
 @main.command("ls")
+@limits_option
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def ls_command(file: str, as_json: bool) -> None:
@@ -117,7 +139,7 @@ def ls_command(file: str, as_json: bool) -> None:
 def _opened(path: str, verify: bool = False) -> Iterator[Any]:
     """:func:`tensorfile.open` of any readable file, failing with one line."""
     try:
-        f = open_file(path, framework="numpy", verify=verify)
+        f = open_file(path, framework="numpy", verify=verify, limits=_LIMITS[0])
     except FileNotFoundError:
         _fail(f"{path}: no such file")
     except IsADirectoryError:
@@ -131,22 +153,23 @@ def _opened(path: str, verify: bool = False) -> Iterator[Any]:
 
 
 @main.command("info")
+@limits_option
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def info_command(file: str, as_json: bool) -> None:
     """The format of FILE (detected by content), its metadata, and whether it carries checksums."""
-    from .formats._detect import describe
-
     file = resolve_index(file)  # a sharded save: its index
     if not os.path.isfile(file):
         _fail(f"{file}: no such file" if not os.path.exists(file) else f"{file}: not a regular file")
-    kind = describe(file, _prefix(file))
     with _opened(file) as f:
         metadata, checksums = f.metadata, f.has_record
         count, total = len(f.keys()), sum(f.info(n).nbytes for n in f.keys())
-    if kind == "safetensors":
-        kind = "tensorfile (safetensors with structure and checksums)" if checksums else "safetensors"
-    doc = {"file": file, "format": kind, "checksums": checksums, "tensors": count, "nbytes": total, "metadata": metadata}
+        fmt = formats.get(f.format)
+    if fmt.name == "safetensors" and checksums:
+        fmt = formats.get("tensorfile")
+    kind = fmt.title
+    doc = {"file": file, "format": kind, "format_name": fmt.name, "checksums": checksums, "tensors": count,
+           "nbytes": total, "metadata": metadata}  # fmt: skip
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
@@ -158,21 +181,22 @@ def info_command(file: str, as_json: bool) -> None:
 
 
 @main.command("verify")
+@limits_option
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def verify_command(file: str, as_json: bool) -> None:
     """Read all of FILE, checking every checksum and the structure; exit 1 if it is damaged."""
-    from .formats._detect import describe, is_readable
-
     file = resolve_index(file)  # a sharded save: its index
     if os.path.exists(file) and not os.path.isfile(file):
         _fail(f"{file}: not a regular file")
+    fmt = None
     if os.path.isfile(file):
-        kind = describe(file, _prefix(file))
-        if kind != "safetensors" and not is_readable(kind):  # not a damaged tensor file: another kind of file
-            _fail(f"{file}: not a file of tensors: it looks like {kind}")
+        probe = Probe.of(file)
+        fmt = formats.detect(probe)
+        if fmt is None and probe is not None:  # not a damaged tensor file: another kind of file
+            _fail(str(formats.not_tensors(probe)))
     try:
-        value = load(file, framework="numpy")
+        value = load(file, framework="numpy", limits=_LIMITS[0])
     except FileNotFoundError:
         _fail(f"{file}: no such file")
     except (IntegrityError, FormatError) as exc:
@@ -180,14 +204,14 @@ def verify_command(file: str, as_json: bool) -> None:
     except (TensorFileError, OSError) as exc:
         _fail(str(exc))
     arrays = flat_arrays(value)
-    if _prefix(file).startswith(b"PK\x03\x04"):  # torch.save, .npz, .keras: each member has a CRC-32
+    if fmt is not None and fmt.name in ("torch", "npz", "keras"):  # zip archives: each member has a CRC-32
         bad = _zip_crc_failure(file)
         if bad:
             _verdict(as_json, file, False, f"{file}: {bad}")
         checked = "CRC-32 of every zip member verified"
     else:
         try:
-            with open_file(file) as f:
+            with open_file(file, limits=_LIMITS[0]) as f:
                 checked = "checksums verified" if f.has_record else "no checksums in this file; structure read"
         except (FormatError, OSError):
             checked = "no checksums in this format; structure read"
@@ -207,11 +231,10 @@ def _zip_crc_failure(path: str) -> str | None:
     """What is wrong with a zip member's CRC-32 (``load`` of a torch file skips it, as torch.load does)."""
     import zipfile
 
-    from .formats.npy import check_expansion
+    from .formats._zip import open_zip
 
     try:
-        with zipfile.ZipFile(path) as zf:
-            check_expansion(path, zf)
+        with open_zip(path, _LIMITS[0].budget(path, os.path.getsize(path))) as zf:
             name = zf.testzip()
     except TensorFileError as exc:
         return str(exc)
@@ -221,6 +244,7 @@ def _zip_crc_failure(path: str) -> str | None:
 
 
 @main.command("cat")
+@limits_option
 @click.argument("file")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts: dtype, shape and every value.")
@@ -276,6 +300,7 @@ def _compare(x: np.ndarray, y: np.ndarray, atol: float, rtol: float) -> tuple[fl
 
 
 @main.command("diff")
+@limits_option
 @click.argument("a")
 @click.argument("b")
 @click.option("--atol", type=float, default=0.0, show_default=True, help="Absolute tolerance.")
@@ -313,34 +338,28 @@ def diff_command(a: str, b: str, atol: float, rtol: float, as_json: bool) -> Non
     sys.exit(1 if different else 0)
 
 
-#: Output format from the destination's suffix when --format is not given.
-SUFFIX_FORMATS = {".pt": "torch", ".pth": "torch", ".bin": "torch", ".ckpt": "torch", ".npz": "npz", ".params": "mxnet",
-                  ".nd": "mxnet"}  # fmt: skip
-#: Suffixes of formats tensorfile reads but does not write: convert asks for --format rather than guess.
-READ_ONLY_SUFFIXES = (".npy", ".h5", ".hdf5", ".keras", ".gguf", ".json")
-FORMATS = ("tensorfile", "safetensors", "torch", "npz", "mxnet", "mxnet-np")
-
-
 def _source(path: str) -> Any:
     """Everything in ``path`` as NumPy arrays in their structure; tensorfile and safetensors
     files (and sharded ones) memory-mapped, so a conversion streams them from the page cache."""
     with _opened(path, verify=True) as f:
         if isinstance(f, TensorFile) and not f.has_shared_storage:
             return f.load(mapped=True)  # verified tensor by tensor as the writer reads it
-        if not isinstance(f, TensorFile) and f.format == "sharded safetensors index":
+        if not isinstance(f, TensorFile) and f.format == "sharded":
             return {name: f[name] for name in f.keys()}
     try:
-        return load(path, framework="numpy")
+        return load(path, framework="numpy", limits=_LIMITS[0])
     except (TensorFileError, OSError, ImportError) as exc:
         _fail(str(exc))
 
 
 @main.command("convert")
+@limits_option
 @click.argument("src")
 @click.argument("dst")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="Output format. Default: from DST's suffix (.pt/.pth/.ckpt torch, .npz npz, .params/.nd mxnet), "
-                   "else tensorfile.")  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(formats.written()), default=None,
+              help="Output format. Default: from DST's suffix (" + ", ".join(
+                  f"{'/'.join(f.suffixes)} {f.name}" for f in formats.FORMATS if f.write and f.suffixes and f.name != "tensorfile"
+              ) + "), else tensorfile.")  # fmt: skip
 @click.option("--max-shard-size", default=None, metavar="SIZE",
               help="Write Hugging Face shards of at most SIZE bytes of data ('5GB', '500MiB', or bytes) and an index.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -352,12 +371,14 @@ def convert_command(src: str, dst: str, fmt: str | None, max_shard_size: str | N
     not tensors are then left out, with a note.
     """
     if fmt is None:
-        suffix = os.path.splitext(dst)[1].lower()
-        if suffix in READ_ONLY_SUFFIXES:
-            _fail(f"{dst}: tensorfile does not write {suffix} files; choose one with --format ({', '.join(FORMATS)})")
-        fmt = SUFFIX_FORMATS.get(suffix, "tensorfile")
+        by_suffix = formats.by_suffix(dst)
+        if by_suffix is not None and by_suffix.write is None:
+            suffix = next(x for x in sorted(by_suffix.suffixes, key=len, reverse=True) if dst.lower().endswith(x))
+            _fail(f"{dst}: tensorfile does not write {suffix} files, {by_suffix.title}; choose one with --format "
+                  f"({', '.join(formats.written())})")  # fmt: skip
+        fmt = by_suffix.name if by_suffix is not None and by_suffix.name != "safetensors" else "tensorfile"
     value = _source(src)
-    if (fmt in ("npz", "mxnet", "mxnet-np", "safetensors") or max_shard_size) and not _is_flat(value):
+    if (formats.get(fmt).flat or max_shard_size) and not _is_flat(value):
         flat = flat_arrays(value)  # a name taken twice gets a #N suffix: nothing is lost
         dropped = _count_values(value) - len(flat)
         click.echo(f"note: {src}: nested structure flattened to {len(flat)} dotted names"

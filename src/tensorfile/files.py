@@ -34,6 +34,7 @@ from .format.record import (
 )
 from .format.writer import Tensor, layout_order, write_tensors
 from .frameworks import FRAMEWORKS, Adapter, get_adapter
+from .limits import DEFAULT_LIMITS, Limits
 from .formats._write import flat_tensors
 from .tree import flatten, map_leaves, shared_groups, unflatten
 
@@ -55,11 +56,6 @@ def _progress(total: int, description: str) -> Iterator[Callable[[int], None] | 
     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description, delay=PROGRESS_DELAY,
               leave=False, file=sys.stderr) as bar:  # fmt: skip
         yield bar.update
-
-
-#: Shared storages are rebuilt only while, all together, they take at most twice the file's
-#: tensor bytes plus this many bytes; a file cannot make load() allocate much more than it holds.
-_SHARED_SLACK = 64 << 20
 
 
 def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
@@ -153,20 +149,22 @@ def save(
     Example:
         >>> tensorfile.save({"w": np.ones((2, 3), np.float32)}, "mydict")
     """
-    from .formats._write import FOREIGN_FORMATS, write_foreign
+    from . import formats
 
-    if format not in (None, "tensorfile", "safetensors", *FOREIGN_FORMATS):
-        raise ValueError(f"unknown format {format!r}; expected one of {['tensorfile', 'safetensors', *FOREIGN_FORMATS]}")
+    fmt = formats.get(format or "tensorfile")  # ValueError names the formats
+    if fmt.write is None:
+        raise ValueError(f"unknown format {format!r} to write; expected one of {formats.written()}")
     if max_shard_size is not None:
-        if format in FOREIGN_FORMATS:
+        if fmt.name not in ("tensorfile", "safetensors"):
             raise ValueError(f"max_shard_size: format {format!r} has no sharded layout; shards are safetensors files")
         _save_sharded(obj, os.fspath(path), metadata, format, max_shard_size)
-    elif format == "safetensors":
-        _save_plain(obj, path, metadata)
-    elif format in FOREIGN_FORMATS:
-        write_foreign(obj, path, format, metadata, _progress)
     else:
-        _save(obj, path, metadata, durable=True)
+        fmt.write(obj, path, metadata, _progress)
+
+
+def save_tensorfile(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | None) -> None:
+    """:func:`save` of a tensorfile file (fsynced)."""
+    _save(obj, path, metadata, durable=True)
 
 
 def _save_sharded(obj: Any, path: str, metadata: Mapping[str, str] | None, format: str | None, limit: int | str) -> None:
@@ -179,7 +177,7 @@ def _save_sharded(obj: Any, path: str, metadata: Mapping[str, str] | None, forma
     tensors = {k: obj[k] for k in names}  # as given: each shard records its tensors' framework
     plan = sharded.plan_shards({k: a.nbytes for k, a in zip(names, arrays)}, sharded.parse_size(limit))
     files, index = sharded.shard_names(path, len(plan))
-    write = _save_plain if format == "safetensors" else lambda o, p, m: _save(o, p, m, durable=True)
+    write = save_plain if format == "safetensors" else lambda o, p, m: _save(o, p, m, durable=True)
     folder = os.path.dirname(index)
     single = index[: -len(".index.json")]
     shard_metadata = {"format": "pt", **user}  # huggingface_hub's loader requires a "format" entry in each shard
@@ -201,7 +199,7 @@ def _save_sharded(obj: Any, path: str, metadata: Mapping[str, str] | None, forma
             os.remove(os.path.join(folder, name))
 
 
-def _save_plain(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | None) -> None:
+def save_plain(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | None) -> None:
     """A plain safetensors file: a flat dict of tensors and string metadata, nothing of tensorfile's own."""
     user = _check_metadata(metadata)
     if type(obj) not in (dict, OrderedDict) or not all(isinstance(k, str) for k in obj):
@@ -285,45 +283,36 @@ def resolve_index(path: str | os.PathLike[str]) -> str:
     return path
 
 
-def read_prefix(path: str, *, missing_ok: bool = True) -> bytes | None:
-    """The first 16 bytes of a regular file (what recognizes its format); None for folders, FIFOs and
-    devices (opened without blocking, never read), and, with ``missing_ok``, for a file that cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        if missing_ok:
-            return None
-        raise
-    try:
-        return os.pread(fd, 16, 0) if stat.S_ISREG(os.fstat(fd).st_mode) else None
-    finally:
-        os.close(fd)
+def _check_limits(limits: Limits | None) -> Limits:
+    if limits is None:
+        return DEFAULT_LIMITS
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a tensorfile.Limits, not {type(limits).__name__}")
+    return limits
 
 
-def _read_foreign(path: str) -> tuple[Any, str] | str | None:
-    """A torch or NumPy file read without its framework; "index" for a sharded-safetensors index; None
-    otherwise (then it is read as safetensors)."""
-    from .formats._detect import read_foreign
-    from .formats.sharded import is_index
+def find_format(path: str) -> Any:
+    """The :class:`tensorfile.formats.Format` that reads ``path``, by content. A file no format claims, a
+    folder, FIFO or device goes to the safetensors reader, which names the problem.
 
-    prefix = read_prefix(path, missing_ok=False)
-    if prefix is None:
-        return None  # the safetensors reader names folders, FIFOs and devices
-    if is_index(prefix):
-        return "index"
-    return read_foreign(path, prefix)
+    Raises:
+        OSError: the file cannot be opened (FileNotFoundError when it does not exist).
+    """
+    from . import formats
+    from .formats.base import Probe
+
+    return formats.detect(Probe.of(path)) or formats.get("safetensors")
 
 
-def _to_framework(value: Any, adapter: Adapter, path: str, options: Mapping[str, Any]) -> Any:
+def _to_framework(value: Any, adapter: Adapter, path: str, options: Mapping[str, Any], max_depth: int) -> Any:
     """Hand a foreign file's NumPy arrays to ``adapter``'s framework, containers kept (and shared ones shared)."""
     from .formats.torch import Parameter
-    from .limits import DEFAULT_LIMITS
 
     def convert(array: np.ndarray) -> Any:
         record = {"parameter": True, "requires_grad": bool(array.requires_grad)} if isinstance(array, Parameter) else {}
         return _to(adapter, path, "tensor", np.asarray(array), record, options)
 
-    return map_leaves(value, lambda node: isinstance(node, np.ndarray), convert, max_depth=DEFAULT_LIMITS.max_depth, what=path)
+    return map_leaves(value, lambda node: isinstance(node, np.ndarray), convert, max_depth=max_depth, what=path)
 
 
 def _read_record(reader: SafetensorsReader) -> Record | None:
@@ -345,8 +334,9 @@ def _verify(path: str, name: str, expected: str, found: str | None) -> None:
 
 
 def load(
-    path: str | os.PathLike[str], *, framework: str | None = None, map_location: Any = None, device: Any = None
-) -> Any:
+    path: str | os.PathLike[str], *, framework: str | None = None, map_location: Any = None, device: Any = None,
+    limits: Limits | None = None,
+) -> Any:  # fmt: skip
     """Load what :func:`save` wrote, any safetensors file, or another tool's file, from ``path``.
 
     Other tools' files are recognized by their content (never their suffix) and
@@ -374,6 +364,11 @@ def load(
         device: where TensorFlow, JAX and MXNet tensors go: ``"/GPU:0"`` (TF),
             a ``jax.Device`` or ``"gpu:0"`` (JAX), an ``mx.Context`` (MXNet).
             Default: each framework's default device (MXNet: the CPU).
+        limits: what the file may make tensorfile allocate and walk through
+            (:class:`tensorfile.Limits`; default: 4x the file's size + 64 MiB
+            of memory, 2**20 tensors, 200 levels of nesting). Every reader
+            charges each allocation before it happens. Raise it for a trusted
+            file that needs more (a highly compressed ``.npz``).
 
     Returns:
         The saved structure with the same container types and key types;
@@ -386,7 +381,8 @@ def load(
         FormatError: malformed, truncated or not a safetensors file.
         IntegrityError: a tensor's bytes do not match its checksum (names it).
         UnsafeFileError: a foreign pickle names a global outside the safe table
-            (nothing is imported or run).
+            (nothing is imported or run), or an HDF5 file keeps data outside itself.
+        LimitError: the file asks for more than ``limits`` allow (a FormatError).
 
     Other tools' files carry no checksums of tensorfile's; the CRC-32 of a
     torch.save zip member is not checked on load (``torch.load`` does not
@@ -396,20 +392,25 @@ def load(
         ImportError: the framework a tensor needs is not installed.
     """
     _check_framework(framework)
+    limits = _check_limits(limits)
     options = {"map_location": map_location, "device": device}
-    path = resolve_index(path)
-    foreign = _read_foreign(path)
-    if foreign == "index":
-        from .formats.sharded import read_index
+    path = os.fspath(resolve_index(path))
+    fmt = find_format(path)
+    if fmt.load is not None:
+        return fmt.load(path, framework, options, limits)
+    value = fmt.read_value(path, limits)
+    if framework is None:
+        framework = source_framework(fmt.framework)
+    return _to_framework(value, get_adapter(framework), path, options, limits.max_depth)
 
-        return read_index(os.fspath(path), lambda shard: load(shard, framework=framework, map_location=map_location, device=device))
-    if isinstance(foreign, tuple):
-        value, source = foreign
-        if framework is None:
-            framework = source_framework(source)
-        return _to_framework(value, get_adapter(framework), os.fspath(path), options)
+
+def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any], limits: Limits) -> Any:
+    """:func:`load` of a tensorfile or safetensors file: checksums verified, structure and shared storage rebuilt."""
     with SafetensorsReader(path) as reader:
+        budget = limits.budget(reader.path, reader.size)
         record = _read_record(reader)
+        for name, entry in reader.entries.items():
+            budget.charge(entry.nbytes, f"tensor {name!r}")
         if record is None:
             adapter = _adapter(framework, None, reader.path)
             return {name: _to(adapter, reader.path, name, reader.read(e)[0], {}, options) for name, e in reader.entries.items()}
@@ -423,17 +424,16 @@ def load(
                 _verify(reader.path, name, record.tensors[name]["checksum"], found)
                 arrays[name] = _as_logical(array, record.tensors[name], entry)
     objects: dict[str, Any] = {}
-    budget = 2 * sum(a.nbytes for a in arrays.values()) + _SHARED_SLACK
     for group in record.shared:
         adapter = _adapter(framework, record.tensors[group.members[0].name]["framework"], reader.path)
-        if group.nbytes > budget:
+        if group.nbytes > budget.allowed - budget.used:
             warnings.warn(
                 f"{reader.path}: storage of {group.nbytes} bytes shared by {[m.name for m in group.members]} "
                 "not rebuilt; loaded as separate tensors",
                 stacklevel=2,
             )
             continue
-        budget -= group.nbytes
+        budget.charge(group.nbytes, f"storage shared by {[m.name for m in group.members]}")
         members = [(arrays[m.name], m.offset, m.strides, record.tensors[m.name]) for m in group.members]
         try:
             built = adapter.views(group.nbytes, members, options)

@@ -8,8 +8,7 @@ same methods (see :func:`open`).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -19,55 +18,25 @@ from .format.dtypes import byte_view
 from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
 from .format.record import RECORD_KEY, logical_shape
-from .files import _adapter, _as_logical, _check_framework, _read_record, _verify, load, read_prefix, resolve_index
+from .files import _adapter, _as_logical, _check_framework, _check_limits, _read_record, _verify, find_format, load, resolve_index
+from .lazyfile import LazyFile, TensorInfo, TensorSlice
+from .limits import DEFAULT_LIMITS, Limits
 from .tree import unflatten
 
 __all__ = ["open", "TensorFile", "TensorInfo", "TensorSlice"]
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """What the header says of a tensor, read without touching its data.
+class TensorFile(LazyFile):
+    """A tensorfile or safetensors file opened by :func:`open`: lazy, zero-copy, read-only access by tensor name."""
 
-    Attributes:
-        name: the tensor's name in the file.
-        dtype: NumPy dtype name (``"float32"``, ``"bfloat16"``, ``"complex128"``...).
-        shape: dims.
-        nbytes: size of its data in bytes.
-        code: safetensors dtype code on disk (``"F32"``).
-        offset: byte offset of its data from the start of the file.
-        checksum: XXH3-64 hex digest, or None for files without tensorfile's record.
-    """
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    nbytes: int
-    code: str
-    offset: int
-    checksum: str | None
-
-
-class TensorSlice:
-    """Part of one tensor: ``f.slice(name)[rows]`` reads only those rows' bytes."""
-
-    def __init__(self, owner: "TensorFile", name: str) -> None:
-        self._owner, self._name = owner, name
-        info = owner.info(name)
-        self.shape, self.dtype = info.shape, info.dtype
-
-    def __getitem__(self, index: Any) -> Any:
-        view = self._owner._mapped(self._name)
-        return self._owner._convert(self._name, np.array(view[index]))
-
-
-class TensorFile:
-    """A file opened by :func:`open`: lazy, zero-copy, read-only access by tensor name."""
+    format = "safetensors"
 
     def __init__(
-        self, path: str | os.PathLike[str], framework: str | None, map_location: Any, verify: bool, device: Any = None
-    ) -> None:
+        self, path: str | os.PathLike[str], framework: str | None, map_location: Any, verify: bool, device: Any = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:  # fmt: skip
         _check_framework(framework)
+        self._limits = limits
         self._reader = SafetensorsReader(path)
         self.path = self._reader.path
         try:
@@ -82,9 +51,6 @@ class TensorFile:
     def keys(self) -> list[str]:
         """Tensor names as stored, in data order."""
         return list(self._reader.entries)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
 
     def __len__(self) -> int:
         return len(self._reader.entries)
@@ -137,11 +103,6 @@ class TensorFile:
             self._reader.header.data_start + entry.begin, info.get("checksum"),
         )  # fmt: skip
 
-    def slice(self, name: str) -> TensorSlice:
-        """A handle whose indexing reads only the requested part, e.g. ``f.slice("w")[10:20]``."""
-        self._entry(name)
-        return TensorSlice(self, name)
-
     @property
     def metadata(self) -> dict[str, str]:
         """User metadata (``__metadata__`` without tensorfile's own entry)."""
@@ -166,7 +127,7 @@ class TensorFile:
                 of read into memory; tensors that shared storage do not share it.
         """
         if not mapped:
-            return load(self.path, framework=self._framework, **self._options)
+            return load(self.path, framework=self._framework, limits=self._limits, **self._options)
         if self._record is None:
             return {name: self[name] for name in self.keys()}
 
@@ -181,12 +142,6 @@ class TensorFile:
         """Close the file; tensors already returned stay valid."""
         self._reader.close()
 
-    def __enter__(self) -> "TensorFile":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
 
 def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
     path: str | os.PathLike[str],
@@ -195,19 +150,21 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
     map_location: Any = None,
     device: Any = None,
     verify: bool = False,
-) -> TensorFile | Any:
+    limits: Limits | None = None,
+) -> LazyFile:
     """Open a file for lazy, zero-copy reading; use as a context manager.
 
     ``f.keys()``, ``f[name]`` (memory-mapped, copy-on-write: changing it never
     changes the file), ``f.metadata``, ``f.info(name)`` (dtype, shape, nbytes
     without reading data) and ``f.slice(name)[...]`` (reads only the requested
-    rows).
+    rows). Every file gives a :class:`tensorfile.lazyfile.LazyFile`; ``f.format``
+    names its format (:mod:`tensorfile.formats`).
 
-    Other tools' files give a :class:`tensorfile.foreign.opened.ForeignFile`
-    with the same methods: a sharded ``model.safetensors.index.json`` (shards
-    opened lazily, tensors mapped) and GGUF files (tensors mapped) stay lazy;
-    torch, NumPy, MXNet and Keras files are read once, when opened, through the
-    safe readers of :func:`load`, and their tensors are named by dotted path
+    tensorfile and safetensors files give a :class:`TensorFile`. A sharded
+    ``model.safetensors.index.json`` (shards opened lazily, tensors mapped) and
+    GGUF files (tensors mapped) stay lazy too; torch, NumPy, MXNet and Keras
+    files are read once, when opened, through the safe readers of :func:`load`
+    (within ``limits``), and their tensors are named by dotted path
     (``"optimizer.state.0.exp_avg"``).
 
     Args:
@@ -219,32 +176,18 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
         verify: check each tensor's checksum when it is read with ``f[name]``
             (reads all of its bytes, which a lazy reader usually wants to
             avoid; :func:`load` always verifies).
+        limits: as in :func:`load`.
 
     Raises:
-        FileNotFoundError, FormatError: as :func:`load`.
+        FileNotFoundError, FormatError, UnsafeFileError, LimitError: as :func:`load`.
     """
     _check_framework(framework)
+    limits = _check_limits(limits)
     path = resolve_index(path)
-    kind = _foreign_kind(path)
-    if kind is None:
-        return TensorFile(path, framework, map_location, verify, device)
-    from .formats import _opened as opened
-
+    fmt = find_format(path)
     options = {"map_location": map_location, "device": device}
-    if kind == "sharded safetensors index":
-        return opened.open_sharded(path, framework, options, verify)
-    if kind == "GGUF":
-        return opened.open_gguf(path, framework, options)
-    return opened.open_read(path, kind, framework, options)
+    if fmt.open is not None:
+        return fmt.open(path, limits, framework, options, verify)
+    from .formats._opened import open_read
 
-
-def _foreign_kind(path: str) -> str | None:
-    """What another tool's file that tensorfile reads is (as ``tensorfile info`` names it); None otherwise."""
-    from .formats._detect import describe, is_readable
-
-    prefix = read_prefix(path)
-    if prefix is None:
-        return None  # the safetensors reader names the problem
-    kind = describe(path, prefix)
-    return kind if is_readable(kind) else None
-
+    return open_read(path, fmt, framework, options, limits)

@@ -1,1 +1,71 @@
-"""Readers and writers of every file format tensorfile handles, one module per format, and their registry."""
+"""Every file format tensorfile reads or writes, one module each, and the one registry of them.
+
+Each module defines :class:`~tensorfile.formats.base.Format` objects (name, title,
+suffixes, ``sniff``, ``read`` / ``open`` / ``load``, ``write``); :data:`FORMATS`
+lists them. Adding a format is adding a module and one line here. ``load``,
+``open``, ``save(format=)``, ``load_parameters`` and the CLI find formats only
+through :func:`detect` and :func:`get`.
+"""
+
+from __future__ import annotations
+
+from ..errors import FormatError
+from ..format.sniff import looks_like
+from .base import Format, Probe
+from .gguf import GGUF
+from ._pending import HDF5, KERAS, MXNET, MXNET_NP, NPY, NPZ
+from .safetensors import SAFETENSORS, TENSORFILE
+from .sharded import SHARDED
+from .torch import TORCH, TORCH_LEGACY
+
+__all__ = ["FORMATS", "Format", "Probe", "detect", "get", "written", "by_suffix", "not_tensors"]
+
+#: Every format, in the order ties in ``sniff`` are broken.
+FORMATS: tuple[Format, ...] = (TENSORFILE, SAFETENSORS, SHARDED, TORCH, TORCH_LEGACY, NPY, NPZ, MXNET, MXNET_NP,
+                               HDF5, KERAS, GGUF)  # fmt: skip
+
+
+def get(name: str) -> Format:
+    """The format named ``name``.
+
+    Raises:
+        ValueError: no such format (the message lists them).
+    """
+    for fmt in FORMATS:
+        if fmt.name == name:
+            return fmt
+    raise ValueError(f"unknown format {name!r}; expected one of {[f.name for f in FORMATS]}")
+
+
+def written() -> list[str]:
+    """Names of the formats ``save(format=)`` and ``tensorfile convert`` write."""
+    return [f.name for f in FORMATS if f.write is not None]
+
+
+def by_suffix(path: str) -> Format | None:
+    """The format a file named ``path`` gets by its suffix (longest match, ``.weights.h5`` before ``.h5``)."""
+    lower = path.lower()
+    matches = [(len(s), f) for f in FORMATS for s in f.suffixes if lower.endswith(s)]
+    return max(matches, key=lambda m: m[0])[1] if matches else None
+
+
+def detect(probe: Probe | None) -> Format | None:
+    """The format of the probed file, by content (never by name): the most confident ``sniff``.
+
+    A folder, FIFO or device (``probe`` None) gets the safetensors format, whose
+    reader names the problem. None when no format claims the file (see :func:`not_tensors`).
+    """
+    if probe is None:
+        return SAFETENSORS
+    best, confidence = None, 0.0
+    for fmt in FORMATS:
+        c = fmt.sniff(probe)
+        if c > confidence:
+            best, confidence = fmt, c
+    return best
+
+
+def not_tensors(probe: Probe) -> FormatError:
+    """The error for a file no format claims: what it looks like, by its first bytes."""
+    kind = looks_like(probe.prefix) or "none of the formats tensorfile reads"
+    return FormatError(f"{probe.path}: not a file of tensors; it looks like {kind}")

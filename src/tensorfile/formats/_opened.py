@@ -14,12 +14,15 @@ A :class:`ForeignFile` offers what :class:`tensorfile.TensorFile` offers
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ..errors import FormatError, UnsupportedTypeError
 from ..format.dtypes import code_of
+from ..lazyfile import LazyFile
+from ..limits import Limits
+from .base import Format
 
 __all__ = ["ForeignFile"]
 
@@ -28,18 +31,19 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-class ForeignFile:
+class ForeignFile(LazyFile):
     """Tensors by name from a sharded index, a GGUF file or another tool's file (see the module docs).
 
     Attributes:
         path: the file opened.
-        format: what it is (as ``tensorfile info`` names it).
+        format: its format's name (:mod:`tensorfile.formats`).
+        title: what ``tensorfile info`` calls that format.
     """
 
     def __init__(
         self,
         path: str,
-        format: str,
+        format: Format,
         infos: Mapping[str, Any],
         metadata: Mapping[str, Any],
         mapped: Callable[[str], np.ndarray],
@@ -49,7 +53,7 @@ class ForeignFile:
         close: Callable[[], None] = lambda: None,
         has_record: bool = False,
     ) -> None:
-        self.path, self.format = path, format
+        self.path, self.format, self.title = path, format.name, format.title
         self._infos = dict(infos)
         self._metadata = {str(k): _text(v) for k, v in metadata.items()}
         self._mapped_fn, self._convert_fn, self._load, self._get, self._close = mapped, convert, load, get, close
@@ -59,9 +63,6 @@ class ForeignFile:
     def keys(self) -> list[str]:
         """Tensor names, in the file's order."""
         return list(self._infos)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
 
     def __len__(self) -> int:
         return len(self._infos)
@@ -99,13 +100,6 @@ class ForeignFile:
             raise KeyError(f"{self.path}: no tensor named {name!r}")
         return self._infos[name]
 
-    def slice(self, name: str) -> Any:
-        """A handle whose indexing reads only the requested part, e.g. ``f.slice("w")[10:20]``."""
-        from ..lazy import TensorSlice
-
-        self.info(name)
-        return TensorSlice(self, name)  # type: ignore[arg-type]
-
     @property
     def metadata(self) -> dict[str, str]:
         """The file's metadata as text (JSON for values that are not strings)."""
@@ -125,16 +119,10 @@ class ForeignFile:
         self._closed = True
         self._close()
 
-    def __enter__(self) -> "ForeignFile":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
 
 def array_info(name: str, array: np.ndarray, offset: int | None = None) -> Any:
     """A :class:`tensorfile.TensorInfo` for an array held in memory or mapped at ``offset``."""
-    from ..lazy import TensorInfo
+    from ..lazyfile import TensorInfo
 
     try:
         code = code_of(array.dtype, name)
@@ -144,7 +132,7 @@ def array_info(name: str, array: np.ndarray, offset: int | None = None) -> Any:
 
 
 
-def open_sharded(path: str, framework: str | None, options: Mapping[str, Any], verify: bool) -> ForeignFile:
+def open_sharded(path: str, framework: str | None, options: Mapping[str, Any], verify: bool, limits: Limits) -> ForeignFile:
     """A sharded index: each shard opened (header only) now, tensors mapped when asked for."""
     from ..files import load
     from ..lazy import TensorFile
@@ -153,7 +141,7 @@ def open_sharded(path: str, framework: str | None, options: Mapping[str, Any], v
     shards: list[TensorFile] = []
 
     def open_shard(shard_path: str) -> dict[str, TensorFile]:
-        f = TensorFile(shard_path, framework, options.get("map_location"), verify, options.get("device"))
+        f = TensorFile(shard_path, framework, options.get("map_location"), verify, options.get("device"), limits=limits)
         shards.append(f)
         return {name: f for name in f.keys()}
 
@@ -168,33 +156,32 @@ def open_sharded(path: str, framework: str | None, options: Mapping[str, Any], v
     except BaseException:
         close()
         raise
+    from .sharded import SHARDED
+
     return ForeignFile(
-        path, "sharded safetensors index", {name: f.info(name) for name, f in owner.items()},
+        path, SHARDED, {name: f.info(name) for name, f in owner.items()},
         metadata if isinstance(metadata, dict) else {},
         mapped=lambda name: owner[name]._mapped(name), convert=lambda name, a: owner[name]._convert(name, a),
-        load=lambda: load(path, framework=framework, **options), get=lambda name: owner[name][name], close=close,
+        load=lambda: load(path, framework=framework, limits=limits, **options), get=lambda name: owner[name][name],
+        close=close,
         has_record=bool(shards) and all(f.has_record for f in shards),
     )  # fmt: skip
 
 
-def open_read(path: str, format: str, framework: str | None, options: Mapping[str, Any]) -> ForeignFile:
-    """Another tool's file, read now through :func:`tensorfile.load`'s safe readers, served by dotted name."""
-    from ..files import _read_foreign, _to, load, source_framework
+def open_read(path: str, fmt: Format, framework: str | None, options: Mapping[str, Any], limits: Limits) -> ForeignFile:
+    """Another tool's file, read now through its format's safe reader (within ``limits``), served by dotted name."""
+    from ..files import _to, load, source_framework
     from ..frameworks import get_adapter
     from ..tree import flat_arrays
 
-    foreign = _read_foreign(path)
-    if not isinstance(foreign, tuple):  # pragma: no cover - the caller recognized the format
-        raise FormatError(f"{path}: not {format} after all")
-    value, source = foreign
-    arrays = flat_arrays(value)
+    arrays = flat_arrays(fmt.read_value(path, limits))
     if framework is None:
-        framework = source_framework(source)
+        framework = source_framework(fmt.framework)
     adapter = get_adapter(framework)
     return ForeignFile(
-        path, format, {name: array_info(name, a) for name, a in arrays.items()}, {},
+        path, fmt, {name: array_info(name, a) for name, a in arrays.items()}, {},
         mapped=arrays.__getitem__, convert=lambda name, a: _to(adapter, path, name, a, {}, options),
-        load=lambda: load(path, framework=framework, **options),
+        load=lambda: load(path, framework=framework, limits=limits, **options),
     )  # fmt: skip
 
 
@@ -205,10 +192,10 @@ def open_gguf(path: str, framework: str | None, options: Mapping[str, Any]) -> F
     reading one raises :class:`UnsupportedTypeError`.
     """
     from ..files import _to, load
-    from ..lazy import TensorInfo
+    from ..lazyfile import TensorInfo
     from ..format.dtypes import dtype_from_name
     from ..frameworks import get_adapter
-    from .gguf import read_header
+    from .gguf import GGUF, read_header
 
     header = read_header(path)
     adapter = get_adapter(framework or "numpy")
@@ -228,7 +215,7 @@ def open_gguf(path: str, framework: str | None, options: Mapping[str, Any]) -> F
         return array.astype(dtype) if header.big_endian and dtype.itemsize > 1 else np.asarray(array)
 
     return ForeignFile(
-        path, "GGUF", infos, header.metadata, mapped=mapped,
+        path, GGUF, infos, header.metadata, mapped=mapped,
         convert=lambda name, a: _to(adapter, path, name, a, {}, options),
         load=lambda: load(path, framework=framework, **options),
     )  # fmt: skip

@@ -11,24 +11,15 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import UnsupportedTypeError
-from ..tree import flatten
+from ..tree import Flattened, flatten
 
-__all__ = ["FOREIGN_FORMATS", "write_foreign"]
-
-#: format name -> what it is, for messages.
-FOREIGN_FORMATS = {
-    "npz": "a NumPy .npz file",
-    "mxnet": "an MXNet nd.save file",
-    "mxnet-np": "an MXNet npx.save file",
-    "torch": "a torch.save file",
-}
-
+__all__ = ["flat_tensors", "flat_writer", "tree_writer"]
 
 _KINDS = {"dict": "dict", "ordered_dict": "OrderedDict", "list": "list", "tuple": "tuple", "none": "None",
           "bool": "bool", "int": "int", "float": "float", "str": "str"}  # fmt: skip
@@ -67,38 +58,47 @@ def flat_tensors(obj: Any, target: str) -> tuple[list[str] | None, list[np.ndarr
     raise UnsupportedTypeError(f"obj: {target} holds tensors, a list of them or a dict of them, not {_kind(root)}")
 
 
-def write_foreign(
-    obj: Any, path: str | os.PathLike[str], format: str, metadata: Mapping[str, str] | None,
-    progress: Callable[[int, str], Any],
-) -> None:  # fmt: skip
-    """Write ``obj`` to ``path`` (atomically) in one of :data:`FOREIGN_FORMATS`.
+#: ``write(obj, path, metadata, progress)``; progress(total_bytes, description) is a context manager
+#: giving a callable (or None) told of bytes written.
+WriteFn = Callable[[Any, "str | os.PathLike[str]", "Mapping[str, str] | None", Callable[[int, str], Any]], None]
 
-    ``progress(total_bytes, description)`` is a context manager giving a callable
-    (or None) that is told of bytes written.
-    """
-    target = FOREIGN_FORMATS[format]
+
+def _no_metadata(target: str, metadata: Mapping[str, str] | None) -> None:
     if metadata:
         raise UnsupportedTypeError(f"metadata: {target} has no place for metadata")
-    name = os.path.basename(os.fspath(path))
-    if format == "torch":
-        from ._torch_write import write_torch
 
+
+def flat_writer(target: str, body: Callable[[BinaryIO, list[str] | None, list[np.ndarray], Any], None]) -> WriteFn:
+    """A format's ``write`` for files of one tensor, a list or a flat dict (npz, MXNet).
+
+    Args:
+        target: the format, for messages (``"a NumPy .npz file"``).
+        body: ``body(f, names or None for a list, arrays, progress)`` writes the file to ``f``.
+    """
+
+    def write(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | None,
+              progress: Callable[[int, str], Any]) -> None:  # fmt: skip
+        _no_metadata(target, metadata)
+        names, arrays = flat_tensors(obj, target)
+        total = sum(a.nbytes for a in arrays)
+        with atomic_write(path) as raw, progress(total, f"saving {os.path.basename(os.fspath(path))}") as bar:
+            f = io.BufferedWriter(raw, 1 << 20)  # type: ignore[arg-type]
+            body(f, names, arrays, bar)
+            f.flush()
+            f.detach()
+
+    return write
+
+
+def tree_writer(target: str, body: Callable[[BinaryIO, Flattened, Any], None]) -> WriteFn:
+    """A format's ``write`` for files of any structure tensorfile saves (torch): ``body(f, flattened, progress)``."""
+
+    def write(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | None,
+              progress: Callable[[int, str], Any]) -> None:  # fmt: skip
+        _no_metadata(target, metadata)
         flat = flatten(obj)
         total = sum(leaf.array.nbytes for leaf in flat.leaves)
-        with atomic_write(path) as f, progress(total, f"saving {name}") as bar:
-            write_torch(f, flat, bar)
-        return
-    names, arrays = flat_tensors(obj, target)
-    total = sum(a.nbytes for a in arrays)
-    with atomic_write(path) as raw, progress(total, f"saving {name}") as bar:
-        f = io.BufferedWriter(raw, 1 << 20)  # type: ignore[arg-type]
-        if format == "npz":
-            from .npy import write_npz
+        with atomic_write(path) as f, progress(total, f"saving {os.path.basename(os.fspath(path))}") as bar:
+            body(f, flat, bar)
 
-            write_npz(f, names if names is not None else [f"arr_{i}" for i in range(len(arrays))], arrays, bar)
-        else:
-            from .mxnet import write_mxnet
-
-            write_mxnet(f, names, arrays, np_semantics=format == "mxnet-np", progress=bar)
-        f.flush()
-        f.detach()
+    return write

@@ -165,7 +165,9 @@ def _check_local_header(fp: IO[bytes], info: zipfile.ZipInfo, what: str) -> int:
         raise FormatError(f"{what}: its local header runs past the end of the file")
     if not flags & 0x8:  # no data descriptor: the local header holds the CRC-32 and sizes
         if crc != info.CRC:
-            raise FormatError(f"{what}: CRC-32 {crc:#010x} in its local header, {info.CRC:#010x} in the central directory")
+            raise FormatError(
+                f"{what}: CRC-32 {crc:#010x} in its local header, {info.CRC:#010x} in the central directory"
+            )
         if _local_sizes(extra, usize, csize) != (info.file_size, info.compress_size):
             raise FormatError(
                 f"{what}: sizes {csize}/{usize} (compressed/inflated) in its local header, "

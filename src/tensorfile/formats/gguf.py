@@ -49,6 +49,8 @@ import numpy as np
 
 from ..errors import FormatError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
+from ..limits import DEFAULT_LIMITS, Budget
+from .base import Format
 
 __all__ = [
     "MAGIC",
@@ -386,7 +388,7 @@ def _read_exact(f: IO[bytes], buf: np.ndarray, what: str) -> None:
         done += n
 
 
-def read_gguf(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def read_gguf(path: str, budget: Budget | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a GGUF file: (name -> array in file order, metadata key -> plain Python value).
 
     Arrays are fresh (not memory-mapped), C-order, in the machine's byte order, shaped in NumPy order
@@ -397,21 +399,36 @@ def read_gguf(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         UnsupportedTypeError: a quantized tensor (named with its type) or an unknown ggml type id.
     """
     with open(path, "rb", buffering=1 << 20) as f:
-        header = _parse(f, path, os.fstat(f.fileno()).st_size)
+        size = os.fstat(f.fileno()).st_size
+        header = _parse(f, path, size)
+        budget = budget if budget is not None else DEFAULT_LIMITS.budget(path, size)
         for name, info in header.tensors.items():
             if info.dtype is None:
                 raise UnsupportedTypeError(
                     f"{path}: tensor {name!r} has type {info.type_name} (quantized); only F32, F16, BF16, F64 and "
-                    f"integer tensors can be read (tensorfile.foreign.gguf.tensor_infos lists every tensor)"
+                    f"integer tensors can be read (tensorfile.formats.gguf.tensor_infos lists every tensor)"
                 )
         swap = header.big_endian != (sys.byteorder == "big")
         tensors: dict[str, np.ndarray] = {}
         for i, (name, info) in enumerate(header.tensors.items()):
             dtype = dtype_from_name(info.dtype)  # type: ignore[arg-type]
-            buf = np.empty(info.nbytes, np.uint8)  # nbytes lies inside the file: checked by _parse
+            budget.count_tensor(f"tensor {name!r}")
+            budget.charge(info.nbytes, f"tensor {name!r}")  # and nbytes lies inside the file: checked by _parse
+            buf = np.empty(info.nbytes, np.uint8)
             f.seek(info.offset)
             _read_exact(f, buf, f"{path}: reading tensor {i} {name!r} data")
             if swap and dtype.itemsize > 1:
                 buf.view(f"u{dtype.itemsize}").byteswap(inplace=True)
             tensors[name] = buf.view(dtype.newbyteorder("=")).reshape(info.shape)
     return tensors, header.metadata
+
+
+def _open(path: str, limits: Any, framework: str | None, options: Any, verify: bool) -> Any:
+    from ._opened import open_gguf
+
+    return open_gguf(path, framework, options)
+
+
+#: GGUF (llama.cpp): read whole, or opened lazily (tensors memory-mapped).
+GGUF = Format("gguf", "GGUF", "numpy", (".gguf",), sniff=lambda probe: float(probe.prefix.startswith(MAGIC)),
+              read=lambda path, budget: read_gguf(path, budget)[0], open=_open)  # fmt: skip

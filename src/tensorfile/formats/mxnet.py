@@ -119,7 +119,9 @@ def _record(r: _Reader, index: int) -> np.ndarray | None:
     what = f"array {index}"
     magic = r.unpack("I", what)
     if magic not in (_V1, _V2, _V3):
-        raise FormatError(f"{r.path}: {what}: unknown record magic {magic:#x} (files older than MXNet 0.9 are not read)")
+        raise FormatError(
+            f"{r.path}: {what}: unknown record magic {magic:#x} (files older than MXNet 0.9 are not read)"
+        )
     stype = r.unpack("i", what) if magic != _V1 else 0
     if stype not in (0, 1, 2):
         raise FormatError(f"{r.path}: {what}: unknown storage type {stype}")
@@ -212,6 +214,7 @@ def read_mxnet(path: str, budget: Budget | None = None) -> list[Any] | dict[str,
         names = []
         for i in range(names_count):
             length = r.unpack("Q", f"name {i}")
+            budget.charge(min(length, r.left), f"name {i}")  # longer than the file: take() says so
             names.append(r.take(length, f"name {i}").decode("utf-8", "replace"))
         if r.left:
             raise FormatError(f"{path}: {r.left} bytes after the last name")

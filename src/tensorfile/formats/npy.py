@@ -12,7 +12,7 @@ Rules a file must follow here (each broken one is a :class:`FormatError` or
 - the header is at most 10,000 bytes (NumPy's own cap) and is parsed with
   :func:`ast.literal_eval` (literals only, never code) after dropping Python 2's
   ``L`` suffixes; exactly the keys ``descr``, ``fortran_order``, ``shape``;
-- ``descr`` is a string NumPy parses to a plain dtype: bool, integers, floats,
+- ``descr`` is a printable ASCII string NumPy parses to a plain dtype: bool, integers, floats,
   complex, bytes ``S``, text ``U``, raw ``V``, datetimes; never structured, never a
   subarray (``'(2,)f4'``), never of itemsize 0; ``'|O'`` (a pickle) goes to
   :mod:`tensorfile.safepickle.numpy_objects`, which reads plain data only;
@@ -68,9 +68,10 @@ def _header(f: IO[bytes], what: str) -> tuple[np.dtype, bool, tuple[int, ...], i
     major = magic[6]
     if major not in (1, 2, 3):
         raise FormatError(f"{what}: unknown .npy version {major}.{magic[7]}")
-    size_bytes = f.read(2 if major == 1 else 4)
-    if len(size_bytes) != (2 if major == 1 else 4):
-        raise FormatError(f"{what}: reading the header length, expected {2 if major == 1 else 4} bytes, got {len(size_bytes)}")
+    width = 2 if major == 1 else 4
+    size_bytes = f.read(width)
+    if len(size_bytes) != width:
+        raise FormatError(f"{what}: reading the header length, expected {width} bytes, got {len(size_bytes)}")
     (length,) = struct.unpack("<H" if major == 1 else "<I", size_bytes)
     if length > MAX_HEADER:
         raise FormatError(f"{what}: header of {length} bytes (the limit is {MAX_HEADER}, as in NumPy)")
@@ -96,12 +97,15 @@ def _dtype(descr: Any, what: str) -> np.dtype:
     """The plain dtype ``descr`` names; UnsupportedTypeError for anything else, however NumPy fails on it."""
     if not isinstance(descr, str):
         raise UnsupportedTypeError(f"{what}: dtype {descr!r:.100} is not supported (structured arrays are not read)")
+    if not (descr.isascii() and descr.isprintable()):  # NumPy reads "\x00" as bool: no such quirks here
+        raise UnsupportedTypeError(f"{what}: dtype {descr!r:.100} is not printable ASCII")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # 'a10' and friends, still read by NumPy
             dtype = np.dtype(descr)
     except Exception as exc:  # NumPy's dtype parser raises TypeError, ValueError, SyntaxError, RecursionError...
-        raise UnsupportedTypeError(f"{what}: dtype {descr!r:.100} is not one NumPy reads ({type(exc).__name__})") from None
+        name = type(exc).__name__
+        raise UnsupportedTypeError(f"{what}: dtype {descr!r:.100} is not one NumPy reads ({name})") from None
     if dtype.hasobject and dtype.kind == "O":
         return dtype
     if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in _KINDS:

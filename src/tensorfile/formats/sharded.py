@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ..errors import FormatError
+from ..limits import Limits
+from .base import Format, Probe
 
 __all__ = ["is_index", "read_index", "MAX_INDEX_BYTES", "parse_size", "plan_shards", "shard_names", "write_index", "stale_shards"]
 
@@ -27,6 +29,7 @@ def is_index(prefix: bytes) -> bool:
     (A safetensors file can start with byte 0x7B, ``{``, when its header is 123
     bytes long, but its length field then holds zero bytes, which text never does.)
     """
+    prefix = prefix[:16]
     return prefix.lstrip()[:1] == b"{" and all(32 <= b < 127 or b in b"\t\n\r" for b in prefix)
 
 
@@ -53,7 +56,10 @@ def read_index(path: str, load_shard: Callable[[str], dict[str, Any]]) -> dict[s
         raise FormatError(f"{path}: not a safetensors index: expected an object with a 'weight_map' of names to files")
     folder = os.path.dirname(os.path.abspath(path))
     shards: dict[str, list[str]] = {}
+    own = os.path.basename(path)
     for name, shard in weight_map.items():
+        if shard == own:
+            raise FormatError(f"{path}: tensor {name!r} names the index itself as its shard")
         if shard != os.path.basename(shard) or shard in ("", ".", "..") or "\\" in shard:
             raise FormatError(f"{path}: tensor {name!r} names shard {shard!r}, which is not a file in the index's folder")
         shards.setdefault(shard, []).append(name)
@@ -153,3 +159,24 @@ def write_index(path: str, weight_map: dict[str, str], total_size: int, metadata
         view = memoryview(data)
         while view:
             view = view[f.write(view) :]
+
+
+def _load(path: str, framework: str | None, options: Mapping[str, Any], limits: Limits) -> Any:
+    from ..files import load_tensorfile
+
+    return read_index(path, lambda shard: load_tensorfile(shard, framework, options, limits))
+
+
+def _open(path: str, limits: Limits, framework: str | None, options: Mapping[str, Any], verify: bool) -> Any:
+    from ._opened import open_sharded
+
+    return open_sharded(path, framework, options, verify, limits)
+
+
+def _sniff(probe: Probe) -> float:
+    return 0.8 if is_index(probe.prefix) else 0.0
+
+
+#: The Hugging Face sharded layout, named by its index (``model.safetensors.index.json``): shards are safetensors files.
+SHARDED = Format("sharded", "sharded safetensors index", "numpy", (".safetensors.index.json", ".json"), sniff=_sniff,
+                 load=_load, open=_open)  # fmt: skip

@@ -24,8 +24,10 @@ import numpy as np
 from ..errors import FormatError, IntegrityError, LimitError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
 from ..format.memory import empty_bytes
-from .npy import MAX_EXPANSION, check_expansion, zip_errors
+from ._zip import check_zip, member_array, zip_errors
 from ..limits import DEFAULT_LIMITS, Budget
+from ._write import tree_writer
+from .base import Format, Probe
 from ..safepickle.machine import Record, load_pickle
 from ..safepickle.numpy_objects import numpy_table, python_table, resolve
 
@@ -308,20 +310,8 @@ class _StorageReader:
 
     def read(self, info: zipfile.ZipInfo) -> np.ndarray:
         """Member ``info``'s bytes in a new writable uint8 array (large ones complete only after :meth:`wait`)."""
-        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1 or info.compress_size != info.file_size:
-            if info.file_size > MAX_EXPANSION * info.compress_size + (1 << 20):  # a zip bomb: refused before inflating
-                raise FormatError(
-                    f"{self.path}: {info.filename!r} claims {info.file_size} bytes from {info.compress_size} compressed "
-                    f"(more than {MAX_EXPANSION}x)"
-                )
-            self.budget.charge(info.file_size, f"member {info.filename!r}")
-            try:
-                return np.frombuffer(self.zf.read(info), np.uint8).copy()
-            except zipfile.BadZipFile as exc:  # zipfile checks the CRC-32 of what it inflates
-                error = IntegrityError if "CRC" in str(exc) else FormatError
-                raise error(f"{self.path}: {info.filename!r}: {exc}") from None
-            except (RuntimeError, NotImplementedError, zlib.error, EOFError) as exc:
-                raise FormatError(f"{self.path}: {info.filename!r} cannot be read: {exc}") from None
+        if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+            return member_array(self.zf, info, self.budget, f"member {info.filename!r}")  # inflated, CRC-32 checked
         start = _member_offset(self.path, self.fd, info, self.size)  # checked against the file before allocating
         self._stored += info.file_size
         if self._stored > self.size:  # members whose bytes overlap, to allocate more than the file holds
@@ -369,7 +359,7 @@ def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str, budget: Budget)
     names = set(zf.namelist())
     if f"{root}/constants.pkl" in names or any(n.startswith(f"{root}/code/") for n in names):
         raise UnsupportedTypeError(f"{path}: a TorchScript archive (it carries code); tensorfile does not read TorchScript")
-    check_expansion(path, zf)
+    check_zip(path, zf, budget)  # duplicate names, local headers, overlaps, zip bombs
     byteorder = _small_member(path, zf, f"{root}/byteorder", 64) if f"{root}/byteorder" in names else b"little"
     if byteorder.strip() != b"little":
         raise UnsupportedTypeError(f"{path}: big-endian torch files are not supported (byteorder {byteorder[:16]!r})")
@@ -481,3 +471,27 @@ def _read(path: str, budget: Budget | None) -> Any:
                 return _read_zip(path, f, zf, root, budget)
         return _read_legacy(path, f, budget)
 
+
+
+def _zip_sniff(probe: Probe) -> float:
+    names = probe.zip_names()
+    return 0.95 if names is not None and any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names) else 0.0
+
+
+def _write_body(f: Any, flat: Any, bar: Any) -> None:
+    from ._torch_write import write_torch
+
+    write_torch(f, flat, bar)
+
+
+#: ``torch.save`` since torch 1.6: a zip archive of ``data.pkl`` and one member per storage.
+TORCH = Format(
+    "torch", "PyTorch torch.save (zip)", "torch", (".pt", ".pth", ".bin", ".ckpt"), sniff=_zip_sniff,
+    read=lambda path, budget: read_torch(path, budget), write=tree_writer("a torch.save file", _write_body),
+)  # fmt: skip
+#: ``torch.save`` before torch 1.6 (``_use_new_zipfile_serialization=False``): pickles, then raw storages.
+#: Its first bytes are a pickle of an int; a valid safetensors file can start the same way, so it sniffs lower.
+TORCH_LEGACY = Format(
+    "torch-legacy", "PyTorch torch.save (legacy stream)", "torch", (),
+    sniff=lambda probe: 0.5 if is_torch_legacy(probe.prefix) else 0.0, read=lambda path, budget: read_torch(path, budget),
+)  # fmt: skip

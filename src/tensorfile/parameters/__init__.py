@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from ..errors import FormatError, ParameterMismatchError, TensorFileError, UnsupportedTypeError
-from ..files import load, read_prefix, save
+from ..files import load, save
 from ..lazy import open as open_file
 from ..tree import flat_arrays
 from .convert import UNMAPPED, to_framework
@@ -293,16 +293,13 @@ def _keras_weights_file(model: Any, path: str) -> bool:
     HDF5 laid out by Keras 3 (a top-level ``vars`` group) or Keras 2 (``model_weights`` / ``layer_names``)."""
     if not hasattr(model, "load_weights") or "keras" not in {c.__module__.split(".")[0] for c in type(model).__mro__}:
         return False
-    from ..formats._detect import describe
+    from ..files import find_format
 
-    prefix = read_prefix(path)
-    if prefix is None:
-        return False
     try:
-        kind = describe(path, prefix)
-        if kind == "Keras .keras archive":
+        kind = find_format(path).name
+        if kind == "keras":
             return True
-        if kind != "HDF5 (Keras weights)":
+        if kind != "hdf5":
             return False
         import h5py
 
