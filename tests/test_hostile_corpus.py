@@ -100,3 +100,16 @@ def test_hostile_corpus(corpus):
     failures = worker.evaluate(records, manifest)
     if failures:
         pytest.fail(worker.failure_table(failures, width=220), pytrace=False)
+
+
+def test_compare_benchmark_runs(tmp_path):
+    """benchmarks/hostile_compare.py (the side-by-side table of docs/SECURITY.md) runs, on a few files."""
+    import subprocess
+
+    root = HOSTILE.parent.parent
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "hostile_compare.py"), "--corpus", str(tmp_path / "c"),
+                          "-k", "tz_global_os_system", "-k", "st_valid", "-k", "npy_valid"],
+                         capture_output=True, text=True, timeout=300, cwd=root)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "| `tz_global_os_system.pt` | error | refused (" in out.stdout
+    assert "| file | expect | tensorfile |" in out.stdout

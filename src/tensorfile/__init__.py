@@ -19,6 +19,7 @@ from .errors import (
     CheckpointNotFoundError,
     FormatError,
     IntegrityError,
+    LimitError,
     ParameterMismatchError,
     TensorFileError,
     UnsafeFileError,
@@ -26,6 +27,8 @@ from .errors import (
 )
 from .files import load, save
 from .lazy import TensorFile, TensorInfo, TensorSlice, open
+from .lazyfile import LazyFile
+from .limits import Limits
 from .parameters import LoadReport, Mismatch, load_parameters, save_parameters
 
 __version__ = "0.1.0"
@@ -37,6 +40,9 @@ __all__ = [
     "TensorFile",
     "TensorInfo",
     "TensorSlice",
+    "LazyFile",
+    "Limits",
+    "LimitError",
     "save_parameters",
     "load_parameters",
     "LoadReport",

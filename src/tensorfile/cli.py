@@ -189,11 +189,10 @@ def verify_command(file: str, as_json: bool) -> None:
     file = resolve_index(file)  # a sharded save: its index
     if os.path.exists(file) and not os.path.isfile(file):
         _fail(f"{file}: not a regular file")
-    fmt = None
-    if os.path.isfile(file):
-        probe = Probe.of(file)
+    probe = Probe.of(file) if os.path.isfile(file) else None
+    if probe is not None:
         fmt = formats.detect(probe)
-        if fmt is None and probe is not None:  # not a damaged tensor file: another kind of file
+        if fmt is None:  # not a damaged tensor file: another kind of file
             _fail(str(formats.not_tensors(probe)))
     try:
         value = load(file, framework="numpy", limits=_LIMITS[0])
@@ -204,7 +203,7 @@ def verify_command(file: str, as_json: bool) -> None:
     except (TensorFileError, OSError) as exc:
         _fail(str(exc))
     arrays = flat_arrays(value)
-    if fmt is not None and fmt.name in ("torch", "npz", "keras"):  # zip archives: each member has a CRC-32
+    if probe is not None and probe.zip_names() is not None:  # torch.save, .npz, .keras: each member has a CRC-32
         bad = _zip_crc_failure(file)
         if bad:
             _verdict(as_json, file, False, f"{file}: {bad}")

@@ -21,7 +21,7 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import FormatError, IntegrityError, UnsupportedTypeError
 from .format.checksums import HashPool
-from .format.dtypes import STORED_AS, dtype_from_name
+from .format.dtypes import STORED_AS, code_of, dtype_from_name
 from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
 from .format.record import (
@@ -261,8 +261,11 @@ def _adapter(framework: str | None, recorded: str | None, path: str) -> Adapter:
 
 
 def _to(adapter: Adapter, path: str, name: str, array: np.ndarray, info: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
-    """``adapter.from_numpy``, with the file and tensor named when the framework cannot hold it."""
+    """``adapter.from_numpy``, with the file and tensor named when the framework cannot hold it (strings,
+    datetimes and other NumPy-only dtypes of another tool's file reach a framework only as NumPy arrays)."""
     try:
+        if adapter.name != "numpy":
+            code_of(array.dtype, f"tensor {name!r}")
         return adapter.from_numpy(array, info, options)
     except UnsupportedTypeError as exc:
         raise UnsupportedTypeError(f"{path}: tensor {name!r}: {exc}") from None

@@ -456,7 +456,7 @@ def _torch_files(c: Corpus) -> None:
     evil("tz_build_storage_class.pt", p_glob("torch", "FloatStorage") + p_val((None, {"dtype": 1})) + b"b",
          "BUILD on the storage class torch.FloatStorage")
     evil("tz_build_on_tensor_junk.pt", torch_tensor("0").code + p_val(("x", 5)) + b"b",
-         "BUILD on a tensor record with a state of the wrong shape")
+         "BUILD on a tensor record with a state of the wrong shape (torch: TypeError; ignoring it is harmless)", expect="any")
     evil("tz_setstate_via_reduce.pt",
          p_glob("torch._utils", "_rebuild_tensor_v2") + b"(" + torch_tensor("0").code + p_str("x") + b"tR",
          "a table function called with arguments of the wrong kinds")
@@ -602,8 +602,8 @@ def _torch_files(c: Corpus) -> None:
     c.add("tl_memo_bomb_in_magic.pt", torch_legacy(leg_pkl, {"0": F4},
           magic_pkl=before_magic(b"Nr" + struct.pack("<I", 2**26))), RL, "any", "LONG_BINPUT 2**26 inside the magic pickle")
     c.add("tl_dag_in_magic.pt", torch_legacy(leg_pkl, {"0": F4},
-          magic_pkl=before_magic(b"]q\x00" + b"0](h\x00h\x00eq\x00" * 40)), RL, "error",
-          "a 40-level shared-list DAG left on the stack of the magic pickle")
+          magic_pkl=before_magic(b"]q\x00" + b"0](h\x00h\x00eq\x00" * 40)), RL, "any",
+          "a 40-level shared-list DAG built (then popped) inside the magic pickle")
     c.add("tl_payload_in_sys_info.pt", torch_legacy(leg_pkl, {"0": F4}, sys_info_pkl=b"\x80\x02" + c.eval_payload() + b"."),
           RL, "error", "the sys_info pickle calls builtins.eval (payload)")
     c.add("tl_storage_numel_huge.pt", torch_legacy(leg_pkl, {"0": F4}, numel_override={"0": 2**60}), RL, "error",

@@ -477,6 +477,7 @@ class Worker:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                "TF_CPP_MIN_LOG_LEVEL": "3", "HDF5_USE_FILE_LOCKING": "FALSE", "PYTHONFAULTHANDLER": "1",
                "TQDM_DISABLE": "1", "PYTHONHASHSEED": "0"}
+        self.log_path = log
         self.log = open(log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--serve", str(corpus), "--marker", str(marker)],
@@ -585,6 +586,9 @@ def run_corpus(corpus: str | os.PathLike[str], files: Iterable[str] | None = Non
         t.join()
     if errors:
         raise errors[0]
+    import shutil
+
+    shutil.rmtree(log_dir, ignore_errors=True)
     order = {rel: i for i, rel in enumerate(names)}
     records.sort(key=lambda r: (order[r["file"]], r["op_index"]))
     return records
@@ -627,7 +631,11 @@ def _run_file(rel: str, ops: list[str], new_worker: Callable[[], Worker], worker
                 reason = worker.exit_reason()
                 worker.kill()
                 op = current or pending[0]
-                record({"file": rel, "op": op, "outcome": "died",
+                try:  # faulthandler's traceback of the dying worker
+                    tail = worker.log_path.read_bytes()[-1500:].decode("utf-8", "replace")
+                except OSError:
+                    tail = ""
+                record({"file": rel, "op": op, "outcome": "died", "log_tail": tail,
                         "message": f"worker {reason} during {'the state check after' if phase == 'state-check' else ''} {op}".replace("  ", " ")})
                 worker = None
                 break

@@ -13,12 +13,14 @@ from ..errors import FormatError
 from ..format.sniff import looks_like
 from .base import Format, Probe
 from .gguf import GGUF
-from ._pending import HDF5, KERAS, MXNET, MXNET_NP, NPY, NPZ
+from .hdf5 import HDF5, KERAS
+from .mxnet import MXNET, MXNET_NP
+from .npy import NPY, NPZ
 from .safetensors import SAFETENSORS, TENSORFILE
 from .sharded import SHARDED
 from .torch import TORCH, TORCH_LEGACY
 
-__all__ = ["FORMATS", "Format", "Probe", "detect", "get", "written", "by_suffix", "not_tensors"]
+__all__ = ["FORMATS", "Format", "Probe", "detect", "get", "written", "by_suffix", "not_tensors", "HDF5", "KERAS"]
 
 #: Every format, in the order ties in ``sniff`` are broken.
 FORMATS: tuple[Format, ...] = (TENSORFILE, SAFETENSORS, SHARDED, TORCH, TORCH_LEGACY, NPY, NPZ, MXNET, MXNET_NP,

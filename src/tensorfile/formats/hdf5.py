@@ -50,7 +50,8 @@ import numpy as np
 from ..errors import FormatError, LimitError, TensorFileError, UnsafeFileError
 from ..format.dtypes import dtype_from_name
 from ..limits import DEFAULT_LIMITS, Budget
-from ._zip import zip_errors
+from ._zip import open_zip, zip_errors
+from .base import Format, Probe
 
 __all__ = ["HDF5_MAGIC", "KERAS_WEIGHTS", "CHUNK_OVERHEAD", "read_h5", "read_keras_archive"]
 
@@ -265,3 +266,22 @@ def _marked_bfloat16(dataset: Any) -> bool:
         return False  # not a dtype name
     value = dataset.attrs["dtype"]
     return isinstance(value, (str, bytes)) and value in ("bfloat16", b"bfloat16")
+
+
+def _keras_sniff(probe: Probe) -> float:
+    names = probe.zip_names()
+    return 0.9 if names and KERAS_WEIGHTS in names and "config.json" in names else 0.0
+
+
+def _read_keras_file(path: str, budget: Budget) -> dict[str, np.ndarray]:
+    with open_zip(path, budget) as zf:
+        return read_keras_archive(path, zf, budget)
+
+
+#: HDF5 files (Keras 3 ``.weights.h5``, Keras 2 ``.h5``): every numeric dataset by its full path.
+HDF5 = Format(
+    "hdf5", "HDF5 (Keras weights)", "numpy", (".h5", ".hdf5", ".weights.h5"),
+    sniff=lambda probe: float(probe.prefix.startswith(HDF5_MAGIC)), read=lambda path, budget: read_h5(path, budget),
+)  # fmt: skip
+#: Keras 3 ``.keras`` archives: the datasets of their ``model.weights.h5``.
+KERAS = Format("keras", "Keras .keras archive", "numpy", (".keras",), sniff=_keras_sniff, read=_read_keras_file)

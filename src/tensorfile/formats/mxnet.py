@@ -39,7 +39,9 @@ from ..errors import FormatError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
 from ..format.writer import tensor_chunks
 from ..limits import DEFAULT_LIMITS, Budget
+from ._write import flat_writer
 from ._zip import fill
+from .base import Format
 
 __all__ = ["MAGIC", "read_mxnet", "write_mxnet"]
 
@@ -272,3 +274,18 @@ def write_mxnet(f: IO[bytes], names: list[str] | None, arrays: list[np.ndarray],
     for name in names or ():
         data = name.encode("utf-8")
         f.write(struct.pack("<Q", len(data)) + data)
+
+
+def _body(np_semantics: bool) -> Any:
+    return lambda f, names, arrays, bar: write_mxnet(f, names, arrays, np_semantics=np_semantics, progress=bar)
+
+
+#: ``mx.nd.save`` / Gluon ``save_parameters`` (V2 records; V3 records of ``npx.save`` read too).
+MXNET = Format(
+    "mxnet", "MXNet NDArray file", "mxnet", (".params", ".nd"), sniff=lambda probe: float(probe.prefix.startswith(MAGIC)),
+    read=lambda path, budget: read_mxnet(path, budget), write=flat_writer("an MXNet nd.save file", _body(False)),
+    flat=True,
+)  # fmt: skip
+#: ``npx.save`` (V3 records, NumPy semantics): written only; read as MXNET (same magic number).
+MXNET_NP = Format("mxnet-np", "MXNet NDArray file (npx.save)", "mxnet", (),
+                  write=flat_writer("an MXNet npx.save file", _body(True)), flat=True)  # fmt: skip

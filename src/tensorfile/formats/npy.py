@@ -43,7 +43,9 @@ import numpy as np
 
 from ..errors import FormatError, UnsupportedTypeError
 from ..limits import DEFAULT_LIMITS, Budget
-from ._zip import check_expansion, check_zip, drain, fill, zip_errors
+from ._write import flat_writer
+from ._zip import check_expansion, check_zip, drain, fill, open_zip, zip_errors
+from .base import Format, Probe
 
 # check_expansion and zip_errors live in ._zip; still importable from here until their callers move.
 __all__ = ["read_npy", "read_npz", "write_npz", "NPY_DTYPES", "MAX_HEADER", "MAX_EXPANSION", "MAX_DIMS",
@@ -239,3 +241,25 @@ def write_npz(f: IO[bytes], names: list[str], arrays: list[np.ndarray], progress
                 np.lib.format.write_array(member, array, allow_pickle=False)
             if progress is not None:
                 progress(array.nbytes)
+
+
+def _npz_sniff(probe: Probe) -> float:
+    names = probe.zip_names()
+    return 0.9 if names and all(n.endswith(".npy") for n in names) else 0.0
+
+
+def _read_npz_file(path: str, budget: Budget) -> dict[str, Any]:
+    with open_zip(path, budget) as zf:
+        return read_npz(path, zf, budget)
+
+
+def _npz_body(f: IO[bytes], names: list[str] | None, arrays: list[np.ndarray], bar: Any) -> None:
+    write_npz(f, names if names is not None else [f"arr_{i}" for i in range(len(arrays))], arrays, bar)
+
+
+#: ``np.save``: one array (object arrays: plain data through the pickle machine).
+NPY = Format("npy", "NumPy .npy", "numpy", (".npy",), sniff=lambda probe: float(probe.prefix.startswith(MAGIC)),
+             read=lambda path, budget: read_npy(path, budget))  # fmt: skip
+#: ``np.savez`` / ``np.savez_compressed``: a zip of ``.npy`` members (read and written).
+NPZ = Format("npz", "NumPy .npz", "numpy", (".npz",), sniff=_npz_sniff, read=_read_npz_file,
+             write=flat_writer("a NumPy .npz file", _npz_body), flat=True)  # fmt: skip

@@ -294,12 +294,13 @@ def _keras_weights_file(model: Any, path: str) -> bool:
     if not hasattr(model, "load_weights") or "keras" not in {c.__module__.split(".")[0] for c in type(model).__mro__}:
         return False
     from ..files import find_format
+    from ..formats import HDF5, KERAS
 
     try:
-        kind = find_format(path).name
-        if kind == "keras":
+        kind = find_format(path)
+        if kind is KERAS:
             return True
-        if kind != "hdf5":
+        if kind is not HDF5:
             return False
         import h5py
 

@@ -81,7 +81,7 @@ class _Machine:
     # reading -------------------------------------------------------------
     def read(self, n: int) -> bytes:
         if n > self.left:
-            raise FormatError(f"{self.what}: byte {self.pos}: {n} bytes announced, {self.left} left in the pickle")
+            raise FormatError(f"{self.what}: byte {self.pos}: truncated: {n} bytes announced, {self.left} left in the pickle")
         data = self.f.read(n)
         if len(data) != n:
             raise FormatError(f"{self.what}: byte {self.pos}: truncated")
@@ -129,12 +129,11 @@ class _Machine:
         return items
 
     def tuple(self, items: Any) -> tuple[Any, ...]:
-        depth = 1 + max((self.depth.get(id(x), 0) for x in items if type(x) is tuple), default=0)
+        depth = 1 + max((self.depth.get(id(x), 1) for x in items if type(x) is tuple), default=0)
         if depth > self.max_depth:
             raise FormatError(f"{self.what}: byte {self.pos}: tuples nested more than {self.max_depth} deep")
         t = tuple(items)
-        if depth > 1:
-            self.depth[id(t)] = depth
+        self.depth[id(t)] = depth  # every tuple's own entry: an id reused by a new tuple is overwritten
         return t
 
     # objects ---------------------------------------------------------------

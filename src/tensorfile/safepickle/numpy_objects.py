@@ -196,8 +196,20 @@ def python_table(what: str) -> dict[tuple[str, str], Any]:
 
         return make
 
+    def binary(kind: type) -> Any:
+        def make(data: Any = b"", encoding: Any = None) -> Any:
+            if type(data) is str and encoding in ("latin1", "latin-1"):  # protocol < 3 pickles bytearrays so
+                return kind(codecs.encode(data, "latin1"))
+            if type(data) not in (bytes, bytearray) or encoding is not None:
+                raise FormatError(f"{what}: {kind.__name__} of {type(data).__name__}")
+            return kind(data)
+
+        return make
+
     return {
         ("_codecs", "encode"): encode,
+        ("builtins", "bytes"): binary(bytes),
+        ("builtins", "bytearray"): binary(bytearray),
         ("collections", "OrderedDict"): ordered_dict,
         ("collections", "Counter"): counter,
         ("builtins", "set"): collection(set),
