@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 MXVENV := .venv-mxnet
 MXSTAMP := $(MXVENV)/.installed
 
-.PHONY: demo test test-gpu bench clean
+.PHONY: demo test test-gpu bench clean fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ test: $(STAMP) $(MXSTAMP)
 # Checks that need a CUDA device (not part of `make test`).
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -q tests_gpu
+
+# Coverage-guided fuzzing of every reader with atheris (not part of `make test`): each target of
+# fuzz/targets.py runs for FUZZ_SECONDS, one process at a time; failures land in fuzz/crashes/<target>/,
+# the summary in docs/FUZZING.md. FUZZ_ARGS="--formats npy,torch --promote" picks targets and copies
+# each failure into tests/regressions/.
+FUZZ_SECONDS ?= 360
+FUZZ_ARGS ?=
+fuzz: $(STAMP)
+	$(BIN)/pip install --quiet atheris==3.0.0
+	$(BIN)/python fuzz/seed_corpus.py
+	$(BIN)/python fuzz/run_all.py --seconds $(FUZZ_SECONDS) --report docs/FUZZING.md $(FUZZ_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/save_load.py --size small

@@ -42,7 +42,7 @@ ADDRESS_SPACE_HEADROOM = 3 << 30
 
 
 def _import_tensorfile() -> None:
-    """Import (and so instrument) every module a reader can reach, frameworks other than NumPy left out."""
+    """Import (and so instrument) every module a reader can reach: not checkpoint/, nor frameworks but NumPy."""
     import importlib
     import pkgutil
 
@@ -50,6 +50,8 @@ def _import_tensorfile() -> None:
 
     for info in pkgutil.walk_packages(tensorfile.__path__, "tensorfile."):
         name = info.name
+        if name.startswith("tensorfile.checkpoint"):  # no reader uses it (and its Keras part imports TensorFlow)
+            continue
         if name.startswith("tensorfile.frameworks.") and name not in (
             "tensorfile.frameworks.numpy", "tensorfile.frameworks.base",
         ):

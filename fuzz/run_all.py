@@ -151,7 +151,10 @@ def promote(name: str) -> list[str]:
 
 
 def report(path: Path) -> None:
+    """Write the Markdown summary; ``fuzz/causes.json`` ({"<target> <signature>": "one-line cause"}) adds causes."""
     rows, details = [], []
+    causes_file = HERE / "causes.json"
+    causes = json.loads(causes_file.read_text()) if causes_file.exists() else {}
     for name in ORDER:
         rfile = HERE / "results" / f"{name}.json"
         if not rfile.exists():
@@ -161,7 +164,9 @@ def report(path: Path) -> None:
         rows.append(f"| {name} | {r['seconds']:.0f} | {r['executions']:,} | {r['cov']} / {r['ft']} | {r['corpus']} | "
                     f"{len(fails)} |")
         for f in fails:
-            details.append(f"| {name} | `{f['signature']}` | `{f['file']}` | {f['error'].replace('|', '/')[:200]} |")
+            cause = causes.get(f"{name} {f['signature']}", "")
+            details.append(f"| {name} | `{f['signature']}` | `{f['file']}` | {f['error'].replace('|', '/')[:200]} | "
+                           f"{cause} |")
     text = [
         "# Fuzzing results",
         "",
@@ -176,8 +181,8 @@ def report(path: Path) -> None:
         "",
         "## Failures",
         "",
-        "| target | signature | file | error (last line) |",
-        "| --- | --- | --- | --- |",
+        "| target | signature | file | error (last line) | cause |",
+        "| --- | --- | --- | --- | --- |",
         *details,
         "",
     ]

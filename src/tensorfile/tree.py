@@ -23,6 +23,8 @@ A KEY is a node of type none, bool, int, float, str, or tuple of KEYs.
 
 from __future__ import annotations
 
+import reprlib
+
 import math
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
@@ -36,6 +38,14 @@ from .format.record import Member, SharedGroup, extent
 from .frameworks import Adapter, StorageView, adapter_for
 
 __all__ = ["Leaf", "Flattened", "flatten", "unflatten", "encode_plain", "decode_plain", "flat_arrays", "shared_groups", "map_leaves"]
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict = 3, 80, 80, 6, 6
+
+
+def short(value: Any) -> str:
+    """``repr(value)`` cut to a few hundred characters: a message never holds a file's megabytes."""
+    return _SHORT.repr(value)
 
 RESERVED_NAMES = frozenset(("__metadata__",))
 #: Largest plain int stored, in bits (about 3,900 decimal digits: JSON readers cap integer text).
@@ -192,7 +202,7 @@ def flatten(obj: Any) -> Flattened:
 def decode_plain(node: Mapping[str, Any]) -> Any:
     """Decode a plain-value or key node; raises FormatError on anything else."""
     if not isinstance(node, dict):
-        raise FormatError(f"invalid node {node!r} in the structure record")
+        raise FormatError(f"invalid node {short(node)} in the structure record")
     kind, value = node.get("type"), node.get("value")
     if kind == "none":
         return None
@@ -214,7 +224,7 @@ def decode_plain(node: Mapping[str, Any]) -> Any:
                 raise FormatError(f"float node value {value} is out of range") from None
     if kind == "tuple" and isinstance(node.get("items"), list):
         return tuple(decode_plain(k) for k in node["items"])
-    raise FormatError(f"invalid node {node!r} in the structure record")
+    raise FormatError(f"invalid node {short(node)} in the structure record")
 
 
 def flat_arrays(value: Any, prefix: str = "") -> dict[str, np.ndarray]:
@@ -272,7 +282,7 @@ def unflatten(root: Any, tensor: Callable[[Any], Any]) -> Any:
 
     def build(node: Any) -> Any:
         if not isinstance(node, dict):
-            raise FormatError(f"invalid node {node!r} in the structure record")
+            raise FormatError(f"invalid node {short(node)} in the structure record")
         kind = node.get("type")
         if kind == "tensor":
             return tensor(node.get("name"))
@@ -283,7 +293,7 @@ def unflatten(root: Any, tensor: Callable[[Any], Any]) -> Any:
             out: dict[Any, Any] = {} if kind == "dict" else OrderedDict()
             for pair in node["items"]:
                 if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], dict):
-                    raise FormatError(f"invalid dict item {pair!r} in the structure record")
+                    raise FormatError(f"invalid dict item {short(pair)} in the structure record")
                 key = decode_plain(pair[0])
                 if key in out:
                     raise FormatError(f"dict key {key!r} appears twice in the structure record")

@@ -47,6 +47,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ..tree import short
 from ..errors import FormatError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
 from ..limits import DEFAULT_LIMITS, Budget
@@ -284,7 +285,7 @@ def _alignment(metadata: dict[str, Any], types: dict[str, int], path: str) -> in
     value = metadata["general.alignment"]
     if types["general.alignment"] not in _INTEGERS or value <= 0 or value & (value - 1) or value > MAX_ALIGNMENT:
         raise FormatError(
-            f"{path}: general.alignment is {value!r}; expected a power of two from 1 to {MAX_ALIGNMENT} (an integer)"
+            f"{path}: general.alignment is {short(value)}; expected a power of two from 1 to {MAX_ALIGNMENT} (an integer)"
         )
     return int(value)
 

@@ -152,18 +152,23 @@ class _Reader:
             root = self.handle.id
             seen = {h5o.get_info(root).addr}
         stack = [(root, "", iter(self._names(root, "/")))]
+        ancestors = [next(iter(seen))]  # the groups on the current path, by address
         while stack:
             group, prefix, names = stack[-1]
             name = next(names, None)
             if name is None:
                 stack.pop()
+                ancestors.pop()
                 continue
             key = prefix + name.decode("utf-8", "surrogateescape")
             obj = self._open(group, name, key)
             with _h5_errors(f"{self.where}: '{key}'"):
                 info = h5o.get_info(obj)
+            if info.addr in ancestors:
+                raise UnsafeFileError(f"{self.where}: '{key}' is a hard link back to the group that holds it: a link "
+                                      "cycle, which no Keras file has")
             if info.addr in seen:
-                continue  # reached again by another hard link (an alias, or a cycle)
+                continue  # reached again by another hard link (an alias): read once
             seen.add(info.addr)
             kind = info.type
             if kind == h5o.TYPE_GROUP:
@@ -171,6 +176,7 @@ class _Reader:
                     raise LimitError(f"{self.where}: '{key}': groups nested deeper than {self.budget.limits.max_depth} "
                                      "(Limits.max_depth)")
                 stack.append((obj, key + "/", iter(self._names(obj, key))))
+                ancestors.append(info.addr)
             elif kind == h5o.TYPE_DATASET:
                 array = self._dataset(obj, key)
                 if array is not None:

@@ -9,6 +9,7 @@ be in exactly one shard (the one the index names); anything else is a
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import re
@@ -57,20 +58,31 @@ def read_index(path: str, load_shard: Callable[[str], dict[str, Any]]) -> dict[s
     folder = os.path.dirname(os.path.abspath(path))
     shards: dict[str, list[str]] = {}
     own = os.path.basename(path)
+    shards: dict[str, list[str]] = {}
     for name, shard in weight_map.items():
-        if shard == own:
-            raise FormatError(f"{path}: tensor {name!r} names the index itself as its shard")
-        if shard != os.path.basename(shard) or shard in ("", ".", "..") or "\\" in shard:
-            raise FormatError(f"{path}: tensor {name!r} names shard {shard!r}, which is not a file in the index's folder")
-        shards.setdefault(shard, []).append(name)
+        names = shards.get(shard)
+        if names is None:  # each shard's name checked once
+            if shard == own:
+                raise FormatError(f"{path}: tensor {name!r} names the index itself as its shard")
+            if shard != os.path.basename(shard) or shard in ("", ".", "..") or "\\" in shard:
+                raise FormatError(f"{path}: tensor {name!r} names shard {shard!r}, which is not a file in the index's folder")
+            names = shards[shard] = []
+        names.append(name)
     loaded: dict[str, Any] = {}
     for shard, names in shards.items():
         tensors = load_shard(os.path.join(folder, shard))
-        if set(tensors) != set(names):
-            extra, missing = sorted(set(tensors) - set(names)), sorted(set(names) - set(tensors))
-            raise FormatError(f"{path}: shard {shard!r} holds {extra} the index does not map to it, lacks {missing}")
+        if len(tensors) != len(names) or not all(n in tensors for n in names):
+            extra, missing = set(tensors) - set(names), set(names) - set(tensors)
+            raise FormatError(f"{path}: shard {shard!r} holds {_some(extra)} the index does not map to it, "
+                              f"and lacks {_some(missing)}")  # fmt: skip
         loaded.update(tensors)
     return {name: loaded[name] for name in weight_map}
+
+
+def _some(names: set[str], shown: int = 5) -> str:
+    """At most ``shown`` of ``names`` (the first in sorted order) and how many there are: messages stay short."""
+    first = heapq.nsmallest(shown, names)
+    return f"{len(names)} tensors {first}{' ...' if len(names) > shown else ''}" if names else "nothing"
 
 
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,

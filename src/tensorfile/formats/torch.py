@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..tree import short
 from ..errors import FormatError, IntegrityError, LimitError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
 from ..format.memory import empty_bytes
@@ -100,7 +101,7 @@ class _StorageType:
 
 def _ints(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or not all(type(v) is int for v in value):
-        raise FormatError(f"{what} must be a tuple of ints, found {value!r}")
+        raise FormatError(f"{what} must be a tuple of ints, found {short(value)}")
     return tuple(value)
 
 
@@ -357,6 +358,9 @@ def _small_member(path: str, zf: zipfile.ZipFile, name: str, limit: int) -> byte
 
 def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str, budget: Budget) -> Any:
     names = set(zf.namelist())
+    strays = sorted(n for n in names if not n.startswith(f"{root}/"))
+    if strays:  # torch.load refuses them too; two archives in one zip would be read differently by two readers
+        raise FormatError(f"{path}: member {strays[0]!r} is outside the archive's folder {root!r}/")
     if f"{root}/constants.pkl" in names or any(n.startswith(f"{root}/code/") for n in names):
         raise UnsupportedTypeError(f"{path}: a TorchScript archive (it carries code); tensorfile does not read TorchScript")
     check_zip(path, zf, budget)  # duplicate names, local headers, overlaps, zip bombs

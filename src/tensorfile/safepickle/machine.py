@@ -154,7 +154,10 @@ class _Machine:
             raise UnsafeFileError(f"{self.what}: byte {self.pos}: calls {_short_repr.repr(func)}, which is not a known-safe callable")
         if type(args) is not tuple:
             raise FormatError(f"{self.what}: byte {self.pos}: call arguments are not a tuple")
-        return func(*args, **(kwargs or {}))
+        try:
+            return func(*args, **(kwargs or {}))
+        except TypeError as exc:  # the file called one of the table's functions with arguments it does not take
+            raise FormatError(f"{self.what}: byte {self.pos}: {exc}") from None
 
     def build(self, obj: Any, state: Any) -> None:
         if isinstance(obj, Record):
