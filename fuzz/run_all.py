@@ -186,6 +186,9 @@ def report(path: Path) -> None:
         *details,
         "",
     ]
+    notes = HERE / "notes.md"  # hand-written: the Hypothesis tests' findings and anything else to keep
+    if notes.exists():
+        text += [notes.read_text()]
     path.write_text("\n".join(text))
 
 

@@ -258,10 +258,17 @@ def check_state() -> None:
         raise ContractViolation("state", f"process-wide state changed: {_EXPECTED_STATE[0]} -> {state}")
 
 
+_BUFFERS = (io.StringIO(), io.StringIO())
+
+
 def _cli(args: list[str]) -> None:
     from tensorfile.cli import main
 
-    err, out = io.StringIO(), io.StringIO()
+    # one pair of buffers, reused: click caches a wrapper per stream object, so fresh StringIOs leak ~0.5 KB/call
+    err, out = _BUFFERS
+    for buffer in _BUFFERS:
+        buffer.seek(0)
+        buffer.truncate()
     code = 0
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
@@ -272,7 +279,8 @@ def _cli(args: list[str]) -> None:
         raise ContractViolation(f"cli-{args[0]}-exit-{code}", f"CLI {args[0]} exited with {code!r}: {err.getvalue()!r}")
     lines = [line for line in err.getvalue().splitlines() if line.strip()]
     if code == 2 and (len(lines) != 1 or not lines[0].startswith("tensorfile: error: ")):
-        raise ContractViolation(f"cli-{args[0]}-not-one-line", f"CLI {args[0]} exit 2 without a one-line error: {err.getvalue()[-2000:]!r}")
+        raise ContractViolation(f"cli-{args[0]}-not-one-line",
+                                f"CLI {args[0]} exit 2 without a one-line error: {err.getvalue()[-2000:]!r}")
 
 
 def run_contract(path: str, cli: bool = True) -> None:

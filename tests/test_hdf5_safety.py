@@ -169,13 +169,19 @@ def test_soft_link_cycle_is_refused(tmp_path):
         refused(UnsafeFileError, call, "'a/loop'", "soft link")
 
 
-def test_hard_link_cycle_and_aliases_are_read_once(tmp_path):
-    def build(f):
+def test_hard_link_cycles_are_refused_and_aliases_read_once(tmp_path):
+    def alias(f):
         f["g/w"] = np.arange(3.0)
-        f["g/loop"] = f["g"]  # the group inside itself
         f["g/z"] = f["g/w"]  # a second name for the same dataset
+        f["h"] = f["g"]  # and for the same group
 
-    assert {k: v.tolist() for k, v in read_h5(make_h5(tmp_path / "hard.h5", build)).items()} == {"g/w": [0.0, 1.0, 2.0]}
+    assert {k: v.tolist() for k, v in read_h5(make_h5(tmp_path / "alias.h5", alias)).items()} == {"g/w": [0.0, 1.0, 2.0]}
+
+    def cycle(f):
+        f["g/w"] = np.arange(3.0)
+        f["g/h/loop"] = f["g"]  # a group inside its own child
+
+    refused(UnsafeFileError, lambda: read_h5(make_h5(tmp_path / "cycle.h5", cycle)), "'g/h/loop'", "link cycle")
 
 
 def test_nesting_is_bounded(tmp_path):

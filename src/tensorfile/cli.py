@@ -29,8 +29,13 @@ from .tree import flat_arrays
 __all__ = ["main"]
 
 
+def _one_line(message: str) -> str:
+    """``message`` on one line: control characters a file put in a name are shown escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
+
+
 def _fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"tensorfile: error: {message}", err=True)
+    click.echo(f"tensorfile: error: {_one_line(message)}", err=True)
     sys.exit(code)
 
 
@@ -222,7 +227,7 @@ def _verdict(as_json: bool, file: str, ok: bool, detail: str, tensors: int | Non
     if as_json:
         click.echo(json.dumps({"file": file, "ok": ok, "tensors": tensors, "detail": detail}, indent=2))
     else:
-        click.echo(f"OK: {detail}" if ok else f"FAILED: {detail}")
+        click.echo(_one_line(f"OK: {detail}" if ok else f"FAILED: {detail}"))
     sys.exit(0 if ok else 1)
 
 

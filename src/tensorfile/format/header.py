@@ -20,6 +20,8 @@ before the header length has been checked against the file size.
 
 from __future__ import annotations
 
+import reprlib
+
 import json
 import struct
 from dataclasses import dataclass
@@ -118,10 +120,10 @@ def _entry(path: str, name: str, raw: Any) -> TensorEntry:
         found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
         raise FormatError(f"{where}: expected fields {sorted(_ENTRY_FIELDS)}, found {found}")
     code, shape, offsets = raw["dtype"], raw["shape"], raw["data_offsets"]
-    if code not in CODE_TO_DTYPE:
-        raise FormatError(f"{where}: unknown dtype {code!r}; expected one of {sorted(CODE_TO_DTYPE)}")
+    if not isinstance(code, str) or code not in CODE_TO_DTYPE:
+        raise FormatError(f"{where}: unknown dtype {reprlib.repr(code)}; expected one of {sorted(CODE_TO_DTYPE)}")
     if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
-        raise FormatError(f"{where}: shape must be a list of non-negative integers, found {shape!r}")
+        raise FormatError(f"{where}: shape must be a list of non-negative integers, found {reprlib.repr(shape)}")
     if len(shape) > MAX_DIMS:
         raise FormatError(f"{where}: shape {shape} has more than {MAX_DIMS} dims")
     if (
@@ -130,7 +132,7 @@ def _entry(path: str, name: str, raw: Any) -> TensorEntry:
         or not all(_is_uint(o) for o in offsets)
         or offsets[0] > offsets[1]
     ):
-        raise FormatError(f"{where}: data_offsets must be [BEGIN, END] with 0 <= BEGIN <= END, found {offsets!r}")
+        raise FormatError(f"{where}: data_offsets must be [BEGIN, END] with 0 <= BEGIN <= END, found {reprlib.repr(offsets)}")
     dtype = CODE_TO_DTYPE[code]
     count = nonzero = 1
     for d in shape:  # Python ints cannot overflow: compute exactly, then bound.

@@ -62,7 +62,7 @@ KERAS_WEIGHTS = "model.weights.h5"
 #: about 5 microseconds: charged per chunk, it bounds the time a file of tiny chunks can take too.
 CHUNK_OVERHEAD = 4096
 #: What h5py raises for a malformed file (and what this module turns into FormatError).
-_H5PY_ERRORS = (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError)
+_H5PY_ERRORS = (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError, OverflowError, IndexError)
 
 
 def _h5py() -> Any:

@@ -70,6 +70,8 @@ def read_index(path: str, load_shard: Callable[[str], dict[str, Any]]) -> dict[s
         names.append(name)
     loaded: dict[str, Any] = {}
     for shard, names in shards.items():
+        if not os.path.isfile(os.path.join(folder, shard)):
+            raise FormatError(f"{path}: shard {shard!r}, named by the index for {_some(set(names))}, is missing")
         tensors = load_shard(os.path.join(folder, shard))
         if len(tensors) != len(names) or not all(n in tensors for n in names):
             extra, missing = set(tensors) - set(names), set(names) - set(tensors)
