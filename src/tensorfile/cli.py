@@ -17,9 +17,9 @@ from typing import Any, Iterator, NoReturn
 import click
 import numpy as np
 
-from .errors import FormatError, IntegrityError, TensorFileError
 from . import formats
-from .files import find_format, load, resolve_index, save
+from .errors import FormatError, IntegrityError, TensorFileError
+from .files import load, resolve_index, save
 from .formats.base import Probe
 from .lazy import TensorFile
 from .lazy import open as open_file
@@ -233,7 +233,6 @@ def _verdict(as_json: bool, file: str, ok: bool, detail: str, tensors: int | Non
 
 def _zip_crc_failure(path: str) -> str | None:
     """What is wrong with a zip member's CRC-32 (``load`` of a torch file skips it, as torch.load does)."""
-    import zipfile
 
     from .formats._zip import open_zip
 

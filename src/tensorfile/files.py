@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import stat
 import sys
 import warnings
 from collections import OrderedDict
@@ -33,9 +32,9 @@ from .format.record import (
     seal,
 )
 from .format.writer import Tensor, layout_order, write_tensors
+from .formats._write import flat_tensors
 from .frameworks import FRAMEWORKS, Adapter, get_adapter
 from .limits import DEFAULT_LIMITS, Limits
-from .formats._write import flat_tensors
 from .tree import flatten, map_leaves, shared_groups, unflatten
 
 __all__ = ["save", "load"]

@@ -13,12 +13,22 @@ from typing import Any, Mapping
 import numpy as np
 
 from .errors import FormatError
+from .files import (
+    _adapter,
+    _as_logical,
+    _check_framework,
+    _check_limits,
+    _read_record,
+    _verify,
+    find_format,
+    load,
+    resolve_index,
+)
 from .format.checksums import checksum
 from .format.dtypes import byte_view
 from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
 from .format.record import RECORD_KEY, logical_shape
-from .files import _adapter, _as_logical, _check_framework, _check_limits, _read_record, _verify, find_format, load, resolve_index
 from .lazyfile import LazyFile, TensorInfo, TensorSlice
 from .limits import DEFAULT_LIMITS, Limits
 from .tree import unflatten

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .errors import LimitError
 
-__all__ = ["Limits", "Budget", "DEFAULT_LIMITS"]
+__all__ = ["Limits", "Budget", "DEFAULT_LIMITS", "array_nbytes"]
 
 
 @dataclass(frozen=True)
@@ -147,3 +147,19 @@ class Budget:
         if self.limits.max_bytes is not None:
             return "Limits.max_bytes"
         return f"{self.limits.bytes_per_file_byte:g}x the file's size + {self.limits.slack_bytes} (Limits defaults)"
+
+
+def array_nbytes(shape: tuple[int, ...], itemsize: int, what: str) -> int:
+    """Bytes of an array of ``shape`` and ``itemsize``, computed without overflow.
+
+    Raises:
+        LimitError: NumPy could not make it, even empty (its dims, zeros counted as
+            ones, span 2**63 bytes or more); names ``what``.
+    """
+    count, span = 1, itemsize
+    for d in shape:
+        count *= d
+        span *= d or 1
+    if span >= 1 << 63:
+        raise LimitError(f"{what}: shape {shape} of {itemsize}-byte items is too large for any array")
+    return count * itemsize

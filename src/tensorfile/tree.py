@@ -23,9 +23,8 @@ A KEY is a node of type none, bool, int, float, str, or tuple of KEYs.
 
 from __future__ import annotations
 
-import reprlib
-
 import math
+import reprlib
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping

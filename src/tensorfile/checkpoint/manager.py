@@ -21,8 +21,8 @@ import numpy as np
 
 from ..errors import CheckpointNotFoundError, FormatError, IntegrityError, UnsupportedTypeError
 from ..files import _save, load
-from ..lazy import open as open_file
 from ..frameworks import adapter_for
+from ..lazy import open as open_file
 from .commit import commit, remove_temporaries
 from .live import apply, capture, kind_of
 from .lock import FolderLock

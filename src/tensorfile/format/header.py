@@ -20,9 +20,8 @@ before the header length has been checked against the file size.
 
 from __future__ import annotations
 
-import reprlib
-
 import json
+import reprlib
 import struct
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence

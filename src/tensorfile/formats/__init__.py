@@ -18,7 +18,8 @@ from .mxnet import MXNET, MXNET_NP
 from .npy import NPY, NPZ
 from .safetensors import SAFETENSORS, TENSORFILE
 from .sharded import SHARDED
-from .torch import TORCH, TORCH_LEGACY
+from .torch import TORCH
+from .torch_legacy import TORCH_LEGACY
 
 __all__ = ["FORMATS", "Format", "Probe", "detect", "get", "written", "by_suffix", "not_tensors", "HDF5", "KERAS"]
 

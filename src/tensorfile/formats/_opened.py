@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..errors import FormatError, UnsupportedTypeError
+from ..errors import UnsupportedTypeError
 from ..format.dtypes import code_of
 from ..lazyfile import LazyFile
 from ..limits import Limits
@@ -192,9 +192,9 @@ def open_gguf(path: str, framework: str | None, options: Mapping[str, Any]) -> F
     reading one raises :class:`UnsupportedTypeError`.
     """
     from ..files import _to, load
-    from ..lazyfile import TensorInfo
     from ..format.dtypes import dtype_from_name
     from ..frameworks import get_adapter
+    from ..lazyfile import TensorInfo
     from .gguf import GGUF, read_header
 
     header = read_header(path)

@@ -30,8 +30,8 @@ import numpy as np
 from ..errors import UnsupportedTypeError
 from ..format.writer import tensor_chunks
 from ..frameworks.base import fill_storage
-from ..tree import Flattened, Leaf, shared_groups, unflatten
 from ..safepickle.write import Call, Global, PersistentId, PickleWriter
+from ..tree import Flattened, Leaf, shared_groups, unflatten
 
 __all__ = ["write_torch", "ALIGNMENT"]
 

@@ -77,8 +77,11 @@ def open_zip(path: str, budget: Budget) -> zipfile.ZipFile:
     return zf
 
 
-def check_zip(path: str, zf: zipfile.ZipFile, budget: Budget) -> None:
+def check_zip(path: str, zf: zipfile.ZipFile, budget: Budget) -> dict[str, int]:
     """Check an open archive against the rules in this module's docstring (reads only headers).
+
+    Returns:
+        Where each member's data starts in the file, by member name.
 
     Raises:
         FormatError: the archive disagrees with itself, or holds what is refused; the message names the member.
@@ -92,6 +95,7 @@ def check_zip(path: str, zf: zipfile.ZipFile, budget: Budget) -> None:
     seen: set[str] = set()
     extents: list[tuple[int, int, str]] = []
     compressed = inflated = 0
+    offsets: dict[str, int] = {}
     for info in zf.infolist():
         member = f"member {info.filename!r}"
         what = f"{path}: {member}"
@@ -106,7 +110,7 @@ def check_zip(path: str, zf: zipfile.ZipFile, budget: Budget) -> None:
             raise FormatError(f"{what}: compression method {info.compress_type} (only stored and deflated are read)")
         if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
             raise FormatError(f"{what}: stored, but {info.compress_size} bytes in the archive for {info.file_size}")
-        start = _check_local_header(fp, info, what)
+        start = offsets[info.filename] = _check_local_header(fp, info, what)
         if start + info.compress_size > end_of_data:
             raise FormatError(
                 f"{what}: {info.compress_size} bytes at byte {start} run past the start of the central directory "
@@ -123,6 +127,7 @@ def check_zip(path: str, zf: zipfile.ZipFile, budget: Budget) -> None:
     for (_, end, name), (begin, _, other) in zip(extents, extents[1:]):
         if begin < end:
             raise FormatError(f"{path}: members {name!r} and {other!r} overlap (bytes {begin} to {end})")
+    return offsets
 
 
 def _size(fp: IO[bytes]) -> int:

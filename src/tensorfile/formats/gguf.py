@@ -47,10 +47,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..tree import short
 from ..errors import FormatError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
 from ..limits import DEFAULT_LIMITS, Budget
+from ..tree import short
 from .base import Format
 
 __all__ = [

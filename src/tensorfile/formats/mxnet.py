@@ -38,7 +38,7 @@ import numpy as np
 from ..errors import FormatError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
 from ..format.writer import tensor_chunks
-from ..limits import DEFAULT_LIMITS, Budget
+from ..limits import DEFAULT_LIMITS, Budget, array_nbytes
 from ._write import flat_writer
 from ._zip import fill
 from .base import Format
@@ -96,7 +96,7 @@ class _Reader:
 
     def array(self, shape: tuple[int, ...], dtype: np.dtype, what: str) -> np.ndarray:
         """The next ``shape`` x ``dtype`` bytes, checked against the bytes left, charged, read into a new array."""
-        nbytes = _nbytes(shape, dtype.itemsize, f"{self.path}: {what}")
+        nbytes = array_nbytes(shape, dtype.itemsize, f"{self.path}: {what}")
         if nbytes > self.left:
             raise FormatError(f"{self.path}: reading {what}, expected {nbytes} bytes, got {self.left}")
         self.budget.charge(nbytes, what)
@@ -104,17 +104,6 @@ class _Reader:
         fill(self.f, memoryview(out.reshape(-1).view(np.uint8)), f"{self.path}: {what}")
         self.pos += nbytes
         return out
-
-
-def _nbytes(shape: tuple[int, ...], itemsize: int, what: str) -> int:
-    """Bytes of an array of ``shape``; FormatError when NumPy could not make it (over 2**63 - 1 bytes)."""
-    count, nonzero = 1, itemsize
-    for d in shape:
-        count *= d
-        nonzero *= d or 1
-    if nonzero >= 1 << 63:
-        raise FormatError(f"{what}: shape {shape} is too large for any array")
-    return count * itemsize
 
 
 def _record(r: _Reader, index: int) -> np.ndarray | None:
@@ -144,7 +133,7 @@ def _record(r: _Reader, index: int) -> np.ndarray | None:
     _check_sparse_shapes(r.path, what, stype, shape, storage_shape, [s for _, s in aux])  # type: ignore[misc]
     # the dense result, and the int64 index arrays made on the way, charged before any data is read
     work = 8 * (storage_shape[0] + (0 if stype == 1 else 3 * (shape[0] + 1) + storage_shape[0]))
-    r.budget.charge(_nbytes(shape, dtype.itemsize, f"{r.path}: {what}") + work, f"{what} made dense")
+    r.budget.charge(array_nbytes(shape, dtype.itemsize, f"{r.path}: {what}") + work, f"{what} made dense")
     values = r.array(storage_shape, dtype, f"{what} values")
     parts = [r.array(s, t, f"{what} aux data") for t, s in aux]  # type: ignore[arg-type]
     if stype == 1:

@@ -42,7 +42,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..errors import FormatError, UnsupportedTypeError
-from ..limits import DEFAULT_LIMITS, Budget
+from ..limits import DEFAULT_LIMITS, Budget, array_nbytes
 from ._write import flat_writer
 from ._zip import check_expansion, check_zip, drain, fill, open_zip, zip_errors
 from .base import Format, Probe
@@ -117,17 +117,6 @@ def _dtype(descr: Any, what: str) -> np.dtype:
     return dtype
 
 
-def _nbytes(shape: tuple[int, ...], itemsize: int, what: str) -> int:
-    """Bytes of an array of ``shape``; FormatError when NumPy could not make it (over 2**63 - 1 bytes)."""
-    count, nonzero = 1, itemsize
-    for d in shape:
-        count *= d
-        nonzero *= d or 1
-    if nonzero >= 1 << 63:
-        raise FormatError(f"{what}: shape {shape} of {itemsize}-byte items is too large for any array")
-    return count * itemsize
-
-
 def _read_array(f: IO[bytes], what: str, available: int, budget: Budget) -> Any:
     """The array of a ``.npy`` stream of ``available`` bytes (a file, or a zip member of that declared size)."""
     dtype, fortran, shape, used = _header(f, what)
@@ -143,7 +132,7 @@ def _read_array(f: IO[bytes], what: str, available: int, budget: Budget) -> Any:
         if len(data) != left:
             raise FormatError(f"{what}: the object array's pickle, expected {left} bytes, got {len(data)}")
         return read_object_array(data, what)
-    nbytes = _nbytes(shape, dtype.itemsize, what)
+    nbytes = array_nbytes(shape, dtype.itemsize, what)
     if nbytes > left:
         raise FormatError(f"{what}: the header promises {nbytes} bytes of data, the file has {left}")
     budget.charge(nbytes, label)

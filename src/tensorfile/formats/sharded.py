@@ -84,7 +84,9 @@ def read_index(path: str, load_shard: Callable[[str], dict[str, Any]]) -> dict[s
 def _some(names: set[str], shown: int = 5) -> str:
     """At most ``shown`` of ``names`` (the first in sorted order) and how many there are: messages stay short."""
     first = heapq.nsmallest(shown, names)
-    return f"{len(names)} tensors {first}{' ...' if len(names) > shown else ''}" if names else "nothing"
+    if len(names) <= shown:
+        return str(first) if names else "nothing"
+    return f"{len(names)} tensors, {first} ..."
 
 
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,

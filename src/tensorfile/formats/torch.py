@@ -9,32 +9,28 @@ afresh for each file (a hostile BUILD can only ever touch throwaway objects).
 
 from __future__ import annotations
 
-import codecs
 import os
-import struct
 import zipfile
-import zlib
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from ..tree import short
-from ..errors import FormatError, IntegrityError, LimitError, UnsupportedTypeError
+from ..errors import FormatError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
 from ..format.memory import empty_bytes
-from ._zip import check_zip, member_array, zip_errors
-from ..limits import DEFAULT_LIMITS, Budget
-from ._write import tree_writer
-from .base import Format, Probe
+from ..limits import DEFAULT_LIMITS, Budget, array_nbytes
 from ..safepickle.machine import Record, load_pickle
 from ..safepickle.numpy_objects import numpy_table, python_table, resolve
+from ..tree import short
+from ._write import tree_writer
+from ._zip import check_zip, member_array, zip_errors
+from .base import Format, Probe
 
-__all__ = ["read_torch", "Parameter", "is_torch_zip", "is_torch_legacy"]
+__all__ = ["read_torch", "Parameter", "is_torch_zip", "TORCH"]
 
-LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _STORAGE_DTYPES = {
     "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16", "BFloat16Storage": "bfloat16",
     "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16", "CharStorage": "int8",
@@ -194,12 +190,9 @@ def _tensor(lazy: _Lazy, path: str, budget: Budget) -> np.ndarray:
         raise FormatError(f"{path}: a tensor of {len(shape)} dims with {len(stride)} strides (at most {MAX_DIMS} dims)")
     if any(s < 0 for s in stride) or any(d < 0 for d in shape) or lazy.offset < 0:
         raise FormatError(f"{path}: a tensor with a negative size, stride or offset: {shape}, {stride}, {lazy.offset}")
-    count, span = 1, item
-    for d in shape:
-        count, span = count * d, span * max(d, 1)
-    if span >= 1 << 62:  # NumPy cannot describe it, even with no elements
-        raise LimitError(f"{path}: a tensor of shape {shape}, a view of a {raw.size}-byte storage, is larger than any array can be")
-    budget.charge(count * item, f"tensor of shape {shape} ({dtype.name}), a view of a {raw.size}-byte storage")
+    nbytes = array_nbytes(shape, item, f"{path}: a tensor (a view of a {raw.size}-byte storage)")
+    count = nbytes // item
+    budget.charge(nbytes, f"tensor of shape {shape} ({dtype.name}), a view of a {raw.size}-byte storage")
     if not count:
         return _parameter(np.empty(shape, dtype), lazy)
     stride = tuple(s if d > 1 else 0 for d, s in zip(shape, stride))  # a stride of a dim of one is never used
@@ -239,43 +232,11 @@ def is_torch_zip(zf: zipfile.ZipFile) -> str | None:
     return None
 
 
-def is_torch_legacy(prefix: bytes) -> bool:
-    """True when ``prefix`` starts with the pickled legacy torch.save magic number."""
-    return prefix[:2] == b"\x80\x02" and prefix[2:3] == b"\x8a"
-
-
 #: Large storages are read in pieces of this size, by :data:`READERS` helper threads (``preadv`` releases the GIL).
 READ_CHUNK = 8 << 20
 READERS = 2
 #: Storages smaller than this are read at once by the unpickling thread (a hand-off costs more).
 SMALL = 1 << 20
-_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zipfile's structFileHeader: 30 bytes
-
-
-def _member_offset(path: str, fd: int, info: zipfile.ZipInfo, size: int) -> int:
-    """Where a stored member's bytes start in the file, after its local header (checked as zipfile checks it).
-
-    Raises FormatError when the header is missing or names another member, or when the member's
-    bytes would run past the end of the file (so nothing is allocated for a size the file cannot hold).
-    """
-    header = os.pread(fd, _LOCAL_HEADER.size, info.header_offset) if info.header_offset >= 0 else b""
-    if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
-        raise FormatError(f"{path}: {info.filename!r} has no local file header at byte {info.header_offset}")
-    fields = _LOCAL_HEADER.unpack(header)
-    name_length, extra_length = fields[10], fields[11]
-    name = os.pread(fd, name_length, info.header_offset + _LOCAL_HEADER.size)
-    decoded = name.decode("utf-8" if info.flag_bits & 0x800 else "cp437", errors="replace")
-    if decoded != info.orig_filename:
-        raise FormatError(f"{path}: the local header of {info.filename!r} names {decoded!r}")
-    start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
-    if start + info.compress_size > size:
-        raise FormatError(
-            f"{path}: {info.filename!r} ({info.compress_size} bytes at byte {start}) runs past the end of the "
-            f"{size}-byte file (truncated)"
-        )
-    return start
-
-
 def _read_into(path: str, fd: int, info: zipfile.ZipInfo, piece: memoryview, position: int) -> None:
     """Fill ``piece`` with the file's bytes from ``position`` on (a part of member ``info``)."""
     done = 0
@@ -302,21 +263,17 @@ class _StorageReader:
     (zlib, about 4 GB/s here) would cost more than the read itself.
     """
 
-    def __init__(self, path: str, f: Any, zf: zipfile.ZipFile, budget: Budget) -> None:
-        self.path, self.fd, self.zf, self.budget = path, f.fileno(), zf, budget
+    def __init__(self, path: str, f: Any, zf: zipfile.ZipFile, budget: Budget, offsets: dict[str, int]) -> None:
+        self.path, self.fd, self.zf, self.budget, self.offsets = path, f.fileno(), zf, budget, offsets
         self.size = os.fstat(self.fd).st_size
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
-        self._stored = 0  # bytes of stored members read so far
 
     def read(self, info: zipfile.ZipInfo) -> np.ndarray:
         """Member ``info``'s bytes in a new writable uint8 array (large ones complete only after :meth:`wait`)."""
         if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
             return member_array(self.zf, info, self.budget, f"member {info.filename!r}")  # inflated, CRC-32 checked
-        start = _member_offset(self.path, self.fd, info, self.size)  # checked against the file before allocating
-        self._stored += info.file_size
-        if self._stored > self.size:  # members whose bytes overlap, to allocate more than the file holds
-            raise FormatError(f"{self.path}: the stored members claim more bytes than the {self.size}-byte file holds")
+        start = self.offsets[info.filename]  # check_zip found it inside the file, overlapping no other member
         self.budget.charge(info.file_size, f"member {info.filename!r}")
         data = empty_bytes(info.file_size)
         view = data.data
@@ -363,7 +320,7 @@ def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str, budget: Budget)
         raise FormatError(f"{path}: member {strays[0]!r} is outside the archive's folder {root!r}/")
     if f"{root}/constants.pkl" in names or any(n.startswith(f"{root}/code/") for n in names):
         raise UnsupportedTypeError(f"{path}: a TorchScript archive (it carries code); tensorfile does not read TorchScript")
-    check_zip(path, zf, budget)  # duplicate names, local headers, overlaps, zip bombs
+    offsets = check_zip(path, zf, budget)  # duplicate names, local headers, overlaps, zip bombs
     byteorder = _small_member(path, zf, f"{root}/byteorder", 64) if f"{root}/byteorder" in names else b"little"
     if byteorder.strip() != b"little":
         raise UnsupportedTypeError(f"{path}: big-endian torch files are not supported (byteorder {byteorder[:16]!r})")
@@ -371,7 +328,7 @@ def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str, budget: Budget)
     table = _table(path, budget)
     pickled = _small_member(path, zf, f"{root}/data.pkl", budget.limits.max_header_bytes)
 
-    with _StorageReader(path, f, zf, budget) as reader:
+    with _StorageReader(path, f, zf, budget, offsets) as reader:
 
         def persistent_load(pid: Any) -> _Storage:
             kind, key, numel = _storage_id(pid, path)
@@ -392,51 +349,6 @@ def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str, budget: Budget)
 
         value = load_pickle(pickled, table, persistent_load=persistent_load, what=f"{path}: data.pkl", budget=budget)
         reader.wait()
-    return _materialize(value, path, budget)
-
-
-def _read_legacy(path: str, f: Any, budget: Budget) -> Any:
-    what = f"{path}: legacy torch.save stream"
-    plain: dict[tuple[str, str], Any] = {}  # the magic number, protocol version and sys_info are plain values
-    magic = load_pickle(f, plain, what=what, budget=budget)
-    if type(magic) is not int or magic != LEGACY_MAGIC:
-        raise FormatError(f"{what}: wrong magic number")
-    load_pickle(f, plain, what=what, budget=budget)  # protocol version
-    load_pickle(f, plain, what=what, budget=budget)  # sys_info
-    table = _table(path, budget)
-    storages: dict[str, _Storage] = {}
-
-    def persistent_load(pid: Any) -> Any:
-        kind, key, numel = _storage_id(pid, what)
-        if key not in storages:
-            storages[key] = _Storage(key, _storage_kind(kind, path), numel)
-        if len(pid) > 5 and pid[5] is not None:  # a view of a storage (very old files)
-            raise UnsupportedTypeError(f"{what}: storage views are not supported")
-        return storages[key]
-
-    value = load_pickle(f, table, persistent_load=persistent_load, what=what, budget=budget)
-    keys = load_pickle(f, plain, what=what, budget=budget)
-    if type(keys) is not list or not all(type(k) in (str, int) for k in keys):
-        raise FormatError(f"{what}: the storage key list is missing")
-    size = os.fstat(f.fileno()).st_size
-    for key in keys:
-        storage = storages.get(str(key))
-        header = f.read(8)
-        if storage is None or len(header) != 8:
-            raise FormatError(f"{what}: storage {key!r} is missing or truncated")
-        (numel,) = struct.unpack("<q", header)
-        nbytes = numel * storage.dtype.itemsize
-        if numel < 0 or f.tell() + nbytes > size:
-            raise FormatError(f"{what}: storage {key!r} claims {numel} elements, more than the file holds")
-        budget.charge(nbytes, f"storage {key!r}")  # and nbytes was checked against the file above
-        data = empty_bytes(nbytes)
-        view, done = data.data, 0
-        while done < nbytes:
-            got = f.readinto(view[done:])
-            if not got:
-                raise FormatError(f"{what}: storage {key!r} is truncated")
-            done += got
-        storage.data = data.view(storage.dtype)
     return _materialize(value, path, budget)
 
 
@@ -473,7 +385,9 @@ def _read(path: str, budget: Budget | None) -> Any:
                 if root is None:
                     raise FormatError(f"{path}: a zip archive without a torch data.pkl")
                 return _read_zip(path, f, zf, root, budget)
-        return _read_legacy(path, f, budget)
+        from .torch_legacy import read_legacy
+
+        return read_legacy(path, f, budget)
 
 
 
@@ -492,10 +406,4 @@ def _write_body(f: Any, flat: Any, bar: Any) -> None:
 TORCH = Format(
     "torch", "PyTorch torch.save (zip)", "torch", (".pt", ".pth", ".bin", ".ckpt"), sniff=_zip_sniff,
     read=lambda path, budget: read_torch(path, budget), write=tree_writer("a torch.save file", _write_body),
-)  # fmt: skip
-#: ``torch.save`` before torch 1.6 (``_use_new_zipfile_serialization=False``): pickles, then raw storages.
-#: Its first bytes are a pickle of an int; a valid safetensors file can start the same way, so it sniffs lower.
-TORCH_LEGACY = Format(
-    "torch-legacy", "PyTorch torch.save (legacy stream)", "torch", (),
-    sniff=lambda probe: 0.5 if is_torch_legacy(probe.prefix) else 0.0, read=lambda path, budget: read_torch(path, budget),
 )  # fmt: skip

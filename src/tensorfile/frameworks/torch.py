@@ -7,9 +7,8 @@ unsigned types) move through a same-size integer view, without copying.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
-
 import functools
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
