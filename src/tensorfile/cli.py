@@ -360,9 +360,7 @@ def _source(path: str) -> Any:
 @click.argument("src")
 @click.argument("dst")
 @click.option("--format", "fmt", type=click.Choice(formats.written()), default=None,
-              help="Output format. Default: from DST's suffix (" + ", ".join(
-                  f"{'/'.join(f.suffixes)} {f.name}" for f in formats.FORMATS if f.write and f.suffixes and f.name != "tensorfile"
-              ) + "), else tensorfile.")  # fmt: skip
+              help=f"Output format. Default: from DST's suffix ({formats.suffix_rules()}), else tensorfile.")  # fmt: skip
 @click.option("--max-shard-size", default=None, metavar="SIZE",
               help="Write Hugging Face shards of at most SIZE bytes of data ('5GB', '500MiB', or bytes) and an index.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -374,12 +372,12 @@ def convert_command(src: str, dst: str, fmt: str | None, max_shard_size: str | N
     not tensors are then left out, with a note.
     """
     if fmt is None:
-        by_suffix = formats.by_suffix(dst)
-        if by_suffix is not None and by_suffix.write is None:
-            suffix = next(x for x in sorted(by_suffix.suffixes, key=len, reverse=True) if dst.lower().endswith(x))
-            _fail(f"{dst}: tensorfile does not write {suffix} files, {by_suffix.title}; choose one with --format "
+        target = formats.for_destination(dst)
+        if target.write is None:
+            suffix = next(x for x in sorted(target.suffixes, key=len, reverse=True) if dst.lower().endswith(x))
+            _fail(f"{dst}: tensorfile does not write {suffix} files, {target.title}; choose one with --format "
                   f"({', '.join(formats.written())})")  # fmt: skip
-        fmt = by_suffix.name if by_suffix is not None and by_suffix.name != "safetensors" else "tensorfile"
+        fmt = target.name
     value = _source(src)
     if (formats.get(fmt).flat or max_shard_size) and not _is_flat(value):
         flat = flat_arrays(value)  # a name taken twice gets a #N suffix: nothing is lost

@@ -21,7 +21,7 @@ from .sharded import SHARDED
 from .torch import TORCH
 from .torch_legacy import TORCH_LEGACY
 
-__all__ = ["FORMATS", "Format", "Probe", "detect", "get", "written", "by_suffix", "not_tensors", "HDF5", "KERAS"]
+__all__ = ["FORMATS", "Format", "Probe", "detect", "get", "written", "by_suffix", "not_tensors", "for_destination", "suffix_rules", "HDF5", "KERAS"]
 
 #: Every format, in the order ties in ``sniff`` are broken.
 FORMATS: tuple[Format, ...] = (TENSORFILE, SAFETENSORS, SHARDED, TORCH, TORCH_LEGACY, NPY, NPZ, MXNET, MXNET_NP,
@@ -50,6 +50,20 @@ def by_suffix(path: str) -> Format | None:
     lower = path.lower()
     matches = [(len(s), f) for f in FORMATS for s in f.suffixes if lower.endswith(s)]
     return max(matches, key=lambda m: m[0])[1] if matches else None
+
+
+def for_destination(path: str) -> Format:
+    """The format ``tensorfile convert`` writes to ``path`` without ``--format``: by suffix, and a tensorfile
+    file (a safetensors file with tensorfile's record) for ``.safetensors`` and unknown suffixes. The format
+    returned may be one tensorfile only reads (``write`` None): the caller refuses it."""
+    fmt = by_suffix(path)
+    return TENSORFILE if fmt is None or fmt is SAFETENSORS else fmt
+
+
+def suffix_rules() -> str:
+    """``for_destination``'s rules, for help texts: ``".pt/.pth torch, .npz npz, ..."``."""
+    return ", ".join(f"{'/'.join(f.suffixes)} {f.name}" for f in FORMATS
+                     if f.write is not None and f.suffixes and f not in (TENSORFILE, SAFETENSORS))  # fmt: skip
 
 
 def detect(probe: Probe | None) -> Format | None:
