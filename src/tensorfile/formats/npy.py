@@ -82,7 +82,9 @@ def _header(f: IO[bytes], what: str) -> tuple[np.dtype, bool, tuple[int, ...], i
         raise FormatError(f"{what}: reading the header, expected {length} bytes, got {len(raw)}")
     try:
         text = raw.decode("utf-8" if major == 3 else "latin1")
-        doc = ast.literal_eval(_LONG.sub(r"\1", text))
+        with warnings.catch_warnings():  # the parser warns (SyntaxWarning) on odd literals: the file's, not the user's
+            warnings.simplefilter("ignore")
+            doc = ast.literal_eval(_LONG.sub(r"\1", text))
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, OverflowError):
         raise FormatError(f"{what}: the header is not a Python literal: {raw[:80]!r}") from None
     if not isinstance(doc, dict) or set(doc) != {"descr", "fortran_order", "shape"}:
