@@ -509,7 +509,7 @@ _OPS: dict[int, Callable[[_Machine], None]] = {
     0x96: _bytes("<Q", bytearray),
     0x97: _refuse("NEXT_BUFFER"),
     0x98: _refuse("READONLY_BUFFER"),
-    ord("B"): _bytes("<i"),
+    ord("B"): _bytes("<I"),
     ord("C"): _bytes("<B"),
 }
 
