@@ -284,6 +284,21 @@ def _cli(args: list[str]) -> None:
 
 
 def run_contract(path: str, cli: bool = True) -> None:
+    """As _run_contract, and no SyntaxWarning (text from the file compiled as Python) may escape.
+
+    Warnings are recorded, not printed (pytest would hide them anyway): a file must not make Python print.
+    """
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _run_contract(path, cli)
+    for w in caught:
+        if issubclass(w.category, SyntaxWarning):
+            raise ContractViolation(f"warning-{w.category.__name__}", f"a file made Python warn: {w.message}")
+
+
+def _run_contract(path: str, cli: bool = True) -> None:
     """Hold ``path`` to the contract; anything but success or a TensorFileError propagates.
 
     A foreign exception propagates as itself (its traceback is what a bug report needs); a CLI or
