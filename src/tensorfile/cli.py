@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 from typing import Any, Iterator, NoReturn
 
 import click
@@ -102,7 +103,19 @@ def _read(path: str) -> dict[str, np.ndarray]:
     return flat_arrays(value)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group: an error a command did not turn into a line of its own still prints one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TensorFileError as exc:
+            _fail(str(exc))
+        except OSError as exc:  # a path that cannot be read: a symlink loop, /proc files, permissions
+            _fail(f"{exc.filename}: {exc.strerror or exc}" if exc.filename else str(exc))
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tensorfile")
 def main() -> None:
     """Inspect tensorfile, safetensors, PyTorch, NumPy, MXNet and Keras files."""
@@ -261,13 +274,21 @@ def cat_command(file: str, name: str, as_json: bool) -> None:
             array = np.asarray(f[name])
         except TensorFileError as exc:
             _fail(str(exc))
-    shown = array.astype(np.float32) if array.dtype.kind == "V" or array.dtype.name.startswith(("bfloat", "float8")) else array
+    shown = array.astype(np.float32) if array.dtype.name.startswith(("bfloat", "float8")) else array
     if as_json:
-        values = [_json_number(v) for v in shown.reshape(-1).tolist()]
-        click.echo(json.dumps({"name": name, "dtype": array.dtype.name, "shape": list(array.shape), "values": values}))
+        try:
+            values = [_json_number(v) for v in shown.reshape(-1).tolist()]
+        except (ValueError, TypeError, SystemError) as exc:  # values NumPy cannot turn into Python's
+            _fail(f"{file}: tensor {name!r} ({array.dtype.name}) cannot be shown as JSON: {exc}")
+        click.echo(json.dumps({"name": name, "dtype": array.dtype.name, "shape": list(array.shape), "values": values},
+                              default=str))  # fmt: skip
         return
     click.echo(f"{name}: {array.dtype.name} {tuple(array.shape)}")
-    click.echo(np.array2string(shown, threshold=200, edgeitems=3))
+    try:
+        text = np.array2string(shown, threshold=200, edgeitems=3)
+    except (ValueError, TypeError, SystemError) as exc:  # dtypes NumPy cannot print (generic datetimes, raw bytes)
+        text = f"(values not printable: {exc})"
+    click.echo(text)
 
 
 def _json_number(value: Any) -> Any:
@@ -289,7 +310,9 @@ def _compare(x: np.ndarray, y: np.ndarray, atol: float, rtol: float) -> tuple[fl
         same = bool(np.array_equal(x, y))
         return (0.0, 0.0, same) if same else (float("inf"), float("inf"), False)
     kind = np.complex128 if x.dtype.kind == "c" else np.float64
-    xf, yf = x.astype(kind).reshape(-1), y.astype(kind).reshape(-1)
+    with warnings.catch_warnings():  # long doubles beyond float64 become inf: compared as such
+        warnings.simplefilter("ignore")
+        xf, yf = x.astype(kind).reshape(-1), y.astype(kind).reshape(-1)
     if not xf.size:
         return 0.0, 0.0, True
     with np.errstate(invalid="ignore", over="ignore"):
@@ -345,10 +368,13 @@ def _source(path: str) -> Any:
     """Everything in ``path`` as NumPy arrays in their structure; tensorfile and safetensors
     files (and sharded ones) memory-mapped, so a conversion streams them from the page cache."""
     with _opened(path, verify=True) as f:
-        if isinstance(f, TensorFile) and not f.has_shared_storage:
-            return f.load(mapped=True)  # verified tensor by tensor as the writer reads it
-        if not isinstance(f, TensorFile) and f.format == "sharded":
-            return {name: f[name] for name in f.keys()}
+        try:
+            if isinstance(f, TensorFile) and not f.has_shared_storage:
+                return f.load(mapped=True)  # verified tensor by tensor as the writer reads it
+            if not isinstance(f, TensorFile) and f.format == "sharded":
+                return {name: f[name] for name in f.keys()}
+        except TensorFileError as exc:
+            _fail(str(exc))
     try:
         return load(path, framework="numpy", limits=_LIMITS[0])
     except (TensorFileError, OSError, ImportError) as exc:
@@ -412,11 +438,17 @@ def _is_flat(value: Any) -> bool:
 
 
 def _count_values(value: Any) -> int:
-    if isinstance(value, dict):
-        return sum(_count_values(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(_count_values(v) for v in value)
-    return 1
+    """Values other than containers in ``value``, each container counted once (a file's may be shared or cyclic)."""
+    count, seen, stack = 0, set(), [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (dict, list, tuple)):
+            if id(node) not in seen:
+                seen.add(id(node))
+                stack.extend(node.values() if isinstance(node, dict) else node)
+        else:
+            count += 1
+    return count
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,6 @@ record of structure, checksums and shared storage (:mod:`tensorfile.format.recor
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import sys
 import warnings
@@ -246,8 +245,10 @@ def _as_logical(array: np.ndarray, info: Mapping[str, Any], entry: TensorEntry) 
 
 
 def _adapter(framework: str | None, recorded: str | None, path: str) -> Adapter:
+    """The adapter asked for, else the recorded framework's if the process has imported it, else NumPy's."""
     name = framework or recorded or "numpy"
-    if name not in FRAMEWORKS:
+    if framework is None and name in FRAMEWORKS and not imported(name):
+        name = "numpy"  # a file never makes tensorfile import a framework (hundreds of MiB, process-wide)
         warnings.warn(
             f"{path}: tensors saved from framework {name!r}, which this tensorfile does not know; loading as NumPy",
             stacklevel=3,
@@ -270,10 +271,15 @@ def _to(adapter: Adapter, path: str, name: str, array: np.ndarray, info: Mapping
         raise UnsupportedTypeError(f"{path}: tensor {name!r}: {exc}") from None
 
 
+def imported(name: str) -> bool:
+    """True when the process has imported framework ``name`` (NumPy always)."""
+    return name == "numpy" or any(sys.modules.get(package) is not None for package in FRAMEWORKS[name][1])
+
+
 def source_framework(name: str) -> str:
-    """``name`` when that framework is installed (a real package, not a folder of the same name), else "numpy"."""
-    spec = importlib.util.find_spec(name)
-    return name if spec is not None and spec.origin is not None else "numpy"
+    """``name`` when the process has imported that framework, else "numpy": a file never makes tensorfile import
+    a framework (importing TensorFlow costs 600 MiB and changes process-wide state)."""
+    return name if name in FRAMEWORKS and imported(name) else "numpy"
 
 
 def resolve_index(path: str | os.PathLike[str]) -> str:
@@ -352,9 +358,10 @@ def load(
     Args:
         path: the file. Where it does not exist but ``path + ".index.json"``
             does (a sharded save), the shards are read through that index.
-        framework: ``None`` (each tensor as the framework it was saved from;
-            NumPy for files without tensorfile's record; torch / MXNet for their
-            own files when installed, else NumPy), or one of
+        framework: ``None`` (each tensor as the framework it was saved from,
+            torch / MXNet for their own files, when the process has imported
+            that framework, else NumPy: a file never makes tensorfile import a
+            framework; NumPy for files without tensorfile's record), or one of
             ``"numpy"``, ``"torch"``, ``"tensorflow"``, ``"jax"``, ``"mxnet"``.
             Values and dtypes are kept across frameworks (bfloat16 and float8
             through ``ml_dtypes`` in NumPy; 64-bit JAX arrays stay 64-bit).
@@ -408,7 +415,7 @@ def load(
 
 def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any], limits: Limits) -> Any:
     """:func:`load` of a tensorfile or safetensors file: checksums verified, structure and shared storage rebuilt."""
-    with SafetensorsReader(path) as reader:
+    with SafetensorsReader(path, limits) as reader:
         budget = limits.budget(reader.path, reader.size)
         record = _read_record(reader)
         for name, entry in reader.entries.items():

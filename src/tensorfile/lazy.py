@@ -47,7 +47,7 @@ class TensorFile(LazyFile):
     ) -> None:  # fmt: skip
         _check_framework(framework)
         self._limits = limits
-        self._reader = SafetensorsReader(path)
+        self._reader = SafetensorsReader(path, limits)
         self.path = self._reader.path
         try:
             self._record = _read_record(self._reader)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError
+from ..limits import DEFAULT_LIMITS, Limits
 from .checksums import Hasher, HashPool, OverlappedHasher
 from .dtypes import byte_view
 from .header import Header, TensorEntry, parse_header
@@ -39,7 +40,7 @@ class SafetensorsReader:
             like another format (zip, pickle, NumPy, HDF5...) the message says so.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], limits: Limits | None = None) -> None:
         self.path = os.fspath(path)
         # O_NONBLOCK: opening a FIFO must not wait for a writer; no effect on regular files.
         self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
@@ -55,7 +56,9 @@ class SafetensorsReader:
             kind = looks_like(prefix)
             if kind is not None and prefix[8:9] != b"{":
                 raise FormatError(f"{self.path}: not a safetensors file; it looks like {kind}")
-            self.header: Header = parse_header(prefix[:8], lambda n: os.pread(self._fd, n, 8), self.size, self.path)
+            allowed = (limits or DEFAULT_LIMITS).allowed(self.size)
+            self.header: Header = parse_header(prefix[:8], lambda n: os.pread(self._fd, n, 8), self.size, self.path,
+                                               allowed)  # fmt: skip
         except BaseException:
             os.close(self._fd)
             raise

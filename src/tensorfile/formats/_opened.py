@@ -14,11 +14,12 @@ A :class:`ForeignFile` offers what :class:`tensorfile.TensorFile` offers
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..errors import UnsupportedTypeError
+from ..errors import FormatError, UnsupportedTypeError
 from ..format.dtypes import code_of
 from ..lazyfile import LazyFile
 from ..limits import Limits
@@ -185,7 +186,7 @@ def open_read(path: str, fmt: Format, framework: str | None, options: Mapping[st
     )  # fmt: skip
 
 
-def open_gguf(path: str, framework: str | None, options: Mapping[str, Any]) -> ForeignFile:
+def open_gguf(path: str, framework: str | None, options: Mapping[str, Any], limits: Limits) -> ForeignFile:
     """A GGUF file: header read now, tensors memory-mapped (copy-on-write) when asked for.
 
     Quantized tensors are listed (their dtype is the ggml type name, e.g. ``"Q4_K"``);
@@ -197,7 +198,7 @@ def open_gguf(path: str, framework: str | None, options: Mapping[str, Any]) -> F
     from ..lazyfile import TensorInfo
     from .gguf import GGUF, read_header
 
-    header = read_header(path)
+    header = read_header(path, limits.budget(path, os.path.getsize(path)))
     adapter = get_adapter(framework or "numpy")
     infos = {
         name: TensorInfo(name, t.dtype or t.type_name, t.shape, t.nbytes, _code(t.dtype), t.offset, None)
@@ -211,13 +212,16 @@ def open_gguf(path: str, framework: str | None, options: Mapping[str, Any]) -> F
         dtype = dtype_from_name(t.dtype)
         if t.nbytes == 0:
             return np.empty(t.shape, dtype)
-        array = np.memmap(path, dtype.newbyteorder(">" if header.big_endian else "<"), "c", t.offset, t.shape)
+        try:
+            array = np.memmap(path, dtype.newbyteorder(">" if header.big_endian else "<"), "c", t.offset, t.shape)
+        except (ValueError, OSError) as exc:  # the file changed after it was opened
+            raise FormatError(f"{path}: mapping tensor {name!r}: {exc}") from None
         return array.astype(dtype) if header.big_endian and dtype.itemsize > 1 else np.asarray(array)
 
     return ForeignFile(
         path, GGUF, infos, header.metadata, mapped=mapped,
         convert=lambda name, a: _to(adapter, path, name, a, {}, options),
-        load=lambda: load(path, framework=framework, **options),
+        load=lambda: load(path, framework=framework, limits=limits, **options),
     )  # fmt: skip
 
 

@@ -108,6 +108,8 @@ _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 10: "Q", 11:
 _BOOL, _STRING, _ARRAY = 7, 8, 9
 _INTEGERS = {0, 1, 2, 3, 4, 5, 10, 11}
 #: smallest encoding of one value of each type, in bytes (string: its length; array: type and count)
+#: Bytes a metadata value costs held as a Python object in a list (an int or float and its slot), charged to the budget.
+_PYTHON_BYTES = 48
 _MIN_SIZE = {t: struct.calcsize("<" + c) for t, c in _SCALARS.items()} | {_BOOL: 1, _STRING: 8, _ARRAY: 12}
 _MIN_KV = 8 + 4 + 1  # key length, value type, a one-byte value
 _MIN_TENSOR_INFO = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
@@ -154,9 +156,9 @@ class GGUFHeader:
 class _Reader:
     """Reads the header piece by piece, each read checked against the file size and :data:`MAX_HEADER`."""
 
-    def __init__(self, f: IO[bytes], path: str, size: int) -> None:
+    def __init__(self, f: IO[bytes], path: str, size: int, budget: Budget) -> None:
         self.f, self.path, self.size, self.pos, self.order = f, path, size, 0, "<"
-        self.items = 0
+        self.items, self.budget = 0, budget
 
     def spend(self, n: int, what: str) -> None:
         """Count ``n`` more metadata values held in memory; past :data:`MAX_ITEMS` the file is refused."""
@@ -207,7 +209,10 @@ class _Reader:
         return n
 
     def string(self, what: str, strict: bool = False) -> str:
-        raw = self.take(self.u64(f"{what} length"), what)
+        n = self.u64(f"{what} length")
+        if n > 64:  # short strings are charged with the array that holds them
+            self.budget.charge(n + _PYTHON_BYTES, what)
+        raw = self.take(n, what)
         try:
             return raw.decode("utf-8", "strict" if strict else "replace")
         except UnicodeDecodeError:
@@ -230,6 +235,7 @@ def _value(r: _Reader, vtype: int, what: str, depth: int = 0) -> Any:
         raise FormatError(f"{r.path}: {what}: unknown array element type {etype} (expected 0 to 12)")
     n = r.count(_MIN_SIZE[etype], f"{what} length")
     r.spend(-(-n // NUMBERS_PER_ITEM) if etype in _SCALARS or etype == _BOOL else n, what)
+    r.budget.charge(n * _PYTHON_BYTES, f"{what}: {n} values held as Python objects")
     if etype in _SCALARS:
         raw = r.take(n * _MIN_SIZE[etype], what)
         return np.frombuffer(raw, np.dtype(r.order + _SCALARS[etype]), n).tolist()
@@ -318,8 +324,8 @@ def _nbytes(path: str, index: int, name: str, dims: tuple[int, ...], type_id: in
     return count // block * block_bytes  # checked against the file by the caller
 
 
-def _parse(f: IO[bytes], path: str, size: int) -> GGUFHeader:
-    r = _Reader(f, path, size)
+def _parse(f: IO[bytes], path: str, size: int, budget: Budget | None = None) -> GGUFHeader:
+    r = _Reader(f, path, size, budget if budget is not None else DEFAULT_LIMITS.budget(path, size))
     version = _version(r)
     n_tensors = r.count(_MIN_TENSOR_INFO, "the tensor count")
     if n_tensors > MAX_TENSORS:
@@ -353,7 +359,7 @@ def _parse(f: IO[bytes], path: str, size: int) -> GGUFHeader:
     return GGUFHeader(version, r.order == ">", alignment, metadata, tensors)
 
 
-def read_header(path: str) -> GGUFHeader:
+def read_header(path: str, budget: Budget | None = None) -> GGUFHeader:
     """Read a GGUF file's header: version, metadata and where every tensor lies, without tensor data.
 
     A lazy reader seeks to ``info.offset`` and reads ``info.nbytes`` bytes of ``info.dtype`` (byte-swapped
@@ -369,7 +375,7 @@ def read_header(path: str) -> GGUFHeader:
         header.metadata["general.architecture"], header.tensors["token_embd.weight"].shape
     """
     with open(path, "rb", buffering=1 << 20) as f:
-        return _parse(f, path, os.fstat(f.fileno()).st_size)
+        return _parse(f, path, os.fstat(f.fileno()).st_size, budget)
 
 
 def tensor_infos(path: str) -> dict[str, TensorInfo]:
@@ -401,8 +407,8 @@ def read_gguf(path: str, budget: Budget | None = None) -> tuple[dict[str, np.nda
     """
     with open(path, "rb", buffering=1 << 20) as f:
         size = os.fstat(f.fileno()).st_size
-        header = _parse(f, path, size)
         budget = budget if budget is not None else DEFAULT_LIMITS.budget(path, size)
+        header = _parse(f, path, size, budget)
         for name, info in header.tensors.items():
             if info.dtype is None:
                 raise UnsupportedTypeError(
@@ -427,7 +433,7 @@ def read_gguf(path: str, budget: Budget | None = None) -> tuple[dict[str, np.nda
 def _open(path: str, limits: Any, framework: str | None, options: Any, verify: bool) -> Any:
     from ._opened import open_gguf
 
-    return open_gguf(path, framework, options)
+    return open_gguf(path, framework, options, limits)
 
 
 #: GGUF (llama.cpp): read whole, or opened lazily (tensors memory-mapped).

@@ -43,6 +43,7 @@ import numpy as np
 
 from ..errors import FormatError, UnsupportedTypeError
 from ..limits import DEFAULT_LIMITS, Budget, array_nbytes
+from ..safepickle.numpy_objects import check_text
 from ._write import flat_writer
 from ._zip import check_expansion, check_zip, drain, fill, open_zip, zip_errors
 from .base import Format, Probe
@@ -133,7 +134,7 @@ def _read_array(f: IO[bytes], what: str, available: int, budget: Budget) -> Any:
         data = f.read(left) if direct else b"".join(iter(lambda: f.read(1 << 20), b""))
         if len(data) != left:
             raise FormatError(f"{what}: the object array's pickle, expected {left} bytes, got {len(data)}")
-        return read_object_array(data, what)
+        return read_object_array(data, what, budget)
     nbytes = array_nbytes(shape, dtype.itemsize, what)
     if nbytes > left:
         raise FormatError(f"{what}: the header promises {nbytes} bytes of data, the file has {left}")
@@ -143,6 +144,7 @@ def _read_array(f: IO[bytes], what: str, available: int, budget: Budget) -> Any:
     if not dtype.isnative:
         array.byteswap(inplace=True)
         array = array.view(dtype.newbyteorder("="))
+    check_text(array, what)
     if fortran and len(shape) > 1:
         budget.charge(nbytes, f"{label}: from Fortran to C order")
         return np.ascontiguousarray(array.reshape(shape[::-1]).T)

@@ -90,6 +90,9 @@ _CANONICAL: dict[str, set[str]] = {
     "layernorm": {"weight", "bias"},
 }
 
+#: canonical kind -> the dims of its weight (its layout transform needs them).
+_WEIGHT_DIMS = {"dense": 2, "conv1d": 3, "conv2d": 4, "embedding": 2}
+
 #: Returned for a parameter of a standard layer whose name that layer does not have.
 UNMAPPED: tuple[str, np.ndarray] = ("", np.empty(0))
 
@@ -119,6 +122,8 @@ def to_framework(name: str, kind: str, array: np.ndarray, source: str, target: s
         return UNMAPPED  # a name this layer does not have in `source` (renamed away?): reported, never guessed
     if (canonical_kind, canonical) in TORCH_ONLY and target != "torch":
         return None
+    if canonical == "weight" and array.ndim != _WEIGHT_DIMS.get(canonical_kind, array.ndim):
+        return UNMAPPED  # the layer kind the file claims does not fit the array: reported, never transposed
     array = _TO_CANONICAL.get(source, {}).get((canonical_kind, canonical), lambda a: a)(array)
     back = {v: k for k, v in _NAMES.get(target, {}).get(canonical_kind, {}).items()}
     array = _FROM_CANONICAL.get(target, {}).get((canonical_kind, canonical), lambda a: a)(array)

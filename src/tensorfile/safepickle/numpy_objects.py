@@ -25,7 +25,7 @@ from ..limits import Budget
 from ..tree import map_leaves
 from .machine import Record, load_pickle
 
-__all__ = ["ArrayRecord", "DTypeRecord", "numpy_table", "python_table", "resolve", "read_object_array"]
+__all__ = ["ArrayRecord", "DTypeRecord", "numpy_table", "python_table", "resolve", "read_object_array", "check_text"]
 
 
 def _dtype_from(spec: str, order: str, what: str) -> np.dtype:
@@ -39,6 +39,8 @@ def _dtype_from(spec: str, order: str, what: str) -> np.dtype:
         raise UnsupportedTypeError(f"{what}: unknown dtype {spec!r}") from None
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind in "OV":
         raise UnsupportedTypeError(f"{what}: dtype {spec!r} is not plain data")
+    if dtype.itemsize == 0:
+        raise UnsupportedTypeError(f"{what}: dtype {spec!r} has items of 0 bytes")
     if order in ("<", ">") and dtype.itemsize > 1:
         return dtype.newbyteorder(order)
     return dtype
@@ -101,8 +103,19 @@ class ArrayRecord(Record):
         if self.budget is not None:
             self.budget.charge(len(self.data), f"{self.what}: an array of shape {self.shape}")
         array = np.frombuffer(self.data, dtype, count)
+        check_text(array.astype(dtype.newbyteorder("="), copy=False), self.what)
         array = array.reshape(self.shape[::-1]).T if self.fortran else array.reshape(self.shape)
         return np.ascontiguousarray(array).astype(dtype.newbyteorder("="), copy=False)
+
+
+def check_text(array: np.ndarray, what: str) -> None:
+    """Refuse a ``U`` (UCS-4 text) array holding a code point past U+10FFFF: NumPy fails on every read of it.
+
+    Raises:
+        FormatError: names ``what``.
+    """
+    if array.dtype.kind == "U" and array.size and int(array.view(np.uint32).max()) > 0x10FFFF:
+        raise FormatError(f"{what}: text holds a code point past U+10FFFF (not Unicode)")
 
 
 def _nested(items: list[Any], shape: tuple[int, ...]) -> list[Any]:
@@ -180,6 +193,11 @@ def python_table(what: str) -> dict[tuple[str, str], Any]:
             raise FormatError(f"{what}: complex of {type(real).__name__}, {type(imag).__name__}")
         return complex(real, imag)
 
+    def slice_(*args: Any) -> slice:
+        if not 1 <= len(args) <= 3 or not all(a is None or type(a) is int for a in args):
+            raise FormatError(f"{what}: a slice of {[type(a).__name__ for a in args][:4]}; only ints and None")
+        return slice(*args)
+
     def namespace(*args: Any, **kwargs: Any) -> _Namespace:
         return _Namespace()
 
@@ -214,7 +232,7 @@ def python_table(what: str) -> dict[tuple[str, str], Any]:
         ("collections", "Counter"): counter,
         ("builtins", "set"): collection(set),
         ("builtins", "frozenset"): collection(frozenset),
-        ("builtins", "slice"): lambda *args: slice(*args[:3]),
+        ("builtins", "slice"): slice_,
         ("builtins", "complex"): complex_,
         ("argparse", "Namespace"): namespace,
         ("copyreg", "_reconstructor"): reconstructor,
