@@ -53,14 +53,11 @@ def test_torch_file_loads_as_numpy_without_torch(tmp_path):
         print(tensorfile.load({str(tmp_path / 'n')!r})["n"].tolist())
         back = tensorfile.load({str(tmp_path / 't')!r}, framework="numpy")
         print(back["w"].tolist(), back["bf"].dtype)
-        try:
-            tensorfile.load({str(tmp_path / 't')!r})
-        except ImportError as exc:
-            print("ImportError:", exc)
+        print(type(tensorfile.load({str(tmp_path / 't')!r})["w"]).__module__)  # torch not imported: NumPy
         """
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "[0, 1, 2]"
     assert lines[1] == "[[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]] bfloat16"
-    assert lines[2].startswith("ImportError:") and "tensorfile[torch]" in lines[2] and "framework='numpy'" in lines[2]
+    assert lines[2] == "numpy"

@@ -210,9 +210,9 @@ class _Reader:
 
     def string(self, what: str, strict: bool = False) -> str:
         n = self.u64(f"{what} length")
+        raw = self.take(n, what)  # checked against the file first
         if n > 64:  # short strings are charged with the array that holds them
             self.budget.charge(n + _PYTHON_BYTES, what)
-        raw = self.take(n, what)
         try:
             return raw.decode("utf-8", "strict" if strict else "replace")
         except UnicodeDecodeError:
