@@ -107,7 +107,7 @@ def test_info(tmp_path):
 def test_verify_exit_codes(tmp_path):
     tensorfile.save({"a": np.arange(100.0)}, tmp_path / "good")
     out = run("verify", tmp_path / "good")
-    assert out.returncode == 0 and out.stdout.startswith("OK: 1 tensors, checksums verified")
+    assert out.returncode == 0 and out.stdout.startswith("OK: 1 tensor, checksums verified")
     data = bytearray((tmp_path / "good").read_bytes())
     data[-5] ^= 1
     (tmp_path / "bad").write_bytes(bytes(data))
@@ -274,7 +274,7 @@ def test_json_for_verify_cat_convert_and_sharded_checksums(tmp_path):
 def test_convert_refuses_suffixes_it_cannot_write_and_bin_is_torch(tmp_path):
     for suffix in (".npy", ".h5", ".keras", ".gguf", ".json"):
         out = run("convert", FIXTURES / "torch" / "mlp.params", tmp_path / f"x{suffix}")
-        assert out.returncode == 2 and f"does not write {suffix} files, " in out.stderr and "choose one with --format" in out.stderr
+        assert out.returncode == 2 and f"reads {suffix} files (" in out.stderr and "but does not write them; choose a format with --format" in out.stderr
     assert not os.listdir(tmp_path)
     assert "(torch)" in run("convert", FIXTURES / "torch" / "mlp.params", tmp_path / "pytorch_model.bin").stdout
     out = run("ls", tmp_path)

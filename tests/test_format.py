@@ -193,7 +193,7 @@ def test_build_header_pads_to_sixteen():
 )
 def test_foreign_file_named(tmp_path, content, phrase):
     (tmp_path / "f").write_bytes(content)
-    with pytest.raises(FormatError, match=f"not a safetensors file; it looks like .*{phrase}"):
+    with pytest.raises(FormatError, match=f"not a file of tensors tensorfile reads; it looks like .*{phrase}"):
         tensorfile.load(tmp_path / "f")
 
 

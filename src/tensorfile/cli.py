@@ -9,6 +9,7 @@ damaged and ``diff`` exits 1 when the files differ.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ import click
 import numpy as np
 
 from . import formats
-from .errors import FormatError, IntegrityError, TensorFileError
+from .errors import FormatError, IntegrityError, TensorFileError, UnsafeFileError
 from .files import load, resolve_index, save
 from .formats.base import Probe
 from .lazy import TensorFile
@@ -58,7 +59,7 @@ def _size(n: float) -> str:
     return str(n)
 
 
-#: The limits the current command reads files with (set by --max-bytes).
+#: The limits the current command reads files with (set by --max-bytes and --max-expansion).
 _LIMITS: list[Limits] = [Limits()]
 
 
@@ -68,16 +69,26 @@ def _max_bytes(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
         try:
             size = int(value) if value.isascii() and value.isdigit() else parse_size(value)
-        except (ValueError, TensorFileError) as exc:
-            raise click.BadParameter(str(exc)) from None
-        _LIMITS[0] = Limits(max_bytes=size)
+        except (ValueError, TensorFileError):
+            raise click.BadParameter(f"{value!r} is not a size: give bytes, or a number with KB, MB, GB, KiB, MiB, GiB")
+        _LIMITS[0] = dataclasses.replace(_LIMITS[0], max_bytes=size)
 
 
-#: ``--max-bytes``: every command that reads files takes it.
-limits_option = click.option(
-    "--max-bytes", metavar="SIZE", default=None, expose_value=False, callback=_max_bytes,
-    help="Most memory a file may make tensorfile allocate ('8GiB', or bytes). Default: 4x the file's size + 64 MiB.",
-)  # fmt: skip
+def _max_expansion(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    if value is not None:
+        _LIMITS[0] = dataclasses.replace(_LIMITS[0], max_expansion=value)
+
+
+def limits_option(command: Any) -> Any:
+    """``--max-bytes`` and ``--max-expansion``: every command that reads files takes them."""
+    command = click.option(
+        "--max-expansion", type=click.IntRange(min=1), default=None, expose_value=False, callback=_max_expansion,
+        help="Largest inflated/compressed ratio of a zip member (default 200; a trusted, highly compressed .npz).",
+    )(command)  # fmt: skip
+    return click.option(
+        "--max-bytes", metavar="SIZE", default=None, expose_value=False, callback=_max_bytes,
+        help="Most memory a file may make tensorfile allocate ('8GiB', or bytes). Default: 4x the file's size + 64 MiB.",
+    )(command)  # fmt: skip
 
 
 def _folder_message(path: str) -> str:
@@ -118,7 +129,7 @@ class _Commands(click.Group):
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tensorfile")
 def main() -> None:
-    """Inspect tensorfile, safetensors, PyTorch, NumPy, MXNet and Keras files."""
+    """Inspect and convert tensorfile, safetensors, PyTorch, NumPy, MXNet, Keras/HDF5 and GGUF files."""
 
 
 @main.command("ls")
@@ -177,6 +188,8 @@ def _opened(path: str, verify: bool = False) -> Iterator[Any]:
 def info_command(file: str, as_json: bool) -> None:
     """The format of FILE (detected by content), its metadata, and whether it carries checksums."""
     file = resolve_index(file)  # a sharded save: its index
+    if os.path.isdir(file):
+        _fail(_folder_message(file))
     if not os.path.isfile(file):
         _fail(f"{file}: no such file" if not os.path.exists(file) else f"{file}: not a regular file")
     with _opened(file) as f:
@@ -205,6 +218,8 @@ def info_command(file: str, as_json: bool) -> None:
 def verify_command(file: str, as_json: bool) -> None:
     """Read all of FILE, checking every checksum and the structure; exit 1 if it is damaged."""
     file = resolve_index(file)  # a sharded save: its index
+    if os.path.isdir(file):
+        _fail(_folder_message(file))
     if os.path.exists(file) and not os.path.isfile(file):
         _fail(f"{file}: not a regular file")
     probe = Probe.of(file) if os.path.isfile(file) else None
@@ -216,7 +231,7 @@ def verify_command(file: str, as_json: bool) -> None:
         value = _verified(file, probe is not None and fmt is formats.get("safetensors"))
     except FileNotFoundError:
         _fail(f"{file}: no such file")
-    except (IntegrityError, FormatError) as exc:
+    except (IntegrityError, FormatError, UnsafeFileError) as exc:  # damaged, malformed or hostile: not sound
         _verdict(as_json, file, False, str(exc))
     except (TensorFileError, OSError) as exc:
         _fail(str(exc))
@@ -232,7 +247,7 @@ def verify_command(file: str, as_json: bool) -> None:
                 checked = "checksums verified" if f.has_record else "no checksums in this file; structure read"
         except (FormatError, OSError):
             checked = "no checksums in this format; structure read"
-    _verdict(as_json, file, True, f"{len(arrays)} tensors, {checked}", len(arrays))
+    _verdict(as_json, file, True, f"{len(arrays)} tensor{'' if len(arrays) == 1 else 's'}, {checked}", len(arrays))
 
 
 def _verified(file: str, safetensors: bool) -> Any:
@@ -412,7 +427,7 @@ def convert_command(src: str, dst: str, fmt: str | None, max_shard_size: str | N
         target = formats.for_destination(dst)
         if target.write is None:
             suffix = next(x for x in sorted(target.suffixes, key=len, reverse=True) if dst.lower().endswith(x))
-            _fail(f"{dst}: tensorfile does not write {suffix} files, {target.title}; choose one with --format "
+            _fail(f"{dst}: tensorfile reads {suffix} files ({target.title}) but does not write them; choose a format with --format "
                   f"({', '.join(formats.written())})")  # fmt: skip
         fmt = target.name
     value = _source(src)

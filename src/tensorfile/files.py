@@ -300,16 +300,21 @@ def _check_limits(limits: Limits | None) -> Limits:
 
 
 def find_format(path: str) -> Any:
-    """The :class:`tensorfile.formats.Format` that reads ``path``, by content. A file no format claims, a
-    folder, FIFO or device goes to the safetensors reader, which names the problem.
+    """The :class:`tensorfile.formats.Format` that reads ``path``, by content. A folder, FIFO or device goes to
+    the safetensors reader, which names the problem.
 
     Raises:
+        FormatError: no format claims the file (the message says what it looks like).
         OSError: the file cannot be opened (FileNotFoundError when it does not exist).
     """
     from . import formats
     from .formats.base import Probe
 
-    return formats.detect(Probe.of(path)) or formats.get("safetensors")
+    probe = Probe.of(path)
+    found = formats.detect(probe)
+    if found is None and probe is not None:
+        raise formats.not_tensors(probe)
+    return found or formats.get("safetensors")
 
 
 def _to_framework(value: Any, adapter: Adapter, path: str, options: Mapping[str, Any], max_depth: int) -> Any:

@@ -100,10 +100,10 @@ class Budget:
             LimitError: the file would make us allocate more than ``allowed`` bytes in all.
         """
         if nbytes < 0:
-            raise LimitError(f"{self.path}: {what}: a negative size ({nbytes} bytes)")
+            raise LimitError(f"{self._where(what)}: a negative size ({nbytes} bytes)")
         if self.used + nbytes > self.allowed:
             raise LimitError(
-                f"{self.path}: {what} needs {nbytes} bytes, and {self.used} are already allocated: more than the "
+                f"{self._where(what)} needs {nbytes} bytes, and {self.used} are already allocated: more than the "
                 f"{self.allowed} bytes this file may use ({self._rule()}); if the file is trusted, raise it with "
                 "limits=tensorfile.Limits(max_bytes=...) or the CLI's --max-bytes"
             )
@@ -117,7 +117,7 @@ class Budget:
         """
         self._tensors += 1
         if self._tensors > self.limits.max_tensors:
-            raise LimitError(f"{self.path}: {what}: more than {self.limits.max_tensors} tensors (Limits.max_tensors)")
+            raise LimitError(f"{self._where(what)}: more than {self.limits.max_tensors} tensors (Limits.max_tensors)")
 
     def check_header(self, nbytes: int, what: str) -> None:
         """Refuse a header, index or pickle of ``nbytes`` bytes over ``limits.max_header_bytes``.
@@ -127,7 +127,7 @@ class Budget:
         """
         if nbytes > self.limits.max_header_bytes:
             raise LimitError(
-                f"{self.path}: {what} of {nbytes} bytes is larger than {self.limits.max_header_bytes} "
+                f"{self._where(what)} of {nbytes} bytes is larger than {self.limits.max_header_bytes} "
                 "(Limits.max_header_bytes)"
             )
 
@@ -139,9 +139,14 @@ class Budget:
         """
         if inflated > self.limits.max_expansion * compressed + (1 << 20):
             raise LimitError(
-                f"{self.path}: {what}: {compressed} compressed bytes claim to inflate to {inflated}: more than "
-                f"{self.limits.max_expansion}x (Limits.max_expansion), refused as a zip bomb"
+                f"{self._where(what)}: {compressed} compressed bytes claim to inflate to {inflated}: more than "
+                f"{self.limits.max_expansion}x, refused as a zip bomb; if the file is trusted, raise it with "
+                "limits=tensorfile.Limits(max_expansion=..., max_bytes=...) or the CLI's --max-expansion and --max-bytes"
             )
+
+    def _where(self, what: str) -> str:
+        """``what``, after the file's name unless it names the file already."""
+        return what if what.startswith(self.path) else f"{self.path}: {what}"
 
     def _rule(self) -> str:
         if self.limits.max_bytes is not None:

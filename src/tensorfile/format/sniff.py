@@ -26,13 +26,15 @@ def looks_like(prefix: bytes) -> str | None:
     ``prefix`` should hold at least the first 16 bytes. Returns ``None`` when the
     kind is not recognized.
     """
+    if not prefix:
+        return "an empty file"
     for magic, what in _MAGICS:
         if prefix.startswith(magic):
             return what
     # Pickle: PROTO opcode (0x80) followed by a protocol number 2..5; a legacy
     # torch.save stream is a sequence of pickles and starts the same way.
     if len(prefix) >= 2 and prefix[0] == 0x80 and 2 <= prefix[1] <= 5:
-        return "a Python pickle (e.g. a legacy torch.save file)"
+        return "a Python pickle that is not a torch.save file (tensorfile reads pickles only inside torch.save and .npy files)"
     # A safetensors length prefix is a small number: its high bytes are zero, never text.
     if len(prefix) >= 8 and all(32 <= b < 127 or b in b"\t\n\r" for b in prefix):
         return "a text file"

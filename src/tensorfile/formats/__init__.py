@@ -85,4 +85,4 @@ def detect(probe: Probe | None) -> Format | None:
 def not_tensors(probe: Probe) -> FormatError:
     """The error for a file no format claims: what it looks like, by its first bytes."""
     kind = looks_like(probe.prefix) or "none of the formats tensorfile reads"
-    return FormatError(f"{probe.path}: not a file of tensors; it looks like {kind}")
+    return FormatError(f"{probe.path}: not a file of tensors tensorfile reads; it looks like {kind}")

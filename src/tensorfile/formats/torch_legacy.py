@@ -23,7 +23,7 @@ from ..errors import FormatError, UnsupportedTypeError
 from ..format.memory import empty_bytes
 from ..limits import Budget
 from ..safepickle.machine import load_pickle
-from .base import Format
+from .base import Format, Probe
 from .torch import _materialize, _Storage, _storage_id, _storage_kind, _table, read_torch
 
 __all__ = ["LEGACY_MAGIC", "is_torch_legacy", "read_legacy", "TORCH_LEGACY"]
@@ -31,9 +31,28 @@ __all__ = ["LEGACY_MAGIC", "is_torch_legacy", "read_legacy", "TORCH_LEGACY"]
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
+_MAGIC_BYTES = b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")  # LONG1 of 10 bytes: the magic number
+
+
+def _first_opcode(prefix: bytes) -> int:
+    """Where the first opcode after ``PROTO n`` (and a protocol 4+ ``FRAME``) starts; -1 when not a pickle."""
+    if len(prefix) < 3 or prefix[0] != 0x80 or not 2 <= prefix[1] <= 5:
+        return -1
+    return 11 if prefix[2] == 0x95 else 2
+
+
 def is_torch_legacy(prefix: bytes) -> bool:
-    """True when ``prefix`` starts with the pickled legacy torch.save magic number."""
-    return prefix[:2] == b"\x80\x02" and prefix[2:3] == b"\x8a"
+    """True when ``prefix`` starts like a pickle of the legacy torch.save magic number (any protocol 2 to 5)."""
+    start = _first_opcode(prefix)
+    return start >= 0 and prefix[start : start + 1] == b"\x8a"
+
+
+def _sniff(probe: Probe) -> float:
+    """0.9 for the whole magic number; 0.5 for a pickle starting with a LONG1 (a safetensors length can look so)."""
+    start = _first_opcode(probe.prefix)
+    if start < 0 or probe.prefix[start : start + 1] != b"\x8a":
+        return 0.0
+    return 0.9 if probe.prefix[start : start + len(_MAGIC_BYTES)] == _MAGIC_BYTES else 0.5
 
 
 def read_legacy(path: str, f: Any, budget: Budget) -> Any:
@@ -91,5 +110,5 @@ def read_legacy(path: str, f: Any, budget: Budget) -> Any:
 #: Its first bytes are a pickle of an int; a valid safetensors file can start the same way, so it sniffs lower.
 TORCH_LEGACY = Format(
     "torch-legacy", "PyTorch torch.save (legacy stream)", "torch", (),
-    sniff=lambda probe: 0.5 if is_torch_legacy(probe.prefix) else 0.0, read=lambda path, budget: read_torch(path, budget),
+    sniff=_sniff, read=lambda path, budget: read_torch(path, budget),
 )  # fmt: skip
