@@ -19,7 +19,6 @@ from ..limits import DEFAULT_LIMITS, Limits
 from .checksums import Hasher, HashPool, OverlappedHasher
 from .dtypes import byte_view
 from .header import Header, TensorEntry, parse_header
-from .memory import empty_bytes
 from .sniff import looks_like
 
 __all__ = ["SafetensorsReader", "READ_CHUNK"]
@@ -88,7 +87,7 @@ class SafetensorsReader:
         """
         self._check_open()
         try:
-            array = empty_bytes(entry.nbytes).view(entry.dtype).reshape(entry.shape)  # private pages: memory.py
+            array = np.empty(entry.shape, entry.dtype)
         except (ValueError, MemoryError) as exc:
             raise FormatError(f"{self.path}: tensor {entry.name!r} of shape {list(entry.shape)}: {exc}") from None
         hasher = (OverlappedHasher(pool) if pool is not None else Hasher()) if hash else None
