@@ -1,7 +1,7 @@
 """Lazy reading: :func:`open` and the :class:`TensorFile` it returns.
 
 A tensorfile or safetensors file is memory-mapped (copy-on-write) tensor by tensor;
-other tools' files get a :class:`tensorfile.foreign.opened.ForeignFile` with the
+other tools' files get a :class:`tensorfile.formats._opened.ForeignFile` with the
 same methods (see :func:`open`).
 """
 
@@ -196,8 +196,4 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
     path = resolve_index(path)
     fmt = find_format(path)
     options = {"map_location": map_location, "device": device}
-    if fmt.open is not None:
-        return fmt.open(path, limits, framework, options, verify)
-    from .formats._opened import open_read
-
-    return open_read(path, fmt, framework, options, limits)
+    return fmt.open_file(path, limits, framework, options, verify)

@@ -102,6 +102,14 @@ class Format:
     write: Callable[..., None] | None = field(default=None, repr=False)
     flat: bool = False
 
+    def open_file(self, path: str, limits: Limits, framework: str | None, options: Mapping[str, Any], verify: bool) -> Any:
+        """``open``, or for a format read whole: ``read`` once, then tensors served by dotted name (a LazyFile)."""
+        if self.open is not None:
+            return self.open(path, limits, framework, options, verify)
+        from ._opened import open_read
+
+        return open_read(path, self, framework, options, limits)
+
     def read_value(self, path: str, limits: Limits) -> Any:
         """``read`` under a fresh budget for this file.
 

@@ -172,7 +172,7 @@ class _Reader:
     def over_limit(self, what: str) -> FormatError:
         return FormatError(
             f"{self.path}: reading {what}: the header passes {MAX_HEADER} bytes, the limit "
-            f"(raise tensorfile.foreign.gguf.MAX_HEADER to read it)"
+            f"(raise tensorfile.formats.gguf.MAX_HEADER to read it)"
         )
 
     def take(self, n: int, what: str) -> bytes:
