@@ -124,3 +124,14 @@ def test_every_reader_charges_one_budget_and_a_trusted_file_can_raise_it(tmp_pat
     assert out.returncode == 2 and "LimitError" not in out.stderr and "--max-bytes" in out.stderr
     out = subprocess.run([*cli, "ls", "--max-bytes", "2GiB", str(small)], capture_output=True, text=True)
     assert out.returncode == 0 and "v0    float32  (268435456,)  1073741824" in out.stdout
+
+
+def test_cli_limits_do_not_leak_from_one_command_to_the_next(tmp_path):
+    from tensorfile.cli import _LIMITS, main
+
+    path = _stride0_views(tmp_path, 1)  # needs 1 GiB: refused by default
+    main(["ls", "--max-bytes", "2GiB", str(path)], standalone_mode=False)  # allowed: lists it
+    assert _LIMITS[0].max_bytes == 2 << 30
+    with pytest.raises(SystemExit) as second:
+        main(["ls", str(path)], standalone_mode=False)
+    assert second.value.code == 2 and _LIMITS[0].max_bytes is None

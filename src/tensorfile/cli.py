@@ -118,6 +118,7 @@ class _Commands(click.Group):
     """The command group: an error a command did not turn into a line of its own still prints one line."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        _LIMITS[0] = Limits()  # each command starts from the defaults (main() may run many in one process)
         try:
             return super().invoke(ctx)
         except TensorFileError as exc:
