@@ -21,7 +21,7 @@ import pytest
 import tensorfile
 from conftest import FIXTURES
 from tensorfile.errors import FormatError, IntegrityError, LimitError, TensorFileError
-from tensorfile.formats._zip import check_zip, member_array, open_zip, read_member_into
+from tensorfile.formats._zip import MEMBER_BYTES, check_zip, member_array, member_count, open_zip, read_member_into
 from tensorfile.formats.npy import read_npz
 from tensorfile.limits import DEFAULT_LIMITS, Limits
 
@@ -230,8 +230,9 @@ def test_member_array_and_read_member_into(tmp_path, deflate):
     budget = DEFAULT_LIMITS.budget(str(path), path.stat().st_size)
     with open_zip(str(path), budget) as zf:
         info = zf.getinfo("x")
+        assert budget.used == MEMBER_BYTES  # the central directory's one member, charged before zipfile reads it
         got = member_array(zf, info, budget, "member 'x'")
-        assert got.dtype == np.uint8 and got.tobytes() == data and budget.used == len(data)
+        assert got.dtype == np.uint8 and got.tobytes() == data and budget.used == MEMBER_BYTES + len(data)
         out = bytearray(len(data))
         read_member_into(zf, info, memoryview(out))
         assert bytes(out) == data
@@ -279,3 +280,17 @@ def test_a_150_mb_deflated_member_is_read_with_one_copy(tmp_path):
     assert peak < 1.3 * w.nbytes, f"peak {peak / w.nbytes:.2f}x the array"
     assert w[:2000:999].tolist() == [0, 999, 998] and w[-1] == (n - 1) % 1000
     del value, w
+
+
+def test_the_central_directory_is_charged_before_zipfile_reads_it(tmp_path):
+    path = tmp_path / "many.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(2000):
+            zf.writestr(f"m{i}.npy", b"")
+    assert member_count(str(path)) == 2000
+    with pytest.raises(LimitError, match="2000 members, more than 1000"):
+        open_zip(str(path), tensorfile.Limits(max_tensors=1000).budget(str(path), path.stat().st_size))
+    with pytest.raises(LimitError, match="central directory of 2000 members"):
+        open_zip(str(path), tensorfile.Limits(max_bytes=2000 * MEMBER_BYTES - 1).budget(str(path), 0))
+    (tmp_path / "plain").write_bytes(b"PK\x03\x04 not a zip")
+    assert member_count(str(tmp_path / "plain")) is None

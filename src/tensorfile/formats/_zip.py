@@ -39,7 +39,7 @@ from typing import IO, Iterator
 
 import numpy as np
 
-from ..errors import FormatError, IntegrityError, TensorFileError
+from ..errors import FormatError, IntegrityError, LimitError, TensorFileError
 from ..limits import DEFAULT_LIMITS, Budget
 
 __all__ = ["open_zip", "check_zip", "fill", "read_member_into", "member_array", "check_expansion", "zip_errors",
@@ -55,16 +55,51 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, Ru
                OSError, ValueError, struct.error, OverflowError)  # fmt: skip
 
 
+#: Bytes ``zipfile`` holds per member once it has read the central directory (a ZipInfo and its name), charged first.
+MEMBER_BYTES = 512
+_EOCD = struct.Struct("<4s4H2LH")  # APPNOTE 4.3.16: signature, disk numbers, entries here, entries, size, offset, comment
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")  # 4.3.15: signature, disk, offset of the Zip64 end record, disks
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")  # 4.3.14: ..., entries here, entries, size, offset
+
+
+def member_count(path: str) -> int | None:
+    """How many members the archive's end-of-central-directory record announces (Zip64 included), read from the
+    file's last 64 KiB without parsing the directory; None when there is no such record."""
+    with open(path, "rb") as f:
+        size = f.seek(0, io.SEEK_END)
+        start = max(0, size - (1 << 16) - _EOCD.size)
+        f.seek(start)
+        tail = f.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or at + _EOCD.size > len(tail):
+            return None
+        entries = _EOCD.unpack_from(tail, at)[4]
+        if entries != 0xFFFF or at < _ZIP64_LOCATOR.size:
+            return entries
+        signature, _, offset, _ = _ZIP64_LOCATOR.unpack_from(tail, at - _ZIP64_LOCATOR.size)
+        if signature != b"PK\x06\x07" or offset + _ZIP64_EOCD.size > size:
+            return entries
+        f.seek(offset)
+        record = f.read(_ZIP64_EOCD.size)
+        return _ZIP64_EOCD.unpack(record)[6] if record[:4] == b"PK\x06\x06" else entries
+
+
 def open_zip(path: str, budget: Budget) -> zipfile.ZipFile:
     """Open ``path`` as a zip archive and :func:`check_zip` it; the caller closes it.
+
+    The members the archive announces are charged to the budget (:data:`MEMBER_BYTES` each) before
+    ``zipfile`` reads its central directory.
 
     Raises:
         OSError: the file cannot be opened (missing, a folder, no permission).
         FormatError: not a zip archive, or one :func:`check_zip` refuses.
-        LimitError: a zip bomb.
+        LimitError: a zip bomb, or more members than the budget holds.
     """
-    with open(path, "rb"):  # a missing or unreadable file keeps its own OSError
-        pass
+    count = member_count(path)  # a missing or unreadable file keeps its own OSError
+    if count is not None:
+        if count > budget.limits.max_tensors:
+            raise LimitError(f"{path}: {count} members, more than {budget.limits.max_tensors} (Limits.max_tensors)")
+        budget.charge(count * MEMBER_BYTES, f"the central directory of {count} members")
     try:
         zf = zipfile.ZipFile(path)
     except _ZIP_ERRORS as exc:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..errors import FormatError
-from ..limits import Budget, Limits
+from ..limits import DEFAULT_LIMITS, Budget, Limits
 
 __all__ = ["Format", "Probe", "PROBE_BYTES"]
 
@@ -57,7 +57,12 @@ class Probe:
         if self._names is False:
             self._names = None
             if self.prefix.startswith(b"PK\x03\x04"):
+                from ._zip import MEMBER_BYTES, member_count
+
                 try:
+                    count = member_count(self.path)
+                    if count is not None and count * MEMBER_BYTES > DEFAULT_LIMITS.allowed(self.size):
+                        return None  # too many members to list for sniffing: the reader refuses it within its budget
                     with zipfile.ZipFile(self.path) as zf:
                         self._names = zf.namelist()
                 except Exception:  # zipfile raises many kinds for a damaged archive; the reader then names it
