@@ -160,3 +160,11 @@ def test_a_layer_kind_that_does_not_fit_its_array_is_reported_not_transposed(tmp
                                                                                              "bias": "Conv2D"}})})  # fmt: skip
     with pytest.raises(tensorfile.ParameterMismatchError):
         tensorfile.load_parameters(torch.nn.Linear(2, 2), path)
+
+
+def test_a_record_naming_an_unknown_framework_loads_as_numpy_with_a_warning():
+    from tensorfile.handoff import pick_adapter
+
+    with pytest.warns(UserWarning, match="framework 'caffe', which this tensorfile does not know"):
+        assert pick_adapter(None, "caffe", "x.tensorfile").name == "numpy"
+    assert pick_adapter("numpy", "caffe", "x.tensorfile").name == "numpy"

@@ -19,7 +19,7 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import FormatError, IntegrityError, UnsupportedTypeError
 from .format.checksums import HashPool
-from .format.dtypes import STORED_AS, code_of, dtype_from_name
+from .format.dtypes import STORED_AS, dtype_from_name
 from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
 from .format.record import (
@@ -32,9 +32,10 @@ from .format.record import (
 )
 from .format.writer import Tensor, layout_order, write_tensors
 from .formats._write import flat_tensors
-from .frameworks import FRAMEWORKS, Adapter, get_adapter
+from .frameworks import get_adapter
+from .handoff import check_framework, convert_tree, pick_adapter, source_framework, to_framework
 from .limits import DEFAULT_LIMITS, Limits
-from .tree import flatten, map_leaves, shared_groups, unflatten
+from .tree import flatten, shared_groups, unflatten
 
 __all__ = ["save", "load"]
 
@@ -69,11 +70,6 @@ def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
         except UnicodeEncodeError:
             raise ValueError(f"metadata entry {key!r}: not valid Unicode text") from None
     return dict(metadata)
-
-
-def _check_framework(framework: str | None) -> None:
-    if framework is not None and framework not in FRAMEWORKS:
-        raise ValueError(f"unknown framework {framework!r}; expected one of {sorted(FRAMEWORKS)}")
 
 
 def save(
@@ -244,44 +240,6 @@ def _as_logical(array: np.ndarray, info: Mapping[str, Any], entry: TensorEntry) 
     return array
 
 
-def _adapter(framework: str | None, recorded: str | None, path: str) -> Adapter:
-    """The adapter asked for, else the recorded framework's if the process has imported it, else NumPy's."""
-    name = framework or recorded or "numpy"
-    if framework is None and name in FRAMEWORKS and not imported(name):
-        name = "numpy"  # a file never makes tensorfile import a framework (hundreds of MiB, process-wide)
-        warnings.warn(
-            f"{path}: tensors saved from framework {name!r}, which this tensorfile does not know; loading as NumPy",
-            stacklevel=3,
-        )
-        name = "numpy"
-    try:
-        return get_adapter(name)
-    except ImportError as exc:
-        raise ImportError(f"{path}: {exc}; or pass framework='numpy'") from exc
-
-
-def _to(adapter: Adapter, path: str, name: str, array: np.ndarray, info: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
-    """``adapter.from_numpy``, with the file and tensor named when the framework cannot hold it (strings,
-    datetimes and other NumPy-only dtypes of another tool's file reach a framework only as NumPy arrays)."""
-    try:
-        if adapter.name != "numpy":
-            code_of(array.dtype, f"tensor {name!r}")
-        return adapter.from_numpy(array, info, options)
-    except UnsupportedTypeError as exc:
-        raise UnsupportedTypeError(f"{path}: tensor {name!r}: {exc}") from None
-
-
-def imported(name: str) -> bool:
-    """True when the process has imported framework ``name`` (NumPy always)."""
-    return name == "numpy" or any(sys.modules.get(package) is not None for package in FRAMEWORKS[name][1])
-
-
-def source_framework(name: str) -> str:
-    """``name`` when the process has imported that framework, else "numpy": a file never makes tensorfile import
-    a framework (importing TensorFlow costs 600 MiB and changes process-wide state)."""
-    return name if name in FRAMEWORKS and imported(name) else "numpy"
-
-
 def resolve_index(path: str | os.PathLike[str]) -> str:
     """``path``, or ``path + ".index.json"`` when only that exists (``save(..., max_shard_size=)`` wrote
     shards and their index, and ``path`` names the checkpoint)."""
@@ -315,17 +273,6 @@ def find_format(path: str) -> Any:
     if found is None and probe is not None:
         raise formats.not_tensors(probe)
     return found or formats.get("safetensors")
-
-
-def _to_framework(value: Any, adapter: Adapter, path: str, options: Mapping[str, Any], max_depth: int) -> Any:
-    """Hand a foreign file's NumPy arrays to ``adapter``'s framework, containers kept (and shared ones shared)."""
-    from .formats.torch import Parameter
-
-    def convert(array: np.ndarray) -> Any:
-        record = {"parameter": True, "requires_grad": bool(array.requires_grad)} if isinstance(array, Parameter) else {}
-        return _to(adapter, path, "tensor", np.asarray(array), record, options)
-
-    return map_leaves(value, lambda node: isinstance(node, np.ndarray), convert, max_depth=max_depth, what=path)
 
 
 def _read_record(reader: SafetensorsReader) -> Record | None:
@@ -405,7 +352,7 @@ def load(
         ValueError: unknown ``framework`` (the message lists the accepted ones).
         ImportError: the framework a tensor needs is not installed.
     """
-    _check_framework(framework)
+    check_framework(framework)
     limits = _check_limits(limits)
     options = {"map_location": map_location, "device": device}
     path = os.fspath(resolve_index(path))
@@ -415,7 +362,7 @@ def load(
     value = fmt.read_value(path, limits)
     if framework is None:
         framework = source_framework(fmt.framework)
-    return _to_framework(value, get_adapter(framework), path, options, limits.max_depth)
+    return convert_tree(value, get_adapter(framework), path, options, limits.max_depth)
 
 
 def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any], limits: Limits) -> Any:
@@ -426,8 +373,8 @@ def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any]
         for name, entry in reader.entries.items():
             budget.charge(entry.nbytes, f"tensor {name!r}")
         if record is None:
-            adapter = _adapter(framework, None, reader.path)
-            return {name: _to(adapter, reader.path, name, reader.read(e)[0], {}, options) for name, e in reader.entries.items()}
+            adapter = pick_adapter(framework, None, reader.path)
+            return {name: to_framework(adapter, reader.path, name, reader.read(e)[0], {}, options) for name, e in reader.entries.items()}
         arrays: dict[str, np.ndarray] = {}
         total = sum(e.nbytes for e in reader.entries.values())
         with HashPool() as pool, _progress(total, f"loading {os.path.basename(reader.path)}") as bar:
@@ -439,7 +386,7 @@ def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any]
                 arrays[name] = _as_logical(array, record.tensors[name], entry)
     objects: dict[str, Any] = {}
     for group in record.shared:
-        adapter = _adapter(framework, record.tensors[group.members[0].name]["framework"], reader.path)
+        adapter = pick_adapter(framework, record.tensors[group.members[0].name]["framework"], reader.path)
         if group.nbytes > budget.allowed - budget.used:
             warnings.warn(
                 f"{reader.path}: storage of {group.nbytes} bytes shared by {[m.name for m in group.members]} "
@@ -458,7 +405,7 @@ def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any]
     for name, array in arrays.items():
         if name not in objects:
             info = record.tensors[name]
-            objects[name] = _to(_adapter(framework, info["framework"], reader.path), reader.path, name, array, info, options)
+            objects[name] = to_framework(pick_adapter(framework, info["framework"], reader.path), reader.path, name, array, info, options)
 
     def tensor(name: Any) -> Any:
         if not isinstance(name, str) or name not in objects:

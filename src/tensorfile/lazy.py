@@ -14,9 +14,7 @@ import numpy as np
 
 from .errors import FormatError
 from .files import (
-    _adapter,
     _as_logical,
-    _check_framework,
     _check_limits,
     _read_record,
     _verify,
@@ -29,6 +27,7 @@ from .format.dtypes import byte_view
 from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
 from .format.record import RECORD_KEY, logical_shape
+from .handoff import check_framework, pick_adapter
 from .lazyfile import LazyFile, TensorInfo, TensorSlice
 from .limits import DEFAULT_LIMITS, Limits
 from .tree import unflatten
@@ -45,7 +44,7 @@ class TensorFile(LazyFile):
         self, path: str | os.PathLike[str], framework: str | None, map_location: Any, verify: bool, device: Any = None,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:  # fmt: skip
-        _check_framework(framework)
+        check_framework(framework)
         self._limits = limits
         self._reader = SafetensorsReader(path, limits)
         self.path = self._reader.path
@@ -83,7 +82,7 @@ class TensorFile(LazyFile):
 
     def _convert(self, name: str, array: np.ndarray) -> Any:
         info = self._info(name)
-        adapter = _adapter(self._framework, info.get("framework"), self.path)
+        adapter = pick_adapter(self._framework, info.get("framework"), self.path)
         return adapter.from_numpy(array, info, self._options)
 
     def __getitem__(self, name: str) -> Any:
@@ -191,7 +190,7 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
     Raises:
         FileNotFoundError, FormatError, UnsafeFileError, LimitError: as :func:`load`.
     """
-    _check_framework(framework)
+    check_framework(framework)
     limits = _check_limits(limits)
     path = resolve_index(path)
     fmt = find_format(path)

@@ -171,7 +171,8 @@ def open_sharded(path: str, framework: str | None, options: Mapping[str, Any], v
 
 def open_read(path: str, fmt: Format, framework: str | None, options: Mapping[str, Any], limits: Limits) -> ForeignFile:
     """Another tool's file, read now through its format's safe reader (within ``limits``), served by dotted name."""
-    from ..files import _to, load, source_framework
+    from ..files import load
+    from ..handoff import source_framework, to_framework
     from ..frameworks import get_adapter
     from ..tree import flat_arrays
 
@@ -181,7 +182,7 @@ def open_read(path: str, fmt: Format, framework: str | None, options: Mapping[st
     adapter = get_adapter(framework)
     return ForeignFile(
         path, fmt, {name: array_info(name, a) for name, a in arrays.items()}, {},
-        mapped=arrays.__getitem__, convert=lambda name, a: _to(adapter, path, name, a, {}, options),
+        mapped=arrays.__getitem__, convert=lambda name, a: to_framework(adapter, path, name, a, {}, options),
         load=lambda: load(path, framework=framework, limits=limits, **options),
     )  # fmt: skip
 
@@ -192,7 +193,8 @@ def open_gguf(path: str, framework: str | None, options: Mapping[str, Any], limi
     Quantized tensors are listed (their dtype is the ggml type name, e.g. ``"Q4_K"``);
     reading one raises :class:`UnsupportedTypeError`.
     """
-    from ..files import _to, load
+    from ..files import load
+    from ..handoff import to_framework
     from ..format.dtypes import dtype_from_name
     from ..frameworks import get_adapter
     from ..lazyfile import TensorInfo
@@ -220,7 +222,7 @@ def open_gguf(path: str, framework: str | None, options: Mapping[str, Any], limi
 
     return ForeignFile(
         path, GGUF, infos, header.metadata, mapped=mapped,
-        convert=lambda name, a: _to(adapter, path, name, a, {}, options),
+        convert=lambda name, a: to_framework(adapter, path, name, a, {}, options),
         load=lambda: load(path, framework=framework, limits=limits, **options),
     )  # fmt: skip
 

@@ -92,7 +92,7 @@ class PickleWriter:
             return
         size = ((value if value >= 0 else ~value).bit_length() + 8) // 8  # bytes of two's complement, sign included
         data = value.to_bytes(size, "little", signed=True)
-        if len(data) >= 256:  # LONG4: torch.load(weights_only=True) refuses it, and so does torch.save's output
+        if len(data) >= 256:  # LONG4: torch's weights-only reader refuses it, and torch never writes it
             raise ValueError(f"an int of {value.bit_length()} bits (torch's safe loader reads -2**2039 to 2**2039 - 1)")
         self._out.extend(b"\x8a" + bytes([len(data)]) + data)  # LONG1
 
