@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import sys
-import warnings
 from typing import Any, Iterator, NoReturn
 
 import click
@@ -26,6 +25,7 @@ from .formats.base import Probe
 from .lazy import TensorFile
 from .lazy import open as open_file
 from .limits import Limits
+from .cli_values import compare, count_values, is_flat, json_number
 from .tree import flat_arrays
 
 __all__ = ["main"]
@@ -304,7 +304,7 @@ def cat_command(file: str, name: str, as_json: bool) -> None:
     shown = array.astype(np.float32) if array.dtype.name.startswith(("bfloat", "float8")) else array
     if as_json:
         try:
-            values = [_json_number(v) for v in shown.reshape(-1).tolist()]
+            values = [json_number(v) for v in shown.reshape(-1).tolist()]
         except (ValueError, TypeError, SystemError) as exc:  # values NumPy cannot turn into Python's
             _fail(f"{file}: tensor {name!r} ({array.dtype.name}) cannot be shown as JSON: {exc}")
         click.echo(json.dumps({"name": name, "dtype": array.dtype.name, "shape": list(array.shape), "values": values},
@@ -316,40 +316,6 @@ def cat_command(file: str, name: str, as_json: bool) -> None:
     except (ValueError, TypeError, SystemError) as exc:  # dtypes NumPy cannot print (generic datetimes, raw bytes)
         text = f"(values not printable: {exc})"
     click.echo(text)
-
-
-def _json_number(value: Any) -> Any:
-    """A value as JSON holds it: nan / inf / -inf as strings, complex as [re, im] (flat C order)."""
-    if isinstance(value, complex):
-        return [_json_number(value.real), _json_number(value.imag)]
-    if isinstance(value, float) and not np.isfinite(value):
-        return "nan" if np.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
-
-
-def _compare(x: np.ndarray, y: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
-    """Max absolute and relative difference, and whether ``|x - y| <= atol + rtol * |y|`` everywhere.
-
-    NaN matches NaN and an infinity the same infinity (a file equals itself); arrays
-    that are not numbers (strings) are compared for equality (differences 0 or inf).
-    """
-    if x.dtype.kind not in "biufc" and not x.dtype.name.startswith(("bfloat", "float8")):
-        same = bool(np.array_equal(x, y))
-        return (0.0, 0.0, same) if same else (float("inf"), float("inf"), False)
-    kind = np.complex128 if x.dtype.kind == "c" else np.float64
-    with warnings.catch_warnings():  # long doubles beyond float64 become inf: compared as such
-        warnings.simplefilter("ignore")
-        xf, yf = x.astype(kind).reshape(-1), y.astype(kind).reshape(-1)
-    if not xf.size:
-        return 0.0, 0.0, True
-    with np.errstate(invalid="ignore", over="ignore"):
-        exact = (xf == yf) | (np.isnan(xf) & np.isnan(yf))  # nan == nan, inf == inf
-        both = np.isfinite(xf) & np.isfinite(yf)
-        diff = np.where(exact, 0.0, np.where(both, np.abs(xf - yf), np.inf))
-        scale = np.abs(yf)
-        rel = np.where(diff == 0, 0.0, np.where(both & (scale > 0), diff / np.where(scale > 0, scale, 1), np.inf))
-        same = bool(np.all(exact | (both & (diff <= atol + rtol * scale))))
-    return float(diff.max()), float(rel.max()), same
 
 
 @main.command("diff")
@@ -370,7 +336,7 @@ def diff_command(a: str, b: str, atol: float, rtol: float, as_json: bool) -> Non
         if x.shape != y.shape or x.dtype.newbyteorder("=") != y.dtype.newbyteorder("="):
             changed.append({"name": name, "a": f"{x.dtype.name} {list(x.shape)}", "b": f"{y.dtype.name} {list(y.shape)}"})
             continue
-        max_abs, max_rel, same = _compare(x, y, atol, rtol)
+        max_abs, max_rel, same = compare(x, y, atol, rtol)
         finite = lambda v: v if np.isfinite(v) else ("nan" if np.isnan(v) else "inf")  # noqa: E731 - JSON has no inf
         compared.append({"name": name, "max_abs": finite(max_abs), "max_rel": finite(max_rel), "same": same})
     different = bool(only_a or only_b or changed or not all(c["same"] for c in compared))
@@ -432,9 +398,9 @@ def convert_command(src: str, dst: str, fmt: str | None, max_shard_size: str | N
                   f"({', '.join(formats.written())})")  # fmt: skip
         fmt = target.name
     value = _source(src)
-    if (formats.get(fmt).flat or max_shard_size) and not _is_flat(value):
+    if (formats.get(fmt).flat or max_shard_size) and not is_flat(value):
         flat = flat_arrays(value)  # a name taken twice gets a #N suffix: nothing is lost
-        dropped = _count_values(value) - len(flat)
+        dropped = count_values(value) - len(flat)
         click.echo(f"note: {src}: nested structure flattened to {len(flat)} dotted names"
                    + (f"; {dropped} value{'' if dropped == 1 else 's'} other than tensors left out" if dropped else ""), err=True)  # fmt: skip
         value = flat
@@ -452,30 +418,6 @@ def convert_command(src: str, dst: str, fmt: str | None, max_shard_size: str | N
                                "nbytes": total}, indent=2))  # fmt: skip
         return
     click.echo(f"{src} -> {dst} ({fmt}{', sharded' if size else ''}): {len(arrays)} tensors, {_size(total)}")
-
-
-def _is_flat(value: Any) -> bool:
-    if isinstance(value, (np.ndarray, np.generic)):
-        return True
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return all(isinstance(v, np.ndarray) for v in value)
-    return False
-
-
-def _count_values(value: Any) -> int:
-    """Values other than containers in ``value``, each container counted once (a file's may be shared or cyclic)."""
-    count, seen, stack = 0, set(), [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (dict, list, tuple)):
-            if id(node) not in seen:
-                seen.add(id(node))
-                stack.extend(node.values() if isinstance(node, dict) else node)
-        else:
-            count += 1
-    return count
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,68 @@
+"""Values as the CLI shows and compares them: JSON numbers, tolerant comparison, flatness of a structure."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+__all__ = ["json_number", "compare", "is_flat", "count_values"]
+
+
+def json_number(value: Any) -> Any:
+    """A value as JSON holds it: nan / inf / -inf as strings, complex as [re, im] (flat C order)."""
+    if isinstance(value, complex):
+        return [json_number(value.real), json_number(value.imag)]
+    if isinstance(value, float) and not np.isfinite(value):
+        return "nan" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def compare(x: np.ndarray, y: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
+    """Max absolute and relative difference, and whether ``|x - y| <= atol + rtol * |y|`` everywhere.
+
+    NaN matches NaN and an infinity the same infinity (a file equals itself); arrays
+    that are not numbers (strings) are compared for equality (differences 0 or inf).
+    """
+    if x.dtype.kind not in "biufc" and not x.dtype.name.startswith(("bfloat", "float8")):
+        same = bool(np.array_equal(x, y))
+        return (0.0, 0.0, same) if same else (float("inf"), float("inf"), False)
+    kind = np.complex128 if x.dtype.kind == "c" else np.float64
+    with warnings.catch_warnings():  # long doubles beyond float64 become inf: compared as such
+        warnings.simplefilter("ignore")
+        xf, yf = x.astype(kind).reshape(-1), y.astype(kind).reshape(-1)
+    if not xf.size:
+        return 0.0, 0.0, True
+    with np.errstate(invalid="ignore", over="ignore"):
+        exact = (xf == yf) | (np.isnan(xf) & np.isnan(yf))  # nan == nan, inf == inf
+        both = np.isfinite(xf) & np.isfinite(yf)
+        diff = np.where(exact, 0.0, np.where(both, np.abs(xf - yf), np.inf))
+        scale = np.abs(yf)
+        rel = np.where(diff == 0, 0.0, np.where(both & (scale > 0), diff / np.where(scale > 0, scale, 1), np.inf))
+        same = bool(np.all(exact | (both & (diff <= atol + rtol * scale))))
+    return float(diff.max()), float(rel.max()), same
+
+
+def is_flat(value: Any) -> bool:
+    if isinstance(value, (np.ndarray, np.generic)):
+        return True
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(v, np.ndarray) for v in value)
+    return False
+
+
+def count_values(value: Any) -> int:
+    """Values other than containers in ``value``, each container counted once (a file's may be shared or cyclic)."""
+    count, seen, stack = 0, set(), [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (dict, list, tuple)):
+            if id(node) not in seen:
+                seen.add(id(node))
+                stack.extend(node.values() if isinstance(node, dict) else node)
+        else:
+            count += 1
+    return count
