@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import re
 import resource
 import sys
@@ -60,14 +59,6 @@ def _import_tensorfile() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-
-
-def _vm_size() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 class Harness:
@@ -145,7 +136,7 @@ def main() -> None:
     for _, seed in targets.fuzzer_seeds(args.format):
         harness(seed)
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = _vm_size() + ADDRESS_SPACE_HEADROOM
+    cap = targets.vm_size() + ADDRESS_SPACE_HEADROOM
     if hard == resource.RLIM_INFINITY or cap < hard:
         resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 

@@ -17,7 +17,6 @@ import contextlib
 import io
 import os
 import shutil
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -349,3 +348,12 @@ __all__ = [
     "TARGETS", "Target", "FIXTURES", "raw_seeds", "fuzzer_seeds", "materialize", "rezip", "run_contract",
     "check_state", "ContractViolation", "signature", "mutate_interesting",
 ]
+
+
+def vm_size() -> int:
+    """This process's address space in bytes (``VmSize``; 0 where /proc is absent): the harnesses cap it above this."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0

@@ -57,14 +57,6 @@ ADDRESS_SPACE_HEADROOM = 2 << 30
 # ------------------------------------------------------------------------------------------ guards
 
 
-def _vm_size() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 class Hang(Exception):
     """A mutant took more than HANG_SECONDS (raised from the alarm; never a TensorFileError)."""
 
@@ -73,7 +65,7 @@ class Hang(Exception):
 def guarded() -> Iterator[None]:
     """Cap the address space (a bomb raises MemoryError) and time (a hang raises Hang) for one mutant."""
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = _vm_size() + ADDRESS_SPACE_HEADROOM
+    cap = targets.vm_size() + ADDRESS_SPACE_HEADROOM
     if hard != resource.RLIM_INFINITY:
         cap = min(cap, hard)
 
