@@ -18,7 +18,6 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import FormatError, IntegrityError, UnsupportedTypeError
-from .format.checksums import HashPool
 from .format.dtypes import STORED_AS, dtype_from_name
 from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
@@ -374,16 +373,17 @@ def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any]
             budget.charge(entry.nbytes, f"tensor {name!r}")
         if record is None:
             adapter = pick_adapter(framework, None, reader.path)
-            return {name: to_framework(adapter, reader.path, name, reader.read(e)[0], {}, options) for name, e in reader.entries.items()}
+            return {e.name: to_framework(adapter, reader.path, e.name, array, {}, options)
+                    for e, array, _ in reader.read_all(reader.entries.values())}  # fmt: skip
         arrays: dict[str, np.ndarray] = {}
         total = sum(e.nbytes for e in reader.entries.values())
-        with HashPool() as pool, _progress(total, f"loading {os.path.basename(reader.path)}") as bar:
-            for name, entry in reader.entries.items():
-                array, found = reader.read(entry, hash=True, pool=pool)
+        with _progress(total, f"loading {os.path.basename(reader.path)}") as bar:
+            for entry, array, found in reader.read_all(reader.entries.values(), hash=True):
                 if bar is not None:
                     bar(entry.nbytes)
-                _verify(reader.path, name, record.tensors[name]["checksum"], found)
-                arrays[name] = _as_logical(array, record.tensors[name], entry)
+                info = record.tensors[entry.name]
+                _verify(reader.path, entry.name, info["checksum"], found)
+                arrays[entry.name] = _as_logical(array, info, entry)
     objects: dict[str, Any] = {}
     for group in record.shared:
         adapter = pick_adapter(framework, record.tensors[group.members[0].name]["framework"], reader.path)

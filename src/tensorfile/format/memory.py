@@ -1,24 +1,30 @@
-"""Host buffers for large reads.
+"""Host buffers for tensors read from files.
 
-NumPy asks the kernel for transparent huge pages (``madvise(MADV_HUGEPAGE)``) for
-arrays of 4 MiB or more. Where huge pages are granted only on request and must be
-assembled at fault time (``/sys/kernel/mm/transparent_hugepage/defrag`` =
-``madvise``, common in virtual machines), the first touch of such an array can
-stall on memory compaction: measured here, a 1.3 GiB read into fresh NumPy arrays
-took 1.4 to 1.8 s against 0.6 to 1.0 s into plain pages (``docs/PERFORMANCE.md``).
-:func:`empty_bytes` gives large buffers as *private* anonymous memory maps with the
-kernel's default page policy, as ``malloc`` (and so torch) gets them: not shared with
-``fork()``ed workers (a shared map fills about 1.45x slower here, and a DataLoader worker
-would share it), freed when the array that keeps the map alive is freed.
+Every reader allocates the arrays it fills here, so that loaded memory is fast to fault
+in and ordinary for the user: private (not shared with ``fork()``ed DataLoader workers),
+returned to the kernel when the array is freed.
+
+Chosen by measurement in fresh processes (``benchmarks/allocators.py``, numbers in
+``docs/PERFORMANCE.md``): reading a 1.3 GiB file into NumPy's ``np.empty`` arrays took a
+median 2.9 s here, into private anonymous memory maps 0.60 s, into ``torch.empty`` 0.64 s.
+NumPy asks the kernel for transparent huge pages (``madvise(MADV_HUGEPAGE)``) for arrays
+of 4 MiB or more; where huge pages are assembled at fault time
+(``/sys/kernel/mm/transparent_hugepage/defrag`` = ``madvise``, common in virtual
+machines), the first touch of such an array stalls on memory compaction. Buffers of
+:data:`MAP_MIN_BYTES` or more are therefore private anonymous maps with the kernel's
+default page policy, as ``malloc`` (and so torch) gets them; smaller ones are plain
+``np.empty`` (NumPy asks no huge pages for them, and its heap reuses freed blocks).
 """
 
 from __future__ import annotations
 
+import math
 import mmap
+from typing import Sequence
 
 import numpy as np
 
-__all__ = ["empty_bytes", "MAP_MIN_BYTES"]
+__all__ = ["empty_bytes", "empty_array", "MAP_MIN_BYTES"]
 
 #: Buffers of at least this many bytes are memory maps (NumPy's huge-page threshold).
 MAP_MIN_BYTES = 4 << 20
@@ -29,3 +35,17 @@ def empty_bytes(nbytes: int) -> np.ndarray:
     if nbytes < MAP_MIN_BYTES:
         return np.empty(nbytes, np.uint8)
     return np.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), np.uint8)
+
+
+def empty_array(shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
+    """An uninitialized writable C-ordered array of ``shape`` and ``dtype``, allocated as :func:`empty_bytes` says.
+
+    Raises:
+        ValueError: ``shape`` is not a valid NumPy shape for ``dtype`` (negative dims,
+            more than 64 dims, too large). MemoryError: the memory cannot be had.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < MAP_MIN_BYTES or dtype.hasobject:
+        return np.empty(shape, dtype)
+    return empty_bytes(nbytes).view(dtype).reshape(shape)

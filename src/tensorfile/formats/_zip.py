@@ -40,6 +40,7 @@ from typing import IO, Iterator
 import numpy as np
 
 from ..errors import FormatError, IntegrityError, LimitError, TensorFileError
+from ..format.memory import empty_bytes
 from ..limits import DEFAULT_LIMITS, Budget
 
 __all__ = ["open_zip", "check_zip", "fill", "read_member_into", "member_array", "check_expansion", "zip_errors",
@@ -284,7 +285,7 @@ def member_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: Budget, wha
         LimitError: over the budget; FormatError, IntegrityError: as :func:`read_member_into`.
     """
     budget.charge(info.file_size, what)
-    data = np.empty(info.file_size, np.uint8)
+    data = empty_bytes(info.file_size)
     read_member_into(zf, info, memoryview(data), f"{budget.path}: {what}")
     return data
 

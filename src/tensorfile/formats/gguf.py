@@ -49,6 +49,7 @@ import numpy as np
 
 from ..errors import FormatError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
+from ..format.memory import empty_bytes
 from ..limits import DEFAULT_LIMITS, Budget
 from ..tree import short
 from .base import Format
@@ -421,7 +422,7 @@ def read_gguf(path: str, budget: Budget | None = None) -> tuple[dict[str, np.nda
             dtype = dtype_from_name(info.dtype)  # type: ignore[arg-type]
             budget.count_tensor(f"tensor {name!r}")
             budget.charge(info.nbytes, f"tensor {name!r}")  # and nbytes lies inside the file: checked by _parse
-            buf = np.empty(info.nbytes, np.uint8)
+            buf = empty_bytes(info.nbytes)
             f.seek(info.offset)
             _read_exact(f, buf, f"{path}: reading tensor {i} {name!r} data")
             if swap and dtype.itemsize > 1:

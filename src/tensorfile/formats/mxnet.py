@@ -37,6 +37,7 @@ import numpy as np
 
 from ..errors import FormatError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
+from ..format.memory import empty_array
 from ..format.writer import tensor_chunks
 from ..limits import DEFAULT_LIMITS, Budget, array_nbytes
 from ._write import flat_writer
@@ -100,7 +101,7 @@ class _Reader:
         if nbytes > self.left:
             raise FormatError(f"{self.path}: reading {what}, expected {nbytes} bytes, got {self.left}")
         self.budget.charge(nbytes, what)
-        out = np.empty(shape, dtype)
+        out = empty_array(shape, dtype)
         fill(self.f, memoryview(out.reshape(-1).view(np.uint8)), f"{self.path}: {what}")
         self.pos += nbytes
         return out

@@ -42,6 +42,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..errors import FormatError, UnsupportedTypeError
+from ..format.memory import empty_array
 from ..limits import DEFAULT_LIMITS, Budget, array_nbytes
 from ..safepickle.numpy_objects import check_text
 from ._write import flat_writer
@@ -139,7 +140,7 @@ def _read_array(f: IO[bytes], what: str, available: int, budget: Budget) -> Any:
     if nbytes > left:
         raise FormatError(f"{what}: the header promises {nbytes} bytes of data, the file has {left}")
     budget.charge(nbytes, label)
-    array = np.empty(nbytes // dtype.itemsize, dtype)
+    array = empty_array((nbytes // dtype.itemsize,), dtype)
     fill(f, memoryview(array.view(np.uint8)), what)
     if not dtype.isnative:
         array.byteswap(inplace=True)
