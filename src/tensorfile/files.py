@@ -16,9 +16,10 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from ._gc import collector_paused
 from .atomic import atomic_write
 from .errors import FormatError, IntegrityError, UnsupportedTypeError
-from .format.dtypes import STORED_AS, dtype_from_name
+from .format.dtypes import STORED_AS, dtype_from_name, name_of
 from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
 from .format.record import (
@@ -71,6 +72,7 @@ def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     return dict(metadata)
 
 
+@collector_paused
 def save(
     obj: Any,
     path: str | os.PathLike[str],
@@ -210,6 +212,7 @@ def save_plain(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, st
         write_tensors(f, layout_order(tensors), lambda sums: user, align=8)  # as the reference writer pads
 
 
+@collector_paused
 def _save(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | None, *, durable: bool) -> None:
     """:func:`save`; ``durable=False`` skips the fsyncs (benchmarks compare with peers that do not fsync)."""
     user = _check_metadata(metadata)
@@ -218,8 +221,9 @@ def _save(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | 
     records: dict[str, dict[str, Any]] = {}
     for leaf in flat.leaves:
         info: dict[str, Any] = {"framework": leaf.framework, **leaf.record}
-        if leaf.array.dtype.name in STORED_AS:
-            info["dtype"] = leaf.array.dtype.name
+        name = name_of(leaf.array.dtype)
+        if name in STORED_AS:
+            info["dtype"] = name
         records[leaf.name] = info
 
     def header_metadata(sums: Mapping[str, str]) -> dict[str, str]:
@@ -292,6 +296,7 @@ def _verify(path: str, name: str, expected: str, found: str | None) -> None:
         )
 
 
+@collector_paused
 def load(
     path: str | os.PathLike[str], *, framework: str | None = None, map_location: Any = None, device: Any = None,
     limits: Limits | None = None,
@@ -364,6 +369,7 @@ def load(
     return convert_tree(value, get_adapter(framework), path, options, limits.max_depth)
 
 
+@collector_paused
 def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any], limits: Limits) -> Any:
     """:func:`load` of a tensorfile or safetensors file: checksums verified, structure and shared storage rebuilt."""
     with SafetensorsReader(path, limits) as reader:

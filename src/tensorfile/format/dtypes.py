@@ -21,6 +21,7 @@ __all__ = [
     "DTYPE_TO_CODE",
     "STORED_AS",
     "code_of",
+    "name_of",
     "dtype_of_code",
     "dtype_from_name",
     "byte_view",
@@ -58,6 +59,10 @@ STORED_AS: dict[str, tuple[str, int]] = {"complex128": ("F64", 2)}
 _BY_NAME: dict[str, np.dtype] = {dt.name: dt for dt in CODE_TO_DTYPE.values()}
 _BY_NAME["complex128"] = np.dtype("<c16")
 
+# Caches keyed by dtype (a few dozen at most: the supported dtypes in each byte order).
+_NAMES: dict[np.dtype, str] = {}
+_CODES: dict[np.dtype, str] = {}
+
 
 def byte_view(array: np.ndarray) -> memoryview:
     """The bytes of a C-contiguous array as a flat ``uint8`` memoryview (no copy)."""
@@ -87,6 +92,15 @@ def dtype_from_name(name: str) -> np.dtype:
         ) from None
 
 
+def name_of(dtype: np.dtype) -> str:
+    """``dtype.name`` (``"float32"``, ``"bfloat16"``...), cached: NumPy computes it anew on each access."""
+    try:
+        return _NAMES[dtype]
+    except KeyError:
+        name = _NAMES[dtype] = dtype.name if dtype.fields is None and dtype.subdtype is None else str(dtype)
+        return name
+
+
 def code_of(dtype: np.dtype, where: str = "obj") -> str:
     """Return the safetensors code a tensor of ``dtype`` is stored under.
 
@@ -97,11 +111,15 @@ def code_of(dtype: np.dtype, where: str = "obj") -> str:
         UnsupportedTypeError: the dtype cannot be stored; the message names
             ``where`` (the place in the container) and the dtype found.
     """
-    name = dtype.name if dtype.fields is None and dtype.subdtype is None else str(dtype)
+    code = _CODES.get(dtype)
+    if code is not None:
+        return code
+    name = name_of(dtype)
     if name in DTYPE_TO_CODE:
-        return DTYPE_TO_CODE[name]
-    if name in STORED_AS:
-        return STORED_AS[name][0]
-    raise UnsupportedTypeError(
-        f"{where}: dtype {dtype} is not supported; expected one of {sorted(_BY_NAME)}"
-    )
+        code = DTYPE_TO_CODE[name]
+    elif name in STORED_AS:
+        code = STORED_AS[name][0]
+    else:
+        raise UnsupportedTypeError(f"{where}: dtype {dtype} is not supported; expected one of {sorted(_BY_NAME)}")
+    _CODES[dtype] = code
+    return code

@@ -2,44 +2,52 @@
 
 The header must come first but holds every tensor's checksum, which is known
 only once its bytes have been written. Checksums have a fixed width, so the
-header's length is known in advance: the writer reserves it, streams the data
-after it in chunks of :data:`CHUNK_BYTES` (hashing each chunk while it is hot in
-cache), then seeks back and writes the header. Memory held beyond the caller's
-tensors is one chunk (only for non-contiguous or big-endian inputs).
+header's length is known in advance: the writer builds it once with unique
+placeholders, streams the data after it in chunks of :data:`CHUNK_BYTES` (hashing
+each chunk while it is hot in cache), then seeks back and writes the header with
+the placeholders replaced. Small tensors are gathered into writes of about
+:data:`CHUNK_BYTES`. Memory held beyond the caller's tensors is about two chunks:
+one batch of small tensors, and one piece of a non-contiguous or big-endian input.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import secrets
 from typing import BinaryIO, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .checksums import HEX_DIGITS, HashPool, OverlappedHasher
-from .dtypes import STORED_AS, byte_view, code_of
+from .checksums import HashPool, OverlappedHasher, checksum
+from .dtypes import STORED_AS, byte_view, code_of, name_of
 from .header import HEADER_ALIGN, build_header
 
-__all__ = ["CHUNK_BYTES", "Tensor", "write_tensors", "tensor_chunks", "layout_order"]
+__all__ = ["CHUNK_BYTES", "SMALL_BYTES", "Tensor", "write_tensors", "tensor_chunks", "layout_order"]
 
 #: Bytes hashed and written per system call.
 CHUNK_BYTES = 8 << 20
+#: Tensors under this many bytes are hashed on the calling thread and batched into shared writes.
+SMALL_BYTES = OverlappedHasher.MIN_PARALLEL
 
 
-@dataclass(frozen=True)
 class Tensor:
-    """A tensor to write: its name and a host array (any strides, any byte order)."""
+    """A tensor to write: its name and a host array (any strides, any byte order).
 
-    name: str
-    array: np.ndarray
+    ``code`` (safetensors dtype code) and ``shape`` (as stored: complex128 gains a
+    trailing axis of 2) are computed once, here.
 
-    @property
-    def code(self) -> str:
-        return code_of(self.array.dtype, self.name)
+    Raises:
+        UnsupportedTypeError: the array's dtype cannot be stored.
+    """
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        extra = STORED_AS.get(self.array.dtype.name)
-        return tuple(self.array.shape) + ((extra[1],) if extra else ())
+    __slots__ = ("name", "array", "code", "shape")
+
+    def __init__(self, name: str, array: np.ndarray) -> None:
+        self.name = name
+        self.array = array
+        self.code = code_of(array.dtype, name)
+        extra = STORED_AS.get(name_of(array.dtype))
+        self.shape: tuple[int, ...] = tuple(array.shape) + ((extra[1],) if extra else ())
 
 
 def layout_order(tensors: Sequence[Tensor]) -> list[Tensor]:
@@ -104,27 +112,56 @@ def write_tensors(
 ) -> dict[str, str]:
     """Write a complete safetensors file to ``f`` (an unbuffered, seekable binary file).
 
+    The header is built once, with a unique placeholder of 16 hex digits for each
+    checksum (:class:`_Placeholders`); the data follows it, and the placeholders are
+    then overwritten with the checksums, which have the same width.
+
     Args:
         f: the open file, positioned at 0.
         tensors: the tensors, in data order (see :func:`layout_order`).
-        metadata: given ``{name: checksum}``, returns ``__metadata__``. It is
-            called twice, first with placeholder checksums of the same width,
-            and must return a header of the same length both times.
+        metadata: given ``{name: checksum}``, returns ``__metadata__``. It must
+            hold each checksum verbatim or none of them, and is called once (twice
+            only if a placeholder is not found exactly once).
         seal: given the final header's N bytes, returns them with a header
             checksum filled in (same length).
-        progress: called with the number of bytes written after each chunk.
+        progress: called with the number of bytes written after each write.
         align: the data buffer's alignment (see :func:`build_header`).
 
     Returns:
         ``{name: checksum}`` (16 hex digits, XXH3-64 of the stored bytes).
+
+    Tensors under :data:`SMALL_BYTES` are hashed here and written together, in
+    writes of about :data:`CHUNK_BYTES`; larger ones are written piece by piece
+    from their own memory, each piece hashed on a helper thread meanwhile.
     """
     layout = [(t.name, t.code, t.shape, t.array.nbytes) for t in tensors]
-    placeholder = {t.name: "0" * HEX_DIGITS for t in tensors}
-    header_len = len(build_header(layout, metadata(placeholder), align))
-    f.seek(header_len)
+    placeholders = _Placeholders([t.name for t in tensors])
+    template = build_header(layout, metadata(placeholders.by_name), align)
+    f.seek(len(template))
     sums: dict[str, str] = {}
+    batch: list[memoryview] = []
+    batched = 0
+
+    def flush() -> None:
+        nonlocal batched
+        if batch:
+            _write_all(f, batch[0] if len(batch) == 1 else memoryview(b"".join(batch)))
+            if progress is not None:
+                progress(batched)
+            batch.clear()
+            batched = 0
+
     with HashPool() as pool:
         for t in tensors:
+            if t.array.nbytes < SMALL_BYTES:
+                pieces = list(tensor_chunks(t.array))  # one piece (none when empty)
+                sums[t.name] = checksum(pieces[0] if pieces else b"")
+                batch.extend(pieces)
+                batched += t.array.nbytes
+                if batched >= CHUNK_BYTES:
+                    flush()
+                continue
+            flush()
             h = OverlappedHasher(pool)
             for piece in tensor_chunks(t.array):
                 h.update(piece)  # hashed on the pool's thread while this one writes
@@ -132,11 +169,47 @@ def write_tensors(
                 if progress is not None:
                     progress(len(piece))
             sums[t.name] = h.hexdigest()
-    header = build_header(layout, metadata(sums), align)
+        flush()
+    header = placeholders.fill(template, sums)
+    if header is None:  # a placeholder was not found exactly once: build the header again
+        header = build_header(layout, metadata(sums), align)
     if seal is not None:
         header = header[:8] + seal(header[8:])
-    if len(header) != header_len:  # pragma: no cover - guards the fixed-width invariant
+    if len(header) != len(template):  # pragma: no cover - guards the fixed-width invariant
         raise RuntimeError("header length changed between placeholder and final checksums")
     f.seek(0)
     _write_all(f, memoryview(header))
     return sums
+
+
+class _Placeholders:
+    """One unique 16-hex-digit stand-in per checksum: 8 random digits for this save, then the tensor's index.
+
+    :meth:`fill` finds them in one scan of the header. Each must occur exactly once;
+    if user metadata happened to hold one too, it returns None and the caller
+    builds the header again with the real checksums.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.prefix = secrets.token_hex(4)
+        self.names = list(names)
+        self.by_name = {name: f"{self.prefix}{i:08x}" for i, name in enumerate(self.names)}
+
+    def fill(self, template: bytes, sums: Mapping[str, str]) -> bytes | None:
+        found = [m.start() for m in re.finditer(self.prefix.encode() + rb"[0-9a-f]{8}", template)]
+        if not found:
+            return template  # the metadata holds no checksum
+        seen = bytearray(len(self.names))
+        out: list[bytes] = []
+        last = 0
+        for at in found:
+            index = int(template[at + 8 : at + 16], 16)
+            if index >= len(self.names) or seen[index]:
+                return None
+            seen[index] = 1
+            out += (template[last:at], sums[self.names[index]].encode("ascii"))
+            last = at + 16
+        if len(found) != len(self.names):
+            return None
+        out.append(template[last:])
+        return b"".join(out)
