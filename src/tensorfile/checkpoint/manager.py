@@ -15,50 +15,23 @@ import re
 import shutil
 import threading
 import warnings
+from collections import deque
 from typing import Any, Mapping
 
-import numpy as np
-
-from ..errors import CheckpointNotFoundError, FormatError, IntegrityError, UnsupportedTypeError
+from ..errors import CheckpointNotFoundError, FormatError, IntegrityError
 from ..files import _save, load
-from ..frameworks import adapter_for
 from ..lazy import open as open_file
 from .commit import commit, remove_temporaries
 from .live import apply, capture, kind_of
 from .lock import FolderLock
 from .retention import Retention
+from .staging import Staging
 
 __all__ = ["CheckpointManager"]
 
 STATE_FILE = "state.tensorfile"
 METADATA_KEY = "tensorfile.checkpoint"
 _STEP = re.compile(r"step_(\d{8,})")
-
-
-def _host_copy(value: Any, pool: dict[Any, np.ndarray], path: tuple[Any, ...] = ()) -> Any:
-    """A deep copy of ``value`` whose tensors live in host buffers from ``pool`` (async snapshot).
-
-    Buffers are reused from the save before last (double buffering), so a
-    snapshot is a plain memory copy into pages that are already mapped.
-    """
-    if isinstance(value, dict):
-        return type(value)((k, _host_copy(v, pool, path + (k,))) for k, v in value.items())
-    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
-        return type(value)(_host_copy(v, pool, path + (i,)) for i, v in enumerate(value))
-    adapter = adapter_for(value)
-    if adapter is None:
-        if value is None or type(value) in (bool, int, float, str):
-            return value
-        where = "state" + "".join(f"[{p!r}]" for p in path)
-        raise UnsupportedTypeError(f"{where}: {type(value).__module__}.{type(value).__qualname__} is not supported")
-    array = adapter.to_numpy(value, "state" + "".join(f"[{p!r}]" for p in path))
-    key = (path, array.shape, array.dtype.str)
-    buffer = pool.get(key)
-    if buffer is None:
-        buffer = pool[key] = np.empty(array.shape, array.dtype.newbyteorder("="))
-    np.copyto(buffer, array)
-    record = {k: v for k, v in adapter.record(value).items() if k != "device"}
-    return adapter.from_numpy(buffer, record, {"map_location": "cpu"})  # same framework back, on the host
 
 
 class CheckpointManager:
@@ -73,7 +46,15 @@ class CheckpointManager:
         best_mode: ``"min"`` or ``"max"``: which values of the metric are best.
         save_interval_steps: :meth:`save` skips steps not divisible by this unless ``force``.
         async_save: :meth:`save` snapshots the state to host memory and returns; a
-            background thread writes and commits.
+            background thread writes and commits. The snapshot goes into staging
+            buffers allocated by the first save and reused by later ones (see
+            :mod:`.staging`), so after the first save the stall is a memory copy.
+        async_buffers: host copies of the state an async manager may hold, 1 or 2.
+            With 2 (the default), a save copies the state while the previous save is
+            still writing, then waits for that write; the second copy is allocated
+            and faulted in behind the first save. With 1, host memory stays at one
+            copy of the state: :meth:`save` waits for the previous write, then copies.
+            Memory held until :meth:`close`: ``async_buffers`` x the state's tensor bytes.
         lock_timeout: seconds to wait for another manager (another process)
             holding the folder, 0 to fail at once.
 
@@ -93,6 +74,7 @@ class CheckpointManager:
         best_mode: str = "min",
         save_interval_steps: int = 1,
         async_save: bool = False,
+        async_buffers: int = 2,
         lock_timeout: float = 0.0,
     ) -> None:
         self.directory = os.fspath(directory)
@@ -101,12 +83,17 @@ class CheckpointManager:
             raise ValueError(f"save_interval_steps must be a positive int, not {save_interval_steps!r}")
         self.save_interval_steps = save_interval_steps
         self.async_save = async_save
+        if async_buffers not in (1, 2):
+            raise ValueError(f"async_buffers must be 1 or 2, not {async_buffers!r}")
+        self.async_buffers = async_buffers
         os.makedirs(self.directory, exist_ok=True)
         self._lock: FolderLock | None = FolderLock(self.directory, lock_timeout)
         remove_temporaries(self.directory)
-        self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._pools: list[dict[Any, np.ndarray]] = [{}, {}]  # snapshot buffers, used in turn
+        self._free: list[Staging] = []  # staging buffers not used by a write in flight
+        self._inflight: deque[tuple[threading.Thread, Staging]] = deque()  # the write in flight, if any
+        self._stagings = 0
+        self._prefault: threading.Thread | None = None
         self._metrics: dict[int, dict[str, float]] = {}
 
     # ------------------------------------------------------------ what is there
@@ -191,14 +178,37 @@ class CheckpointManager:
         if not self.async_save:
             self._write(step, tree, info)
             return True
-        # Later changes to the live state must not leak into the checkpoint. The pool used two
-        # saves ago is free: its write finished before the previous save started.
-        self._pools.reverse()
-        snapshot = _host_copy(tree, self._pools[0])
-        self.wait()
-        self._thread = threading.Thread(target=self._write_async, args=(step, snapshot, info), daemon=True)
-        self._thread.start()
+        # Later changes to the live state must not leak into the checkpoint: snapshot into a staging
+        # that the write in flight does not use, then wait for that write (its error is raised here).
+        if self.async_buffers == 1:
+            self.wait()
+        staging = self._free.pop() if self._free else self._new_staging()
+        try:
+            snapshot = staging.snapshot(tree)
+            self.wait()
+        except BaseException:
+            self._free.append(staging)
+            raise
+        if self._stagings < self.async_buffers:  # the first save: fault in the second staging beside the write
+            spare = self._new_staging()
+            self._free.append(spare)
+            self._prefault = threading.Thread(target=spare.prefault, args=(staging,), daemon=True,
+                                              name="tensorfile-checkpoint-prefault")  # fmt: skip
+            self._prefault.start()
+        thread = threading.Thread(target=self._write_async, args=(step, snapshot, info), daemon=True,
+                                  name=f"tensorfile-checkpoint-{step}")  # fmt: skip
+        self._inflight.append((thread, staging))
+        thread.start()
         return True
+
+    def _new_staging(self) -> Staging:
+        self._stagings += 1
+        return Staging()
+
+    def _retire(self) -> None:
+        thread, staging = self._inflight.popleft()
+        thread.join()
+        self._free.append(staging)
 
     def _write_async(self, step: int, tree: Any, info: dict[str, Any]) -> None:
         try:
@@ -206,7 +216,8 @@ class CheckpointManager:
         except BaseException as exc:  # raised again at the next save / wait / close
             if hasattr(exc, "add_note"):
                 exc.add_note(f"(while saving checkpoint step {step} in the background)")
-            self._error = exc
+            if self._error is None:  # the first failure is the one to report
+                self._error = exc
 
     def _write(self, step: int, tree: Any, info: dict[str, Any]) -> None:
         metadata = {METADATA_KEY: json.dumps(info)}
@@ -238,10 +249,9 @@ class CheckpointManager:
             raise RuntimeError(f"{self.directory}: this CheckpointManager is closed")
 
     def wait(self) -> None:
-        """Wait for a background save to finish; raise its error, if any."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        """Wait for background saves to finish; raise the first error, if any."""
+        while self._inflight:
+            self._retire()
         self._raise_pending()
 
     def close(self) -> None:
@@ -251,6 +261,11 @@ class CheckpointManager:
         try:
             self.wait()
         finally:
+            if self._prefault is not None:
+                self._prefault.join()
+            for staging in self._free:
+                staging.clear()
+            self._free.clear()
             self._lock.close()
             self._lock = None
 

@@ -1,0 +1,102 @@
+"""Async checkpoints' host memory: staging buffers reused, bounded by async_buffers, prefaulted, freed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tensorfile import CheckpointManager
+from tensorfile.checkpoint.staging import Staging
+from tensorfile.errors import UnsupportedTypeError
+
+
+def _state(step: int, n: int = 3 << 20) -> dict:
+    return {"big": np.full(n // 4, step, np.float32), "small": np.arange(5) + step, "step": step}
+
+
+def _buffers(m: CheckpointManager) -> set[int]:
+    stagings = list(m._free) + [s for _, s in m._inflight]
+    return {b.ctypes.data for s in stagings for b in s._buffers.values()}
+
+
+@pytest.mark.parametrize("buffers", [1, 2])
+def test_buffers_are_allocated_once_and_reused(tmp_path, buffers):
+    with CheckpointManager(tmp_path, async_save=True, async_buffers=buffers, max_to_keep=2) as m:
+        m.save(0, _state(0))
+        m.wait()
+        first = _buffers(m)
+        assert m._stagings == buffers  # the second staging is made by the first save, not later
+        assert len(first) == 2 * buffers  # "big" and "small" in each staging, faulted in
+        for step in range(1, 6):
+            m.save(step, _state(step))
+        m.wait()
+        assert _buffers(m) == first  # the same memory every time
+        assert m._stagings == buffers
+        back = m.restore()
+        assert back["step"] == 5 and back["big"][0] == 5 and back["small"].tolist() == [5, 6, 7, 8, 9]
+        assert m.restore(step=4)["big"][-1] == 4
+    assert _buffers(m) == set()  # close() frees them
+
+
+def test_one_buffer_waits_for_the_previous_write_before_copying(tmp_path, monkeypatch):
+    from tensorfile.checkpoint import manager as manager_module
+
+    order = []
+    real_save = manager_module._save
+
+    def slow_save(tree, path, *args, **kwargs):
+        order.append(("write", int(tree["step"])))
+        real_save(tree, path, *args, **kwargs)
+
+    real_snapshot = Staging.snapshot
+
+    def snapshot(self, tree):
+        order.append(("copy", int(tree["step"])))
+        return real_snapshot(self, tree)
+
+    monkeypatch.setattr(manager_module, "_save", slow_save)
+    monkeypatch.setattr(Staging, "snapshot", snapshot)
+    with CheckpointManager(tmp_path, async_save=True, async_buffers=1) as m:
+        for step in range(3):
+            m.save(step, _state(step, 1024))
+    assert order == [("copy", 0), ("write", 0), ("copy", 1), ("write", 1), ("copy", 2), ("write", 2)]
+
+
+def test_a_changed_layout_gets_new_buffers_and_drops_old_ones(tmp_path):
+    with CheckpointManager(tmp_path, async_save=True, async_buffers=1) as m:
+        m.save(0, _state(0))
+        m.wait()
+        m.save(1, {"other": np.ones((2, 3)), "step": 1})
+        m.wait()
+        (staging,) = m._free
+        assert [key[0] for key in staging._buffers] == [("other",)]
+        assert m.restore()["other"].tolist() == [[1, 1, 1], [1, 1, 1]]
+
+
+def test_async_buffers_must_be_one_or_two(tmp_path):
+    for bad in (0, 3, "2"):
+        with pytest.raises(ValueError, match="async_buffers must be 1 or 2"):
+            CheckpointManager(tmp_path / "x", async_save=True, async_buffers=bad)
+
+
+def test_an_unsupported_value_leaves_the_staging_usable(tmp_path):
+    with CheckpointManager(tmp_path, async_save=True, async_buffers=1) as m:
+        with pytest.raises(UnsupportedTypeError, match=r"state\['bad'\]"):
+            m.save(0, {"bad": object()})
+        m.save(1, _state(1))
+        m.wait()
+        assert m.steps == [1] and m._stagings == 1
+
+
+def test_staging_copies_big_tensors_on_threads_exactly():
+    staging = Staging()
+    tree = {"a": [np.random.default_rng(0).random((512, 1024)), np.arange(3.0)], "b": (np.ones(600_000, ">f4"),)}
+    copy = staging.snapshot(tree)
+    np.testing.assert_array_equal(copy["a"][0], tree["a"][0])
+    assert copy["b"][0].dtype == np.dtype("=f4") and copy["b"][0].sum() == 600_000
+    assert copy["a"][0].ctypes.data != tree["a"][0].ctypes.data
+    tree["a"][0][:] = 0
+    assert copy["a"][0].sum() > 0  # a copy, not a view
+    again = Staging()
+    again.prefault(staging)
+    assert {k: (b.shape, b.dtype) for k, b in again._buffers.items()} == {k: (b.shape, b.dtype) for k, b in staging._buffers.items()}
