@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 MXVENV := .venv-mxnet
 MXSTAMP := $(MXVENV)/.installed
 
-.PHONY: demo test test-gpu bench clean fuzz
+.PHONY: demo test test-gpu bench bench-full clean fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,22 @@ fuzz: $(STAMP)
 	$(BIN)/python fuzz/seed_corpus.py
 	$(BIN)/python fuzz/run_all.py --seconds $(FUZZ_SECONDS) --report docs/FUZZING.md $(FUZZ_ARGS)
 
+# Benchmarks (not part of `make test`; results in docs/PERFORMANCE.md). `make bench` is a quick
+# small-size pass (a few minutes); `make bench-full` the full-size runs that the docs quote (about
+# 20 minutes). Loads and saves run each measurement in a fresh process; BENCH_ARGS=--cold for loads
+# from a cold page cache (drops the whole cache when root).
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python benchmarks/save_load.py --size small
+	$(BIN)/python benchmarks/loads.py --size small --repeat 3 $(BENCH_ARGS)
+	$(BIN)/python benchmarks/saves.py --size small --repeat 3
+	$(BIN)/python benchmarks/tiny.py --counts 5000 --repeat 3
+	$(BIN)/python benchmarks/checkpoint_stall.py --size small --repeat 3
+
+bench-full: $(STAMP)
+	$(BIN)/python benchmarks/loads.py --size full --repeat 7 $(BENCH_ARGS)
+	$(BIN)/python benchmarks/saves.py --size full --repeat 7
+	$(BIN)/python benchmarks/tiny.py --counts 5000,50000 --repeat 7
+	$(BIN)/python benchmarks/checkpoint_stall.py --size full --repeat 7
 
 clean:
 	rm -rf $(VENV) $(MXVENV) build src/*.egg-info .pytest_cache .hypothesis

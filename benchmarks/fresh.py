@@ -8,7 +8,10 @@ blocks under 32 MiB in its heap) and flatters whoever runs second.
 How one measurement runs: a new interpreter is started with ``sys.executable``; it
 runs the operation's imports (timed, reported apart as ``import_s``), then its setup
 (untimed: building a state to save, opening nothing the operation should open), then
-the operation itself (``op_s``), and prints one JSON line. Before each measurement
+the operation itself (``op_s``), and prints one JSON line. A library's first call imports
+more of it (tensorfile, torch and safetensors all import parts lazily), so each
+contender's imports end with the same call on a tiny file: that cost is an import
+cost, reported with them, not part of ``op_s``. Before each measurement
 the parent runs ``before()`` (the cold-cache mode drops the page cache there).
 
 Rounds: each runs every operation once, in an order shuffled anew (seeded), so that
@@ -29,7 +32,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
-__all__ = ["Op", "measure", "rounds", "Table", "drop_caches", "cache_mode", "machine_line", "touch_code"]
+__all__ = ["Op", "measure", "rounds", "Table", "drop_caches", "cache_mode", "machine_line", "touch_code", "write_touch_code"]
 
 _CHILD = """\
 import json, os, sys, time
@@ -41,7 +44,7 @@ _t1 = time.perf_counter()
 _t2 = time.perf_counter()
 {code}
 _t3 = time.perf_counter()
-print("@@RESULT " + json.dumps({{"import_s": _t1 - _t0, "op_s": _t3 - _t2}}))
+print("@@RESULT " + json.dumps({{"import_s": _t1 - _t0, "op_s": _t3 - _t2, **globals().get("_extra", {{}})}}))
 """
 
 #: Python that reads one byte of every page of every array in ``result`` (a dict or list of tensors or arrays).
@@ -56,6 +59,16 @@ def _touch(values):
     return total
 """
 
+#: Python that writes one byte of every page of every tensor in ``result`` (a mapped page is copied on write).
+write_touch_code = """
+import numpy as _np
+def _write_touch(values):
+    for v in (values.values() if isinstance(values, dict) else values):
+        a = v.numpy() if hasattr(v, "numpy") and not isinstance(v, _np.ndarray) else v
+        flat = _np.asarray(a).reshape(-1).view(_np.uint8)
+        flat[::4096] = 1
+"""
+
 
 @dataclass(frozen=True)
 class Op:
@@ -63,7 +76,8 @@ class Op:
 
     Attributes:
         name: shown in the tables.
-        code: the timed Python statements (run at module level of the child).
+        code: the timed Python statements (run at module level of the child); a dict it leaves in
+            ``_extra`` is added to the result (e.g. a peak memory).
         imports: statements run first, timed apart (``import_s``).
         setup: untimed statements between the imports and ``code``.
         without_torch: make ``import torch`` fail in the child (``sys.modules["torch"] = None``).
@@ -80,7 +94,7 @@ class Op:
 
 
 def measure(op: Op, timeout: float = 900) -> dict[str, float]:
-    """Run ``op`` once in a new process; returns ``{"import_s": s, "op_s": s}``.
+    """Run ``op`` once in a new process; returns ``{"import_s": s, "op_s": s}`` and the op's ``_extra``.
 
     Raises:
         RuntimeError: the child failed (its stderr's tail is in the message).
@@ -145,7 +159,9 @@ def cache_mode(cold: bool) -> str:
 
 
 def warm(paths: Iterable[str]) -> None:
-    """Read every file once, so that the rounds start from a warm page cache."""
+    """Write back whatever is dirty, then read every file once, so that the rounds start from a warm page cache
+    with no write-back running behind them."""
+    os.sync()
     for path in paths:
         for root, _, names in os.walk(path) if os.path.isdir(path) else [("", [], [path])]:
             for name in names:

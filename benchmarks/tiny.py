@@ -6,7 +6,7 @@ safetensors ``save_file`` / ``load_file``. A state of many small tensors is wher
 per-tensor costs (headers, records, Python objects) show, not the disk.
 
 Targets (issue 10): tensorfile's save and load at least 1.0x torch's and at least 0.8x
-safetensors' (ratio = peer's median time / tensorfile's). Exit status 1 when one is missed.
+safetensors' (ratio = peer's median time / tensorfile's). Exit status 3 when one is missed (1 is a crash).
 
 Usage: python benchmarks/tiny.py [--counts 5000,50000] [--repeat 7] [--dir DIR]
 """
@@ -86,7 +86,7 @@ def main() -> int:
                 rows.append((f"{c}: {what} vs {torch_name}", f"{c}: {torch_name}", f"{c}: {tf}", 1.0))
                 rows.append((f"{c}: {what} vs {st_name}", f"{c}: {st_name}", f"{c}: {tf}", 0.8))
         missed = table.print_ratios(rows)
-        return 1 if missed else 0
+        return 3 if missed else 0
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

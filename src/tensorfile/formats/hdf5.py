@@ -49,6 +49,7 @@ import numpy as np
 
 from ..errors import FormatError, LimitError, TensorFileError, UnsafeFileError
 from ..format.dtypes import dtype_from_name
+from ..format.memory import empty_array
 from ..limits import DEFAULT_LIMITS, Budget
 from ._zip import open_zip, zip_errors
 from .base import Format, Probe
@@ -250,7 +251,9 @@ class _Reader:
         dtype = dtype.newbyteorder("=")
         count = int(np.prod(shape, dtype=object))
         self.budget.charge(count * dtype.itemsize, f"{what} of shape {list(shape)} and dtype {dtype}")
-        out = np.empty(shape, dtype)  # (an enum's metadata, bool's included, tells h5py the memory type)
+        # Private memory (format/memory.py); an enum's dtype metadata (bool's included) tells h5py the memory type,
+        # so such arrays keep NumPy's allocation, which carries it.
+        out = np.empty(shape, dtype) if dtype.metadata else empty_array(shape, dtype)
         if count:
             with _h5_errors(where):
                 dataset.read_direct(out)
