@@ -6,7 +6,9 @@
    ``fsync`` ``<directory>`` so the rename survives a power loss.
 
 A reader lists only names that match the step pattern, so a temporary folder
-left by a crash is invisible; :func:`remove_temporaries` deletes them. An
+left by a crash is invisible; :func:`remove_temporaries` deletes them. A step is
+deleted the same way in reverse (:func:`delete`): renamed out of the namespace,
+then removed. An
 existing step of the same name is moved aside first and deleted only after the
 new one is in place.
 """
@@ -20,11 +22,13 @@ from typing import Callable
 
 from ..atomic import fsync_dir
 
-__all__ = ["TEMP_PREFIX", "commit", "remove_temporaries"]
+__all__ = ["TEMP_PREFIX", "commit", "delete", "remove_temporaries"]
 
 TEMP_PREFIX = ".tmp-"
 #: A committed step moved aside while it is being replaced.
 OLD_PREFIX = ".tmp-old-"
+#: A step being deleted: renamed out of the step namespace first, so a crash mid-delete leaves no half step.
+TRASH_PREFIX = ".tmp-trash-"
 
 
 def commit(directory: str, name: str, write: Callable[[str], None]) -> str:
@@ -57,6 +61,21 @@ def commit(directory: str, name: str, write: Callable[[str], None]) -> str:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def delete(directory: str, name: str) -> None:
+    """Delete step ``name`` atomically: rename it out of the step namespace, then remove it.
+
+    A crash after the rename leaves a ``.tmp-trash-`` folder that :func:`remove_temporaries`
+    deletes; a reader never sees a step folder with part of its files.
+    """
+    trash = os.path.join(directory, f"{TRASH_PREFIX}{name}-{secrets.token_hex(4)}")
+    try:
+        os.rename(os.path.join(directory, name), trash)
+    except FileNotFoundError:
+        return
+    fsync_dir(directory)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def remove_temporaries(directory: str) -> list[str]:

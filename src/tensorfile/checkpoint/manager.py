@@ -8,20 +8,23 @@ On disk, ``<directory>/step_<N>/state.tensorfile`` per committed step (see
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import operator
 import os
 import re
-import shutil
+import sys
 import threading
 import warnings
+import weakref
 from collections import deque
 from typing import Any, Mapping
 
 from ..errors import CheckpointNotFoundError, FormatError, IntegrityError
 from ..files import _save, load
 from ..lazy import open as open_file
-from .commit import commit, remove_temporaries
+from .commit import commit, delete, remove_temporaries
 from .live import apply, capture, kind_of
 from .lock import FolderLock
 from .retention import Retention
@@ -31,7 +34,19 @@ __all__ = ["CheckpointManager"]
 
 STATE_FILE = "state.tensorfile"
 METADATA_KEY = "tensorfile.checkpoint"
-_STEP = re.compile(r"step_(\d{8,})")
+_STEP = re.compile(r"step_([0-9]{8,})")  # ASCII digits only: \d also takes other scripts' digits
+
+
+def _close_at_exit(ref: "weakref.ref[CheckpointManager]") -> None:
+    """At interpreter exit: finish a manager's background saves; say so on stderr if the last one failed."""
+    manager = ref()
+    if manager is None or manager._lock is None:
+        return
+    try:
+        manager.close()
+    except BaseException as exc:  # nothing above to catch it any more
+        sys.stderr.write(f"tensorfile: {manager.directory}: a checkpoint could not be committed at exit: "
+                         f"{type(exc).__name__}: {exc}\n")  # fmt: skip
 
 
 class CheckpointManager:
@@ -49,6 +64,8 @@ class CheckpointManager:
             background thread writes and commits. The snapshot goes into staging
             buffers allocated by the first save and reused by later ones (see
             :mod:`.staging`), so after the first save the stall is a memory copy.
+            A save still writing when the interpreter exits normally is committed
+            then (a failure is written to stderr).
         async_buffers: host copies of the state an async manager may hold, 1 or 2.
             With 2 (the default), a save copies the state while the previous save is
             still writing, then waits for that write; the second copy is allocated
@@ -94,6 +111,11 @@ class CheckpointManager:
         self._inflight: deque[tuple[threading.Thread, Staging]] = deque()  # the write in flight, if any
         self._stagings = 0
         self._prefault: threading.Thread | None = None
+        # An async save still writing when the script ends is committed at interpreter exit (not lost). The
+        # write uses thread pools, which refuse work once concurrent.futures' own exit hook has run; threading's
+        # exit hooks run before it (newest first), plain atexit hooks after. Python 3.9+ has the former.
+        self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
+        getattr(threading, "_register_atexit", atexit.register)(self._at_exit)
         self._metrics: dict[int, dict[str, float]] = {}
 
     # ------------------------------------------------------------ what is there
@@ -236,7 +258,7 @@ class CheckpointManager:
         keep = self.retention.keep(steps, self._all_metrics())
         for step in steps:
             if step not in keep:
-                shutil.rmtree(self._path(step), ignore_errors=True)
+                delete(self.directory, os.path.basename(self._path(step)))
                 self._metrics.pop(step, None)
 
     def _raise_pending(self) -> None:
@@ -268,6 +290,7 @@ class CheckpointManager:
             self._free.clear()
             self._lock.close()
             self._lock = None
+            atexit.unregister(self._at_exit)
 
     def __enter__(self) -> "CheckpointManager":
         return self
@@ -333,6 +356,9 @@ class CheckpointManager:
         try:
             with open_file(path) as f:
                 info = json.loads(f.metadata.get(METADATA_KEY, "{}"))
+            if info.get("step") != step:  # a folder renamed by hand, or another run's file copied in
+                raise IntegrityError(f"{path}: the folder says step {step}, the checkpoint inside records step "
+                                     f"{info.get('step')!r}")  # fmt: skip
             return load(path), info
         except (FormatError, FileNotFoundError, ValueError) as exc:
             if isinstance(exc, IntegrityError):

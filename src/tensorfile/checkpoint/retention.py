@@ -3,11 +3,14 @@
 A step is kept when any policy wants it: it is among the ``max_to_keep`` newest;
 or ``step % keep_every_n_steps == 0``; or it is among the ``keep_best`` best by
 its ``best_metric`` (``best_mode`` ``"min"`` or ``"max"``; steps without that
-metric never count as best). With ``max_to_keep=None`` nothing is deleted.
+metric, or whose value is NaN or infinite, never count as best: a diverged run's
+NaN loss must not push the true best out, Lightning#2636). With ``max_to_keep=None``
+nothing is deleted.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -37,7 +40,7 @@ class Retention:
         metric = self.best_metric
         if metric is None:
             return []
-        scored = [(metrics[s][metric], s) for s in steps if metric in metrics.get(s, {})]
+        scored = [(metrics[s][metric], s) for s in steps if math.isfinite(metrics.get(s, {}).get(metric, math.nan))]
         sign = 1 if self.best_mode == "min" else -1
         return [s for _, s in sorted(scored, key=lambda vs: (sign * vs[0], -vs[1]))[:count]]
 

@@ -1,0 +1,109 @@
+"""CheckpointManager faults people hit (issue 11, first part): NaN metrics, deleting a step, folder names,
+a renamed step, exiting without close()."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from tensorfile import CheckpointManager
+from tensorfile.checkpoint import commit as commit_module
+from tensorfile.errors import CheckpointNotFoundError, IntegrityError
+
+
+def _state(step: int) -> dict:
+    return {"w": np.full(4, step, np.float32), "step": step}
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_metric_is_never_best(tmp_path, bad):
+    with CheckpointManager(tmp_path, max_to_keep=1, keep_best=1, best_metric="loss") as m:
+        m.save(1, _state(1), metrics={"loss": 0.5})
+        m.save(2, _state(2), metrics={"loss": bad})
+        m.save(3, _state(3), metrics={"loss": 0.9})
+        assert m.best_step == 1
+        assert m.steps == [1, 3]  # the true best is kept, the diverged step is not
+    with CheckpointManager(tmp_path, best_metric="loss", best_mode="max") as m:
+        assert m.best_step == 3
+
+
+def test_a_step_is_deleted_by_renaming_it_out_first(tmp_path, monkeypatch):
+    with CheckpointManager(tmp_path, max_to_keep=1) as m:
+        m.save(0, _state(0))
+        monkeypatch.setattr(commit_module.shutil, "rmtree", lambda *a, **k: None)  # "killed" after the rename
+        m.save(1, _state(1))
+        monkeypatch.undo()
+        assert m.steps == [1]
+    leftovers = [e for e in os.listdir(tmp_path) if e.startswith(".tmp-trash-")]
+    assert leftovers  # the half-deleted step is out of the namespace
+    with CheckpointManager(tmp_path) as m:
+        assert m.steps == [1] and m.restore()["step"] == 1
+    assert not [e for e in os.listdir(tmp_path) if e.startswith(".tmp-")]
+
+
+def test_only_ascii_digits_name_a_step(tmp_path):
+    with CheckpointManager(tmp_path) as m:
+        m.save(1, _state(1))
+    os.mkdir(tmp_path / "step_\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0662")  # Arabic-Indic digits
+    with CheckpointManager(tmp_path) as m:
+        assert m.steps == [1]
+
+
+def test_a_renamed_step_is_refused_and_restore_falls_back(tmp_path):
+    with CheckpointManager(tmp_path) as m:
+        m.save(0, _state(0))
+        m.save(1, _state(1))
+    os.rename(tmp_path / "step_00000001", tmp_path / "step_00000009")
+    with CheckpointManager(tmp_path) as m:
+        with pytest.raises(IntegrityError, match="says step 9.*records step 1"):
+            m.restore(step=9)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert m.restore()["step"] == 0
+        assert any("step 9" in str(w.message) for w in caught)
+    os.rename(tmp_path / "step_00000000", tmp_path / "step_00000005")
+    with CheckpointManager(tmp_path) as m, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(CheckpointNotFoundError):
+            m.restore()
+
+
+_NO_CLOSE = """
+import sys, numpy as np, tensorfile
+m = tensorfile.CheckpointManager(sys.argv[1], async_save=True)
+for step in range(3):
+    m.save(step, {"w": np.full(1 << 20, step, np.float32), "step": step})
+# no close(), no wait(): the script just ends
+"""
+
+
+def test_an_async_save_is_committed_when_the_script_ends_without_close(tmp_path):
+    out = subprocess.run([sys.executable, "-c", _NO_CLOSE, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with CheckpointManager(tmp_path) as m:
+        assert m.steps == [0, 1, 2]
+        assert m.restore()["w"][0] == 2
+
+
+_FAILS_AT_EXIT = """
+import sys, numpy as np, tensorfile
+from tensorfile.checkpoint import manager
+m = tensorfile.CheckpointManager(sys.argv[1], async_save=True)
+def broken(*a, **k):
+    raise OSError(28, "No space left on device")
+manager._save = broken
+m.save(0, {"w": np.ones(3)})
+"""
+
+
+def test_a_failed_save_at_exit_is_reported(tmp_path):
+    out = subprocess.run([sys.executable, "-c", _FAILS_AT_EXIT, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert "could not be committed at exit" in out.stderr and "No space left on device" in out.stderr
+    with CheckpointManager(tmp_path) as m:
+        assert m.steps == []
