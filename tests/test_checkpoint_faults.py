@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
+import tensorfile
 from tensorfile import CheckpointManager
 from tensorfile.checkpoint import commit as commit_module
 from tensorfile.errors import CheckpointNotFoundError, IntegrityError
@@ -107,3 +108,29 @@ def test_a_failed_save_at_exit_is_reported(tmp_path):
     assert "could not be committed at exit" in out.stderr and "No space left on device" in out.stderr
     with CheckpointManager(tmp_path) as m:
         assert m.steps == []
+
+
+def test_a_symlinked_lock_is_not_followed_and_its_target_is_untouched(tmp_path):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("do not truncate me")
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    os.symlink(victim, folder / ".lock")
+    with pytest.raises(tensorfile.CheckpointLockedError, match="symbolic link"):
+        CheckpointManager(folder)
+    assert victim.read_text() == "do not truncate me"
+    os.remove(folder / ".lock")
+    os.mkfifo(folder / ".lock")
+    with pytest.raises(tensorfile.CheckpointLockedError, match="not a regular file"):
+        CheckpointManager(folder)
+
+
+def test_the_lock_error_names_its_holder(tmp_path):
+    import json
+    import socket
+
+    with CheckpointManager(tmp_path):
+        record = json.loads((tmp_path / ".lock").read_text())
+        assert record["pid"] == os.getpid() and record["host"] == socket.gethostname() and record["since"].endswith("+00:00")
+        with pytest.raises(tensorfile.CheckpointLockedError, match=rf"PID {os.getpid()} on host .*, since 20"):
+            CheckpointManager(tmp_path)
