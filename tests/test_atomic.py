@@ -145,3 +145,58 @@ def test_long_names_symlinks_modes_and_special_targets(tmp_path):
     with pytest.raises(IsADirectoryError):
         tensorfile.save(np.ones(1), str(tmp_path / "x") + os.sep)
     assert sorted(os.listdir(tmp_path)) == sorted([long_name, "real", "link", "fifo"])
+
+
+# ---------------------------------------------------------------- leftovers of killed writers (issue 11)
+
+_KILLED = """
+import os, sys
+from tensorfile.atomic import atomic_write
+with atomic_write(sys.argv[1]) as f:
+    f.write(b"half a file")
+    os.kill(os.getpid(), 9)
+"""
+
+
+def _age(path, seconds=3600):
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+def test_a_later_save_removes_what_killed_writers_left_and_only_that(tmp_path):
+    import fcntl
+
+    import numpy as np
+
+    import tensorfile
+
+    target = tmp_path / "model.tensorfile"
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", _KILLED, str(target)], timeout=60)
+    dead = sorted(p.name for p in tmp_path.iterdir())
+    assert len(dead) == 2 and all(n.startswith(".model.tensorfile.tmp-") for n in dead)
+    for name in dead:
+        _age(tmp_path / name)
+    alive = tmp_path / ".model.tensorfile.tmp-0123456789ab"  # a writer still at work: it holds the lock
+    alive.write_bytes(b"in progress")
+    _age(alive)
+    holder = os.open(alive, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    young = tmp_path / ".model.tensorfile.tmp-ba9876543210"  # just created: its writer may not have locked it yet
+    young.write_bytes(b"new")
+    other = tmp_path / ".other.tensorfile.tmp-0123456789ab"  # another file's temporary
+    other.write_bytes(b"x")
+    _age(other)
+    odd = tmp_path / ".model.tensorfile.tmp-notours"  # not our name pattern
+    odd.write_bytes(b"x")
+    _age(odd)
+    link = tmp_path / ".model.tensorfile.tmp-aaaaaaaaaaaa"
+    os.symlink(other, link)
+    try:
+        tensorfile.save({"a": np.arange(3)}, target)
+    finally:
+        os.close(holder)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([alive.name, young.name, other.name, odd.name, link.name, "model.tensorfile"])
+    assert other.read_bytes() == b"x"
+    np.testing.assert_array_equal(tensorfile.load(target)["a"], np.arange(3))

@@ -6,6 +6,12 @@ target, then ``fsync`` the folder so the rename itself is durable. On any error
 the temporary is removed and the target is left as it was. A process killed
 mid-write leaves at most a stray hidden temporary, never a truncated target.
 
+Leftover temporaries are removed by the next save to the same path, and only
+those of dead writers: a writer holds an exclusive ``flock`` on its temporary from
+creation to rename, so a temporary that can be locked, and is older than
+:data:`STALE_AFTER` seconds (the instant between a writer's create and its lock),
+has no writer left (ai2cm/ace#1165: each ``kill -9`` left up to a file's size).
+
 A symlink is followed (the file it points to is replaced, as ``open`` would
 write it); an existing file keeps its permission bits; a target that exists but
 is not a regular file (a folder, a device, a FIFO) is refused.
@@ -18,13 +24,17 @@ import errno
 import os
 import secrets
 import stat
+import time
 from typing import BinaryIO, Iterator
 
-__all__ = ["atomic_write", "fsync_dir", "TEMP_MARK"]
+__all__ = ["atomic_write", "fsync_dir", "remove_stale_temporaries", "TEMP_MARK", "STALE_AFTER"]
 
 #: Part of every temporary file's name, so leftovers can be recognized.
 TEMP_MARK = ".tmp-"
 _NAME_MAX = 255
+_RANDOM_HEX = 12
+#: A leftover temporary younger than this (seconds since its last change) is never removed.
+STALE_AFTER = 10.0
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -52,10 +62,62 @@ def _target(path: str) -> tuple[str, int | None]:
     return real, stat.S_IMODE(info.st_mode)
 
 
+def _temp_prefix(real: str) -> str:
+    """``.<name>.tmp-``, the name cut so that the random part still fits in a file name."""
+    stem = os.path.basename(real).encode("utf-8", "surrogateescape")[: _NAME_MAX - 1 - len(TEMP_MARK) - _RANDOM_HEX]
+    return "." + stem.decode("utf-8", "ignore") + TEMP_MARK
+
+
 def _temp_name(real: str) -> str:
-    suffix = f"{TEMP_MARK}{secrets.token_hex(6)}"
-    stem = os.path.basename(real).encode("utf-8", "surrogateescape")[: _NAME_MAX - 1 - len(suffix)]
-    return os.path.join(os.path.dirname(real), "." + stem.decode("utf-8", "ignore") + suffix)
+    return os.path.join(os.path.dirname(real), _temp_prefix(real) + secrets.token_hex(_RANDOM_HEX // 2))
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[str]:
+    """Remove the temporaries that dead writers left beside ``path``; returns their names.
+
+    A candidate is named ``.<name>.tmp-<12 hex digits>``, is a regular file reached
+    without a link, is older than :data:`STALE_AFTER` and can be ``flock``-ed (its
+    writer, which held the lock, is gone). Anything else is left alone.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock: leftovers stay (not Linux or macOS)
+        return []
+    real = os.path.realpath(os.fspath(path))
+    folder = os.path.dirname(real)
+    prefix = _temp_prefix(real)
+    removed = []
+    try:
+        entries = [e.name for e in os.scandir(folder) if e.name.startswith(prefix)]
+    except OSError:
+        return []
+    for name in entries:
+        tail = name[len(prefix) :]
+        if len(tail) != _RANDOM_HEX or any(c not in "0123456789abcdef" for c in tail):
+            continue
+        candidate = os.path.join(folder, name)
+        try:
+            fd = os.open(candidate, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                         | getattr(os, "O_CLOEXEC", 0))  # fmt: skip
+        except OSError:
+            continue
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or time.time() - info.st_mtime < STALE_AFTER:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its writer is alive
+            now = os.stat(candidate, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino):  # still the file we locked
+                os.unlink(candidate)
+                removed.append(name)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _drop_cached(path: str) -> None:
@@ -109,6 +171,13 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Itera
         error = type(exc)(f"{os.fspath(path)}: cannot write in {folder}: {why}")
         error.errno = exc.errno
         raise error from None
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until the rename: this temporary has a live writer
+    except (ImportError, OSError):
+        pass
+    remove_stale_temporaries(real)
     if mode is not None:
         _drop_cached(real)
     try:
