@@ -134,3 +134,27 @@ def test_the_lock_error_names_its_holder(tmp_path):
         assert record["pid"] == os.getpid() and record["host"] == socket.gethostname() and record["since"].endswith("+00:00")
         with pytest.raises(tensorfile.CheckpointLockedError, match=rf"PID {os.getpid()} on host .*, since 20"):
             CheckpointManager(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["folder", "torch file", "text", "hostile pickle"])
+def test_a_step_file_that_is_not_ours_falls_back_with_a_warning(tmp_path, kind):
+    with CheckpointManager(tmp_path) as m:
+        m.save(0, _state(0))
+        m.save(1, _state(1))
+    state = tmp_path / "step_00000001" / "state.tensorfile"
+    os.remove(state)
+    if kind == "folder":
+        state.mkdir()
+    elif kind == "torch file":
+        torch = pytest.importorskip("torch")
+        torch.save({"w": torch.ones(4)}, state)
+    elif kind == "text":
+        state.write_text("hello")
+    else:
+        state.write_bytes(b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.")
+    with CheckpointManager(tmp_path) as m, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert m.restore()["step"] == 0
+        assert any("step 1 is corrupt or incomplete" in str(w.message) or "records step" in str(w.message) for w in caught)
+        with pytest.raises(IntegrityError):
+            m.restore(step=1)

@@ -21,7 +21,7 @@ import weakref
 from collections import deque
 from typing import Any, Mapping
 
-from ..errors import CheckpointNotFoundError, FormatError, IntegrityError
+from ..errors import CheckpointNotFoundError, IntegrityError, TensorFileError
 from ..files import _save, load
 from ..lazy import open as open_file
 from .commit import commit, delete, remove_temporaries
@@ -356,12 +356,13 @@ class CheckpointManager:
         try:
             with open_file(path) as f:
                 info = json.loads(f.metadata.get(METADATA_KEY, "{}"))
-            if info.get("step") != step:  # a folder renamed by hand, or another run's file copied in
+            recorded = info.get("step") if isinstance(info, dict) else None
+            if recorded != step:  # a folder renamed by hand, another run's or another tool's file copied in
                 raise IntegrityError(f"{path}: the folder says step {step}, the checkpoint inside records step "
-                                     f"{info.get('step')!r}")  # fmt: skip
+                                     f"{recorded!r}")  # fmt: skip
             return load(path), info
-        except (FormatError, FileNotFoundError, ValueError) as exc:
-            if isinstance(exc, IntegrityError):
-                raise
+        except IntegrityError:
+            raise
+        except (TensorFileError, OSError, ValueError) as exc:  # a folder, another tool's file, unreadable, damaged
             raise IntegrityError(f"checkpoint step {step} is corrupt or incomplete: {exc}") from exc
 
