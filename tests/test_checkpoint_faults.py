@@ -158,3 +158,71 @@ def test_a_step_file_that_is_not_ours_falls_back_with_a_warning(tmp_path, kind):
         assert any("step 1 is corrupt or incomplete" in str(w.message) or "records step" in str(w.message) for w in caught)
         with pytest.raises(IntegrityError):
             m.restore(step=1)
+
+
+def test_a_reader_follows_a_trainer_without_a_lock(tmp_path):
+    with CheckpointManager(tmp_path, max_to_keep=2) as trainer:
+        reader = CheckpointManager(tmp_path, read_only=True)  # beside the trainer: no CheckpointLockedError
+        assert reader.latest_step is None
+        for step in range(5):
+            trainer.save(step, _state(step))
+            assert reader.latest_step == step and reader.steps == list(range(max(0, step - 1), step + 1))
+            assert reader.restore()["w"][0] == step
+        with pytest.raises(PermissionError, match="read-only"):
+            reader.save(9, _state(9))
+        reader.close()
+
+
+_TRAINER = """
+import sys, time, numpy as np, tensorfile
+with tensorfile.CheckpointManager(sys.argv[1], max_to_keep=3, async_save=True) as m:
+    for step in range(8):
+        m.save(step, {"w": np.full(1 << 18, step, np.float32), "step": step})
+        time.sleep(0.15)
+"""
+
+
+def test_a_reader_process_follows_a_training_process(tmp_path):
+    import time
+
+    trainer = subprocess.Popen([sys.executable, "-c", _TRAINER, str(tmp_path)])
+    seen = {}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not os.path.isdir(tmp_path):
+            time.sleep(0.01)
+        reader = CheckpointManager(tmp_path, read_only=True)
+        while time.monotonic() < deadline:
+            step = reader.latest_step
+            if step is not None and step not in seen:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # a step deleted by retention while read: the previous one
+                    back = reader.restore()
+                assert back["w"][0] == back["step"] and float(back["w"][-1]) == back["step"]
+                seen[back["step"]] = True
+            if trainer.poll() is not None and reader.latest_step == 7:
+                break
+            time.sleep(0.02)
+    finally:
+        trainer.wait(timeout=60)
+    assert trainer.returncode == 0 and 7 in seen and len(seen) >= 3
+
+
+def test_a_read_only_manager_writes_nothing(tmp_path, monkeypatch):
+    with CheckpointManager(tmp_path) as m:
+        m.save(3, _state(3))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    real_open = os.open
+
+    def no_writes(path, flags, *args, **kwargs):  # what a read-only mount would refuse
+        if str(path).startswith(str(tmp_path)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise PermissionError(13, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_writes)
+    with CheckpointManager(tmp_path, read_only=True) as reader:
+        assert reader.steps == [3] and reader.restore()["step"] == 3
+    monkeypatch.undo()
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
+    with pytest.raises(CheckpointNotFoundError, match="no such checkpoint folder"):
+        CheckpointManager(tmp_path / "missing", read_only=True)

@@ -40,7 +40,7 @@ _STEP = re.compile(r"step_([0-9]{8,})")  # ASCII digits only: \d also takes othe
 def _close_at_exit(ref: "weakref.ref[CheckpointManager]") -> None:
     """At interpreter exit: finish a manager's background saves; say so on stderr if the last one failed."""
     manager = ref()
-    if manager is None or manager._lock is None:
+    if manager is None or manager._closed:
         return
     try:
         manager.close()
@@ -74,6 +74,10 @@ class CheckpointManager:
             Memory held until :meth:`close`: ``async_buffers`` x the state's tensor bytes.
         lock_timeout: seconds to wait for another manager (another process)
             holding the folder, 0 to fail at once.
+        read_only: a reader: takes no lock, removes and writes nothing, so it works
+            beside a trainer's manager and on a read-only folder. ``steps``,
+            ``latest_step``, ``best_step`` and :meth:`restore` see each step as soon
+            as the trainer commits it; :meth:`save` raises ``PermissionError``.
 
     Raises:
         CheckpointLockedError: another manager holds the folder.
@@ -93,6 +97,7 @@ class CheckpointManager:
         async_save: bool = False,
         async_buffers: int = 2,
         lock_timeout: float = 0.0,
+        read_only: bool = False,
     ) -> None:
         self.directory = os.fspath(directory)
         self.retention = Retention(max_to_keep, keep_every_n_steps, keep_best, best_metric, best_mode)
@@ -103,9 +108,16 @@ class CheckpointManager:
         if async_buffers not in (1, 2):
             raise ValueError(f"async_buffers must be 1 or 2, not {async_buffers!r}")
         self.async_buffers = async_buffers
-        os.makedirs(self.directory, exist_ok=True)
-        self._lock: FolderLock | None = FolderLock(self.directory, lock_timeout)
-        remove_temporaries(self.directory)
+        self.read_only = read_only
+        self._closed = False
+        self._lock: FolderLock | None = None
+        if read_only:  # a reader: no lock, no clean-up, nothing written (the folder may be read-only)
+            if not os.path.isdir(self.directory):
+                raise CheckpointNotFoundError(f"{self.directory}: no such checkpoint folder")
+        else:
+            os.makedirs(self.directory, exist_ok=True)
+            self._lock = FolderLock(self.directory, lock_timeout)
+            remove_temporaries(self.directory)
         self._error: BaseException | None = None
         self._free: list[Staging] = []  # staging buffers not used by a write in flight
         self._inflight: deque[tuple[threading.Thread, Staging]] = deque()  # the write in flight, if any
@@ -115,7 +127,8 @@ class CheckpointManager:
         # write uses thread pools, which refuse work once concurrent.futures' own exit hook has run; threading's
         # exit hooks run before it (newest first), plain atexit hooks after. Python 3.9+ has the former.
         self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
-        getattr(threading, "_register_atexit", atexit.register)(self._at_exit)
+        if not read_only:
+            getattr(threading, "_register_atexit", atexit.register)(self._at_exit)
         self._metrics: dict[int, dict[str, float]] = {}
 
     # ------------------------------------------------------------ what is there
@@ -182,6 +195,8 @@ class CheckpointManager:
                 earlier steps are intact and no partial step is visible.
         """
         self._check_open()
+        if self.read_only:
+            raise PermissionError(f"{self.directory}: this CheckpointManager is read-only (read_only=True)")
         if isinstance(step, bool) or not hasattr(step, "__index__") or operator.index(step) < 0:
             raise ValueError(f"step must be an int >= 0, not {step!r}")
         step = operator.index(step)
@@ -267,7 +282,7 @@ class CheckpointManager:
             raise error
 
     def _check_open(self) -> None:
-        if self._lock is None:
+        if self._closed:
             raise RuntimeError(f"{self.directory}: this CheckpointManager is closed")
 
     def wait(self) -> None:
@@ -278,8 +293,9 @@ class CheckpointManager:
 
     def close(self) -> None:
         """Finish pending saves and release the folder (raises a pending save's error)."""
-        if self._lock is None:
+        if self._closed:
             return
+        self._closed = True
         try:
             self.wait()
         finally:
@@ -288,8 +304,9 @@ class CheckpointManager:
             for staging in self._free:
                 staging.clear()
             self._free.clear()
-            self._lock.close()
-            self._lock = None
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
             atexit.unregister(self._at_exit)
 
     def __enter__(self) -> "CheckpointManager":
