@@ -100,3 +100,80 @@ def test_staging_copies_big_tensors_on_threads_exactly():
     again = Staging()
     again.prefault(staging)
     assert {k: (b.shape, b.dtype) for k, b in again._buffers.items()} == {k: (b.shape, b.dtype) for k, b in staging._buffers.items()}
+
+
+@pytest.mark.parametrize("buffers", [1, 2])
+def test_numpy_scalars_and_float8_kinds_are_snapshotted_exactly(tmp_path, buffers):
+    import ml_dtypes
+
+    kinds = [ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz, ml_dtypes.float8_e5m2fnuz]
+    with CheckpointManager(tmp_path, async_save=True, async_buffers=buffers) as m:
+        for step, kind in enumerate(kinds):
+            m.save(step, {"lr": np.float64(0.1 * (step + 1)), "n": np.int64(step), "f8": np.array([0.5, -2.0], kind)})
+        m.wait()
+        for step, kind in enumerate(kinds):
+            back = m.restore(step=step)
+            assert float(back["lr"]) == 0.1 * (step + 1) and int(back["n"]) == step  # not the previous save's
+            assert back["f8"].dtype == np.dtype(kind) and back["f8"].astype(np.float32).tolist() == [0.5, -2.0]
+
+
+def test_a_tensor_seen_twice_stays_one_tensor_as_in_a_sync_save(tmp_path):
+    torch = pytest.importorskip("torch")
+    w = torch.randn(4, 3)
+    for mode in (False, True):
+        with CheckpointManager(tmp_path / str(mode), async_save=mode) as m:
+            m.save(0, {"embed": w, "lm_head": w})
+            back = m.restore()
+            assert back["embed"] is back["lm_head"] or back["embed"].data_ptr() == back["lm_head"].data_ptr()
+            assert torch.equal(back["embed"], w)
+
+
+def test_tensorflow_tensors_are_snapshotted_after_the_copy(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    with CheckpointManager(tmp_path, async_save=True, async_buffers=1) as m:
+        for step in range(3):
+            m.save(step, {"v": tf.fill([4], float(step + 1))})
+        m.wait()
+        assert [m.restore(step=s)["v"].numpy().tolist() for s in range(3)] == [[1.0] * 4, [2.0] * 4, [3.0] * 4]
+
+
+def test_an_interrupted_close_keeps_the_folder_locked_until_the_write_ends(tmp_path, monkeypatch):
+    import threading
+
+    from tensorfile.errors import CheckpointLockedError
+
+    m = CheckpointManager(tmp_path, async_save=True)
+    m.save(0, _state(0))
+    real_join = threading.Thread.join
+    calls = []
+
+    def interrupted_join(self, *args, **kwargs):
+        if not calls:
+            calls.append(1)
+            raise KeyboardInterrupt
+        return real_join(self, *args, **kwargs)
+
+    monkeypatch.setattr(threading.Thread, "join", interrupted_join)
+    with pytest.raises(KeyboardInterrupt):
+        m.close()
+    monkeypatch.undo()
+    with pytest.raises(CheckpointLockedError):
+        CheckpointManager(tmp_path)  # the write may still run: nobody else may clean its folder
+    m.close()
+    with CheckpointManager(tmp_path) as again:
+        assert again.steps == [0]
+
+
+def test_async_buffers_must_be_a_plain_int():
+    for bad in (True, 1.0, 2.0):
+        with pytest.raises(ValueError, match="async_buffers"):
+            CheckpointManager("unused-folder-never-made", async_save=True, async_buffers=bad)
+
+
+def test_a_defaultdict_is_refused_as_in_a_sync_save(tmp_path):
+    from collections import defaultdict
+
+    for mode in (False, True):
+        with CheckpointManager(tmp_path / str(mode), async_save=mode) as m:
+            with pytest.raises(UnsupportedTypeError):
+                m.save(0, {"d": defaultdict(list, {"a": np.ones(2)})})

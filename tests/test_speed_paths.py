@@ -157,3 +157,44 @@ def test_the_collector_is_paused_during_save_and_load_and_restored_after(tmp_pat
     with pytest.raises(FormatError):
         tensorfile.load(tmp_path / "junk.tensorfile")
     assert gc.isenabled()  # also after an error
+
+
+def test_memory_the_machine_cannot_give_is_a_limit_error(tmp_path, monkeypatch):
+    from tensorfile.format import memory
+
+    tensorfile.save({"big": np.zeros(MAP_MIN_BYTES // 4, np.float32)}, tmp_path / "m.tensorfile")
+    np.save(tmp_path / "m.npy", np.zeros(MAP_MIN_BYTES // 4, np.float32))
+
+    def refuse(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(memory.mmap, "mmap", refuse)
+    for name in ("m.tensorfile", "m.npy"):
+        with pytest.raises(tensorfile.LimitError):
+            tensorfile.load(tmp_path / name)
+    with pytest.raises(tensorfile.LimitError, match="cannot be had"):
+        tensorfile.open(tmp_path / "m.npy")
+
+
+def test_a_background_thread_does_not_pause_the_collector(tmp_path):
+    seen = []
+    real = tensorfile.files.flatten
+
+    def spy(obj):
+        seen.append(gc.isenabled())
+        return real(obj)
+
+    tensorfile.files.flatten = spy
+    try:
+        t = threading.Thread(target=tensorfile.save, args=({"a": np.ones(2)}, tmp_path / "bg.tensorfile"))
+        t.start()
+        t.join()
+    finally:
+        tensorfile.files.flatten = real
+    assert seen == [True]  # the training thread keeps collecting while a checkpoint is written
+
+
+def test_a_plain_safetensors_file_cannot_hold_a_tensor_named_metadata(tmp_path):
+    with pytest.raises(tensorfile.UnsupportedTypeError, match="__metadata__"):
+        tensorfile.save({"__metadata__": np.ones(2)}, tmp_path / "x.safetensors", format="safetensors")
+    assert not (tmp_path / "x.safetensors").exists()

@@ -67,3 +67,23 @@ def test_lone_surrogates_are_refused(text):
 
 def test_a_surrogate_pair_is_text():
     assert strict_json('{"a":"\\ud83d\\ude00"}') == {"a": "\U0001f600"}
+
+
+@pytest.mark.parametrize("run", [1, 2, 5, 6, 7, 40, 20_000])
+def test_long_runs_of_backslashes_are_counted_in_linear_time(run):
+    import time
+
+    key = "\\" * run
+    text = json.dumps({key: 1, "a": key, "b": ":" + key}, separators=(",", ":"))
+    start = time.perf_counter()
+    assert _keys_in_text(text) >= 3 and strict_json(text) == {key: 1, "a": key, "b": ":" + key}
+    dup = "{" + json.dumps(key) + ":1," + json.dumps(key) + ":2}"
+    with pytest.raises(FormatError, match="duplicate key"):
+        strict_json(dup)
+    assert time.perf_counter() - start < 2.0  # was quadratic: 10.7 s for an 80 KB header
+    assert _keys_in_text('{"x":"' + "\\\\" * run + '\\":"}') == 1  # an escaped quote after an even run of pairs
+
+
+def test_a_doc_built_twice_is_not_held_twice():
+    # A value starting with ':' makes the count differ, so the text is parsed again; the result is still right.
+    assert strict_json('{"a":":b","c":{"d":":"}}') == {"a": ":b", "c": {"d": ":"}}

@@ -34,7 +34,7 @@ from .format.writer import Tensor, layout_order, write_tensors
 from .formats._write import flat_tensors
 from .frameworks import get_adapter
 from .handoff import check_framework, convert_tree, pick_adapter, source_framework, to_framework
-from .limits import DEFAULT_LIMITS, Limits
+from .limits import DEFAULT_LIMITS, Limits, out_of_memory
 from .tree import flatten, shared_groups, unflatten
 
 __all__ = ["save", "load"]
@@ -205,6 +205,8 @@ def save_plain(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, st
         if flat.root.get("type") != "tensor" or len(flat.leaves) != 1:
             raise UnsupportedTypeError(f"obj[{name!r}]: a plain safetensors file holds only tensors, not {type(value).__name__}")
         array = flat.leaves[0].array
+        if name == "__metadata__":  # the header's own key: the file would be unreadable
+            raise UnsupportedTypeError("obj['__metadata__']: a safetensors file cannot hold a tensor named __metadata__")
         if array.dtype.name in STORED_AS:
             raise UnsupportedTypeError(f"obj[{name!r}]: safetensors has no dtype code for {array.dtype.name}")
         tensors.append(Tensor(name, array))
@@ -361,9 +363,12 @@ def load(
     options = {"map_location": map_location, "device": device}
     path = os.fspath(resolve_index(path))
     fmt = find_format(path)
-    if fmt.load is not None:
-        return fmt.load(path, framework, options, limits)
-    value = fmt.read_value(path, limits)
+    try:
+        if fmt.load is not None:
+            return fmt.load(path, framework, options, limits)
+        value = fmt.read_value(path, limits)
+    except MemoryError as exc:  # within the budget, but more than this machine gives (a sparse file, say)
+        raise out_of_memory(path, exc) from None
     if framework is None:
         framework = source_framework(fmt.framework)
     return convert_tree(value, get_adapter(framework), path, options, limits.max_depth)

@@ -29,7 +29,7 @@ from .format.reader import SafetensorsReader
 from .format.record import RECORD_KEY, logical_shape
 from .handoff import check_framework, pick_adapter
 from .lazyfile import LazyFile, TensorInfo, TensorSlice
-from .limits import DEFAULT_LIMITS, Limits
+from .limits import DEFAULT_LIMITS, Limits, out_of_memory
 from .tree import unflatten
 
 __all__ = ["open", "TensorFile", "TensorInfo", "TensorSlice"]
@@ -195,4 +195,7 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
     path = resolve_index(path)
     fmt = find_format(path)
     options = {"map_location": map_location, "device": device}
-    return fmt.open_file(path, limits, framework, options, verify)
+    try:
+        return fmt.open_file(path, limits, framework, options, verify)
+    except MemoryError as exc:  # within the budget, but more than this machine gives (a sparse file, say)
+        raise out_of_memory(path, exc) from None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .errors import LimitError
 
-__all__ = ["Limits", "Budget", "DEFAULT_LIMITS", "array_nbytes"]
+__all__ = ["Limits", "Budget", "DEFAULT_LIMITS", "array_nbytes", "out_of_memory"]
 
 
 @dataclass(frozen=True)
@@ -168,3 +168,9 @@ def array_nbytes(shape: tuple[int, ...], itemsize: int, what: str) -> int:
     if span >= 1 << 63:
         raise LimitError(f"{what}: shape {shape} of {itemsize}-byte items is too large for any array")
     return count * itemsize
+
+
+def out_of_memory(path: str, exc: MemoryError) -> LimitError:
+    """The error for a file whose allocations fit :class:`Limits` but not the machine (``MemoryError``)."""
+    return LimitError(f"{path}: the memory this file asks for cannot be had ({exc or 'MemoryError'}); "
+                      "tensorfile.Limits(max_bytes=...) bounds what a file may ask for")  # fmt: skip

@@ -105,7 +105,7 @@ class CheckpointManager:
             raise ValueError(f"save_interval_steps must be a positive int, not {save_interval_steps!r}")
         self.save_interval_steps = save_interval_steps
         self.async_save = async_save
-        if async_buffers not in (1, 2):
+        if type(async_buffers) is not int or async_buffers not in (1, 2):
             raise ValueError(f"async_buffers must be 1 or 2, not {async_buffers!r}")
         self.async_buffers = async_buffers
         self.read_only = read_only
@@ -243,8 +243,9 @@ class CheckpointManager:
         return Staging()
 
     def _retire(self) -> None:
-        thread, staging = self._inflight.popleft()
-        thread.join()
+        thread, staging = self._inflight[0]
+        thread.join()  # an interrupt here (Ctrl-C) leaves the write listed as in flight
+        self._inflight.popleft()
         self._free.append(staging)
 
     def _write_async(self, step: int, tree: Any, info: dict[str, Any]) -> None:
@@ -298,16 +299,25 @@ class CheckpointManager:
         self._closed = True
         try:
             self.wait()
-        finally:
-            if self._prefault is not None:
-                self._prefault.join()
-            for staging in self._free:
-                staging.clear()
-            self._free.clear()
-            if self._lock is not None:
-                self._lock.close()
-                self._lock = None
-            atexit.unregister(self._at_exit)
+        except BaseException:
+            if self._inflight:  # interrupted while a write runs: keep the folder locked and the manager open
+                self._closed = False
+                raise
+            self._release()
+            raise
+        self._release()
+
+    def _release(self) -> None:
+        """Free the staging buffers and the folder (every write has ended)."""
+        if self._prefault is not None:
+            self._prefault.join()
+        for staging in self._free:
+            staging.clear()
+        self._free.clear()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        atexit.unregister(self._at_exit)
 
     def __enter__(self) -> "CheckpointManager":
         return self

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from ..errors import UnsupportedTypeError
+from ..format.dtypes import name_of
 from ..format.memory import empty_array
 from ..frameworks import adapter_for
 
@@ -36,6 +38,26 @@ __all__ = ["Staging"]
 #: Copies of at least this many bytes go to the copy threads.
 PARALLEL_COPY_MIN = 1 << 20
 _COPIERS = max(1, min(4, os.cpu_count() or 1))
+
+
+class _Tensor:
+    """One tensor of a snapshot: where it is copied from and to, and (after the copies) its copy."""
+
+    __slots__ = ("adapter", "source", "buffer", "record", "copy")
+
+    def __init__(self, adapter: Any, source: np.ndarray, buffer: np.ndarray, record: dict[str, Any]) -> None:
+        self.adapter, self.source, self.buffer, self.record, self.copy = adapter, source, buffer, record, None
+
+
+def _build(shape: Any) -> Any:
+    if isinstance(shape, _Tensor):
+        return shape.copy
+    if type(shape) is tuple and len(shape) == 2 and shape[0] in (dict, OrderedDict, list, tuple):
+        kind, items = shape
+        if kind in (dict, OrderedDict):
+            return kind((k, _build(v)) for k, v in items)
+        return kind(_build(v) for v in items)
+    return shape
 
 
 def _where(path: tuple[Any, ...]) -> str:
@@ -64,44 +86,55 @@ class Staging:
             return self._snapshot(tree)
 
     def _snapshot(self, tree: Any) -> Any:
-        copies: list[tuple[np.ndarray, np.ndarray]] = []
+        # Two passes: every copy first, then each buffer handed back to its framework, because some
+        # adapters copy in from_numpy (NumPy scalars, TensorFlow) and must see the copied bytes.
+        tensors: list[_Tensor] = []
+        by_id: dict[int, _Tensor] = {}
         used: set[tuple[Any, ...]] = set()
-        out = self._copy(tree, (), copies, used)
-        small = [(d, s) for d, s in copies if d.nbytes < PARALLEL_COPY_MIN]
-        large = [(d, s) for d, s in copies if d.nbytes >= PARALLEL_COPY_MIN]
-        for dst, src in small:
-            np.copyto(dst, src)
+        shape = self._plan(tree, (), tensors, by_id, used)
+        small = [t for t in tensors if t.buffer.nbytes < PARALLEL_COPY_MIN]
+        large = [t for t in tensors if t.buffer.nbytes >= PARALLEL_COPY_MIN]
+        for t in small:
+            np.copyto(t.buffer, t.source)
         if len(large) > 1 and _COPIERS > 1:
             with ThreadPoolExecutor(_COPIERS, thread_name_prefix="tensorfile-stage") as pool:
-                list(pool.map(lambda pair: np.copyto(*pair), sorted(large, key=lambda p: -p[0].nbytes)))
+                list(pool.map(lambda t: np.copyto(t.buffer, t.source), sorted(large, key=lambda t: -t.buffer.nbytes)))
         else:
-            for dst, src in large:
-                np.copyto(dst, src)
+            for t in large:
+                np.copyto(t.buffer, t.source)
         for key in set(self._buffers) - used:  # places gone from the state
             del self._buffers[key]
-        return out
+        for t in tensors:
+            t.copy = t.adapter.from_numpy(t.buffer, t.record, {"map_location": "cpu"})  # same framework, on the host
+            t.source = None
+        return _build(shape)
 
-    def _copy(self, value: Any, path: tuple[Any, ...], copies: list[tuple[np.ndarray, np.ndarray]],
+    def _plan(self, value: Any, path: tuple[Any, ...], tensors: list["_Tensor"], by_id: dict[int, "_Tensor"],
               used: set[tuple[Any, ...]]) -> Any:  # fmt: skip
-        if isinstance(value, dict):
-            return type(value)((k, self._copy(v, path + (k,), copies, used)) for k, v in value.items())
-        if type(value) in (list, tuple):
-            return type(value)(self._copy(v, path + (i,), copies, used) for i, v in enumerate(value))
+        """The tree with each tensor replaced by a :class:`_Tensor` (its buffer found or made); containers as lists."""
+        kind = type(value)
+        if kind in (dict, OrderedDict):
+            return (kind, [(k, self._plan(v, path + (k,), tensors, by_id, used)) for k, v in value.items()])
+        if kind in (list, tuple):
+            return (kind, [self._plan(v, path + (i,), tensors, by_id, used) for i, v in enumerate(value)])
         adapter = adapter_for(value)
         if adapter is None:
-            if value is None or type(value) in (bool, int, float, str):
+            if value is None or kind in (bool, int, float, str):
                 return value
-            raise UnsupportedTypeError(f"{_where(path)}: {type(value).__module__}.{type(value).__qualname__} "
-                                       "is not supported")  # fmt: skip
+            raise UnsupportedTypeError(f"{_where(path)}: {kind.__module__}.{kind.__qualname__} is not supported")
+        if id(value) in by_id:  # the same tensor twice (tied weights): one copy, seen twice, as in a sync save
+            return by_id[id(value)]
         array = adapter.to_numpy(value, _where(path))
-        key = (path, array.shape, array.dtype.newbyteorder("=").str)
+        dtype = array.dtype.newbyteorder("=")
+        key = (path, array.shape, name_of(dtype), dtype.str)  # float8 kinds share one dtype.str ('<V1')
         buffer = self._buffers.get(key)
         if buffer is None:
-            buffer = self._buffers[key] = empty_array(array.shape, array.dtype.newbyteorder("="))
+            buffer = self._buffers[key] = empty_array(array.shape, dtype)
         used.add(key)
-        copies.append((buffer, array))
         record = {k: v for k, v in adapter.record(value).items() if k != "device"}
-        return adapter.from_numpy(buffer, record, {"map_location": "cpu"})  # same framework back, on the host
+        tensor = by_id[id(value)] = _Tensor(adapter, array, buffer, record)
+        tensors.append(tensor)
+        return tensor
 
     def prefault(self, like: "Staging") -> None:
         """Allocate and fault in buffers of ``like``'s layout, so that a first snapshot here copies into mapped pages."""

@@ -97,6 +97,7 @@ def strict_json(text: str) -> Any:
     """
     doc = json.loads(text, parse_constant=_no_constant)
     if _keys_in_text(text) != _count_keys(doc):
+        del doc  # not held while the text is parsed again
         doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     try:
         text.encode("utf-8")  # a surrogate in the text itself (a str decoded leniently)
@@ -111,6 +112,11 @@ def strict_json(text: str) -> Any:
 _SPACED_COLON = re.compile(r'"[ \t\n\r]+:')
 #: A JSON string token, then (captured) the colon that makes it a key.
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"([ \t\n\r]*:)?')
+#: Runs of backslashes before a ``":`` longer than this are measured by :data:`_RUN_BEFORE_KEY_END`.
+_MAX_RUN = 4
+#: A whole run of backslashes before ``":`` (the look-behind starts it at the run's first backslash only, so the
+#: scan stays linear).
+_RUN_BEFORE_KEY_END = re.compile(r'(?<!\\)(\\+)":')
 #: An escape that may spell half of a surrogate pair.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -134,9 +140,11 @@ def _keys_in_text(text: str) -> int:
     if _SPACED_COLON.search(text) is not None:
         found = _STRING.findall(text)
         return len(found) - found.count("")
-    keys = text.count('":')
+    total = keys = text.count('":')
     run, sign = "\\", -1
     while count := text.count(run + '":'):
+        if len(run) > _MAX_RUN:  # a long run of backslashes: one linear pass instead of a scan per backslash
+            return total - sum(len(m) % 2 for m in _RUN_BEFORE_KEY_END.findall(text))
         keys += sign * count
         run, sign = run + "\\", -sign
     return keys

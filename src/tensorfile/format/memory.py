@@ -31,10 +31,18 @@ MAP_MIN_BYTES = 4 << 20
 
 
 def empty_bytes(nbytes: int) -> np.ndarray:
-    """An uninitialized (for maps: zeroed on first touch) writable ``uint8`` array of ``nbytes`` bytes."""
+    """An uninitialized (for maps: zeroed on first touch) writable ``uint8`` array of ``nbytes`` bytes.
+
+    Raises:
+        MemoryError: the memory cannot be had (as ``np.empty`` raises it).
+    """
     if nbytes < MAP_MIN_BYTES:
         return np.empty(nbytes, np.uint8)
-    return np.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), np.uint8)
+    try:
+        buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except OSError as exc:  # ENOMEM, or a size the kernel refuses: what np.empty reports as MemoryError
+        raise MemoryError(f"cannot allocate {nbytes} bytes: {exc.strerror or exc}") from None
+    return np.frombuffer(buffer, np.uint8)
 
 
 def empty_array(shape: Sequence[int], dtype: np.dtype) -> np.ndarray:

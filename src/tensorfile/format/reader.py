@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import FormatError, LimitError
 from ..limits import DEFAULT_LIMITS, Limits
 from .checksums import Hasher, checksum
 from .dtypes import byte_view
@@ -90,13 +90,14 @@ class SafetensorsReader:
 
         Raises:
             FormatError: the file ended early (it changed after opening), or the
-                shape cannot be allocated.
+                shape is impossible. LimitError: the memory cannot be had.
         """
         self._check_open()
         try:
             array = empty_array(entry.shape, entry.dtype)
         except (ValueError, MemoryError) as exc:
-            raise FormatError(f"{self.path}: tensor {entry.name!r} of shape {list(entry.shape)}: {exc}") from None
+            error = LimitError if isinstance(exc, MemoryError) else FormatError
+            raise error(f"{self.path}: tensor {entry.name!r} of shape {list(entry.shape)}: {exc}") from None
         if not entry.nbytes:
             return array, (checksum(b"") if hash else None)
         flat = byte_view(array)
@@ -164,6 +165,8 @@ class SafetensorsReader:
             flat = np.frombuffer(self._mmap, entry.dtype, count, self.header.data_start + entry.begin)
         except ValueError as exc:  # the file shrank after it was opened, or an impossible shape
             raise FormatError(f"{self.path}: mapping tensor {entry.name!r}: {exc}") from None
+        except OSError as exc:  # the kernel refuses a copy-on-write map of the whole file (larger than memory)
+            raise LimitError(f"{self.path}: mapping tensor {entry.name!r}: {exc.strerror or exc}") from None
         return flat.reshape(entry.shape)
 
     def _check_open(self) -> None:
