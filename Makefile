@@ -46,21 +46,26 @@ fuzz: $(STAMP)
 	$(BIN)/python fuzz/run_all.py --seconds $(FUZZ_SECONDS) --report docs/FUZZING.md $(FUZZ_ARGS)
 
 # Benchmarks (not part of `make test`; results in docs/PERFORMANCE.md). `make bench` is a quick
-# small-size pass (a few minutes); `make bench-full` the full-size runs that the docs quote (about
-# 20 minutes). Loads and saves run each measurement in a fresh process; BENCH_ARGS=--cold for loads
-# from a cold page cache (drops the whole cache when root).
-BENCH_ARGS ?=
+# small-size pass (a few minutes); `make bench-full` the full-size runs the docs quote (about 45
+# minutes). Loads and saves run each measurement in a fresh process. A script exits 3 when a target
+# is missed on that run (noise is common at small size): make goes on to the next script and prints
+# the misses; any other failure stops it.
+BENCH_OK = || [ $$? -eq 3 ]
 bench: $(STAMP)
-	$(BIN)/python benchmarks/loads.py --size small --repeat 3 $(BENCH_ARGS)
-	$(BIN)/python benchmarks/saves.py --size small --repeat 3
-	$(BIN)/python benchmarks/tiny.py --counts 5000 --repeat 3
-	$(BIN)/python benchmarks/checkpoint_stall.py --size small --repeat 3
+	$(BIN)/python benchmarks/loads.py --size small --repeat 3 $(BENCH_OK)
+	$(BIN)/python benchmarks/saves.py --size small --repeat 3 $(BENCH_OK)
+	$(BIN)/python benchmarks/tiny.py --counts 5000 --repeat 3 $(BENCH_OK)
+	$(BIN)/python benchmarks/checkpoint_stall.py --size small --repeat 3 $(BENCH_OK)
 
 bench-full: $(STAMP)
-	$(BIN)/python benchmarks/loads.py --size full --repeat 7 $(BENCH_ARGS)
-	$(BIN)/python benchmarks/saves.py --size full --repeat 7
-	$(BIN)/python benchmarks/tiny.py --counts 5000,50000 --repeat 7
-	$(BIN)/python benchmarks/checkpoint_stall.py --size full --repeat 7
+	$(BIN)/python benchmarks/allocators.py --size full --repeat 7
+	$(BIN)/python benchmarks/loads.py --size full --repeat 7 $(BENCH_OK)
+	$(BIN)/python benchmarks/loads.py --size full --repeat 5 --cold --only "$(COLD_LOADS)" $(BENCH_OK)
+	$(BIN)/python benchmarks/saves.py --size full --repeat 7 $(BENCH_OK)
+	$(BIN)/python benchmarks/tiny.py --counts 5000,50000 --repeat 7 $(BENCH_OK)
+	$(BIN)/python benchmarks/checkpoint_stall.py --size full --repeat 7 $(BENCH_OK)
+
+COLD_LOADS = tensorfile.load;torch.load(weights_only=True);safetensors load_file + write touch;safetensors load_file + read touch;.pt by tensorfile, no torch;CheckpointManager.restore;tensorfile verify;raw preadv, one thread
 
 clean:
 	rm -rf $(VENV) $(MXVENV) build src/*.egg-info .pytest_cache .hypothesis

@@ -1,10 +1,10 @@
 """How long a training step stalls on a checkpoint, and what an async manager holds in memory.
 
 Saves a GPT-2-shaped float32 state dict (``--size full``: ~1.3 GiB, the default;
-``small``: ~175 MiB) with ``CheckpointManager`` in three modes, one fresh process per
+``small``: ~178 MiB) with ``CheckpointManager`` in three modes, one fresh process per
 mode: ``async_save=False``; ``async_save=True`` (two staging buffers, the default);
 ``async_save=True, async_buffers=1``. Each mode saves ``--repeat`` + 1 times. Between
-two saves the "training" waits 1.2x the median synchronous save (as a real run trains
+two saves the "training" waits 1.2x the median synchronous save (at least 0.5 s) (as a real run trains
 far longer between checkpoints than a save takes), so an async write ends before the
 next save and the stall measured is the snapshot. A write that still runs when the
 training interval ends (this disk takes 0.8 to 4 s for the same 1.3 GiB) is waited for
@@ -103,7 +103,7 @@ def main() -> int:
             results[mode] = run_child(args.size, mode, args.repeat, train, folder)
     nbytes = sync["nbytes"]
     print(f"# Checkpoint stall: {nbytes / 2**20:.0f} MiB state, {args.repeat} saves after the first; {dt.date.today()}")
-    print(f"training between saves: {train:.2f} s (1.2x the median sync save); "
+    print(f"training between saves: {train:.2f} s (1.2x the median sync save, at least 0.5 s); "
           f"np.copyto of the same bytes into faulted-in memory: {sync['floor']:.3f} s")
     print()
     print("| mode | first save s | median stall s (later saves) | async / sync | host memory held | write left after training, median s |")

@@ -1,7 +1,7 @@
 """Loads in fresh processes: every reader of tensorfile against torch.load, safetensors and the raw read.
 
 Writes a GPT-2-medium-shaped float32 state dict (``--size full``: 292 tensors, 1.32 GiB;
-``small``: 175 MiB) once in each format, then times each load in a new Python process
+``small``: 178 MiB) once in each format, then times each load in a new Python process
 (:mod:`fresh`: imports timed apart, rounds in shuffled order), from a warm page cache
 (every file read once before the rounds) or, with ``--cold``, from a cold one.
 

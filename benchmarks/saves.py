@@ -1,7 +1,7 @@
 """Saves in fresh processes: replacing a file that is in the page cache, against the raw write of the same bytes.
 
 Each measurement runs in a new Python process (:mod:`fresh`) that builds a
-GPT-2-medium-shaped float32 state dict (``--size full``: 1.32 GiB; ``small``: 175 MiB;
+GPT-2-medium-shaped float32 state dict (``--size full``: 1.32 GiB; ``small``: 178 MiB;
 untimed) and then times one save over a file of the same size that already exists and
 is in the page cache (the parent writes back everything dirty and reads the file just
 before): what a training job does when it checkpoints to the same path again.

@@ -7,7 +7,7 @@ import torch
 
 def gpt2_state_dict(size: str) -> dict[str, torch.Tensor]:
     """GPT-2 medium (24 layers, d=1024, vocab 50257: 292 float32 tensors, 1.32 GiB) or, for ``"small"``,
-    a cousin with 2 layers and a vocabulary of 20000 (175 MiB). Seeded: the same values every run."""
+    a cousin with 2 layers and a vocabulary of 20000 (178 MiB). Seeded: the same values every run."""
     layers, d, vocab, ctx = (24, 1024, 50257, 1024) if size == "full" else (2, 1024, 20000, 1024)
     g = torch.Generator().manual_seed(0)
     sd = {"wte.weight": torch.randn(vocab, d, generator=g), "wpe.weight": torch.randn(ctx, d, generator=g)}

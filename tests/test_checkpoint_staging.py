@@ -177,3 +177,56 @@ def test_a_defaultdict_is_refused_as_in_a_sync_save(tmp_path):
         with CheckpointManager(tmp_path / str(mode), async_save=mode) as m:
             with pytest.raises(UnsupportedTypeError):
                 m.save(0, {"d": defaultdict(list, {"a": np.ones(2)})})
+
+
+def _framework_values(name: str, step: int):
+    """A state of ``name``'s own tensors whose values are the step."""
+    if name == "jax":
+        jnp = pytest.importorskip("jax.numpy")
+        return {"w": jnp.full((3,), float(step)), "big": jnp.full((600_000,), float(step))}
+    if name == "tensorflow":
+        tf = pytest.importorskip("tensorflow")
+        return {"w": tf.fill([3], float(step)), "var": tf.Variable(tf.fill([3], float(step)))}
+    torch = pytest.importorskip("torch")
+    return {"w": torch.full((3,), float(step)), "p": torch.nn.Parameter(torch.full((3,), float(step)))}
+
+
+@pytest.mark.parametrize("framework", ["jax", "tensorflow", "torch"])
+@pytest.mark.parametrize("buffers", [1, 2])
+def test_every_framework_snapshots_each_step_s_own_values(tmp_path, framework, buffers):
+    with CheckpointManager(tmp_path, async_save=True, async_buffers=buffers) as m:
+        for step in range(4):
+            m.save(step, _framework_values(framework, step))
+        m.wait()
+        for step in range(4):
+            back = m.restore(step=step)
+            values = {k: np.asarray(v.detach() if hasattr(v, "detach") else v) for k, v in back.items()}
+            assert {k: float(v.reshape(-1)[-1]) for k, v in values.items()} == {k: float(step) for k in back}
+
+
+@pytest.mark.parametrize("which", ["keras", "flax"])
+def test_live_models_restore_the_last_async_step(tmp_path, which):
+    def make():
+        if which == "keras":
+            keras = pytest.importorskip("keras")
+            return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        nnx = pytest.importorskip("flax.nnx")
+        return nnx.Linear(4, 3, rngs=nnx.Rngs(0))
+
+    def set_all(model, value):
+        if which == "keras":
+            model.set_weights([np.full_like(w, value) for w in model.get_weights()])
+        else:
+            model.kernel.value = model.kernel.value * 0 + value
+            model.bias.value = model.bias.value * 0 + value
+
+    net = make()
+    with CheckpointManager(tmp_path, async_save=True) as m:
+        for step in range(3):
+            set_all(net, float(step + 1))
+            m.save(step, {"model": net, "step": step})
+        m.wait()
+        fresh = make()
+        m.restore(state={"model": fresh})
+    weights = fresh.get_weights() if which == "keras" else [np.asarray(fresh.kernel.value), np.asarray(fresh.bias.value)]
+    assert all(np.all(np.asarray(w) == 3.0) for w in weights)
