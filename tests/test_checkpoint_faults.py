@@ -226,3 +226,23 @@ def test_a_read_only_manager_writes_nothing(tmp_path, monkeypatch):
     assert sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
     with pytest.raises(CheckpointNotFoundError, match="no such checkpoint folder"):
         CheckpointManager(tmp_path / "missing", read_only=True)
+
+
+def test_best_fn_ranks_steps_like_orbax_and_skips_what_it_cannot_score(tmp_path):
+    def f1(metrics):
+        p, r = metrics["precision"], metrics["recall"]
+        return 2 * p * r / (p + r)
+
+    with CheckpointManager(tmp_path, max_to_keep=1, keep_best=1, best_fn=f1, best_mode="max") as m:
+        m.save(1, _state(1), metrics={"precision": 0.9, "recall": 0.8})
+        m.save(2, _state(2), metrics={"precision": 0.5})  # no recall: KeyError, never best
+        m.save(3, _state(3), metrics={"precision": 0.0, "recall": 0.0})  # 0/0: ZeroDivisionError, never best
+        m.save(4, _state(4), metrics={"precision": 0.6, "recall": 0.6})
+        assert m.best_step == 1 and m.steps == [1, 4]
+
+
+def test_best_metric_and_best_fn_are_exclusive(tmp_path):
+    with pytest.raises(ValueError, match="not both"):
+        CheckpointManager(tmp_path, best_metric="loss", best_fn=lambda m: m["loss"])
+    with pytest.raises(ValueError, match="best_metric .* or best_fn"):
+        CheckpointManager(tmp_path, keep_best=1)

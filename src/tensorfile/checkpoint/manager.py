@@ -19,7 +19,7 @@ import threading
 import warnings
 import weakref
 from collections import deque
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..errors import CheckpointNotFoundError, IntegrityError, TensorFileError
 from ..files import _save, load
@@ -59,6 +59,10 @@ class CheckpointManager:
         keep_best: also keep the N best steps by ``best_metric``.
         best_metric: the name of a metric passed to :meth:`save`.
         best_mode: ``"min"`` or ``"max"``: which values of the metric are best.
+        best_fn: instead of ``best_metric``, a function of a step's metrics dict to a
+            number ranked by ``best_mode`` (Orbax's ``best_fn``); a step it raises
+            ``KeyError``/``TypeError``/``ValueError``/``ArithmeticError`` for, or scores NaN or
+            inf, is never best.
         save_interval_steps: :meth:`save` skips steps not divisible by this unless ``force``.
         async_save: :meth:`save` snapshots the state to host memory and returns; a
             background thread writes and commits. The snapshot goes into staging
@@ -93,6 +97,7 @@ class CheckpointManager:
         keep_best: int | None = None,
         best_metric: str | None = None,
         best_mode: str = "min",
+        best_fn: Callable[[Mapping[str, float]], float] | None = None,
         save_interval_steps: int = 1,
         async_save: bool = False,
         async_buffers: int = 2,
@@ -100,7 +105,7 @@ class CheckpointManager:
         read_only: bool = False,
     ) -> None:
         self.directory = os.fspath(directory)
-        self.retention = Retention(max_to_keep, keep_every_n_steps, keep_best, best_metric, best_mode)
+        self.retention = Retention(max_to_keep, keep_every_n_steps, keep_best, best_metric, best_mode, best_fn)
         if not isinstance(save_interval_steps, int) or save_interval_steps < 1:
             raise ValueError(f"save_interval_steps must be a positive int, not {save_interval_steps!r}")
         self.save_interval_steps = save_interval_steps
@@ -151,8 +156,8 @@ class CheckpointManager:
 
     @property
     def best_step(self) -> int | None:
-        """The best committed step by ``best_metric`` (None without one)."""
-        if self.retention.best_metric is None:
+        """The best committed step by ``best_metric`` or ``best_fn`` (None without either)."""
+        if not self.retention.ranks:
             return None
         best = self.retention.best(self.steps, self._all_metrics(), 1)
         return best[0] if best else None
