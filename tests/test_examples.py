@@ -31,7 +31,9 @@ def test_chapter_demo_prints_the_chapter_in_every_framework():
     assert [line.split(":")[0].strip() for line in lines] == ["torch", "tensorflow", "jax", "numpy", "mxnet"]
     assert len({line.rsplit("=", 1)[1] for line in lines}) == 1  # the same values everywhere
     sums = [line.rsplit("=", 1)[1].strip() for line in text.splitlines() if "MLP(X).sum() =" in line]
-    assert len(sums) == 2 and sums[0] == sums[1]  # torch.load and Gluon load_parameters of converted files agree
+    # torch.load and Gluon load_parameters of the converted files agree (to float32 rounding: two frameworks sum the
+    # same products in different orders, so the sixth printed digit may differ)
+    assert len(sums) == 2 and abs(float(sums[0]) - float(sums[1])) <= 2e-6
     assert "np.load, pickles not allowed  -> ['hidden.bias', 'hidden.weight', 'output.bias', 'output.weight']" in text
     assert "killed 3 times" in text and "final weights bit-identical to the uninterrupted run: True" in text
 

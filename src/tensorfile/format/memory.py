@@ -5,8 +5,10 @@ in and ordinary for the user: private (not shared with ``fork()``ed DataLoader w
 returned to the kernel when the array is freed.
 
 Chosen by measurement in fresh processes (``benchmarks/allocators.py``, numbers in
-``docs/PERFORMANCE.md``): reading a 1.3 GiB file into NumPy's ``np.empty`` arrays took a
-median 2.9 s here, into private anonymous memory maps 0.60 s, into ``torch.empty`` 0.64 s.
+``docs/PERFORMANCE.md``): reading a 1.3 GiB file into NumPy's ``np.empty`` arrays took
+anywhere from 0.2 to 3.4 s here (median 0.49 s on one thread, 2.1 s on two), into private
+anonymous maps a steady 0.64 s on one thread and 0.35 s on two, into ``torch.empty`` 0.45 s
+on two.
 NumPy asks the kernel for transparent huge pages (``madvise(MADV_HUGEPAGE)``) for arrays
 of 4 MiB or more; where huge pages are assembled at fault time
 (``/sys/kernel/mm/transparent_hugepage/defrag`` = ``madvise``, common in virtual
