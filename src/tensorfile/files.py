@@ -207,8 +207,8 @@ def save_plain(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, st
         array = flat.leaves[0].array
         if name == "__metadata__":  # the header's own key: the file would be unreadable
             raise UnsupportedTypeError("obj['__metadata__']: a safetensors file cannot hold a tensor named __metadata__")
-        if array.dtype.name in STORED_AS:
-            raise UnsupportedTypeError(f"obj[{name!r}]: safetensors has no dtype code for {array.dtype.name}")
+        if name_of(array.dtype) in STORED_AS:
+            raise UnsupportedTypeError(f"obj[{name!r}]: safetensors has no dtype code for {name_of(array.dtype)}")
         tensors.append(Tensor(name, array))
     with atomic_write(path) as f:
         write_tensors(f, layout_order(tensors), lambda sums: user, align=8)  # as the reference writer pads

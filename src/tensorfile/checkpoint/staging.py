@@ -20,7 +20,6 @@ Memory: one staging holds exactly the state's tensor bytes (plus page rounding).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -31,13 +30,13 @@ import numpy as np
 from ..errors import UnsupportedTypeError
 from ..format.dtypes import name_of
 from ..format.memory import empty_array
+from ..format.reader import READERS  # one thread per core, at most 4: the same budget as reads
 from ..frameworks import adapter_for
 
 __all__ = ["Staging"]
 
 #: Copies of at least this many bytes go to the copy threads.
 PARALLEL_COPY_MIN = 1 << 20
-_COPIERS = max(1, min(4, os.cpu_count() or 1))
 
 
 class _Tensor:
@@ -96,8 +95,8 @@ class Staging:
         large = [t for t in tensors if t.buffer.nbytes >= PARALLEL_COPY_MIN]
         for t in small:
             np.copyto(t.buffer, t.source)
-        if len(large) > 1 and _COPIERS > 1:
-            with ThreadPoolExecutor(_COPIERS, thread_name_prefix="tensorfile-stage") as pool:
+        if len(large) > 1 and READERS > 1:
+            with ThreadPoolExecutor(READERS, thread_name_prefix="tensorfile-stage") as pool:
                 list(pool.map(lambda t: np.copyto(t.buffer, t.source), sorted(large, key=lambda t: -t.buffer.nbytes)))
         else:
             for t in large:

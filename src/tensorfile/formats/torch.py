@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import FormatError, UnsupportedTypeError
 from ..format.dtypes import dtype_from_name
 from ..format.memory import empty_bytes
+from ..format.reader import READERS
 from ..limits import DEFAULT_LIMITS, Budget, array_nbytes
 from ..safepickle.machine import Record, load_pickle
 from ..safepickle.numpy_objects import numpy_table, python_table, resolve
@@ -234,7 +235,6 @@ def is_torch_zip(zf: zipfile.ZipFile) -> str | None:
 
 #: Large storages are read in pieces of this size, by :data:`READERS` helper threads (``preadv`` releases the GIL).
 READ_CHUNK = 8 << 20
-READERS = 2
 #: Storages smaller than this are read at once by the unpickling thread (a hand-off costs more).
 SMALL = 1 << 20
 def _read_into(path: str, fd: int, info: zipfile.ZipInfo, piece: memoryview, position: int) -> None:
