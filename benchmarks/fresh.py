@@ -41,10 +41,28 @@ _t0 = time.perf_counter()
 {imports}
 _t1 = time.perf_counter()
 {setup}
+{probe}
+_p0 = _probe()
 _t2 = time.perf_counter()
 {code}
 _t3 = time.perf_counter()
-print("@@RESULT " + json.dumps({{"import_s": _t1 - _t0, "op_s": _t3 - _t2, **globals().get("_extra", {{}})}}))
+_p1 = _probe()
+print("@@RESULT " + json.dumps({{"import_s": _t1 - _t0, "op_s": _t3 - _t2, "probe_s": (_p0 + _p1) / 2,
+                                 **globals().get("_extra", {{}})}}))
+"""
+
+#: The host probe (see :class:`Table`): a fixed memory-bound job, 4 copies of 64 MiB between two arrays
+#: already faulted in, timed just before and just after the operation.
+_PROBE = """
+import numpy as _pnp
+_psrc = _pnp.ones(8 << 20)
+_pdst = _pnp.ones(8 << 20)
+def _probe():
+    t = time.perf_counter()
+    for _ in range(4):
+        _pnp.copyto(_pdst, _psrc)
+    return time.perf_counter() - t
+_probe()
 """
 
 #: Python that reads one byte of every page of every array in ``result`` (a dict or list of tensors or arrays).
@@ -94,14 +112,15 @@ class Op:
 
 
 def measure(op: Op, timeout: float = 900) -> dict[str, float]:
-    """Run ``op`` once in a new process; returns ``{"import_s": s, "op_s": s}`` and the op's ``_extra``.
+    """Run ``op`` once in a new process; returns ``{"import_s": s, "op_s": s, "probe_s": s}`` and the op's
+    ``_extra`` (``probe_s``: the host probe's time, the mean of its runs just before and just after the op).
 
     Raises:
         RuntimeError: the child failed (its stderr's tail is in the message).
     """
     block = 'sys.modules["torch"] = None' if op.without_torch else ""
     source = _CHILD.format(block=block, imports=textwrap.dedent(op.imports), setup=textwrap.dedent(op.setup),
-                           code=textwrap.dedent(op.code))  # fmt: skip
+                           probe=_PROBE, code=textwrap.dedent(op.code))  # fmt: skip
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "3", **op.env}
     done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=timeout, env=env)
     for line in done.stdout.splitlines():
@@ -189,11 +208,23 @@ def machine_line() -> str:
 
 
 class Table:
-    """Medians, best, worst/median (the spread) and import times of :func:`rounds`' results."""
+    """Medians, best, worst/median (the spread) and import times of :func:`rounds`' results.
+
+    The host-adjusted spread: this machine (a virtual machine on a shared host) has
+    periods of seconds in which every memory-bound job runs up to 3x slower, the raw
+    read of a file included, with no steal time, no context switch and the same page
+    faults: the CPU time grows with the wall time. To tell such a period from a
+    slowness of the operation itself, each measurement also times a fixed memory-bound
+    job in the same process, just before and just after the operation (``probe_s``).
+    A measurement's host factor is its ``probe_s`` over the run's median ``probe_s``;
+    the adjusted time is ``op_s`` divided by that factor. Both spreads are printed.
+    """
 
     def __init__(self, results: Mapping[str, list[dict[str, float]]], ops: Sequence[Op]) -> None:
         self.results = results
         self.ops = {op.name: op for op in ops}
+        probes = [r["probe_s"] for runs in results.values() for r in runs if "probe_s" in r]
+        self.probe_median = statistics.median(probes) if probes else 0.0
 
     def median(self, name: str) -> float:
         return statistics.median(r["op_s"] for r in self.results[name])
@@ -202,16 +233,35 @@ class Table:
         """The slowest round over the median (1.0: every round at the median or faster)."""
         return max(r["op_s"] for r in self.results[name]) / self.median(name)
 
+    def adjusted(self, name: str) -> list[float]:
+        """``op_s`` of each round divided by that measurement's host factor (see the class)."""
+        if not self.probe_median:
+            return [r["op_s"] for r in self.results[name]]
+        return [r["op_s"] * self.probe_median / r["probe_s"] for r in self.results[name]]
+
+    def adjusted_spread(self, name: str) -> float:
+        """The slowest round over the median, host-adjusted."""
+        times = self.adjusted(name)
+        return max(times) / statistics.median(times)
+
+    def probe_spread(self) -> float:
+        """The slowest host probe over the median probe: how much the machine itself varied in this run."""
+        probes = [r["probe_s"] for runs in self.results.values() for r in runs if "probe_s" in r]
+        return max(probes) / self.probe_median if probes else 1.0
+
     def print(self) -> None:
-        print("| operation | median s | GiB/s | best s | worst / median | import s |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        print("| operation | median s | GiB/s | best s | worst / median | host-adjusted | import s |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for name, runs in self.results.items():
             times = [r["op_s"] for r in runs]
             med = self.median(name)
             nbytes = self.ops[name].nbytes
             rate = f"{nbytes / 2**30 / med:.2f}" if nbytes and med > 0 else ""
             imports = statistics.median(r["import_s"] for r in runs)
-            print(f"| {name} | {med:.3f} | {rate} | {min(times):.3f} | {self.spread(name):.2f} | {imports:.2f} |")
+            print(f"| {name} | {med:.3f} | {rate} | {min(times):.3f} | {self.spread(name):.2f} | "
+                  f"{self.adjusted_spread(name):.2f} | {imports:.2f} |")  # fmt: skip
+        print(f"host probe (4 x 64 MiB copies): median {self.probe_median:.4f} s, slowest / median "
+              f"{self.probe_spread():.2f}")  # fmt: skip
 
     def ratio(self, peer: str, ours: str) -> float:
         """Peer's median time over ours (> 1: ours is faster)."""
@@ -232,10 +282,11 @@ class Table:
         return missed
 
     def print_spreads(self, names: Sequence[str], limit: float = 1.5) -> list[str]:
-        """The spread of each named op against ``limit``; returns the names over it."""
-        over = [n for n in names if self.spread(n) > limit]
-        worst = ", ".join(f"{n} {self.spread(n):.2f}" for n in names)
-        print(f"spread (slowest round / median), limit {limit}: {worst}; "
+        """The host-adjusted spread of each named op against ``limit`` (the raw spread printed beside it);
+        returns the names over the limit."""
+        over = [n for n in names if self.adjusted_spread(n) > limit]
+        worst = ", ".join(f"{n} {self.adjusted_spread(n):.2f} (raw {self.spread(n):.2f})" for n in names)
+        print(f"spread (slowest round / median, host-adjusted), limit {limit}: {worst}; "
               f"{'all within' if not over else 'over: ' + ', '.join(over)}")  # fmt: skip
         return over
 

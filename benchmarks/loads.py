@@ -174,7 +174,8 @@ def main() -> int:
         print()
         over = table.print_spreads([op.name for op in ops if op.name in OURS])
         others = [op.name for op in ops if op.name not in OURS]
-        print("peers (information): " + ", ".join(f"{n} {table.spread(n):.2f}" for n in others))
+        print("peers (information), host-adjusted: "
+              + ", ".join(f"{n} {table.adjusted_spread(n):.2f} (raw {table.spread(n):.2f})" for n in others))
         print()
         for name in ("tensorfile.load", "torch.load(weights_only=True)", ".pt by tensorfile, no torch"):
             if name in results:

@@ -22,7 +22,8 @@ def test_loads_benchmark_runs_every_reader_in_fresh_processes():
     for row in ("| tensorfile.load |", "| torch.load(weights_only=True) |", "| safetensors load_file + write touch |",
                 "| .pt by tensorfile, no torch |", "| CheckpointManager.restore |", "| tensorfile verify |",
                 "| .npz by tensorfile |", "| shards by tensorfile |", "| .params by tensorfile, no MXNet |",
-                "| raw preadv, one thread |", "| tensorfile.load vs torch.load |", "spread (slowest round / median)"):  # fmt: skip
+                "| raw preadv, one thread |", "| tensorfile.load vs torch.load |", "spread (slowest round / median, host-adjusted)",
+                "host probe (4 x 64 MiB copies)"):  # fmt: skip
         assert row in text, row
     assert "cache: warm page cache" in text
 
@@ -61,3 +62,25 @@ def test_fresh_measure_reports_imports_apart_and_failures():
     assert measure(Op("no torch", "import tensorfile", without_torch=True))["op_s"] > 0
     with pytest.raises(RuntimeError, match="torch"):
         measure(Op("blocked", "import torch", without_torch=True))
+
+
+def test_host_adjusted_spread_discounts_a_slow_machine_but_not_a_slow_operation():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from fresh import Op, Table
+
+    def runs(times, probes):
+        return [{"op_s": t, "probe_s": p, "import_s": 0.0} for t, p in zip(times, probes)]
+
+    steady = [0.02] * 7
+    results = {
+        "host slow in round 3": runs([1.0, 1.0, 2.4, 1.0, 1.0, 1.0, 1.0], [0.02, 0.02, 0.048] + [0.02] * 4),
+        "op slow in round 3": runs([1.0, 1.0, 2.4, 1.0, 1.0, 1.0, 1.0], steady),
+    }
+    table = Table(results, [Op(n, "") for n in results])
+    assert table.probe_median == 0.02 and table.probe_spread() == pytest.approx(2.4)
+    assert table.spread("host slow in round 3") == pytest.approx(2.4)
+    assert table.adjusted_spread("host slow in round 3") == pytest.approx(1.0)
+    assert table.adjusted_spread("op slow in round 3") == pytest.approx(2.4)
+    assert table.print_spreads(list(results)) == ["op slow in round 3"]
+    result = __import__("fresh").measure(Op("probe", "pass"))
+    assert 0 < result["probe_s"] < 5
