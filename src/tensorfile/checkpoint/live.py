@@ -2,27 +2,37 @@
 
 Kinds (the name is recorded with the checkpoint):
 
-- ``torch.module``: ``nn.Module`` -> ``state_dict()`` / ``load_state_dict``.
+- ``torch.module``: ``nn.Module`` -> ``state_dict()`` / ``load_state_dict``, of the model
+  inside ``DataParallel`` / ``DistributedDataParallel`` / ``torch.compile`` (plain names).
 - ``torch.stateful``: torch optimizers, LR schedulers, ``GradScaler`` (anything
-  from torch with ``state_dict`` / ``load_state_dict``).
+  from torch with ``state_dict`` / ``load_state_dict``; ``Counter`` and ``defaultdict``
+  in a state are stored as dicts and come back as they were).
 - ``keras.layer``: Keras models and layers -> their variables by attribute path
   (:mod:`tensorfile.parameters.models`).
 - ``keras.optimizer``: a Keras optimizer -> its variables in order (built on
   restore from the Keras model restored with it, if needed).
-- ``flax.nnx``: a Flax NNX module -> its parameters and batch statistics.
+
+Restoring is in two steps: :func:`check` compares every live object with its saved
+state without touching it, then :func:`apply` fills it.
+- ``flax.nnx``: a Flax NNX module or object (``nnx.Optimizer``, ``nnx.Rngs``) -> every
+  variable of its state by path (parameters, batch statistics, optimizer step and
+  moments, RNG keys as key data and counts).
 - ``pytree``: a JAX pytree that is not a plain container (optax states, which are
   NamedTuples) -> its leaves; restored into the structure of the object given.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
-from ..parameters.models import model_params
+from ..frameworks import adapter_for
+from ..parameters import LoadReport, Mismatch, _unwrap_names, match_params
+from ..parameters.models import model_params, strip_wrappers, unwrap
 
-__all__ = ["kind_of", "capture", "apply"]
+__all__ = ["kind_of", "capture", "check", "apply", "Plan"]
 
 
 def _mro(value: Any) -> set[str]:
@@ -59,10 +69,13 @@ def _holds_namedtuple(value: Any, depth: int = 0) -> bool:
 
 def capture(kind: str, value: Any) -> Any:
     """What to store for a live object."""
-    if kind in ("torch.module", "torch.stateful"):
-        return value.state_dict()
+    if kind == "torch.module":
+        state = unwrap(value).state_dict()  # DataParallel/DDP/torch.compile: the plain model's names
+        return type(state)((strip_wrappers(k, leading_module=False), v) for k, v in state.items())
+    if kind == "torch.stateful":
+        return _plain(value.state_dict())
     if kind in ("keras.layer", "flax.nnx"):
-        return dict(model_params(value).tensors)
+        return dict(_params(kind, value).tensors)
     if kind == "keras.optimizer":
         return [np.asarray(v) for v in value.variables]
     if kind == "pytree":
@@ -72,30 +85,171 @@ def capture(kind: str, value: Any) -> Any:
     raise ValueError(kind)
 
 
-def apply(kind: str, live: Any, saved: Any, others: Mapping[str, Any]) -> Any:
-    """Fill ``live`` from ``saved``; returns the restored object (a new one for immutable pytrees)."""
-    if kind in ("torch.module", "torch.stateful"):
-        live.load_state_dict(saved)
-        return live
-    if kind in ("keras.layer", "flax.nnx"):
-        params = model_params(live)
-        for name, param in params.params.items():
-            param.set(np.asarray(saved[name]))
-        return live
-    if kind == "keras.optimizer":
+def _params(kind: str, value: Any) -> Any:
+    """The tensors a checkpoint holds for a model: its parameters (and buffers); for Flax NNX every
+    variable of its state, so that an ``nnx.Optimizer``'s moments and ``nnx.Rngs`` streams resume too."""
+    if kind == "flax.nnx":
+        from ..parameters.models import _nnx
+
+        return _nnx(value, everything=True)
+    return model_params(value)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with dict subclasses (``Counter`` of ``MultiStepLR``, ``defaultdict``) as plain dicts."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def _like(saved: Any, live: Any) -> Any:
+    """``saved`` with the container types ``live`` has at the same places (a ``Counter`` comes back a
+    ``Counter``: ``MultiStepLR`` looks its milestones up in one)."""
+    if isinstance(saved, dict) and isinstance(live, dict):
+        out = {k: _like(v, live.get(k)) for k, v in saved.items()}
+        if type(live) is dict or type(live).__name__ == "OrderedDict":
+            return out
+        if hasattr(live, "default_factory"):
+            return type(live)(live.default_factory, out)
+        try:
+            return type(live)(out)
+        except TypeError:
+            return out
+    if type(saved) in (list, tuple) and type(live) in (list, tuple) and len(saved) == len(live):
+        return type(saved)(_like(a, b) for a, b in zip(saved, live))
+    return saved
+
+
+def _host(value: Any, name: str) -> np.ndarray:
+    adapter = adapter_for(value)
+    return adapter.to_numpy(value, name) if adapter is not None else np.asarray(value)
+
+
+@dataclass
+class Plan:
+    """What :func:`apply` will do for one live object: decided by :func:`check`, before anything is touched."""
+
+    kind: str
+    live: Any
+    saved: Any
+    report: LoadReport
+    load: bool = True  # False: the object cannot take this state at all (strict=False leaves it as it is)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def check(kind: str, live: Any, saved: Any, others: Mapping[str, Any]) -> Plan:
+    """Compare a live object with its saved state: names, shapes and dtypes (tensors), sizes (an
+    optimizer's parameter groups, a Keras optimizer's variables, a pytree's leaves). Touches nothing
+    but a Keras optimizer, which is built (variables created) if the model it trains is restored with it."""
+    report = LoadReport()
+    plan = Plan(kind, live, saved, report)
+    if kind in ("torch.module", "keras.layer", "flax.nnx"):
+        if not isinstance(saved, Mapping):
+            report.mismatched.append(Mismatch("(state)", (), type(saved).__name__, (), "a dict of tensors"))
+            plan.load = False
+            return plan
+        target = _params(kind, live)
+        raw = dict(saved)
+        _unwrap_names(raw, target.params, report)
+        arrays = {k: _host(v, k) for k, v in raw.items()}
+        match_params(target, arrays, report)
+        bad = {m.name for m in report.mismatched}
+        plan.extra.update(target=target, raw=raw, arrays=arrays, use=[n for n in target.params if n in arrays and n not in bad])
+    elif kind == "torch.stateful":
+        if not isinstance(saved, Mapping):
+            report.mismatched.append(Mismatch("(state)", (), type(saved).__name__, (), "a state_dict"))
+            plan.load = False
+        elif hasattr(live, "param_groups"):  # an optimizer: torch.optim checks group sizes, not shapes
+            _check_optimizer(live, saved, report)
+            plan.load = not report.mismatched
+    elif kind == "keras.optimizer":
         if len(live.variables) != len(saved):
             models = [m for m in others.values() if kind_of(m) == "keras.layer"]
             if models:
                 live.build(models[0].trainable_variables)
+        names = [getattr(v, "path", f"variables.{i}") for i, v in enumerate(live.variables)]
         if len(live.variables) != len(saved):
-            raise ValueError(f"the Keras optimizer has {len(live.variables)} variables, the checkpoint {len(saved)}")
-        for variable, value in zip(live.variables, saved):
-            variable.assign(np.asarray(value))
+            report.mismatched.append(Mismatch("variables", (len(saved),), "variables", (len(live.variables),), "variables"))
+        else:
+            for name, variable, value in zip(names, live.variables, saved):
+                host = _host(value, name)
+                if tuple(host.shape) != tuple(variable.shape):
+                    report.mismatched.append(Mismatch(name, tuple(host.shape), host.dtype.name, tuple(variable.shape),
+                                                      str(getattr(variable, "dtype", ""))))  # fmt: skip
+        plan.load = not report.mismatched
+        plan.extra["names"] = names
+    elif kind == "pytree":
+        import jax
+
+        leaves = jax.tree_util.tree_leaves(live)
+        if len(leaves) != len(saved):
+            report.mismatched.append(Mismatch("leaves", (len(saved),), "leaves", (len(leaves),), "leaves"))
+        else:
+            for i, (mine, value) in enumerate(zip(leaves, saved)):
+                host, have = _host(value, str(i)), np.asarray(mine)
+                if host.shape != have.shape or host.dtype != have.dtype:
+                    report.mismatched.append(Mismatch(f"leaves.{i}", host.shape, host.dtype.name, have.shape, have.dtype.name))
+        plan.load = not report.mismatched
+    else:
+        raise ValueError(kind)
+    return plan
+
+
+def _check_optimizer(live: Any, saved: Mapping[str, Any], report: LoadReport) -> None:
+    groups = saved.get("param_groups")
+    if not isinstance(groups, (list, tuple)) or len(groups) != len(live.param_groups):
+        have = len(groups) if isinstance(groups, (list, tuple)) else 0
+        report.mismatched.append(Mismatch("param_groups", (have,), "groups", (len(live.param_groups),), "groups"))
+        return
+    state = saved.get("state") or {}
+    for i, (mine, theirs) in enumerate(zip(live.param_groups, groups)):
+        ids = theirs.get("params", []) if isinstance(theirs, Mapping) else []
+        if len(ids) != len(mine["params"]):
+            report.mismatched.append(Mismatch(f"param_groups.{i}.params", (len(ids),), "parameters",
+                                              (len(mine["params"]),), "parameters"))  # fmt: skip
+            continue
+        for key, param in zip(ids, mine["params"]):
+            for slot, value in (state.get(key) or {}).items() if isinstance(state.get(key), Mapping) else ():
+                shape = tuple(getattr(value, "shape", ()))
+                if len(shape) and shape != tuple(param.shape):
+                    report.mismatched.append(Mismatch(f"state.{key}.{slot}", shape, str(getattr(value, "dtype", "")),
+                                                      tuple(param.shape), str(param.dtype)))  # fmt: skip
+
+
+def apply(plan: Plan, others: Mapping[str, Any]) -> Any:
+    """Fill the live object as ``plan`` says; returns the restored object (a new one for immutable pytrees)."""
+    kind, live, saved, report = plan.kind, plan.live, plan.saved, plan.report
+    if not plan.load:
+        return live
+    if kind == "torch.module":
+        model = unwrap(live)
+        actual = {strip_wrappers(k, leading_module=False): k for k in model.state_dict(keep_vars=True)}
+        raw, use = plan.extra["raw"], plan.extra["use"]
+        model.load_state_dict({actual[n]: raw[n] for n in use}, strict=report.ok)
+        report.loaded += use
+        return live
+    if kind == "torch.stateful":
+        live.load_state_dict(_like(saved, live.state_dict()))
+        report.loaded.append("(state_dict)")
+        return live
+    if kind in ("keras.layer", "flax.nnx"):
+        target, arrays = plan.extra["target"], plan.extra["arrays"]
+        for name in plan.extra["use"]:
+            target.params[name].set(arrays[name])
+            report.loaded.append(name)
+        return live
+    if kind == "keras.optimizer":
+        for name, variable, value in zip(plan.extra["names"], live.variables, saved):
+            variable.assign(_host(value, name))
+            report.loaded.append(name)
         return live
     if kind == "pytree":
         import jax
         import jax.numpy as jnp
 
         treedef = jax.tree_util.tree_structure(live)
-        return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(np.asarray(leaf)) for leaf in saved])
+        report.loaded.append("(leaves)")
+        return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(_host(leaf, "leaf")) for leaf in saved])
     raise ValueError(kind)

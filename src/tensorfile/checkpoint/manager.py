@@ -21,16 +21,17 @@ import weakref
 from collections import deque
 from typing import Any, Callable, Mapping
 
-from ..errors import CheckpointNotFoundError, IntegrityError, TensorFileError
+from ..errors import CheckpointNotFoundError, IntegrityError, ParameterMismatchError, TensorFileError
 from ..files import _save, load
 from ..lazy import open as open_file
 from .commit import commit, delete, remove_temporaries
-from .live import apply, capture, kind_of
+from ..parameters import LoadReport
+from .live import Plan, apply, capture, check, kind_of
 from .lock import FolderLock
 from .retention import Retention
 from .staging import Staging
 
-__all__ = ["CheckpointManager"]
+__all__ = ["CheckpointManager", "Restored"]
 
 STATE_FILE = "state.tensorfile"
 METADATA_KEY = "tensorfile.checkpoint"
@@ -47,6 +48,21 @@ def _close_at_exit(ref: "weakref.ref[CheckpointManager]") -> None:
     except BaseException as exc:  # nothing above to catch it any more
         sys.stderr.write(f"tensorfile: {manager.directory}: a checkpoint could not be committed at exit: "
                          f"{type(exc).__name__}: {exc}\n")  # fmt: skip
+
+
+class Restored(dict):
+    """What :meth:`CheckpointManager.restore` returns: the saved dict, plus
+
+    Attributes:
+        step: the step restored.
+        report: a :class:`~tensorfile.LoadReport` over every live object given
+            (names ``"<state name>.<parameter>"``).
+        reports: one :class:`~tensorfile.LoadReport` per live object, by state name.
+    """
+
+    step: int
+    report: LoadReport
+    reports: dict[str, LoadReport]
 
 
 class CheckpointManager:
@@ -332,21 +348,38 @@ class CheckpointManager:
 
     # ------------------------------------------------------------ restoring
 
-    def restore(self, step: int | None = None, state: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def restore(self, step: int | None = None, state: Mapping[str, Any] | None = None, *,
+                strict: bool = True) -> "Restored":  # fmt: skip
         """Load a checkpoint: the latest valid one, or ``step``.
+
+        All or nothing: every live object in ``state`` is checked against the
+        checkpoint (names, shapes and dtypes of tensors; an optimizer's parameter
+        groups; a Keras optimizer's variables; a pytree's leaves) before any of them
+        is touched. Names with a wrapper's prefix (``module.`` of DataParallel/DDP,
+        ``_orig_mod.`` of ``torch.compile``) match the plain model's names, both ways.
 
         Args:
             step: None for the latest step that loads and verifies; a corrupt or
                 partial latest step is skipped with a warning naming it.
             state: live objects by name (the same names as at save), filled in place.
+            strict: True: any missing, unexpected or mismatched tensor raises and
+                nothing is filled. False: fill what matches (an object that cannot
+                take its state at all, e.g. an optimizer with other parameter groups,
+                is left as it is) and report the rest in ``.report``.
 
         Returns:
-            The whole saved dict: live objects filled (immutable pytrees rebuilt),
-            everything else as loaded values.
+            :class:`Restored`: the whole saved dict, live objects filled (immutable
+            pytrees rebuilt), everything else as loaded values; its ``.report`` is a
+            :class:`~tensorfile.LoadReport` over all live objects (names prefixed
+            ``"<state name>."``), ``.reports`` one per live object.
 
         Raises:
             CheckpointNotFoundError: no committed step (or none valid, or ``step`` absent).
             IntegrityError: ``step`` was given and is corrupt, truncated or incomplete.
+            ParameterMismatchError: ``strict`` and a live object does not fit (nothing was filled;
+                ``.report`` lists every problem).
+            KeyError: ``strict`` and ``state`` names something the checkpoint lacks.
+            ValueError: a name in ``state`` was saved as another kind of object.
         """
         self._check_open()
         self.wait()
@@ -359,6 +392,7 @@ class CheckpointManager:
             for candidate in reversed(steps):
                 try:
                     loaded, info = self._load(candidate)
+                    step = candidate
                     break
                 except IntegrityError as exc:
                     warnings.warn(
@@ -369,10 +403,14 @@ class CheckpointManager:
             else:
                 raise CheckpointNotFoundError(f"{self.directory}: no valid checkpoint to restore")
         live = info.get("live", {})
-        out = dict(loaded)
-        for name, obj in (state or {}).items():
+        report = LoadReport()
+        plans: dict[str, Plan] = {}
+        for name, obj in (state or {}).items():  # check everything before touching anything
             if name not in loaded:
-                raise KeyError(f"{self.directory}: the checkpoint has no {name!r} to restore (it has {sorted(loaded)})")
+                if strict:
+                    raise KeyError(f"{self.directory}: the checkpoint has no {name!r} to restore (it has {sorted(loaded)})")
+                report.missing_keys.append(name)
+                continue
             kind = kind_of(obj)
             if kind is None or live.get(name) != kind:
                 saved_as = live.get(name, "plain data")
@@ -380,7 +418,19 @@ class CheckpointManager:
                     f"{self.directory}: {name!r} was saved as {saved_as}, but a "
                     f"{type(obj).__module__}.{type(obj).__qualname__} ({kind or 'not a live object'}) was given"
                 )
-            out[name] = apply(kind, obj, loaded[name], state or {})
+            plans[name] = check(kind, obj, loaded[name], state or {})
+            report.merged(f"{name}.", plans[name].report)
+        if strict and not report.ok:
+            lines = "\n\t".join(report.problems())
+            raise ParameterMismatchError(f"{self.directory}: step {step} does not fit the objects given; nothing was "
+                                         f"restored:\n\t{lines}", report)  # fmt: skip
+        out = Restored(loaded)
+        for name, plan in plans.items():
+            out[name] = apply(plan, state or {})
+        report.loaded = []
+        for name, plan in plans.items():
+            report.loaded += [f"{name}.{k}" for k in plan.report.loaded]
+        out.report, out.reports, out.step = report, {n: p.report for n, p in plans.items()}, step
         return out
 
     def _load(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:

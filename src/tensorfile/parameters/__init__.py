@@ -23,7 +23,7 @@ from ..files import load, save
 from ..lazy import open as open_file
 from ..tree import flat_arrays
 from .convert import UNMAPPED, to_framework
-from .models import model_params
+from .models import model_params, strip_wrappers
 
 __all__ = ["save_parameters", "load_parameters", "LoadReport", "Mismatch", "PARAMETERS_KEY"]
 
@@ -86,11 +86,21 @@ class LoadReport:
         lines += [f"size or dtype mismatch for {m}." for m in self.mismatched]
         return lines + (self.notes if lines else [])
 
+    def merged(self, prefix: str, other: "LoadReport") -> None:
+        """Add ``other``'s entries to this report, each name under ``prefix`` (``"model."``)."""
+        self.missing_keys += [prefix + k for k in other.missing_keys]
+        self.unexpected_keys += [prefix + k for k in other.unexpected_keys]
+        self.mismatched += [Mismatch(prefix + m.name, m.file_shape, m.file_dtype, m.model_shape, m.model_dtype)
+                            for m in other.mismatched]  # fmt: skip
+        self.loaded += [prefix + k for k in other.loaded]
+        self.skipped += [prefix + k for k in other.skipped]
+        self.notes += [f"{prefix.rstrip('.')}: {n}" for n in other.notes]
+
     def __str__(self) -> str:
         head = f"loaded {len(self.loaded)} parameter(s)"
         if self.skipped:
             head += f", skipped {len(self.skipped)} with no counterpart ({', '.join(self.skipped)})"
-        return "\n".join([head, *self.problems()])
+        return "\n".join([head, *(self.problems() or self.notes)])
 
 
 def save_parameters(model: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None) -> None:
@@ -247,19 +257,7 @@ def load_parameters(
         if converted[0] in incoming:
             raise ValueError(f"select/rename map two parameters of {os.fspath(path)!r} to {converted[0]!r}")
         incoming[converted[0]] = converted[1]
-    foreign = bool(source) and source != target.framework
-    for name, param in target.params.items():
-        if name not in incoming:
-            if foreign and target.framework == "torch" and name.endswith(".num_batches_tracked"):
-                report.skipped.append(name)  # torch-only counter: other frameworks have none to give
-            else:
-                report.missing_keys.append(name)
-            continue
-        array = incoming[name]
-        shape_ok = len(array.shape) == len(param.shape) and all(m in (None, d) for d, m in zip(array.shape, param.shape))
-        if not shape_ok or array.dtype.name != param.dtype:
-            report.mismatched.append(Mismatch(name, tuple(array.shape), array.dtype.name, param.shape, param.dtype))
-    report.unexpected_keys += [name for name in incoming if name not in target.params]
+    match_params(target, incoming, report, foreign=bool(source) and source != target.framework)
     if not report.ok and source is None and target.framework != "pytree":
         report.notes.append(
             "Note: the file has no layer information (written by tensorfile.save, not tensorfile.save_parameters), "
@@ -286,6 +284,44 @@ def load_parameters(
                 ) from exc
             report.loaded.append(name)
     return report
+
+
+def match_params(target: Any, incoming: dict[str, Any], report: LoadReport, *, foreign: bool = False) -> None:
+    """Compare ``incoming`` arrays (by name; renamed in place where only a wrapper's prefix differs) with
+    ``target``'s parameters (a :class:`~.models.ModelParams`); fill ``report``'s missing, unexpected and
+    mismatched (shape or dtype) entries. ``foreign``: the arrays come from another framework (torch's
+    ``num_batches_tracked`` is then skipped, not missing)."""
+    _unwrap_names(incoming, target.params, report)
+    for name, param in target.params.items():
+        if name not in incoming:
+            if foreign and target.framework == "torch" and name.endswith(".num_batches_tracked"):
+                report.skipped.append(name)  # torch-only counter: other frameworks have none to give
+            else:
+                report.missing_keys.append(name)
+            continue
+        array = incoming[name]
+        shape_ok = len(array.shape) == len(param.shape) and all(m in (None, d) for d, m in zip(array.shape, param.shape))
+        if not shape_ok or array.dtype.name != param.dtype:
+            report.mismatched.append(Mismatch(name, tuple(array.shape), array.dtype.name, param.shape, param.dtype))
+    report.unexpected_keys += [name for name in incoming if name not in target.params]
+
+
+def _unwrap_names(incoming: dict[str, Any], wanted: Mapping[str, Any], report: LoadReport) -> None:
+    """Rename, in place, incoming names that match a wanted name once the prefixes of wrappers are removed
+    (``module.`` of DataParallel/DDP, ``_orig_mod.`` of ``torch.compile``), and note it in ``report``."""
+    moved = []
+    for name in list(incoming):
+        if name in wanted:
+            continue
+        plain = strip_wrappers(name)
+        if plain != name and plain in wanted and plain not in incoming:
+            incoming[plain] = incoming.pop(name)
+            moved.append(name)
+    if moved:
+        report.notes.append(
+            f"Note: {len(moved)} name(s) carried the prefix of a wrapper (DataParallel/DistributedDataParallel "
+            f"'module.', torch.compile '_orig_mod.'), removed to match the model: e.g. {moved[0]!r}"
+        )
 
 
 def _keras_weights_file(model: Any, path: str) -> bool:

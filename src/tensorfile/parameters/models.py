@@ -27,7 +27,11 @@ import numpy as np
 from ..errors import UnsupportedTypeError
 from ..frameworks import adapter_for, get_adapter
 
-__all__ = ["Param", "ModelParams", "model_params"]
+__all__ = ["Param", "ModelParams", "model_params", "unwrap", "strip_wrappers", "WRAPPER_PREFIXES"]
+
+#: Name segments that wrappers add to a torch state_dict: ``module.`` (``DataParallel``,
+#: ``DistributedDataParallel``) and ``_orig_mod.`` (``torch.compile``'s ``OptimizedModule``).
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 @dataclass
@@ -83,14 +87,39 @@ def model_params(model: Any) -> ModelParams:
     )
 
 
+def unwrap(model: Any) -> Any:
+    """The model inside wrappers that only add a name prefix: torch ``DataParallel`` /
+    ``DistributedDataParallel`` (``.module``) and ``torch.compile``'s ``OptimizedModule``
+    (``._orig_mod``), nested in any order. Other objects are returned as they are."""
+    for _ in range(16):
+        names = {c.__name__ for c in type(model).__mro__ if c.__module__.startswith("torch.")}
+        if names & {"DataParallel", "DistributedDataParallel"} and hasattr(model, "module"):
+            model = model.module
+        elif "OptimizedModule" in names and hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            break
+    return model
+
+
+def strip_wrappers(name: str, *, leading_module: bool = True) -> str:
+    """``name`` without the segments wrappers add: leading ``module.`` (with ``leading_module``) and any
+    ``_orig_mod`` segment (``torch.compile`` of a submodule puts it inside: ``encoder._orig_mod.weight``)."""
+    while leading_module and name.startswith("module."):
+        name = name[len("module.") :]
+    return ".".join(part for part in name.split(".") if part != "_orig_mod") if "_orig_mod" in name else name
+
+
 def _torch(model: Any) -> ModelParams:
     import torch
 
+    model = unwrap(model)
     torch_adapter = get_adapter("torch")
-    modules = dict(model.named_modules())
+    modules = {strip_wrappers(k, leading_module=False): v for k, v in model.named_modules()}
     state = model.state_dict(keep_vars=True)
     out = ModelParams("torch")
     for name, tensor in state.items():
+        name = strip_wrappers(name, leading_module=False)  # a compiled submodule: encoder._orig_mod.weight
         prefix = name.rpartition(".")[0]
         kind = type(modules.get(prefix, model)).__name__
 
@@ -205,28 +234,38 @@ def _gluon(block: Any) -> ModelParams:
     return out
 
 
-def _nnx(module: Any) -> ModelParams:
+def _nnx(module: Any, everything: bool = False) -> ModelParams:
+    """A Flax NNX module's parameters and batch statistics by state path; with ``everything``, every
+    variable of its state (an ``nnx.Optimizer``'s step and moments, ``nnx.Rngs`` keys and counts...):
+    what a checkpoint needs. A typed PRNG key is held as its ``key_data`` (uint32) and set back as a key
+    of the same implementation."""
+    import jax
     from flax import nnx
 
     jax_adapter = get_adapter("jax")
     out = ModelParams("flax")
     for path, state in nnx.to_flat_state(nnx.state(module)):
-        if not issubclass(state.type, (nnx.Param, nnx.BatchStat)):
+        if not everything and not issubclass(state.type, (nnx.Param, nnx.BatchStat)):
             continue  # RNG keys and counters are not parameters
         owner = module
         for part in path[:-1]:
             owner = owner[part] if isinstance(part, int) else getattr(owner, str(part))
         variable = owner[path[-1]] if isinstance(path[-1], int) else getattr(owner, str(path[-1]))
         name = ".".join(map(str, path))
+        current = variable.get_value() if hasattr(variable, "get_value") else variable.value
+        impl = jax.random.key_impl(current) if jax.dtypes.issubdtype(current.dtype, jax.dtypes.prng_key) else None
 
-        def setter(array: np.ndarray, variable: Any = variable) -> None:
+        def setter(array: np.ndarray, variable: Any = variable, impl: Any = impl) -> None:
             new = jax_adapter.from_numpy(np.array(array, order="C"), {}, {})
+            if impl is not None:
+                new = jax.random.wrap_key_data(new, impl=impl)
             if hasattr(variable, "set_value"):  # flax >= 0.12; `.value =` before
                 variable.set_value(new)
             else:
                 variable.value = new
 
-        current = variable.get_value() if hasattr(variable, "get_value") else variable.value
+        if impl is not None:
+            current = jax.random.key_data(current)
         value = np.asarray(current)
         out.params[name] = Param(value, tuple(value.shape), value.dtype.name, type(owner).__name__, setter)
         out.tensors[name] = current
