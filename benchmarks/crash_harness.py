@@ -1,7 +1,10 @@
 """Crash harness: kill training with SIGKILL at random instants, resume, and compare with an uninterrupted run.
 
-The child is ``examples/train_with_checkpoints.py torch`` (the chapter's MLP on
-scikit-learn's digits, Adam, an LR schedule, dropout, a checkpoint every step).
+The child is ``examples/train_with_checkpoints.py MODE`` (the chapter's MLP on
+scikit-learn's digits, Adam, dropout, a checkpoint every step). Modes: ``torch``
+(random batches, StepLR), ``torch-epochs`` (shuffled epochs through
+``ResumableLoader``, MultiStepLR: kills land in mid-epoch) and ``nnx-epochs``
+(Flax NNX, ``nnx.Optimizer``, dropout RNG streams, shuffled epochs).
 Once a child says it is training, it is killed after a random delay: in the
 middle of a step, a save, an fsync or a rename. It is restarted until it
 finishes; then its final weights must equal, bit for bit, those of a run that
@@ -9,6 +12,7 @@ was never interrupted.
 
     python benchmarks/crash_harness.py --kills 200          # the long run (docs/RELIABILITY.md)
     python benchmarks/crash_harness.py --kills 12 --async   # asynchronous saves
+    python benchmarks/crash_harness.py --kills 50 --mode torch-epochs --epochs 60
 
 Prints one line per kill and a summary; exits 1 if the weights differ.
 """
@@ -30,8 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = ROOT / "examples" / "train_with_checkpoints.py"
 
 
-def _child(directory: Path, steps: int, async_save: bool) -> subprocess.Popen:
-    args = [sys.executable, str(CHILD), "torch", str(directory), "--steps", str(steps)] + (["--async"] if async_save else [])
+def _child(directory: Path, steps: int, async_save: bool, mode: str = "torch") -> subprocess.Popen:
+    length = ["--steps", str(steps)] if mode == "torch" else ["--epochs", str(steps)]
+    args = [sys.executable, str(CHILD), mode, str(directory), *length] + (["--async"] if async_save else [])
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -41,32 +46,40 @@ def _weights(path: Path) -> dict[str, bytes]:
     return {k: np.ascontiguousarray(v).tobytes() for k, v in tensorfile.load(path, framework="numpy").items()}
 
 
-def run(kills: int, steps: int, async_save: bool, seed: int, folder: Path, log=print) -> dict:
-    """Kill ``kills`` children, then let one finish; compare with an uninterrupted run."""
+def run(kills: int, steps: int, async_save: bool, seed: int, folder: Path, log=print, mode: str = "torch",
+        max_delay: float = 0.4) -> dict:  # fmt: skip
+    """Kill ``kills`` children, then let one finish; compare with an uninterrupted run. ``steps``: training
+    steps (mode ``torch``) or epochs (the epoch modes)."""
     rng = random.Random(seed)
     reference, crashed = folder / "reference", folder / "crashed"
-    ref = _child(reference, steps, async_save)
+    ref = _child(reference, steps, async_save, mode)
     out, err = ref.communicate(timeout=600)
     if ref.returncode != 0:
         raise RuntimeError(f"the uninterrupted run failed: {err}")
     done = 0
     resumed_from = []
+    not_latest = []  # (latest committed step, step the next run resumed after): must never differ
     while True:
-        child = _child(crashed, steps, async_save)
+        committed = sorted(int(p.name[5:]) for p in crashed.glob("step_*")) if crashed.exists() else []
+        child = _child(crashed, steps, async_save, mode)
         line = child.stdout.readline()  # "ready: starting at step N" once restored
         if not line.startswith("ready"):
             child.kill()
             raise RuntimeError(f"the child did not start: {line!r} {child.stderr.read()}")
         resumed_from.append(int(line.rsplit(" ", 1)[1]))
-        if resumed_from[-1] >= steps and done < kills:
+        if (committed[-1] + 1 if committed else 0) != resumed_from[-1]:
+            not_latest.append((committed[-1] if committed else None, resumed_from[-1] - 1))
+        if mode == "torch" and resumed_from[-1] >= steps and done < kills:
             raise RuntimeError(f"training finished after {done} kills: pass more --steps")
         if done >= kills:
             rest, err = child.communicate(timeout=600)
             if child.returncode != 0:
                 raise RuntimeError(f"the last run failed: {err}")
             break
-        delay = rng.uniform(0.0, 0.4)
+        delay = rng.uniform(0.0, max_delay)
         time.sleep(delay)
+        if child.poll() is not None and done < kills and mode != "torch":
+            raise RuntimeError(f"training finished after {done} kills: pass more --epochs")
         if child.poll() is not None:  # it finished before the kill: start over with a fresh folder
             child.communicate()
             log(f"run finished before its kill at {delay:.3f}s; starting again")
@@ -83,26 +96,35 @@ def run(kills: int, steps: int, async_save: bool, seed: int, folder: Path, log=p
         done += 1
         log(f"kill {done}/{kills}: SIGKILL after {delay:.3f}s (this run had resumed at step {resumed_from[-1]})")
     same = _weights(reference / "final.tensorfile") == _weights(crashed / "final.tensorfile")
-    return {"kills": done, "restarts": len(resumed_from), "resumed_from": resumed_from, "identical": same}
+    left = sorted(p.name for p in crashed.iterdir() if not (p.name.startswith("step_") or p.name in (".lock", "final.tensorfile")))
+    return {"kills": done, "restarts": len(resumed_from), "resumed_from": resumed_from, "identical": same,
+            "not_latest": not_latest, "left_behind": left}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=200)
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: 50 per kill + 300)")
+    parser.add_argument("--mode", choices=["torch", "torch-epochs", "nnx-epochs"], default="torch")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of the epoch modes (default: 1 per kill + 5)")
+    parser.add_argument("--max-delay", type=float, default=0.4, help="seconds: kills come 0 to this long after ready")
     parser.add_argument("--async", dest="async_save", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tensorfile-crash-") as tmp:
         start = time.perf_counter()
-        steps = args.steps or 50 * args.kills + 300
-        result = run(args.kills, steps, args.async_save, args.seed, Path(tmp))
+        if args.mode == "torch":
+            steps = args.steps or 50 * args.kills + 300
+        else:
+            steps = args.epochs or args.kills + 5
+        result = run(args.kills, steps, args.async_save, args.seed, Path(tmp), mode=args.mode, max_delay=args.max_delay)
         elapsed = time.perf_counter() - start
-    mode = "async" if args.async_save else "sync"
+    mode = f"{args.mode}, {'async' if args.async_save else 'sync'}"
     print(f"{mode}: {result['kills']} SIGKILLs, {result['restarts']} runs, resumed at steps "
           f"{sorted(set(result['resumed_from']))[:10]}...; final weights identical to the uninterrupted run: "
-          f"{result['identical']} ({elapsed:.0f} s)")  # fmt: skip
-    sys.exit(0 if result["identical"] else 1)
+          f"{result['identical']}; every run resumed after the latest committed step: {not result['not_latest']}; "
+          f"left behind: {result['left_behind'] or 'nothing'} ({elapsed:.0f} s)")  # fmt: skip
+    sys.exit(0 if result["identical"] and not result["not_latest"] and not result["left_behind"] else 1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Train the chapter's MLP on scikit-learn's digits with crash-safe checkpoints; resume exactly.
 
     python examples/train_with_checkpoints.py torch DIR [--steps N] [--async]
+    python examples/train_with_checkpoints.py torch-epochs DIR [--epochs N] [--async]
+    python examples/train_with_checkpoints.py nnx-epochs DIR [--epochs N] [--async]
     python examples/train_with_checkpoints.py keras DIR [--epochs N]
 
 Run it, kill it at any instant (even with SIGKILL, even mid-save), run it again
@@ -9,6 +11,10 @@ are bit for bit those of a run that was never interrupted. The final weights go
 to DIR/final.tensorfile.
 
 PyTorch: model + Adam + LR scheduler + every RNG + the data order are in each checkpoint.
+``torch-epochs``: epochs over the shuffled data set through ``ResumableLoader``, a
+checkpoint after every batch: a kill in mid-epoch resumes at the next batch.
+``nnx-epochs``: the same with Flax NNX (dropout RNG streams, ``nnx.Optimizer``), the
+data position kept as two ints.
 Keras: tensorfile's callback does what ModelCheckpoint plus BackupAndRestore do.
 """
 
@@ -64,6 +70,84 @@ def train_torch(directory: str, steps: int, async_save: bool) -> None:
     print(f"done: {steps} steps, last loss {loss.item():.4f}" if start < steps else "done", flush=True)
 
 
+def train_torch_epochs(directory: str, epochs: int, async_save: bool) -> None:
+    import torch
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from tensorfile.checkpoint import ResumableLoader
+
+    torch.set_num_threads(1)
+    X, y = (torch.from_numpy(a) for a in digits())
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Dropout(0.1), nn.Linear(256, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[40, 80], gamma=0.5)
+    loader = ResumableLoader(TensorDataset(X, y), 64, shuffle=True, seed=0)
+    step = 0
+    with tensorfile.CheckpointManager(directory, max_to_keep=3, async_save=async_save) as manager:
+        if manager.latest_step is not None:
+            state = manager.restore(state={"model": net, "optimizer": opt, "scheduler": sched, "data": loader})
+            tensorfile.set_rng_state(state["rng"])
+            step = state["step"] + 1
+        print(f"ready: starting at step {step}", flush=True)
+        while loader.epoch < epochs:
+            for xb, yb in loader:
+                loss = nn.functional.cross_entropy(net(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                manager.save(step, {"model": net, "optimizer": opt, "scheduler": sched, "data": loader,
+                                    "rng": tensorfile.rng_state(), "step": step})  # fmt: skip
+                step += 1
+    tensorfile.save(net.state_dict(), os.path.join(directory, "final.tensorfile"))
+    print(f"done: {epochs} epochs, {step} steps", flush=True)
+
+
+def train_nnx_epochs(directory: str, epochs: int, async_save: bool) -> None:
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            self.hidden = nnx.Linear(64, 256, rngs=rngs)
+            self.drop = nnx.Dropout(0.1, rngs=rngs)
+            self.out = nnx.Linear(256, 10, rngs=rngs)
+
+        def __call__(self, x):  # type: ignore[no-untyped-def]
+            return self.out(self.drop(nnx.relu(self.hidden(x))))
+
+    def loss_fn(model, xb, yb):  # type: ignore[no-untyped-def]
+        return optax.softmax_cross_entropy_with_integer_labels(model(xb), yb).mean()
+
+    X, y = digits()
+    model = MLP(nnx.Rngs(params=0, dropout=1))
+    opt = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    epoch, batch, step, size = 0, 0, 0, 64
+    with tensorfile.CheckpointManager(directory, max_to_keep=3, async_save=async_save) as manager:
+        if manager.latest_step is not None:
+            state = manager.restore(state={"model": model, "optimizer": opt})
+            epoch, batch, step = state["epoch"], state["batch"], state["step"] + 1
+        print(f"ready: starting at step {step}", flush=True)
+        batches = -(-len(X) // size)
+        while epoch < epochs:
+            order = np.random.default_rng(epoch).permutation(len(X))  # the epoch's order: from the epoch alone
+            while batch < batches:
+                take = order[batch * size : (batch + 1) * size]
+                grads = nnx.grad(loss_fn)(model, jnp.asarray(X[take]), jnp.asarray(y[take]))
+                opt.update(model, grads)
+                batch += 1
+                done = batch == batches
+                manager.save(step, {"model": model, "optimizer": opt, "epoch": epoch + done,
+                                    "batch": 0 if done else batch, "step": step})  # fmt: skip
+                step += 1
+            epoch, batch = epoch + 1, 0
+    tensorfile.save_parameters(model, os.path.join(directory, "final.tensorfile"))
+    print(f"done: {epochs} epochs, {step} steps", flush=True)
+
+
 def train_keras(directory: str, epochs: int) -> None:
     import keras
 
@@ -82,7 +166,7 @@ def train_keras(directory: str, epochs: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("framework", choices=["torch", "keras"])
+    parser.add_argument("framework", choices=["torch", "torch-epochs", "nnx-epochs", "keras"])
     parser.add_argument("directory")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=5)
@@ -90,6 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.framework == "torch":
         train_torch(args.directory, args.steps, args.async_save)
+    elif args.framework == "torch-epochs":
+        train_torch_epochs(args.directory, args.epochs, args.async_save)
+    elif args.framework == "nnx-epochs":
+        train_nnx_epochs(args.directory, args.epochs, args.async_save)
     else:
         train_keras(args.directory, args.epochs)
 

@@ -246,3 +246,62 @@ def test_best_metric_and_best_fn_are_exclusive(tmp_path):
         CheckpointManager(tmp_path, best_metric="loss", best_fn=lambda m: m["loss"])
     with pytest.raises(ValueError, match="best_metric .* or best_fn"):
         CheckpointManager(tmp_path, keep_best=1)
+
+
+_KILLED_IN_RETENTION = """
+import os, signal, sys, numpy as np, tensorfile
+from tensorfile.checkpoint import commit
+m = tensorfile.CheckpointManager(sys.argv[1], max_to_keep=2)
+for step in range(3):
+    m.save(step, {"w": np.full(1000, step, np.float32), "parts": [np.full(5, i) for i in range(5)], "step": step})
+real = commit.shutil.rmtree
+def dies_half_way(path, *a, **k):  # removes one file of the step being deleted, then SIGKILL
+    for root, _, names in os.walk(path):
+        for name in names:
+            os.unlink(os.path.join(root, name))
+            os.kill(os.getpid(), signal.SIGKILL)
+commit.shutil.rmtree = dies_half_way
+m.save(3, {"w": np.full(1000, 3, np.float32), "parts": [np.full(5, i) for i in range(5)], "step": 3})
+"""
+
+
+def test_a_kill_inside_retention_leaves_no_half_step(tmp_path):
+    """SIGKILL while retention deletes a step (after one of its files is gone): no step listed is partial,
+    restore() gives the newest step bit for bit, and the next manager removes the trash."""
+    out = subprocess.run([sys.executable, "-c", _KILLED_IN_RETENTION, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == -9, out.stderr
+    assert any(e.startswith(".tmp-trash-") for e in os.listdir(tmp_path))
+    with CheckpointManager(tmp_path, read_only=True) as reader:  # a reader sees only whole steps
+        assert reader.steps == [2, 3]
+    with CheckpointManager(tmp_path, max_to_keep=2) as m:
+        assert m.steps == [2, 3]
+        for step in m.steps:  # every listed step restores, and verifies
+            back = m.restore(step=step)
+            assert back["step"] == step and np.array_equal(back["w"], np.full(1000, step, np.float32))
+    assert sorted(os.listdir(tmp_path)) == [".lock", "step_00000002", "step_00000003"]
+
+
+def test_a_read_only_copy_of_the_folder_restores(tmp_path):
+    """A downloaded run or a mounted dataset: the folder and its files cannot be written (checked with a
+    write attempt, as root ignores permissions), and a reader restores from it."""
+    import shutil
+    import stat
+
+    with CheckpointManager(tmp_path / "run", max_to_keep=2) as m:
+        for step in range(3):
+            m.save(step, _state(step))
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path / "run", copy)
+    os.unlink(copy / ".lock")
+    for root, dirs, files in os.walk(copy):
+        for name in files:
+            os.chmod(os.path.join(root, name), stat.S_IRUSR)
+        os.chmod(root, stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        with CheckpointManager(copy, read_only=True) as reader:
+            assert reader.steps == [1, 2] and reader.restore()["step"] == 2
+            assert np.array_equal(reader.restore(step=1)["w"], np.full(4, 1, np.float32))
+        assert sorted(os.listdir(copy)) == ["step_00000001", "step_00000002"]  # nothing written, no .lock
+    finally:
+        for root, dirs, files in os.walk(copy):
+            os.chmod(root, stat.S_IRWXU)

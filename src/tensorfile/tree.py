@@ -1,7 +1,10 @@
 """Nested containers <-> named tensors plus a structure record.
 
 :func:`flatten` walks a value made of dict / OrderedDict / list / tuple, plain
-values (None, bool, int, float, str) and tensors of any supported framework. It
+values (None, bool, int, float, str) and tensors of any supported framework; a
+JAX pytree node that is not a plain container (Flax ``FrozenDict``, ``TrainState``,
+``nnx.State``, optax states) is stored as the dict (by field name) or list of its
+children, and comes back as that plain dict or list. It
 returns the tensors to store, each under a unique name, and a JSON-ready record
 of the structure. :func:`unflatten` rebuilds the value from that record and the
 loaded tensors. Nothing here imports a framework; adapters do.
@@ -34,7 +37,7 @@ import numpy as np
 from .errors import FormatError, UnsupportedTypeError
 from .format.dtypes import code_of
 from .format.record import Member, SharedGroup, extent
-from .frameworks import Adapter, StorageView, adapter_for
+from .frameworks import Adapter, Inner, StorageView, adapter_for, pytree_children
 
 __all__ = ["Leaf", "Flattened", "flatten", "unflatten", "encode_plain", "decode_plain", "flat_arrays", "shared_groups", "map_leaves"]
 
@@ -177,6 +180,15 @@ class _Flattener:
         adapter = adapter_for(value)
         if adapter is not None:
             return self._tensor(value, adapter, where, parts)
+        inner = pytree_children(value)  # Flax FrozenDict, TrainState, nnx.State, optax states: plain dicts/lists
+        if inner is not None:
+            if id(value) in self.active:
+                raise UnsupportedTypeError(f"{where}: the container contains itself")
+            self.active.add(id(value))
+            try:
+                return self.node(inner.value if isinstance(inner, Inner) else inner, where, parts)
+            finally:
+                self.active.discard(id(value))
         raise UnsupportedTypeError(
             f"{where}: {_describe(value)} is not supported; expected a tensor, dict, list, tuple, "
             "None, bool, int, float or str"

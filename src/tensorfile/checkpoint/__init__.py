@@ -1,6 +1,17 @@
-"""Training checkpoints: :class:`CheckpointManager` and random-state helpers."""
+"""Training checkpoints: :class:`CheckpointManager`, random-state helpers, and (with PyTorch)
+:class:`~tensorfile.checkpoint.torch_data.ResumableLoader` for exact mid-epoch resume."""
 
-from .manager import CheckpointManager
+from typing import Any
+
+from .manager import CheckpointManager, Restored
 from .rng import rng_state, set_rng_state
 
-__all__ = ["CheckpointManager", "rng_state", "set_rng_state"]
+__all__ = ["CheckpointManager", "Restored", "rng_state", "set_rng_state", "ResumableLoader"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ResumableLoader":  # imports torch: only when asked for
+        from .torch_data import ResumableLoader
+
+        return ResumableLoader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

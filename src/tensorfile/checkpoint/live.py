@@ -7,18 +7,23 @@ Kinds (the name is recorded with the checkpoint):
 - ``torch.stateful``: torch optimizers, LR schedulers, ``GradScaler`` (anything
   from torch with ``state_dict`` / ``load_state_dict``; ``Counter`` and ``defaultdict``
   in a state are stored as dicts and come back as they were).
+- ``torch.generator``: a ``torch.Generator`` -> ``get_state()`` / ``set_state``. tensorfile's
+  own :class:`~tensorfile.checkpoint.torch_data.ResumableLoader` and torchdata's
+  ``StatefulDataLoader`` are ``torch.stateful``.
 - ``keras.layer``: Keras models and layers -> their variables by attribute path
   (:mod:`tensorfile.parameters.models`).
 - ``keras.optimizer``: a Keras optimizer -> its variables in order (built on
   restore from the Keras model restored with it, if needed).
-
-Restoring is in two steps: :func:`check` compares every live object with its saved
-state without touching it, then :func:`apply` fills it.
 - ``flax.nnx``: a Flax NNX module or object (``nnx.Optimizer``, ``nnx.Rngs``) -> every
   variable of its state by path (parameters, batch statistics, optimizer step and
   moments, RNG keys as key data and counts).
 - ``pytree``: a JAX pytree that is not a plain container (optax states, which are
-  NamedTuples) -> its leaves; restored into the structure of the object given.
+  NamedTuples; Flax ``FrozenDict``, ``TrainState``, ``nnx.State``) -> dicts by field
+  name and lists of its children; restored by path into the structure of the object
+  given (a new object: pytrees are immutable).
+
+Restoring is in two steps: :func:`check` compares every live object with its saved
+state without touching it, then :func:`apply` fills it.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..frameworks import adapter_for
+from ..frameworks import Inner, adapter_for, pytree_children
 from ..parameters import LoadReport, Mismatch, _unwrap_names, match_params
 from ..parameters.models import model_params, strip_wrappers, unwrap
 
@@ -44,17 +49,20 @@ def kind_of(value: Any) -> str | None:
     mro = _mro(value)
     if "torch.Module" in mro:
         return "torch.module"
-    from_torch = any(c.__module__.startswith("torch") for c in type(value).__mro__[:-1])
+    if "torch.Generator" in mro:
+        return "torch.generator"
+    from_torch = any(c.__module__.startswith(("torch", "tensorfile.")) for c in type(value).__mro__[:-1])
     if from_torch and hasattr(value, "state_dict") and hasattr(value, "load_state_dict"):
-        return "torch.stateful"  # optimizers, LR schedulers, GradScaler, and their subclasses
+        return "torch.stateful"  # optimizers, LR schedulers, GradScaler, StatefulDataLoader, ResumableLoader
     if "keras.Optimizer" in mro or any(m.startswith("keras.") and m.endswith("Optimizer") for m in mro):
         return "keras.optimizer"
     if "keras.Layer" in mro:
         return "keras.layer"
-    if any(c.__module__.startswith("flax.nnx") for c in type(value).__mro__):
+    nnx = [c.__name__ for c in type(value).__mro__ if c.__module__.startswith("flax.nnx")]
+    if nnx and not {"State", "FlatState"} & set(nnx):  # modules, nnx.Optimizer, nnx.Rngs (nnx.State: a pytree)
         return "flax.nnx"
-    if _holds_namedtuple(value):
-        return "pytree"
+    if _holds_namedtuple(value) or pytree_children(value) is not None:
+        return "pytree"  # optax states, Flax FrozenDict / TrainState / nnx.State, registered pytrees
     return None
 
 
@@ -74,14 +82,14 @@ def capture(kind: str, value: Any) -> Any:
         return type(state)((strip_wrappers(k, leading_module=False), v) for k, v in state.items())
     if kind == "torch.stateful":
         return _plain(value.state_dict())
+    if kind == "torch.generator":
+        return value.get_state()
     if kind in ("keras.layer", "flax.nnx"):
         return dict(_params(kind, value).tensors)
     if kind == "keras.optimizer":
         return [np.asarray(v) for v in value.variables]
     if kind == "pytree":
-        import jax
-
-        return jax.tree_util.tree_leaves(value)
+        return value  # stored as dicts (by field) and lists of its children: see tensorfile.tree
     raise ValueError(kind)
 
 
@@ -164,6 +172,11 @@ def check(kind: str, live: Any, saved: Any, others: Mapping[str, Any]) -> Plan:
         elif hasattr(live, "param_groups"):  # an optimizer: torch.optim checks group sizes, not shapes
             _check_optimizer(live, saved, report)
             plan.load = not report.mismatched
+    elif kind == "torch.generator":
+        have, host = tuple(live.get_state().shape), _host(saved, "generator")
+        if host.shape != have or host.dtype != np.uint8:
+            report.mismatched.append(Mismatch("(state)", host.shape, host.dtype.name, have, "uint8"))
+            plan.load = False
     elif kind == "keras.optimizer":
         if len(live.variables) != len(saved):
             models = [m for m in others.values() if kind_of(m) == "keras.layer"]
@@ -181,20 +194,68 @@ def check(kind: str, live: Any, saved: Any, others: Mapping[str, Any]) -> Plan:
         plan.load = not report.mismatched
         plan.extra["names"] = names
     elif kind == "pytree":
-        import jax
-
-        leaves = jax.tree_util.tree_leaves(live)
-        if len(leaves) != len(saved):
-            report.mismatched.append(Mismatch("leaves", (len(saved),), "leaves", (len(leaves),), "leaves"))
-        else:
-            for i, (mine, value) in enumerate(zip(leaves, saved)):
-                host, have = _host(value, str(i)), np.asarray(mine)
-                if host.shape != have.shape or host.dtype != have.dtype:
-                    report.mismatched.append(Mismatch(f"leaves.{i}", host.shape, host.dtype.name, have.shape, have.dtype.name))
-        plan.load = not report.mismatched
+        plan.extra["leaves"] = _pytree_leaves(live, saved, report)
+        plan.load = not (report.mismatched or report.missing_keys)
     else:
         raise ValueError(kind)
     return plan
+
+
+def _pytree_leaves(live: Any, saved: Any, report: LoadReport) -> list[Any]:
+    """The saved leaves in the order of ``jax.tree_util.tree_leaves(live)``, matched by path (a checkpoint
+    stores a pytree as dicts by field name and lists, see :func:`tensorfile.frameworks.pytree_children`;
+    one of tensorfile 0.1 stored the list of leaves); problems go to ``report``."""
+    import jax
+    import jax.numpy as jnp
+
+    leaves = jax.tree_util.tree_leaves(live)
+    if isinstance(saved, list) and len(saved) == len(leaves) and not any(isinstance(v, (dict, list)) for v in saved):
+        pairs = [(str(i), mine, value) for i, (mine, value) in enumerate(zip(leaves, saved))]  # 0.1: by position
+    else:
+        pairs = []
+
+        def walk(node: Any, stored: Any, name: str) -> None:
+            inner = pytree_children(node)
+            if isinstance(inner, Inner):
+                node = inner.value
+            try:
+                items = [] if isinstance(inner, Inner) else jax.tree_util.flatten_one_level_with_keys(node)[0]
+            except (ValueError, TypeError):
+                items = []
+            if not items and (isinstance(inner, Inner) or not isinstance(node, (dict, list, tuple)) and node is not None
+                              and inner is None):  # fmt: skip
+                pairs.append((name, node, stored))
+                return
+            for key, child in items:
+                part = next((getattr(key, a) for a in ("name", "key", "idx") if hasattr(key, a)), str(key))
+                if isinstance(stored, dict) and part in stored:
+                    walk(child, stored[part], f"{name}{part}.")
+                elif isinstance(stored, dict) and str(part) in stored:
+                    walk(child, stored[str(part)], f"{name}{part}.")
+                elif isinstance(stored, (list, tuple)) and type(part) is int and part < len(stored):
+                    walk(child, stored[part], f"{name}{part}.")
+                else:
+                    for missing, _ in jax.tree_util.tree_leaves_with_path(child):
+                        report.missing_keys.append(f"{name}{part}{jax.tree_util.keystr(missing)}")
+                    pairs.append((f"{name}{part}", None, None))
+
+        walk(live, saved, "")
+    out = []
+    for name, mine, value in pairs:
+        name = name.rstrip(".")
+        if mine is None and value is None:
+            continue
+        if not hasattr(mine, "shape"):  # a Python number in the tree (TrainState.step may be an int)
+            out.append(value)
+            continue
+        host, have = _host(value, name), np.asarray(mine)
+        if host.shape != have.shape or host.dtype != have.dtype:
+            report.mismatched.append(Mismatch(name, host.shape, host.dtype.name, have.shape, have.dtype.name))
+            out.append(mine)
+            continue
+        typed = jax.dtypes.issubdtype(getattr(mine, "dtype", np.float32), jax.dtypes.prng_key)
+        out.append(value if typed or not isinstance(mine, jax.Array) else jnp.asarray(host))
+    return out
 
 
 def _check_optimizer(live: Any, saved: Mapping[str, Any], report: LoadReport) -> None:
@@ -234,6 +295,12 @@ def apply(plan: Plan, others: Mapping[str, Any]) -> Any:
         live.load_state_dict(_like(saved, live.state_dict()))
         report.loaded.append("(state_dict)")
         return live
+    if kind == "torch.generator":
+        import torch
+
+        live.set_state(torch.from_numpy(np.array(_host(saved, "generator"), copy=True)))
+        report.loaded.append("(state)")
+        return live
     if kind in ("keras.layer", "flax.nnx"):
         target, arrays = plan.extra["target"], plan.extra["arrays"]
         for name in plan.extra["use"]:
@@ -247,9 +314,7 @@ def apply(plan: Plan, others: Mapping[str, Any]) -> Any:
         return live
     if kind == "pytree":
         import jax
-        import jax.numpy as jnp
 
-        treedef = jax.tree_util.tree_structure(live)
         report.loaded.append("(leaves)")
-        return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(_host(leaf, "leaf")) for leaf in saved])
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(live), plan.extra["leaves"])
     raise ValueError(kind)

@@ -31,7 +31,7 @@ from ..errors import UnsupportedTypeError
 from ..format.dtypes import name_of
 from ..format.memory import empty_array
 from ..format.reader import READERS  # one thread per core, at most 4: the same budget as reads
-from ..frameworks import adapter_for
+from ..frameworks import Inner, adapter_for, pytree_children
 
 __all__ = ["Staging"]
 
@@ -120,6 +120,9 @@ class Staging:
         if adapter is None:
             if value is None or kind in (bool, int, float, str):
                 return value
+            inner = pytree_children(value)  # FrozenDict, TrainState, optax states: as tensorfile.tree stores them
+            if inner is not None:
+                return self._plan(inner.value if isinstance(inner, Inner) else inner, path, tensors, by_id, used)
             raise UnsupportedTypeError(f"{_where(path)}: {kind.__module__}.{kind.__qualname__} is not supported")
         if id(value) in by_id:  # the same tensor twice (tied weights): one copy, seen twice, as in a sync save
             return by_id[id(value)]

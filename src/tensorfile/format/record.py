@@ -13,7 +13,8 @@ requires)::
           "framework": "numpy" | "torch" | ...,
           "dtype": "complex128",          # only when it differs from the code's
           "parameter": true, "requires_grad": true, "device": "cuda:0",
-          "scalar": true                  # optional facts, absent when false
+          "scalar": true,                 # optional facts, absent when false
+          "prng_impl": "threefry2x32"     # a typed JAX PRNG key, stored as its key data
       }},
       "shared": [{"nbytes": N, "members": [{"name": NAME, "offset": BYTES,
                                             "strides": [ELEMENTS, ...]}]}]
@@ -38,6 +39,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from ..errors import FormatError, IntegrityError
+
+#: PRNG implementations a typed JAX key may name (``prng_impl``), as ``jax.random.key_impl`` calls them.
+PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 from .checksums import checksum
 from .dtypes import STORED_AS
 from .header import TensorEntry, strict_json
@@ -151,6 +155,9 @@ def _check_tensor(path: str, name: str, info: dict[str, Any], entry: TensorEntry
             raise FormatError(f"{where}: {flag} must be true or false, found {info[flag]!r}")
     if "device" in info and (not isinstance(info["device"], str) or not _DEVICE.fullmatch(info["device"])):
         raise FormatError(f"{where}: device must look like 'cuda:0', found {info['device']!r}")
+    if "prng_impl" in info and (info["prng_impl"] not in PRNG_IMPLS or entry.code != "U32"):
+        raise FormatError(f"{where}: prng_impl must be one of {', '.join(PRNG_IMPLS)} over U32 data, found "
+                          f"{info['prng_impl']!r} over {entry.code}")  # fmt: skip
     if "dtype" in info:
         stored = STORED_AS.get(info["dtype"]) if isinstance(info["dtype"], str) else None
         if stored is None or entry.code != stored[0] or entry.shape[-1:] != (stored[1],):

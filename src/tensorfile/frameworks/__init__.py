@@ -8,11 +8,12 @@ the type's module name, so no framework is imported to check a value.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 from .base import Adapter, StorageView
 
-__all__ = ["Adapter", "StorageView", "FRAMEWORKS", "adapter_for", "get_adapter"]
+__all__ = ["Adapter", "StorageView", "FRAMEWORKS", "adapter_for", "get_adapter", "pytree_children", "Inner"]
 
 #: framework name -> module defining ``ADAPTER``, and the top-level packages of its types.
 FRAMEWORKS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -58,3 +59,25 @@ def adapter_for(value: Any) -> Adapter | None:
             adapter = get_adapter(name)
             return adapter if adapter.is_tensor(value) else None
     return None
+
+
+class Inner:
+    """What :func:`pytree_children` returns for a wrapper stored as its content (an NNX ``Variable``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def pytree_children(value: Any) -> "dict[Any, Any] | list[Any] | Inner | None":
+    """The children of a JAX pytree node that is not a plain container (Flax ``FrozenDict``,
+    ``TrainState``, ``nnx.State``, optax states, any class registered with ``jax.tree_util``), one level
+    down: a dict by field or key name, or a list by position; an NNX ``Variable`` gives ``Inner(value)``.
+    None for anything else, and whenever JAX is not imported (nothing is imported to check a value)."""
+    if "jax" not in sys.modules or isinstance(value, (dict, list, tuple, str, bytes, int, float)) and type(value) in (
+        dict, list, tuple, str, bytes, int, float):  # fmt: skip
+        return None
+    from .jax import children
+
+    return children(value)

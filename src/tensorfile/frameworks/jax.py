@@ -13,10 +13,48 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from ..errors import UnsupportedTypeError
+from ..errors import FormatError, UnsupportedTypeError
+from ..format.record import PRNG_IMPLS  # nothing else is passed to jax.random.wrap_key_data
 from .base import Adapter
 
-__all__ = ["ADAPTER"]
+__all__ = ["ADAPTER", "children", "PRNG_IMPLS"]
+
+
+
+def _impl_name(key: Any) -> str:
+    impl = jax.random.key_impl(key)
+    name = getattr(impl, "name", None) or str(impl)
+    for known in PRNG_IMPLS:
+        if known in name:
+            return known
+    raise UnsupportedTypeError(f"a JAX PRNG key of an unknown implementation {name!r}")
+
+
+def children(value: Any) -> Any:
+    """One level of a registered pytree node, by key (see ``frameworks.pytree_children``); None for a leaf."""
+    if isinstance(value, jax.Array):
+        return None
+    if type(value).__module__.startswith("flax.nnx") and hasattr(value, "get_value") and hasattr(value, "set_value"):
+        from . import Inner
+
+        return Inner(value.get_value())  # an NNX Variable: stored as its value
+    try:
+        items, _ = jax.tree_util.flatten_one_level_with_keys(value)
+    except (ValueError, TypeError):
+        return None  # a leaf: not a registered container
+    keys = [k for k, _ in items]
+    if all(isinstance(k, jax.tree_util.SequenceKey) for k in keys) and [k.idx for k in keys] == list(range(len(keys))):
+        return [v for _, v in items]
+    out: dict[Any, Any] = {}
+    for key, child in items:
+        for attr in ("name", "key", "idx"):
+            if hasattr(key, attr):
+                name = getattr(key, attr)
+                break
+        else:
+            name = str(key)
+        out[name if type(name) in (str, int) else str(name)] = child
+    return out
 
 
 def _device(spec: Any) -> Any:
@@ -33,22 +71,32 @@ class JaxAdapter(Adapter):
         return isinstance(value, jax.Array)
 
     def to_numpy(self, value: Any, where: str) -> np.ndarray:
-        if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-            raise UnsupportedTypeError(
-                f"{where}: a typed JAX PRNG key ({value.dtype}); store jax.random.key_data(key) and rewrap it "
-                "with jax.random.wrap_key_data after loading"
-            )
+        if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):  # a typed key: stored as its key data
+            _impl_name(value)
+            value = jax.random.key_data(value)
         return np.asarray(jax.device_get(value))
 
     def record(self, value: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+            out["prng_impl"] = _impl_name(value)
         devices = value.devices() if hasattr(value, "devices") else set()
         if len(devices) == 1:
             (device,) = devices
             if device.platform != "cpu":
-                return {"device": f"{device.platform}:{device.id}"}
-        return {}
+                out["device"] = f"{device.platform}:{device.id}"
+        return out
 
     def from_numpy(self, array: np.ndarray, record: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
+        impl = record.get("prng_impl")
+        if impl is not None:  # a typed PRNG key, from its key data (uint32, trailing dimension of the impl)
+            if impl not in PRNG_IMPLS or array.dtype != np.uint32:
+                raise FormatError(f"a PRNG key record names {impl!r} over {array.dtype} data; expected one of "
+                                  f"{PRNG_IMPLS} over uint32")  # fmt: skip
+            try:
+                return jax.random.wrap_key_data(jax.device_put(array, _device(options.get("device"))), impl=impl)
+            except (ValueError, TypeError) as exc:
+                raise FormatError(f"a {impl} PRNG key cannot have key data of shape {array.shape}: {exc}") from None
         device = _device(options.get("device"))
         if array.dtype.itemsize == 8 or array.dtype.name == "complex128":
             with jax.enable_x64(True):
