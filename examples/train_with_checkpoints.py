@@ -122,6 +122,10 @@ def train_nnx_epochs(directory: str, epochs: int, async_save: bool) -> None:
     def loss_fn(model, xb, yb):  # type: ignore[no-untyped-def]
         return optax.softmax_cross_entropy_with_integer_labels(model(xb), yb).mean()
 
+    @nnx.jit
+    def train_step(model, opt, xb, yb):  # type: ignore[no-untyped-def]
+        opt.update(model, nnx.grad(loss_fn)(model, xb, yb))
+
     X, y = digits()
     model = MLP(nnx.Rngs(params=0, dropout=1))
     opt = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
@@ -136,8 +140,7 @@ def train_nnx_epochs(directory: str, epochs: int, async_save: bool) -> None:
             order = np.random.default_rng(epoch).permutation(len(X))  # the epoch's order: from the epoch alone
             while batch < batches:
                 take = order[batch * size : (batch + 1) * size]
-                grads = nnx.grad(loss_fn)(model, jnp.asarray(X[take]), jnp.asarray(y[take]))
-                opt.update(model, grads)
+                train_step(model, opt, jnp.asarray(X[take]), jnp.asarray(y[take]))
                 batch += 1
                 done = batch == batches
                 manager.save(step, {"model": model, "optimizer": opt, "epoch": epoch + done,

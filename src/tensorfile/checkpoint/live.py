@@ -208,6 +208,8 @@ def _pytree_leaves(live: Any, saved: Any, report: LoadReport) -> list[Any]:
     import jax
     import jax.numpy as jnp
 
+    from ..frameworks.jax import one_level
+
     leaves = jax.tree_util.tree_leaves(live)
     if isinstance(saved, list) and len(saved) == len(leaves) and not any(isinstance(v, (dict, list)) for v in saved):
         pairs = [(str(i), mine, value) for i, (mine, value) in enumerate(zip(leaves, saved))]  # 0.1: by position
@@ -218,16 +220,12 @@ def _pytree_leaves(live: Any, saved: Any, report: LoadReport) -> list[Any]:
             inner = pytree_children(node)
             if isinstance(inner, Inner):
                 node = inner.value
-            try:
-                items = [] if isinstance(inner, Inner) else jax.tree_util.flatten_one_level_with_keys(node)[0]
-            except (ValueError, TypeError):
-                items = []
-            if not items and (isinstance(inner, Inner) or not isinstance(node, (dict, list, tuple)) and node is not None
-                              and inner is None):  # fmt: skip
-                pairs.append((name, node, stored))
+            items = None if isinstance(inner, Inner) else one_level(node)
+            if items is None:  # a leaf (an NNX Variable: its value)
+                if node is not None:
+                    pairs.append((name, node, stored))
                 return
-            for key, child in items:
-                part = next((getattr(key, a) for a in ("name", "key", "idx") if hasattr(key, a)), str(key))
+            for part, child in items:
                 if isinstance(stored, dict) and part in stored:
                     walk(child, stored[part], f"{name}{part}.")
                 elif isinstance(stored, dict) and str(part) in stored:
@@ -235,7 +233,7 @@ def _pytree_leaves(live: Any, saved: Any, report: LoadReport) -> list[Any]:
                 elif isinstance(stored, (list, tuple)) and type(part) is int and part < len(stored):
                     walk(child, stored[part], f"{name}{part}.")
                 else:
-                    for missing, _ in jax.tree_util.tree_leaves_with_path(child):
+                    for missing, _ in jax.tree_util.tree_leaves_with_path(child):  # nothing saved here
                         report.missing_keys.append(f"{name}{part}{jax.tree_util.keystr(missing)}")
                     pairs.append((f"{name}{part}", None, None))
 

@@ -17,7 +17,7 @@ from ..errors import FormatError, UnsupportedTypeError
 from ..format.record import PRNG_IMPLS  # nothing else is passed to jax.random.wrap_key_data
 from .base import Adapter
 
-__all__ = ["ADAPTER", "children", "PRNG_IMPLS"]
+__all__ = ["ADAPTER", "children", "one_level", "PRNG_IMPLS"]
 
 
 
@@ -30,31 +30,39 @@ def _impl_name(key: Any) -> str:
     raise UnsupportedTypeError(f"a JAX PRNG key of an unknown implementation {name!r}")
 
 
+def one_level(value: Any) -> list[tuple[Any, Any]] | None:
+    """``value``'s children with their names (str field or key, int position), in JAX's flattening order;
+    None for a leaf. NamedTuples are named by their fields (``flatten_one_level_with_keys`` of JAX 0.10
+    names every field of a NamedTuple after the first); names that still clash become positions."""
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return list(zip(value._fields, value))
+    try:
+        items, _ = jax.tree_util.flatten_one_level_with_keys(value)
+    except (ValueError, TypeError):
+        return None  # a leaf: not a registered container
+    parts = []
+    for key, _ in items:
+        part = next((getattr(key, a) for a in ("name", "key", "idx") if hasattr(key, a)), str(key))
+        parts.append(part if type(part) in (str, int) else str(part))
+    if len(set(parts)) != len(parts):
+        parts = list(range(len(items)))
+    return [(part, child) for part, (_, child) in zip(parts, items)]
+
+
 def children(value: Any) -> Any:
-    """One level of a registered pytree node, by key (see ``frameworks.pytree_children``); None for a leaf."""
+    """One level of a registered pytree node, by name (see ``frameworks.pytree_children``); None for a leaf."""
     if isinstance(value, jax.Array):
         return None
     if type(value).__module__.startswith("flax.nnx") and hasattr(value, "get_value") and hasattr(value, "set_value"):
         from . import Inner
 
         return Inner(value.get_value())  # an NNX Variable: stored as its value
-    try:
-        items, _ = jax.tree_util.flatten_one_level_with_keys(value)
-    except (ValueError, TypeError):
-        return None  # a leaf: not a registered container
-    keys = [k for k, _ in items]
-    if all(isinstance(k, jax.tree_util.SequenceKey) for k in keys) and [k.idx for k in keys] == list(range(len(keys))):
-        return [v for _, v in items]
-    out: dict[Any, Any] = {}
-    for key, child in items:
-        for attr in ("name", "key", "idx"):
-            if hasattr(key, attr):
-                name = getattr(key, attr)
-                break
-        else:
-            name = str(key)
-        out[name if type(name) in (str, int) else str(name)] = child
-    return out
+    items = one_level(value)
+    if items is None:
+        return None
+    if [p for p, _ in items] == list(range(len(items))) and not hasattr(value, "_fields"):
+        return [child for _, child in items]  # (a NamedTuple is a dict of its fields, even an empty one)
+    return {part: child for part, child in items}
 
 
 def _device(spec: Any) -> Any:
