@@ -30,12 +30,17 @@ import numpy as np  # noqa: E402
 
 import tensorfile  # noqa: E402
 
+DATA: str | None = None  # --data: a tensorfile file of {"X", "y"} to use instead of scikit-learn's digits
+
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
+    if DATA is not None:  # the crash harness saves the digits once: every restart skips importing scikit-learn
+        data = tensorfile.load(DATA, framework="numpy")
+        return data["X"], data["y"]
     from sklearn.datasets import load_digits
 
-    data = load_digits()
-    return (data.data / 16.0).astype(np.float32), data.target.astype(np.int64)
+    loaded = load_digits()
+    return (loaded.data / 16.0).astype(np.float32), loaded.target.astype(np.int64)
 
 
 def train_torch(directory: str, steps: int, async_save: bool) -> None:
@@ -174,7 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--async", dest="async_save", action="store_true")
+    parser.add_argument("--data", help="a tensorfile file of X and y, saved from digits() (default: scikit-learn's)")
     args = parser.parse_args(argv)
+    global DATA
+    DATA = args.data
     if args.framework == "torch":
         train_torch(args.directory, args.steps, args.async_save)
     elif args.framework == "torch-epochs":

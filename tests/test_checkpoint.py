@@ -247,21 +247,22 @@ def test_disk_full_keeps_previous_steps(tmp_path):
 def test_crash_harness_sigkill_resume_is_bit_identical(tmp_path, async_save):
     """25 random SIGKILLs each, sync and async: every run resumes after the latest committed step, the final
     weights are bit-identical to an uninterrupted run's, and no temporary or trash folder is left."""
-    result = crash_harness.run(kills=25, steps=400, async_save=async_save, seed=int(async_save), folder=tmp_path, log=lambda *_: None)
+    result = crash_harness.run(kills=25, steps=700, async_save=async_save, seed=int(async_save), folder=tmp_path,
+                               log=lambda *_: None, max_delay=0.25)  # fmt: skip
     assert result["kills"] == 25 and result["identical"]
     assert result["not_latest"] == [] and result["left_behind"] == []
     assert max(result["resumed_from"]) > 0  # it did resume from checkpoints
 
 
-@pytest.mark.parametrize("mode, epochs, delay", [("torch-epochs", 20, 1.0), ("nnx-epochs", 40, 2.5)])
+@pytest.mark.parametrize("mode, epochs, delay", [("torch-epochs", 20, 1.0), ("nnx-epochs", 20, 2.0)])
 def test_crash_harness_mid_epoch_resume_is_bit_identical(tmp_path, mode, epochs, delay):
     """Kills in mid-epoch over shuffled data (torch: ResumableLoader, MultiStepLR; Flax NNX: nnx.Optimizer and
     dropout RNG streams): the resumed runs end with the uninterrupted run's weights, bit for bit."""
     if mode == "nnx-epochs":
         pytest.importorskip("flax")
-    result = crash_harness.run(kills=8, steps=epochs, async_save=mode == "nnx-epochs", seed=5, folder=tmp_path,
+    result = crash_harness.run(kills=6, steps=epochs, async_save=mode == "nnx-epochs", seed=5, folder=tmp_path,
                                log=lambda *_: None, mode=mode, max_delay=delay)  # fmt: skip
-    assert result["kills"] == 8 and result["identical"], result
+    assert result["kills"] == 6 and result["identical"], result
     assert result["not_latest"] == [] and result["left_behind"] == []
     assert any(r % 29 for r in result["resumed_from"] if r)  # some run resumed inside an epoch (29 batches each)
 

@@ -24,8 +24,8 @@ from typing import Any, Callable, Mapping
 from ..errors import CheckpointNotFoundError, IntegrityError, ParameterMismatchError, TensorFileError
 from ..files import _save, load
 from ..lazy import open as open_file
-from .commit import commit, delete, remove_temporaries
 from ..parameters import LoadReport
+from .commit import commit, delete, remove_temporaries
 from .live import Plan, apply, capture, check, kind_of
 from .lock import FolderLock
 from .retention import Retention
