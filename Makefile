@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 MXVENV := .venv-mxnet
 MXSTAMP := $(MXVENV)/.installed
 
-.PHONY: demo test test-gpu bench bench-full clean fuzz
+.PHONY: demo test test-gpu bench bench-full clean fuzz crash-long
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,12 @@ bench-full: $(STAMP)
 	$(BIN)/python benchmarks/saves.py --size full --repeat 7 $(BENCH_OK)
 	$(BIN)/python benchmarks/tiny.py --counts 5000,50000 --repeat 7 $(BENCH_OK)
 	$(BIN)/python benchmarks/checkpoint_stall.py --size full --repeat 7 $(BENCH_OK)
+
+# The long crash runs quoted in docs/RELIABILITY.md: 200 SIGKILLs mid-epoch (torch), 50 for Flax NNX, 30 for Keras.
+crash-long: $(STAMP)
+	$(BIN)/python benchmarks/crash_harness.py --mode torch-epochs --kills 200 --epochs 150
+	$(BIN)/python benchmarks/crash_harness.py --mode nnx-epochs --kills 50 --epochs 120 --max-delay 2.5 --async
+	$(BIN)/python benchmarks/crash_harness.py --mode keras-epochs --kills 30 --epochs 1500 --max-delay 8
 
 COLD_LOADS = tensorfile.load;torch.load(weights_only=True);safetensors load_file + write touch;safetensors load_file + read touch;.pt by tensorfile, no torch;CheckpointManager.restore;tensorfile verify;raw preadv, one thread
 

@@ -4,7 +4,8 @@ The child is ``examples/train_with_checkpoints.py MODE`` (the chapter's MLP on
 scikit-learn's digits, Adam, dropout, a checkpoint every step). Modes: ``torch``
 (random batches, StepLR), ``torch-epochs`` (shuffled epochs through
 ``ResumableLoader``, MultiStepLR: kills land in mid-epoch) and ``nnx-epochs``
-(Flax NNX, ``nnx.Optimizer``, dropout RNG streams, shuffled epochs).
+(Flax NNX, ``nnx.Optimizer``, dropout RNG streams, shuffled epochs) and
+``keras-epochs`` (Keras ``fit``, dropout, a checkpoint every 5 batches).
 Once a child says it is training, it is killed after a random delay: in the
 middle of a step, a save, an fsync or a rename. It is restarted until it
 finishes; then its final weights must equal, bit for bit, those of a run that
@@ -83,8 +84,9 @@ def run(kills: int, steps: int, async_save: bool, seed: int, folder: Path, log=p
             child.kill()
             raise RuntimeError(f"the child did not start: {line!r} {child.stderr.read()}")
         resumed_from.append(int(line.rsplit(" ", 1)[1]))
-        if (committed[-1] + 1 if committed else 0) != resumed_from[-1]:
-            not_latest.append((committed[-1] if committed else None, resumed_from[-1] - 1))
+        after = 0 if mode == "keras-epochs" else 1  # Keras steps count batches trained; the others name the last batch
+        if (committed[-1] + after if committed else 0) != resumed_from[-1]:
+            not_latest.append((committed[-1] if committed else None, resumed_from[-1] - after))
         if done >= kills:
             rest, err = child.communicate(timeout=600)
             if child.returncode != 0:
@@ -118,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=200)
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: 50 per kill + 300)")
-    parser.add_argument("--mode", choices=["torch", "torch-epochs", "nnx-epochs"], default="torch")
+    parser.add_argument("--mode", choices=["torch", "torch-epochs", "nnx-epochs", "keras-epochs"], default="torch")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the epoch modes (default: 1 per kill + 5)")
     parser.add_argument("--max-delay", type=float, default=0.4, help="seconds: kills come 0 to this long after ready")
     parser.add_argument("--async", dest="async_save", action="store_true")

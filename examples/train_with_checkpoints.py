@@ -4,6 +4,7 @@
     python examples/train_with_checkpoints.py torch-epochs DIR [--epochs N] [--async]
     python examples/train_with_checkpoints.py nnx-epochs DIR [--epochs N] [--async]
     python examples/train_with_checkpoints.py keras DIR [--epochs N]
+    python examples/train_with_checkpoints.py keras-epochs DIR [--epochs N]
 
 Run it, kill it at any instant (even with SIGKILL, even mid-save), run it again
 with the same DIR: it resumes from the latest valid step, and the final weights
@@ -16,6 +17,8 @@ checkpoint after every batch: a kill in mid-epoch resumes at the next batch.
 ``nnx-epochs``: the same with Flax NNX (dropout RNG streams, ``nnx.Optimizer``), the
 data position kept as two ints.
 Keras: tensorfile's callback does what ModelCheckpoint plus BackupAndRestore do.
+``keras-epochs``: dropout, shuffled epochs through ``checkpoint.keras.batches``, a
+checkpoint every 5 batches: a kill in mid-epoch resumes at the next batch.
 """
 
 from __future__ import annotations
@@ -172,9 +175,31 @@ def train_keras(directory: str, epochs: int) -> None:
     print(f"done: {epochs} epochs", flush=True)
 
 
+def train_keras_epochs(directory: str, epochs: int) -> None:
+    import keras
+
+    from tensorfile.checkpoint.keras import CheckpointCallback, batches, steps_per_epoch
+
+    keras.utils.set_random_seed(0)
+    X, y = digits()
+    model = keras.Sequential([keras.layers.Input((64,)), keras.layers.Dense(256, activation="relu"),
+                              keras.layers.Dropout(0.1), keras.layers.Dense(10)])  # fmt: skip
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    per_epoch = steps_per_epoch(len(X), 64)
+    with tensorfile.CheckpointManager(directory, max_to_keep=3) as manager:
+        callback = CheckpointCallback(manager, every_n_batches=5)
+        done = callback.resume(model)
+        print(f"ready: starting at step {done}", flush=True)
+        if done < epochs * per_epoch:
+            model.fit(batches(X, y, 64, seed=0, start=done), steps_per_epoch=per_epoch, epochs=epochs,
+                      initial_epoch=done // per_epoch, shuffle=False, verbose=0, callbacks=[callback])  # fmt: skip
+    tensorfile.save_parameters(model, os.path.join(directory, "final.tensorfile"))
+    print(f"done: {epochs} epochs", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("framework", choices=["torch", "torch-epochs", "nnx-epochs", "keras"])
+    parser.add_argument("framework", choices=["torch", "torch-epochs", "nnx-epochs", "keras", "keras-epochs"])
     parser.add_argument("directory")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=5)
@@ -189,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
         train_torch_epochs(args.directory, args.epochs, args.async_save)
     elif args.framework == "nnx-epochs":
         train_nnx_epochs(args.directory, args.epochs, args.async_save)
+    elif args.framework == "keras-epochs":
+        train_keras_epochs(args.directory, args.epochs)
     else:
         train_keras(args.directory, args.epochs)
 

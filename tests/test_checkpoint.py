@@ -392,3 +392,51 @@ def test_only_eight_digit_step_folders_count(tmp_path):
     with CheckpointManager(tmp_path, max_to_keep=2) as m:
         m.save(1, {"x": 1})
         assert m.steps == [1]
+
+
+def test_keras_fit_resumes_in_mid_epoch_bit_identical(tmp_path):
+    """A run killed after 13 batches (in the middle of epoch 1 of 4; 5 batches an epoch, dropout, Adam), resumed
+    with CheckpointCallback.resume + checkpoint.keras.batches, ends with the uninterrupted run's weights, bit for
+    bit; the checkpoint holds the optimizer's iterations and Dropout's seed generator state."""
+    keras = pytest.importorskip("keras")
+    from tensorfile.checkpoint.keras import CheckpointCallback, batches, steps_per_epoch
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((150, 8)).astype(np.float32), rng.integers(0, 3, 150)
+    per_epoch = steps_per_epoch(len(X), 32)
+
+    def build():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.layers.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                                  keras.layers.Dropout(0.3), keras.layers.Dense(3)])  # fmt: skip
+        model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+        return model
+
+    class Kill(Exception):
+        pass
+
+    class Killed(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 13:
+                raise Kill  # the process dies after batch 13: nothing more is saved
+
+    def fit(folder, extra=()):
+        model = build()
+        with CheckpointManager(folder, max_to_keep=2) as m:
+            callback = CheckpointCallback(m, every_n_batches=4)
+            done = callback.resume(model)
+            model.fit(batches(X, y, 32, seed=1, start=done), steps_per_epoch=per_epoch, epochs=4,
+                      initial_epoch=done // per_epoch, shuffle=False, verbose=0, callbacks=[callback, *extra])  # fmt: skip
+        return model, done
+
+    straight, _ = fit(tmp_path / "straight")
+    with pytest.raises(Kill):
+        fit(tmp_path / "resumed", [Killed()])  # batches 13 trained, the last checkpoint at 12
+    names = set(tensorfile.open(tmp_path / "resumed" / "step_00000012" / "state.tensorfile").keys())
+    assert any("_seed_generators.0.state" in n for n in names) and any(n.startswith("optimizer.") for n in names)
+    resumed, done = fit(tmp_path / "resumed")
+    assert done == 12 and done % per_epoch  # resumed inside an epoch
+    assert int(resumed.optimizer.iterations.numpy()) == 4 * per_epoch
+    for a, b in zip(straight.weights, resumed.weights):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), a.path

@@ -149,12 +149,28 @@ class _Named(nn.Module):
         self.head = nn.Linear(3, 2)
 
 
-@pytest.mark.parametrize("wrap", ["DataParallel", "compile", "compiled submodule", "DataParallel of compile"])
+@pytest.fixture
+def process_group(tmp_path):
+    """A one-process gloo group on a file store (nothing outside the machine), for DistributedDataParallel."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("wrap", ["DataParallel", "DistributedDataParallel", "compile", "compiled submodule",
+                                  "DataParallel of compile"])  # fmt: skip
 @pytest.mark.parametrize("direction", ["wrapped to plain", "plain to wrapped"])
-def test_wrapped_and_plain_models_restore_into_each_other(tmp_path, wrap, direction):
+def test_wrapped_and_plain_models_restore_into_each_other(tmp_path, wrap, direction, request):
+    if wrap == "DistributedDataParallel":
+        request.getfixturevalue("process_group")
+
     def wrapped(model):
         if wrap == "DataParallel":
             return nn.DataParallel(model)
+        if wrap == "DistributedDataParallel":
+            return nn.parallel.DistributedDataParallel(model)
         if wrap == "compile":
             return torch.compile(model)
         if wrap == "compiled submodule":
@@ -219,3 +235,24 @@ def test_numpy_state_round_trips_beside_live_objects(tmp_path):
         out = m.restore(state={"model": _mlp(seed=9), "optimizer": torch.optim.Adam(_mlp().parameters())}, strict=False)
     np.testing.assert_array_equal(out["ema"]["w"], np.arange(3.0))
     assert out.reports["model"].ok
+
+
+def test_a_checkpoint_with_wrapper_prefixes_restores_into_a_plain_model(tmp_path, monkeypatch):
+    """Checkpoints written before wrappers were unwrapped (tensorfile 0.1 stored torch.compile's names)."""
+    from tensorfile.checkpoint import live
+
+    torch.manual_seed(0)
+    source = _Named()
+    real = live.capture
+    monkeypatch.setattr(live, "capture", lambda kind, value: {"module._orig_mod." + k: v for k, v in real(kind, value).items()}
+                        if kind == "torch.module" else real(kind, value))  # fmt: skip
+    from tensorfile.checkpoint import manager as manager_module
+
+    monkeypatch.setattr(manager_module, "capture", live.capture)
+    with CheckpointManager(tmp_path) as m:
+        m.save(1, {"model": source})
+        monkeypatch.undo()
+        target = _Named()
+        out = m.restore(state={"model": target})
+    assert out.report.ok and _same(target, source)
+    assert any("wrapper" in n for n in out.report.notes)

@@ -11,7 +11,8 @@ Kinds (the name is recorded with the checkpoint):
   own :class:`~tensorfile.checkpoint.torch_data.ResumableLoader` and torchdata's
   ``StatefulDataLoader`` are ``torch.stateful``.
 - ``keras.layer``: Keras models and layers -> their variables by attribute path
-  (:mod:`tensorfile.parameters.models`).
+  (:mod:`tensorfile.parameters.models`), and their layers' seed generator states
+  (``Dropout``), so that dropout resumes exactly.
 - ``keras.optimizer``: a Keras optimizer -> its variables in order (built on
   restore from the Keras model restored with it, if needed).
 - ``flax.nnx``: a Flax NNX module or object (``nnx.Optimizer``, ``nnx.Rngs``) -> every
@@ -100,6 +101,12 @@ def _params(kind: str, value: Any) -> Any:
         from ..parameters.models import _nnx
 
         return _nnx(value, everything=True)
+    if kind == "keras.layer":
+        from ..parameters.models import _keras
+
+        if not getattr(value, "built", True):
+            return model_params(value)  # raises the clear "not built" error
+        return _keras(value, everything=True)
     return model_params(value)
 
 
@@ -163,6 +170,11 @@ def check(kind: str, live: Any, saved: Any, others: Mapping[str, Any]) -> Plan:
         _unwrap_names(raw, target.params, report)
         arrays = {k: _host(v, k) for k, v in raw.items()}
         match_params(target, arrays, report)
+        seeds = [n for n in report.missing_keys if "_seed_generators." in n]
+        if seeds:  # a checkpoint from before seed generators were saved: dropout goes on from where it is
+            report.missing_keys = [n for n in report.missing_keys if n not in seeds]
+            report.skipped += seeds
+            report.notes.append("Note: the checkpoint holds no seed generator state (saved by tensorfile 0.1)")
         bad = {m.name for m in report.mismatched}
         plan.extra.update(target=target, raw=raw, arrays=arrays, use=[n for n in target.params if n in arrays and n not in bad])
     elif kind == "torch.stateful":

@@ -3,8 +3,9 @@
 :func:`rng_state` returns a plain structure that :func:`tensorfile.save` stores
 and :func:`set_rng_state` puts back. It covers Python's ``random``, NumPy's
 global generator and any ``np.random.Generator`` you name, torch's CPU
-generator and every CUDA device's (when present), and TensorFlow's global
-generator. A framework is only touched when it is already imported. JAX has
+generator and every CUDA device's (when present), TensorFlow's global
+generator and Keras' global seed generator (when one exists; layers' own seed
+generators, e.g. ``Dropout``'s, are saved with their model). A framework is only touched when it is already imported. JAX has
 no hidden state: keep your PRNG key in the checkpoint's state.
 """
 
@@ -36,7 +37,23 @@ def rng_state(generators: Mapping[str, np.random.Generator] | None = None) -> di
     tf = sys.modules.get("tensorflow")
     if tf is not None and hasattr(tf, "random"):
         state["tensorflow"] = tf.random.get_global_generator().state.numpy()
+    keras_seed = _keras_global_seed()
+    if keras_seed is not None:
+        state["keras"] = np.asarray(keras_seed.state.numpy())
     return state
+
+
+def _keras_global_seed() -> Any:
+    """Keras' global ``SeedGenerator`` (``keras.random`` calls without a seed), only if it exists already
+    (making one draws from Python's ``random``)."""
+    if "keras" not in sys.modules:
+        return None
+    try:
+        from keras.src.backend.common import global_state
+
+        return global_state.get_global_attribute("global_seed_generator")
+    except (ImportError, AttributeError):
+        return None
 
 
 def set_rng_state(state: Mapping[str, Any], generators: Mapping[str, np.random.Generator] | None = None) -> None:
@@ -60,3 +77,6 @@ def set_rng_state(state: Mapping[str, Any], generators: Mapping[str, np.random.G
     tf = sys.modules.get("tensorflow")
     if tf is not None and "tensorflow" in state:
         tf.random.get_global_generator().reset(np.asarray(state["tensorflow"]))
+    keras_seed = _keras_global_seed() if "keras" in state else None
+    if keras_seed is not None:
+        keras_seed.state.assign(np.asarray(state["keras"]))

@@ -75,9 +75,8 @@ def pytree_children(value: Any) -> "dict[Any, Any] | list[Any] | Inner | None":
     ``TrainState``, ``nnx.State``, optax states, any class registered with ``jax.tree_util``), one level
     down: a dict by field or key name, or a list by position; an NNX ``Variable`` gives ``Inner(value)``.
     None for anything else, and whenever JAX is not imported (nothing is imported to check a value)."""
-    if "jax" not in sys.modules or isinstance(value, (dict, list, tuple, str, bytes, int, float)) and type(value) in (
-        dict, list, tuple, str, bytes, int, float):  # fmt: skip
-        return None
+    if "jax" not in sys.modules or type(value).__module__ in ("builtins", "collections"):
+        return None  # Python's own containers (defaultdict, deque...) are never taken apart: JAX registers some
     from .jax import children
 
     return children(value)

@@ -165,7 +165,10 @@ def _keras_layers(layer: Any, prefix: str, seen: set[int], visit: Callable[[Any,
         _keras_layers(sub, f"{prefix}{attr}.", seen, visit)
 
 
-def _keras(model: Any) -> ModelParams:
+def _keras(model: Any, everything: bool = False) -> ModelParams:
+    """A Keras model's weights by attribute path; with ``everything`` also each layer's seed generator
+    state (``Dropout``'s, as ``<layer>._seed_generators.<i>.state``): what a checkpoint needs to resume
+    dropout exactly."""
     import keras
 
     if not model.built:
@@ -189,6 +192,20 @@ def _keras(model: Any) -> ModelParams:
             value = np.asarray(keras.ops.convert_to_numpy(variable))
             out.params[name] = Param(value, tuple(value.shape), value.dtype.name, type(layer).__name__, setter, variable)
             out.tensors[name] = keras.ops.convert_to_tensor(value)  # the backend's own tensor
+        if everything:
+            for i, generator in enumerate(getattr(layer, "_seed_generators", None) or []):
+                state = getattr(generator, "state", None)
+                if state is None or id(state) in named:
+                    continue
+                named.add(id(state))
+                seed_name = f"{prefix}_seed_generators.{i}.state"
+
+                def assign(array: np.ndarray, variable: Any = state) -> None:
+                    variable.assign(array)
+
+                value = np.asarray(keras.ops.convert_to_numpy(state))
+                out.params[seed_name] = Param(value, tuple(value.shape), value.dtype.name, "SeedGenerator", assign, state)
+                out.tensors[seed_name] = keras.ops.convert_to_tensor(value)
 
     _keras_layers(model, "", set(), visit)
     unnamed = [v.path for v in model.weights if id(v) not in named]
