@@ -256,3 +256,28 @@ def test_a_checkpoint_with_wrapper_prefixes_restores_into_a_plain_model(tmp_path
         out = m.restore(state={"model": target})
     assert out.report.ok and _same(target, source)
     assert any("wrapper" in n for n in out.report.notes)
+
+
+def test_a_keras_time_distributed_wrapper_is_named_as_its_layer(tmp_path):
+    keras = pytest.importorskip("keras")
+
+    def model(wrapped: bool, seed: int):
+        keras.utils.set_random_seed(seed)
+        dense = keras.layers.Dense(3)
+        layer = keras.layers.TimeDistributed(dense) if wrapped else dense
+        return keras.Sequential([keras.layers.Input((5, 4)), layer])
+
+    wrapped, plain = model(True, 0), model(False, 1)
+    tensorfile.save_parameters(wrapped, tmp_path / "w.tensorfile")
+    assert sorted(tensorfile.load(tmp_path / "w.tensorfile")) == ["layers.0.bias", "layers.0.kernel"]
+    assert tensorfile.load_parameters(plain, tmp_path / "w.tensorfile").ok
+    np.testing.assert_array_equal(plain.weights[0].numpy(), wrapped.weights[0].numpy())
+    with CheckpointManager(tmp_path / "ckpt") as m:  # and back, through the manager
+        m.save(1, {"model": plain})
+        target = model(True, 2)
+        assert m.restore(state={"model": target}).report.ok
+    np.testing.assert_array_equal(target.weights[0].numpy(), plain.weights[0].numpy())
+    old = {"layers.0.layer.kernel": wrapped.weights[0].numpy(), "layers.0.layer.bias": wrapped.weights[1].numpy()}
+    tensorfile.save(old, tmp_path / "old.tensorfile")  # a 0.1 file of the wrapped model
+    report = tensorfile.load_parameters(model(False, 3), tmp_path / "old.tensorfile")
+    assert report.ok and any("TimeDistributed" in n for n in report.notes)

@@ -314,13 +314,16 @@ def _unwrap_names(incoming: dict[str, Any], wanted: Mapping[str, Any], report: L
         if name in wanted:
             continue
         plain = strip_wrappers(name)
+        if plain not in wanted and ".layer." in f".{name}":  # a Keras TimeDistributed's weights, as 0.1 named them
+            plain = ".".join(part for part in name.split(".") if part != "layer")
         if plain != name and plain in wanted and plain not in incoming:
             incoming[plain] = incoming.pop(name)
             moved.append(name)
     if moved:
         report.notes.append(
             f"Note: {len(moved)} name(s) carried the prefix of a wrapper (DataParallel/DistributedDataParallel "
-            f"'module.', torch.compile '_orig_mod.'), removed to match the model: e.g. {moved[0]!r}"
+            f"'module.', torch.compile '_orig_mod.', Keras TimeDistributed 'layer.'), removed to match the model: "
+            f"e.g. {moved[0]!r}"
         )
 
 

@@ -4,7 +4,8 @@ A :class:`ModelParams` knows a model's parameters by stable, readable names:
 
 - torch ``nn.Module``: ``state_dict()`` names (persistent buffers included).
 - Keras 3 models and layers (any backend): attribute paths such as
-  ``hidden.kernel``; layers held in lists are ``layers.0``. Never the
+  ``hidden.kernel``; layers held in lists are ``layers.0``; a single-layer wrapper
+  (``TimeDistributed``) is named as the layer it wraps. Never the
   auto-generated layer names (``dense_1``), which change when a second instance
   of the same class is built in one process.
 - MXNet Gluon ``Block``: structural names (``hidden.weight``), as Gluon's own
@@ -142,6 +143,8 @@ def _keras_children(layer: Any) -> list[tuple[str, Any]]:
     if isinstance(layer, (keras.Sequential, Functional)):
         inner = [sub for sub in layer.layers if not isinstance(sub, keras.layers.InputLayer)]
         return [(f"layers.{i}", sub) for i, sub in enumerate(inner)]
+    if isinstance(layer, keras.layers.Wrapper) and not isinstance(layer, keras.layers.Bidirectional):
+        return [("", layer.layer)]  # TimeDistributed(Dense) holds a Dense's weights: named as that Dense
     children: list[tuple[str, Any]] = []
     items = sorted(vars(layer).items(), key=lambda kv: kv[0].startswith("_"))
     for attr, value in items:
@@ -162,7 +165,7 @@ def _keras_layers(layer: Any, prefix: str, seen: set[int], visit: Callable[[Any,
     seen.add(id(layer))
     visit(layer, prefix)
     for attr, sub in _keras_children(layer):
-        _keras_layers(sub, f"{prefix}{attr}.", seen, visit)
+        _keras_layers(sub, f"{prefix}{attr}." if attr else prefix, seen, visit)
 
 
 def _keras(model: Any, everything: bool = False) -> ModelParams:
