@@ -63,10 +63,20 @@ def test_misuse_is_refused():
     with pytest.raises(ValueError, match="sampler"):
         ResumableLoader(_data(), 8, sampler=None)
     loader = ResumableLoader(_data(), 8, seed=1)
-    with pytest.raises(ValueError, match="seed 2"):
-        loader.load_state_dict({"seed": 2, "epoch": 0, "batches": 1})
+    good = loader.state_dict()
+    for change in ({"seed": 2}, {"samples": 63}, {"batch_size": 4}, {"shuffle": False}, {"num_replicas": 2},
+                   {"seed": True}):  # fmt: skip
+        with pytest.raises(ValueError, match="another loader layout"):
+            loader.load_state_dict({**good, **change})
+    for change in ({"batches": 9}, {"batches": -1}, {"epoch": 1.9}, {"batches": "2"}, {"epoch": 10**30}):
+        with pytest.raises(ValueError, match="epoch must be"):
+            loader.load_state_dict({**good, **change})
     with pytest.raises(ValueError, match="not a ResumableLoader state"):
         loader.load_state_dict({"epoch": 0})
+    with pytest.raises(ValueError, match="seed"):
+        ResumableLoader(_data(), 8, seed=2**64)
+    loader.load_state_dict({**good, "epoch": 3, "batches": 8})  # the end of an epoch is a valid position
+    assert (loader.epoch, loader.batches) == (3, 8) and list(loader) == [] and loader.epoch == 4
     assert len(loader) == 8 and len(ResumableLoader(_data(63), 8, drop_last=True)) == 7
 
 

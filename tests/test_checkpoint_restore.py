@@ -281,3 +281,73 @@ def test_a_keras_time_distributed_wrapper_is_named_as_its_layer(tmp_path):
     tensorfile.save(old, tmp_path / "old.tensorfile")  # a 0.1 file of the wrapped model
     report = tensorfile.load_parameters(model(False, 3), tmp_path / "old.tensorfile")
     assert report.ok and any("TimeDistributed" in n for n in report.notes)
+
+
+def test_another_optimizer_or_scheduler_class_is_refused_before_anything_is_filled(tmp_path):
+    model, _ = _trained()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = torch.optim.lr_scheduler.StepLR(sgd, 2)
+    with CheckpointManager(tmp_path) as m:
+        m.save(1, {"model": model, "optimizer": sgd, "scheduler": step})
+        fresh = _mlp(seed=5)
+        before = copy.deepcopy(fresh.state_dict())
+        adam = torch.optim.Adam(fresh.parameters(), lr=0.001)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(adam, 10)
+        with pytest.raises(ParameterMismatchError) as info:
+            m.restore(state={"model": fresh, "optimizer": adam, "scheduler": cosine})
+    assert "torch.optim.sgd.SGD" in str(info.value) and "CosineAnnealingLR" in str(info.value)
+    assert _same(fresh, _mlp(seed=5)) and all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
+    assert adam.param_groups[0]["lr"] == 0.001 and "momentum" not in adam.param_groups[0]
+    assert not hasattr(cosine, "step_size")
+
+
+def test_an_object_that_refuses_its_state_late_puts_back_what_was_filled(tmp_path):
+    """GradScaler's own load_state_dict refuses a disabled scaler's state: the scheduler filled before it
+    comes back, and the model (filled last) is never touched."""
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    model, opt = _trained()
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    opt.step()
+    sched.step()
+    with CheckpointManager(tmp_path) as m:
+        m.save(1, {"model": model, "scheduler": sched, "scaler": scaler})
+        fresh = _mlp(seed=5)
+        fresh_opt = torch.optim.Adam(fresh.parameters(), lr=0.01)
+        fresh_sched = torch.optim.lr_scheduler.StepLR(fresh_opt, 1)
+        kept = copy.deepcopy(fresh_sched.state_dict())
+        with pytest.raises(ParameterMismatchError, match="put back"):
+            m.restore(state={"model": fresh, "scheduler": fresh_sched, "scaler": torch.amp.GradScaler("cpu")})
+    assert fresh_sched.state_dict() == kept and _same(fresh, _mlp(seed=5))
+
+
+def test_a_data_parallel_file_of_a_model_with_a_module_attribute_loads_each_tensor_in_its_place(tmp_path):
+    class Odd(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.full((2,), 1.0))
+            self.module = nn.Linear(2, 2, bias=False)
+            with torch.no_grad():
+                self.module.weight.fill_(2.0)
+
+    source = Odd()
+    torch.save(nn.DataParallel(source).state_dict(), tmp_path / "dp.pt")  # module.weight, module.module.weight
+    target = Odd()
+    with torch.no_grad():
+        target.weight.zero_(), target.module.weight.zero_()
+    assert tensorfile.load_parameters(target, tmp_path / "dp.pt").ok
+    assert torch.equal(target.weight, source.weight) and torch.equal(target.module.weight, source.module.weight)
+    nested = nn.DataParallel(nn.DataParallel(Holder := nn.Sequential(nn.Linear(2, 2))))  # noqa: F841
+    torch.save(nested.state_dict(), tmp_path / "dp2.pt")  # module.module.0.weight
+    fresh = nn.Sequential(nn.Linear(2, 2))
+    assert tensorfile.load_parameters(fresh, tmp_path / "dp2.pt").ok and torch.equal(fresh[0].weight, Holder[0].weight)
+
+
+def test_a_name_with_layer_in_a_torch_file_is_not_renamed(tmp_path):
+    class Inner(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(2))
+
+    tensorfile.save({"layer.weight": torch.ones(2)}, tmp_path / "f.tensorfile")
+    report = tensorfile.load_parameters(Inner(), tmp_path / "f.tensorfile", strict=False)
+    assert report.missing_keys == ["weight"] and report.unexpected_keys == ["layer.weight"]

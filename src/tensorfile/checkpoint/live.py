@@ -38,7 +38,7 @@ from ..frameworks import Inner, adapter_for, pytree_children
 from ..parameters import LoadReport, Mismatch, _unwrap_names, match_params
 from ..parameters.models import model_params, strip_wrappers, unwrap
 
-__all__ = ["kind_of", "capture", "check", "apply", "Plan"]
+__all__ = ["kind_of", "capture", "check", "apply", "Plan", "class_of", "snapshot", "rollback", "APPLY_ORDER"]
 
 
 def _mro(value: Any) -> set[str]:
@@ -154,12 +154,22 @@ class Plan:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def check(kind: str, live: Any, saved: Any, others: Mapping[str, Any]) -> Plan:
+def class_of(value: Any) -> str:
+    """``module.QualName`` of ``value``'s class, recorded with each live object of a checkpoint."""
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+def check(kind: str, live: Any, saved: Any, others: Mapping[str, Any], saved_class: str | None = None) -> Plan:
     """Compare a live object with its saved state: names, shapes and dtypes (tensors), sizes (an
     optimizer's parameter groups, a Keras optimizer's variables, a pytree's leaves). Touches nothing
     but a Keras optimizer, which is built (variables created) if the model it trains is restored with it."""
     report = LoadReport()
     plan = Plan(kind, live, saved, report)
+    if saved_class and kind in ("torch.stateful", "torch.generator", "keras.optimizer") and saved_class != class_of(live):
+        # an SGD state into Adam, a StepLR's into CosineAnnealingLR: torch would take it half-way or mix them
+        report.mismatched.append(Mismatch("(class)", (), saved_class, (), class_of(live)))
+        plan.load = False
+        return plan
     if kind in ("torch.module", "keras.layer", "flax.nnx"):
         if not isinstance(saved, Mapping):
             report.mismatched.append(Mismatch("(state)", (), type(saved).__name__, (), "a dict of tensors"))
@@ -167,7 +177,7 @@ def check(kind: str, live: Any, saved: Any, others: Mapping[str, Any]) -> Plan:
             return plan
         target = _params(kind, live)
         raw = dict(saved)
-        _unwrap_names(raw, target.params, report)
+        _unwrap_names(raw, target.params, report, target.framework)
         arrays = {k: _host(v, k) for k, v in raw.items()}
         match_params(target, arrays, report)
         seeds = [n for n in report.missing_keys if "_seed_generators." in n]
@@ -206,27 +216,30 @@ def check(kind: str, live: Any, saved: Any, others: Mapping[str, Any]) -> Plan:
         plan.load = not report.mismatched
         plan.extra["names"] = names
     elif kind == "pytree":
-        plan.extra["leaves"] = _pytree_leaves(live, saved, report)
-        plan.load = not (report.mismatched or report.missing_keys)
+        plan.extra["leaves"] = _pytree_leaves(live, saved, report)  # what does not fit keeps its live value
     else:
         raise ValueError(kind)
     return plan
 
 
 def _pytree_leaves(live: Any, saved: Any, report: LoadReport) -> list[Any]:
-    """The saved leaves in the order of ``jax.tree_util.tree_leaves(live)``, matched by path (a checkpoint
-    stores a pytree as dicts by field name and lists, see :func:`tensorfile.frameworks.pytree_children`;
-    one of tensorfile 0.1 stored the list of leaves); problems go to ``report``."""
+    """The leaves to rebuild ``live`` with, in the order of ``jax.tree_util.tree_leaves(live)``: each saved
+    leaf that fits (same shape and dtype; a Python number of the same kind), else the live one. Matched by
+    path (a checkpoint stores a pytree as dicts by field name and lists, see
+    :func:`tensorfile.frameworks.pytree_children`; tensorfile 0.1 stored the list of leaves). Missing,
+    unexpected and mismatched leaves go to ``report``."""
     import jax
     import jax.numpy as jnp
 
     from ..frameworks.jax import one_level
 
     leaves = jax.tree_util.tree_leaves(live)
+    pairs: list[tuple[str, Any, Any, bool]] = []  # (name, live leaf, saved value, saved value present)
     if isinstance(saved, list) and len(saved) == len(leaves) and not any(isinstance(v, (dict, list)) for v in saved):
-        pairs = [(str(i), mine, value) for i, (mine, value) in enumerate(zip(leaves, saved))]  # 0.1: by position
+        pairs = [(str(i), mine, value, True) for i, (mine, value) in enumerate(zip(leaves, saved))]  # 0.1
+        used = None
     else:
-        pairs = []
+        used = set()
 
         def walk(node: Any, stored: Any, name: str) -> None:
             inner = pytree_children(node)
@@ -235,37 +248,64 @@ def _pytree_leaves(live: Any, saved: Any, report: LoadReport) -> list[Any]:
             items = None if isinstance(inner, Inner) else one_level(node)
             if items is None:  # a leaf (an NNX Variable: its value)
                 if node is not None:
-                    pairs.append((name, node, stored))
+                    pairs.append((name.rstrip("."), node, stored, True))
+                    used.add(name.rstrip("."))
                 return
             for part, child in items:
-                if isinstance(stored, dict) and part in stored:
+                key = part if isinstance(stored, dict) and part in stored else str(part)
+                if isinstance(stored, dict) and key in stored:
+                    walk(child, stored[key], f"{name}{part}.")
+                elif isinstance(stored, (list, tuple)) and type(part) is int and 0 <= part < len(stored):
                     walk(child, stored[part], f"{name}{part}.")
-                elif isinstance(stored, dict) and str(part) in stored:
-                    walk(child, stored[str(part)], f"{name}{part}.")
-                elif isinstance(stored, (list, tuple)) and type(part) is int and part < len(stored):
-                    walk(child, stored[part], f"{name}{part}.")
-                else:
-                    for missing, _ in jax.tree_util.tree_leaves_with_path(child):  # nothing saved here
-                        report.missing_keys.append(f"{name}{part}{jax.tree_util.keystr(missing)}")
-                    pairs.append((f"{name}{part}", None, None))
+                else:  # nothing saved here: the live leaves stay
+                    for path, leaf in jax.tree_util.tree_leaves_with_path(child):
+                        missing = f"{name}{part}" + "".join(f".{_part(k)}" for k in path)
+                        report.missing_keys.append(missing)
+                        pairs.append((missing, leaf, None, False))
 
         walk(live, saved, "")
+    if used is not None and isinstance(saved, (dict, list)):
+        report.unexpected_keys += [n for n in _leaf_names(saved, "") if n not in used]
     out = []
-    for name, mine, value in pairs:
-        name = name.rstrip(".")
-        if mine is None and value is None:
-            continue
-        if not hasattr(mine, "shape"):  # a Python number in the tree (TrainState.step may be an int)
-            out.append(value)
-            continue
-        host, have = _host(value, name), np.asarray(mine)
-        if host.shape != have.shape or host.dtype != have.dtype:
-            report.mismatched.append(Mismatch(name, host.shape, host.dtype.name, have.shape, have.dtype.name))
+    for name, mine, value, present in pairs:
+        if not present:
             out.append(mine)
-            continue
-        typed = jax.dtypes.issubdtype(getattr(mine, "dtype", np.float32), jax.dtypes.prng_key)
-        out.append(value if typed or not isinstance(mine, jax.Array) else jnp.asarray(host))
+        elif not hasattr(mine, "shape"):  # a Python number in the tree (TrainState.step: 0, then an array)
+            kinds = {bool: "b", int: "iu", float: "fiu"}.get(type(mine), "")
+            if type(value) in (bool, int, float):
+                fits = type(value) is type(mine) or (type(mine) is float and type(value) is int)
+                taken = type(mine)(value) if fits else mine
+            else:
+                host = _host(value, name) if adapter_for(value) is not None or isinstance(value, np.generic) else None
+                fits = host is not None and host.shape == () and host.dtype.kind in kinds
+                taken = (jnp.asarray(host) if fits else mine)
+            if not fits:
+                report.mismatched.append(Mismatch(name, tuple(getattr(value, "shape", ())), type(value).__name__, (),
+                                                  type(mine).__name__))  # fmt: skip
+            out.append(taken)
+        else:
+            host, have = _host(value, name), _host(mine, name)
+            if host.shape != have.shape or host.dtype != have.dtype:
+                report.mismatched.append(Mismatch(name, host.shape, host.dtype.name, have.shape, have.dtype.name))
+                out.append(mine)
+            elif jax.dtypes.issubdtype(mine.dtype, jax.dtypes.prng_key):  # a typed key: same implementation
+                out.append(jax.random.wrap_key_data(jnp.asarray(host), impl=jax.random.key_impl(mine)))
+            else:
+                out.append(jnp.asarray(host) if isinstance(mine, jax.Array) else host)
     return out
+
+
+def _leaf_names(node: Any, prefix: str) -> list[str]:
+    """Dotted paths of the values (tensors, numbers, strings) inside loaded dicts and lists."""
+    if isinstance(node, dict):
+        return [n for k, v in node.items() for n in _leaf_names(v, f"{prefix}{k}.")]
+    if isinstance(node, (list, tuple)):
+        return [n for i, v in enumerate(node) for n in _leaf_names(v, f"{prefix}{i}.")]
+    return [] if node is None else [prefix.rstrip(".")]
+
+
+def _part(key: Any) -> str:
+    return str(next((getattr(key, a) for a in ("name", "key", "idx") if hasattr(key, a)), key))
 
 
 def _check_optimizer(live: Any, saved: Mapping[str, Any], report: LoadReport) -> None:
@@ -328,3 +368,25 @@ def apply(plan: Plan, others: Mapping[str, Any]) -> Any:
         report.loaded.append("(leaves)")
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(live), plan.extra["leaves"])
     raise ValueError(kind)
+
+
+#: Kinds in the order restore fills them: the cheap torch objects whose own ``load_state_dict`` may still refuse
+#: (LR schedulers, GradScaler, data loaders; snapshotted first, put back if anything later fails), optimizers,
+#: generators, then models, whose every tensor was checked.
+APPLY_ORDER = ("torch.stateful", "torch.generator", "keras.optimizer", "pytree", "keras.layer", "flax.nnx", "torch.module")
+
+
+def snapshot(plan: Plan) -> Any:
+    """A copy of what :func:`apply` may change in a cheap live object (not an optimizer's state: large, and
+    checked before), to put back with :func:`rollback`; None when there is nothing to keep."""
+    if plan.kind == "torch.stateful" and not hasattr(plan.live, "param_groups"):
+        import copy
+
+        return copy.deepcopy(plan.live.state_dict())
+    return None
+
+
+def rollback(plan: Plan, kept: Any) -> None:
+    """Put back a :func:`snapshot`."""
+    if kept is not None:
+        plan.live.load_state_dict(kept)

@@ -26,7 +26,7 @@ from ..files import _save, load
 from ..lazy import open as open_file
 from ..parameters import LoadReport
 from .commit import commit, delete, remove_temporaries
-from .live import Plan, apply, capture, check, kind_of
+from .live import APPLY_ORDER, Plan, apply, capture, check, class_of, kind_of, rollback, snapshot
 from .lock import FolderLock
 from .retention import Retention
 from .staging import Staging
@@ -225,14 +225,16 @@ class CheckpointManager:
         if not force and step % self.save_interval_steps:
             return False
         live: dict[str, str] = {}
+        classes: dict[str, str] = {}
         tree: dict[str, Any] = {}
         for name, value in state.items():
             kind = kind_of(value)
             if kind is not None:
-                live[name] = kind
+                live[name], classes[name] = kind, class_of(value)
                 value = capture(kind, value)
             tree[name] = value
-        info = {"step": step, "metrics": {k: float(v) for k, v in (metrics or {}).items()}, "live": live}
+        info = {"step": step, "metrics": {k: float(v) for k, v in (metrics or {}).items()}, "live": live,
+                "classes": classes}  # fmt: skip
         if not self.async_save:
             self._write(step, tree, info)
             return True
@@ -418,15 +420,28 @@ class CheckpointManager:
                     f"{self.directory}: {name!r} was saved as {saved_as}, but a "
                     f"{type(obj).__module__}.{type(obj).__qualname__} ({kind or 'not a live object'}) was given"
                 )
-            plans[name] = check(kind, obj, loaded[name], state or {})
+            plans[name] = check(kind, obj, loaded[name], state or {}, info.get("classes", {}).get(name))
             report.merged(f"{name}.", plans[name].report)
         if strict and not report.ok:
             lines = "\n\t".join(report.problems())
             raise ParameterMismatchError(f"{self.directory}: step {step} does not fit the objects given; nothing was "
                                          f"restored:\n\t{lines}", report)  # fmt: skip
         out = Restored(loaded)
-        for name, plan in plans.items():
-            out[name] = apply(plan, state or {})
+        done: list[tuple[Plan, Any]] = []
+        try:
+            order = sorted(plans.items(), key=lambda item: (APPLY_ORDER.index(item[1].kind), hasattr(item[1].live, "param_groups")))
+            for name, plan in order:
+                kept = snapshot(plan)
+                out[name] = apply(plan, state or {})
+                done.append((plan, kept))
+        except Exception as exc:  # a torch object's own load_state_dict refused: put back what was filled
+            for plan, kept in reversed(done):
+                rollback(plan, kept)
+            kept_none = sum(1 for _, kept in done if kept is None)
+            after = "the objects filled before it were put back" if not kept_none else (
+                f"{kept_none} object(s) filled before it could not be put back")  # fmt: skip
+            raise ParameterMismatchError(f"{self.directory}: step {step}: {type(exc).__name__}: {exc}; {after}",
+                                         report) from exc  # fmt: skip
         report.loaded = []
         for name, plan in plans.items():
             report.loaded += [f"{name}.{k}" for k in plan.report.loaded]

@@ -67,6 +67,7 @@ class Staging:
     """Reusable host buffers holding one snapshot of a state."""
 
     def __init__(self) -> None:
+        self._active: list[Any] = []  # containers being planned: one met again contains itself
         self._buffers: dict[tuple[Any, ...], np.ndarray] = {}
         self._lock = threading.Lock()  # a snapshot and a background prefault may meet
 
@@ -90,7 +91,10 @@ class Staging:
         tensors: list[_Tensor] = []
         by_id: dict[int, _Tensor] = {}
         used: set[tuple[Any, ...]] = set()
-        shape = self._plan(tree, (), tensors, by_id, used)
+        try:
+            shape = self._plan(tree, (), tensors, by_id, used)
+        except RecursionError:  # as a synchronous save says it (tensorfile.tree.flatten)
+            raise UnsupportedTypeError("obj: containers nested too deeply to store") from None
         small = [t for t in tensors if t.buffer.nbytes < PARALLEL_COPY_MIN]
         large = [t for t in tensors if t.buffer.nbytes >= PARALLEL_COPY_MIN]
         for t in small:
@@ -112,17 +116,29 @@ class Staging:
               used: set[tuple[Any, ...]]) -> Any:  # fmt: skip
         """The tree with each tensor replaced by a :class:`_Tensor` (its buffer found or made); containers as lists."""
         kind = type(value)
-        if kind in (dict, OrderedDict):
-            return (kind, [(k, self._plan(v, path + (k,), tensors, by_id, used)) for k, v in value.items()])
-        if kind in (list, tuple):
-            return (kind, [self._plan(v, path + (i,), tensors, by_id, used) for i, v in enumerate(value)])
+        if kind in (dict, OrderedDict, list, tuple):
+            if any(node is value for node in self._active):
+                raise UnsupportedTypeError(f"{_where(path)}: the container contains itself")
+            self._active.append(value)
+            try:
+                if kind in (dict, OrderedDict):
+                    return (kind, [(k, self._plan(v, path + (k,), tensors, by_id, used)) for k, v in value.items()])
+                return (kind, [self._plan(v, path + (i,), tensors, by_id, used) for i, v in enumerate(value)])
+            finally:
+                self._active.pop()
         adapter = adapter_for(value)
         if adapter is None:
             if value is None or kind in (bool, int, float, str):
                 return value
             inner = pytree_children(value)  # FrozenDict, TrainState, optax states: as tensorfile.tree stores them
             if inner is not None:
-                return self._plan(inner.value if isinstance(inner, Inner) else inner, path, tensors, by_id, used)
+                if any(node is value for node in self._active):
+                    raise UnsupportedTypeError(f"{_where(path)}: the container contains itself")
+                self._active.append(value)
+                try:
+                    return self._plan(inner.value if isinstance(inner, Inner) else inner, path, tensors, by_id, used)
+                finally:
+                    self._active.pop()
             raise UnsupportedTypeError(f"{_where(path)}: {kind.__module__}.{kind.__qualname__} is not supported")
         if id(value) in by_id:  # the same tensor twice (tied weights): one copy, seen twice, as in a sync save
             return by_id[id(value)]

@@ -10,11 +10,13 @@ never (Lightning#5325).
 :class:`ResumableLoader` makes each epoch's order a function of ``(seed, epoch)``
 alone, as ``DistributedSampler`` does (``torch.randperm`` on a generator seeded
 ``seed + epoch``), and counts the batches the loop has *received*. Its
-``state_dict()`` is ``{"seed", "epoch", "batches"}``; after ``load_state_dict`` the
+``state_dict()`` holds ``epoch`` and ``batches``; after ``load_state_dict`` the
 next iteration starts at the first batch the interrupted run had not received, so
 a resumed run sees every sample exactly once per epoch, in the same order and the
 same batches as an uninterrupted one. Pass it to :class:`CheckpointManager` by name
-like a model: ``manager.save(step, {"model": net, "data": loader, ...})``.
+like a model: ``manager.save(step, {"model": net, "data": loader, ...})``. The state also
+records what decides the order (seed, data set size, batch size, shuffle, ranks), and a
+loader with another refuses it.
 
 The loader's own random seed for workers comes from a generator seeded from
 ``(seed, epoch)`` too, so making an epoch's iterator draws nothing from torch's
@@ -102,8 +104,10 @@ class ResumableLoader:
         taken = {"sampler", "shuffle", "batch_sampler", "generator"} & set(loader_kwargs)
         if taken:
             raise ValueError(f"ResumableLoader decides {sorted(taken)} itself (the order must be a function of the seed)")
-        if type(seed) is not int:
-            raise ValueError(f"seed must be an int, not {seed!r}")
+        if type(seed) is not int or not 0 <= seed < 2**62:
+            raise ValueError(f"seed must be an int in [0, 2**62), not {seed!r}")
+        if type(batch_size) is not int or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
         self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
         self.drop_last, self.num_replicas, self.rank = drop_last, num_replicas, rank
         self.loader_kwargs = loader_kwargs
@@ -135,22 +139,31 @@ class ResumableLoader:
         """Start ``epoch`` from its first batch at the next iteration (as ``DistributedSampler.set_epoch``)."""
         self.epoch, self.batches = epoch, 0
 
-    def state_dict(self) -> dict[str, int]:
-        """``{"seed", "epoch", "batches"}``: where the loop stands."""
-        return {"seed": self.seed, "epoch": self.epoch, "batches": self.batches}
+    def _layout(self) -> dict[str, Any]:
+        """What decides the order and the batches: a state is only valid for a loader with the same."""
+        return {"seed": self.seed, "samples": len(self.dataset), "batch_size": self.batch_size, "shuffle": self.shuffle,
+                "drop_last": self.drop_last, "num_replicas": self.num_replicas, "rank": self.rank}  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loop stands (``epoch``, ``batches`` received in it) and what decides the order (``seed``,
+        ``samples``, ``batch_size``, ``shuffle``, ``drop_last``, ``num_replicas``, ``rank``)."""
+        return {**self._layout(), "epoch": self.epoch, "batches": self.batches}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume at ``state``'s position.
 
         Raises:
-            ValueError: the state was saved with another seed (the orders would differ), or is malformed.
+            ValueError: the state is malformed, or was saved by a loader with another seed, data set size,
+                batch size, shuffle, drop_last or rank layout (its position would name other samples).
         """
-        try:
-            seed, epoch, batches = (int(state[k]) for k in ("seed", "epoch", "batches"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"not a ResumableLoader state: {state!r} ({exc})") from None
-        if seed != self.seed:
-            raise ValueError(f"the state was saved with seed {seed}, this loader has seed {self.seed}")
-        if epoch < 0 or batches < 0:
-            raise ValueError(f"epoch and batches must be >= 0, found {epoch} and {batches}")
+        if not isinstance(state, Mapping) or any(k not in state for k in (*self._layout(), "epoch", "batches")):
+            raise ValueError(f"not a ResumableLoader state: {state!r}")
+        layout = {k: state[k] for k in self._layout()}
+        if layout != self._layout() or any(type(a) is not type(b) for a, b in zip(layout.values(), self._layout().values())):
+            differs = {k: (layout[k], v) for k, v in self._layout().items() if layout[k] != v or type(layout[k]) is not type(v)}
+            raise ValueError(f"the state was saved by another loader layout (saved, this one): {differs}")
+        epoch, batches = state["epoch"], state["batches"]
+        if type(epoch) is not int or type(batches) is not int or not 0 <= epoch < 2**62 or not 0 <= batches <= len(self):
+            raise ValueError(f"epoch must be an int in [0, 2**62) and batches an int in [0, {len(self)}], found "
+                             f"{epoch!r} and {batches!r}")  # fmt: skip
         self.epoch, self.batches = epoch, batches

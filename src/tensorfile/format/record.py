@@ -40,8 +40,9 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import FormatError, IntegrityError
 
-#: PRNG implementations a typed JAX key may name (``prng_impl``), as ``jax.random.key_impl`` calls them.
-PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+#: PRNG implementations a typed JAX key may name (``prng_impl``), as ``jax.random.key_impl`` calls them, and the
+#: uint32 words of one key (the key data's last dimension).
+PRNG_IMPLS = {"threefry2x32": 2, "rbg": 4, "unsafe_rbg": 4}
 from .checksums import checksum
 from .dtypes import STORED_AS
 from .header import TensorEntry, strict_json
@@ -155,9 +156,12 @@ def _check_tensor(path: str, name: str, info: dict[str, Any], entry: TensorEntry
             raise FormatError(f"{where}: {flag} must be true or false, found {info[flag]!r}")
     if "device" in info and (not isinstance(info["device"], str) or not _DEVICE.fullmatch(info["device"])):
         raise FormatError(f"{where}: device must look like 'cuda:0', found {info['device']!r}")
-    if "prng_impl" in info and (info["prng_impl"] not in PRNG_IMPLS or entry.code != "U32"):
-        raise FormatError(f"{where}: prng_impl must be one of {', '.join(PRNG_IMPLS)} over U32 data, found "
-                          f"{info['prng_impl']!r} over {entry.code}")  # fmt: skip
+    if "prng_impl" in info:
+        words = PRNG_IMPLS.get(info["prng_impl"]) if isinstance(info["prng_impl"], str) else None
+        if words is None or entry.code != "U32" or entry.shape[-1:] != (words,):
+            raise FormatError(f"{where}: prng_impl must be one of {', '.join(PRNG_IMPLS)} over U32 data with a last "
+                              f"dimension of its key words (2, 4, 4), found {info['prng_impl']!r} over {entry.code} "
+                              f"{list(entry.shape)}")  # fmt: skip
     if "dtype" in info:
         stored = STORED_AS.get(info["dtype"]) if isinstance(info["dtype"], str) else None
         if stored is None or entry.code != stored[0] or entry.shape[-1:] != (stored[1],):

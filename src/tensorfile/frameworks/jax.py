@@ -22,12 +22,11 @@ __all__ = ["ADAPTER", "children", "one_level", "PRNG_IMPLS"]
 
 
 def _impl_name(key: Any) -> str:
-    impl = jax.random.key_impl(key)
-    name = getattr(impl, "name", None) or str(impl)
-    for known in PRNG_IMPLS:
-        if known in name:
-            return known
-    raise UnsupportedTypeError(f"a JAX PRNG key of an unknown implementation {name!r}")
+    name = str(jax.random.key_impl(key))  # the implementation's registered name: "threefry2x32", "rbg"...
+    if name not in PRNG_IMPLS:
+        raise UnsupportedTypeError(f"a JAX PRNG key of the implementation {name!r} cannot be stored (known: "
+                                   f"{', '.join(PRNG_IMPLS)})")  # fmt: skip
+    return name
 
 
 def one_level(value: Any) -> list[tuple[Any, Any]] | None:
@@ -98,13 +97,13 @@ class JaxAdapter(Adapter):
     def from_numpy(self, array: np.ndarray, record: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
         impl = record.get("prng_impl")
         if impl is not None:  # a typed PRNG key, from its key data (uint32, trailing dimension of the impl)
-            if impl not in PRNG_IMPLS or array.dtype != np.uint32:
+            if not isinstance(impl, str) or impl not in PRNG_IMPLS or array.dtype != np.uint32:
                 raise FormatError(f"a PRNG key record names {impl!r} over {array.dtype} data; expected one of "
-                                  f"{PRNG_IMPLS} over uint32")  # fmt: skip
+                                  f"{tuple(PRNG_IMPLS)} over uint32")  # fmt: skip
             try:
                 return jax.random.wrap_key_data(jax.device_put(array, _device(options.get("device"))), impl=impl)
-            except (ValueError, TypeError) as exc:
-                raise FormatError(f"a {impl} PRNG key cannot have key data of shape {array.shape}: {exc}") from None
+            except (ValueError, TypeError):
+                raise FormatError(f"a {impl} PRNG key cannot have key data of shape {array.shape}") from None
         device = _device(options.get("device"))
         if array.dtype.itemsize == 8 or array.dtype.name == "complex128":
             with jax.enable_x64(True):

@@ -291,7 +291,7 @@ def match_params(target: Any, incoming: dict[str, Any], report: LoadReport, *, f
     ``target``'s parameters (a :class:`~.models.ModelParams`); fill ``report``'s missing, unexpected and
     mismatched (shape or dtype) entries. ``foreign``: the arrays come from another framework (torch's
     ``num_batches_tracked`` is then skipped, not missing)."""
-    _unwrap_names(incoming, target.params, report)
+    _unwrap_names(incoming, target.params, report, target.framework)
     for name, param in target.params.items():
         if name not in incoming:
             if foreign and target.framework == "torch" and name.endswith(".num_batches_tracked"):
@@ -306,25 +306,53 @@ def match_params(target: Any, incoming: dict[str, Any], report: LoadReport, *, f
     report.unexpected_keys += [name for name in incoming if name not in target.params]
 
 
-def _unwrap_names(incoming: dict[str, Any], wanted: Mapping[str, Any], report: LoadReport) -> None:
-    """Rename, in place, incoming names that match a wanted name once the prefixes of wrappers are removed
-    (``module.`` of DataParallel/DDP, ``_orig_mod.`` of ``torch.compile``), and note it in ``report``."""
-    moved = []
-    for name in list(incoming):
-        if name in wanted:
-            continue
-        plain = strip_wrappers(name)
-        if plain not in wanted and ".layer." in f".{name}":  # a Keras TimeDistributed's weights, as 0.1 named them
-            plain = ".".join(part for part in name.split(".") if part != "layer")
-        if plain != name and plain in wanted and plain not in incoming:
-            incoming[plain] = incoming.pop(name)
-            moved.append(name)
-    if moved:
-        report.notes.append(
-            f"Note: {len(moved)} name(s) carried the prefix of a wrapper (DataParallel/DistributedDataParallel "
-            f"'module.', torch.compile '_orig_mod.', Keras TimeDistributed 'layer.'), removed to match the model: "
-            f"e.g. {moved[0]!r}"
-        )
+def _drop_module(name: str) -> str:
+    return name[len("module.") :] if name.startswith("module.") else name
+
+
+def _drop_orig_mod(name: str) -> str:
+    return strip_wrappers(name, leading_module=False)
+
+
+def _drop_layer(name: str) -> str:
+    return ".".join(part for part in name.split(".") if part != "layer")
+
+
+def _unwrap_names(incoming: dict[str, Any], wanted: Mapping[str, Any], report: LoadReport, framework: str = "") -> None:
+    """Rename, in place, the incoming names of a file written through a wrapper, when that makes them match
+    the wanted names: ``module.`` (DataParallel/DDP, each level) in front of every name, ``_orig_mod``
+    segments (``torch.compile``), and for a Keras model ``layer`` segments (TimeDistributed as tensorfile 0.1
+    named it). Each removal applies to the whole file or not at all, and only when it matches more names
+    without two names colliding; it is noted in ``report``."""
+    names = list(incoming)
+    if not names or all(n in wanted for n in names):
+        return
+    steps = [(_drop_module, "'module.' (DataParallel/DistributedDataParallel)"),
+             (_drop_orig_mod, "'_orig_mod.' (torch.compile)")]  # fmt: skip
+    if framework == "keras":
+        steps.append((_drop_layer, "'layer.' (Keras TimeDistributed, as tensorfile 0.1 named it)"))
+    best: tuple[int, dict[str, str], list[str]] = (sum(n in wanted for n in names), {n: n for n in names}, [])
+    frontier = [best]
+    for _ in range(4):  # DataParallel(torch.compile(DataParallel(m))): a few removals, in any order
+        grown = []
+        for _, current, labels in frontier:
+            for drop, label in steps:
+                if drop is _drop_module and not all(v.startswith("module.") for v in current.values()):
+                    continue  # DataParallel prefixes every name; a file where some lack it is not one of its
+                trial = {k: drop(v) for k, v in current.items()}
+                if trial == current or len(set(trial.values())) != len(trial):
+                    continue  # nothing removed, or two names would become one
+                grown.append((sum(v in wanted for v in trial.values()), trial, labels + [label] * (label not in labels)))
+        frontier = grown
+        best = max([best, *grown], key=lambda item: item[0])
+    matched, current, used = best
+    if used:
+        renamed = {current[k]: v for k, v in incoming.items()}
+        incoming.clear()
+        incoming.update(renamed)
+        example = next(k for k in names if current[k] != k)
+        report.notes.append(f"Note: the names carried the prefix of a wrapper, removed to match the model: "
+                            f"{', '.join(used)}; e.g. {example!r} -> {current[example]!r}")  # fmt: skip
 
 
 def _keras_weights_file(model: Any, path: str) -> bool:

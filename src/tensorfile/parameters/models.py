@@ -143,7 +143,8 @@ def _keras_children(layer: Any) -> list[tuple[str, Any]]:
     if isinstance(layer, (keras.Sequential, Functional)):
         inner = [sub for sub in layer.layers if not isinstance(sub, keras.layers.InputLayer)]
         return [(f"layers.{i}", sub) for i, sub in enumerate(inner)]
-    if isinstance(layer, keras.layers.Wrapper) and not isinstance(layer, keras.layers.Bidirectional):
+    if (isinstance(layer, keras.layers.Wrapper) and not isinstance(layer, keras.layers.Bidirectional)
+            and not getattr(layer, "_trainable_variables", None) and not getattr(layer, "_non_trainable_variables", None)):
         return [("", layer.layer)]  # TimeDistributed(Dense) holds a Dense's weights: named as that Dense
     children: list[tuple[str, Any]] = []
     items = sorted(vars(layer).items(), key=lambda kv: kv[0].startswith("_"))
@@ -188,6 +189,9 @@ def _keras(model: Any, everything: bool = False) -> ModelParams:
                 continue
             named.add(id(variable))
             name = prefix + variable.name
+            if name in out.params:
+                raise UnsupportedTypeError(f"two weights of the Keras {type(model).__name__} would both be named "
+                                           f"{name!r}; rename one of the variables")  # fmt: skip
 
             def setter(array: np.ndarray, variable: Any = variable) -> None:
                 variable.assign(array)
@@ -273,11 +277,16 @@ def _nnx(module: Any, everything: bool = False) -> ModelParams:
         variable = owner[path[-1]] if isinstance(path[-1], int) else getattr(owner, str(path[-1]))
         name = ".".join(map(str, path))
         current = variable.get_value() if hasattr(variable, "get_value") else variable.value
+        number = type(current) if type(current) in (bool, int, float) else None  # nnx.Variable(3): a Python number
+        if number is not None:
+            current = np.asarray(current)
         impl = jax.random.key_impl(current) if jax.dtypes.issubdtype(current.dtype, jax.dtypes.prng_key) else None
 
-        def setter(array: np.ndarray, variable: Any = variable, impl: Any = impl) -> None:
+        def setter(array: np.ndarray, variable: Any = variable, impl: Any = impl, number: Any = number) -> None:
             new = jax_adapter.from_numpy(np.array(array, order="C"), {}, {})
-            if impl is not None:
+            if number is not None:
+                new = number(np.asarray(array).item())
+            elif impl is not None:
                 new = jax.random.wrap_key_data(new, impl=impl)
             if hasattr(variable, "set_value"):  # flax >= 0.12; `.value =` before
                 variable.set_value(new)
