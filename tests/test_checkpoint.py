@@ -245,11 +245,12 @@ def test_disk_full_keeps_previous_steps(tmp_path):
 
 @pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
 def test_crash_harness_sigkill_resume_is_bit_identical(tmp_path, async_save):
-    """25 random SIGKILLs each, sync and async: every run resumes after the latest committed step, the final
-    weights are bit-identical to an uninterrupted run's, and no temporary or trash folder is left."""
-    result = crash_harness.run(kills=25, steps=700, async_save=async_save, seed=int(async_save), folder=tmp_path,
+    """20 random SIGKILLs each, sync and async (52 in all with the mid-epoch runs below): every run resumes after
+    the latest committed step, the final weights are bit-identical to an uninterrupted run's, and no temporary
+    or trash folder is left."""
+    result = crash_harness.run(kills=20, steps=600, async_save=async_save, seed=int(async_save), folder=tmp_path,
                                log=lambda *_: None, max_delay=0.25)  # fmt: skip
-    assert result["kills"] == 25 and result["identical"]
+    assert result["kills"] == 20 and result["identical"]
     assert result["not_latest"] == [] and result["left_behind"] == []
     assert max(result["resumed_from"]) > 0  # it did resume from checkpoints
 

@@ -70,6 +70,7 @@ def test_strict_false_fills_what_fits_and_reports_the_rest(tmp_path):
     assert not report.ok and sorted(m.name for m in report.mismatched)[:2] == ["model.2.bias", "model.2.weight"]
     assert "model.0.weight" in report.loaded and "model.2.weight" not in report.loaded
     assert out.reports["optimizer"].mismatched and other_opt.state_dict()["state"] == {}  # left as it was
+    assert "optimizer: left as it was: its state cannot be taken in part" in report.notes
 
 
 def test_a_fitting_restore_reports_everything_loaded(tmp_path):

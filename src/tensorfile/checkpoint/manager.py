@@ -421,6 +421,8 @@ class CheckpointManager:
                     f"{type(obj).__module__}.{type(obj).__qualname__} ({kind or 'not a live object'}) was given"
                 )
             plans[name] = check(kind, obj, loaded[name], state or {}, info.get("classes", {}).get(name))
+            if not plans[name].load:
+                plans[name].report.notes.append("left as it was: its state cannot be taken in part")
             report.merged(f"{name}.", plans[name].report)
         if strict and not report.ok:
             lines = "\n\t".join(report.problems())
