@@ -35,7 +35,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..frameworks import Inner, adapter_for, pytree_children
-from ..parameters import LoadReport, Mismatch, _unwrap_names, match_params
+from ..parameters import LoadReport, Mismatch, _unwrap_names, match_params, partial_layers
 from ..parameters.models import model_params, strip_wrappers, unwrap
 
 __all__ = ["kind_of", "capture", "check", "apply", "Plan", "class_of", "snapshot", "rollback", "APPLY_ORDER"]
@@ -185,7 +185,7 @@ def check(kind: str, live: Any, saved: Any, others: Mapping[str, Any], saved_cla
             report.missing_keys = [n for n in report.missing_keys if n not in seeds]
             report.skipped += seeds
             report.notes.append("Note: the checkpoint holds no seed generator state (saved by tensorfile 0.1)")
-        bad = {m.name for m in report.mismatched}
+        bad = {m.name for m in report.mismatched} | partial_layers(target, arrays, report)
         plan.extra.update(target=target, raw=raw, arrays=arrays, use=[n for n in target.params if n in arrays and n not in bad])
     elif kind == "torch.stateful":
         if not isinstance(saved, Mapping):

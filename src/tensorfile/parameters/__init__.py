@@ -124,7 +124,11 @@ def save_parameters(model: Any, path: str | os.PathLike[str], *, metadata: Mappi
     params = model_params(model)
     uninitialized = [name for name in params.params if name not in params.tensors]
     if uninitialized:
-        raise UnsupportedTypeError(f"parameters not initialized yet (run the model once first): {uninitialized}")
+        raise UnsupportedTypeError(
+            f"parameters not initialized yet (a lazy module such as nn.LazyLinear, or Gluon's deferred "
+            f"initialization): run the model once on a batch first; load_parameters can fill them from a file, "
+            f"taking the file's shapes: {uninitialized}"
+        )
     record = {"framework": params.framework, "layers": {n: p.kind for n, p in params.params.items() if p.kind}}
     save(dict(params.tensors), path, metadata={**(metadata or {}), PARAMETERS_KEY: json.dumps(record)})
 
@@ -269,7 +273,7 @@ def load_parameters(
         raise ParameterMismatchError(
             f"Error(s) in loading parameters from {os.fspath(path)!r} into {type(model).__name__}:\n\t{lines}", report
         )
-    bad = {m.name for m in report.mismatched}
+    bad = {m.name for m in report.mismatched} | partial_layers(target, incoming, report, missing=select is None)
     previous: list[tuple[Any, np.ndarray | None]] = []
     for name, param in target.params.items():
         if name in incoming and name not in bad:
@@ -300,10 +304,33 @@ def match_params(target: Any, incoming: dict[str, Any], report: LoadReport, *, f
                 report.missing_keys.append(name)
             continue
         array = incoming[name]
-        shape_ok = len(array.shape) == len(param.shape) and all(m in (None, d) for d, m in zip(array.shape, param.shape))
+        shape_ok = param.shape is None or (len(array.shape) == len(param.shape)
+                                           and all(m in (None, d) for d, m in zip(array.shape, param.shape)))  # fmt: skip
         if not shape_ok or array.dtype.name != param.dtype:
             report.mismatched.append(Mismatch(name, tuple(array.shape), array.dtype.name, param.shape, param.dtype))
     report.unexpected_keys += [name for name in incoming if name not in target.params]
+
+
+def partial_layers(target: Any, incoming: Mapping[str, Any], report: LoadReport, *, missing: bool = True) -> set[str]:
+    """Parameters not to load because another parameter of their layer (same owner: the name up to its last
+    dot) does not fit, or (with ``missing``) is missing from the file: a layer is loaded whole or not at all
+    (strict=False). Each such layer gets a note in ``report``. A ``select`` of some parameters is the
+    caller's choice: ``load_parameters`` then counts only what does not fit."""
+    problems: dict[str, list[str]] = {}
+    for m in report.mismatched:
+        problems.setdefault(m.name.rpartition(".")[0], []).append(f"{m.name.rpartition('.')[2]} does not fit")
+    for name in report.missing_keys if missing else ():
+        if name in target.params:
+            problems.setdefault(name.rpartition(".")[0], []).append(f"{name.rpartition('.')[2]} is missing")
+    held = set()
+    for layer, why in problems.items():
+        others = [n for n in target.params if n.rpartition(".")[0] == layer and n in incoming
+                  and n not in {m.name for m in report.mismatched}]  # fmt: skip
+        if others:
+            held.update(others)
+            report.notes.append(f"Note: layer {layer or '(top level)'!r} was not loaded ({', '.join(why)}), so "
+                                f"{', '.join(others)} kept their values: a layer is loaded whole or not at all")  # fmt: skip
+    return held
 
 
 def _drop_module(name: str) -> str:

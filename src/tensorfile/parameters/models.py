@@ -40,7 +40,7 @@ class Param:
     """One parameter: current value (host NumPy), layer kind, and how to set it."""
 
     value: np.ndarray | None  # None: not created yet (Gluon deferred init)
-    shape: tuple[int | None, ...]  # None where the model does not know the size yet
+    shape: tuple[int | None, ...] | None  # None (in it) where the model does not know the size (rank) yet
     dtype: str
     kind: str
     set: Callable[[np.ndarray], None]
@@ -123,6 +123,15 @@ def _torch(model: Any) -> ModelParams:
         name = strip_wrappers(name, leading_module=False)  # a compiled submodule: encoder._orig_mod.weight
         prefix = name.rpartition(".")[0]
         kind = type(modules.get(prefix, model)).__name__
+        if torch.nn.parameter.is_lazy(tensor):  # LazyLinear before its first batch: shaped by what is loaded
+
+            def materialize(array: np.ndarray, tensor: Any = tensor) -> None:
+                with torch.no_grad():
+                    tensor.materialize(tuple(array.shape))
+                    tensor.copy_(torch_adapter.from_numpy(np.array(array, order="C"), {}, {"map_location": tensor.device}))
+
+            out.params[name] = Param(None, None, _torch_dtype_name(tensor.dtype), kind, materialize)
+            continue
 
         def setter(array: np.ndarray, tensor: Any = tensor) -> None:
             with torch.no_grad():
@@ -132,6 +141,12 @@ def _torch(model: Any) -> ModelParams:
         out.params[name] = Param(value, tuple(value.shape), value.dtype.name, kind, setter)
         out.tensors[name] = tensor.detach()
     return out
+
+
+def _torch_dtype_name(dtype: Any) -> str:
+    from ..frameworks.torch import TORCH_TO_NAME
+
+    return TORCH_TO_NAME.get(dtype, str(dtype))
 
 
 def _keras_children(layer: Any) -> list[tuple[str, Any]]:
