@@ -226,6 +226,8 @@ def verify_command(file: str, as_json: bool) -> None:
     probe = Probe.of(file) if os.path.isfile(file) else None
     if probe is not None:
         fmt = formats.detect(probe)
+        if fmt is None and formats.damaged_zip(probe) is not None:  # a torch.save / .npz / .keras cut short
+            _verdict(as_json, file, False, str(formats.not_tensors(probe)))
         if fmt is None:  # not a damaged tensor file: another kind of file
             _fail(str(formats.not_tensors(probe)))
     try:

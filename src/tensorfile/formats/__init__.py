@@ -21,7 +21,7 @@ from .sharded import SHARDED
 from .torch import TORCH
 from .torch_legacy import TORCH_LEGACY
 
-__all__ = ["FORMATS", "Format", "Probe", "detect", "get", "written", "by_suffix", "not_tensors", "for_destination", "suffix_rules", "HDF5", "KERAS"]
+__all__ = ["FORMATS", "Format", "Probe", "detect", "get", "written", "by_suffix", "not_tensors", "damaged_zip", "for_destination", "suffix_rules", "HDF5", "KERAS"]
 
 #: Every format, in the order ties in ``sniff`` are broken.
 FORMATS: tuple[Format, ...] = (TENSORFILE, SAFETENSORS, SHARDED, TORCH, TORCH_LEGACY, NPY, NPZ, MXNET, MXNET_NP,
@@ -82,7 +82,29 @@ def detect(probe: Probe | None) -> Format | None:
     return best
 
 
+def damaged_zip(probe: Probe) -> str | None:
+    """What a zip archive whose central directory cannot be read was (by its first member's name, from the
+    local header at its start: APPNOTE.TXT 4.3.7), or None when the file is not such a zip. A ``torch.save``
+    file, an ``.npz`` or a ``.keras`` cut short lands here."""
+    prefix = probe.prefix
+    if not prefix.startswith(b"PK\x03\x04") or probe.zip_names() is not None or len(prefix) < 30:
+        return None
+    length = int.from_bytes(prefix[26:28], "little")
+    name = prefix[30 : 30 + length].decode("utf-8", "replace")
+    if name.endswith(("data.pkl", "/byteorder", "/version", ".format_version")) or "/data/" in name:
+        return "torch.save zip"
+    if name.endswith(".npy"):
+        return "NumPy .npz"
+    if name in ("metadata.json", "config.json", "model.weights.h5"):
+        return ".keras archive"
+    return "zip archive"
+
+
 def not_tensors(probe: Probe) -> FormatError:
     """The error for a file no format claims: what it looks like, by its first bytes."""
+    damaged = damaged_zip(probe)
+    if damaged is not None:
+        return FormatError(f"{probe.path}: a damaged {damaged}: its central directory is missing or unreadable "
+                           f"(a truncated file?)")  # fmt: skip
     kind = looks_like(probe.prefix) or "none of the formats tensorfile reads"
     return FormatError(f"{probe.path}: not a file of tensors tensorfile reads; it looks like {kind}")
