@@ -186,14 +186,14 @@ def test_build_header_pads_to_sixteen():
 @pytest.mark.parametrize(
     "content, phrase",
     [
-        (b"PK\x03\x04" + b"\0" * 40, "zip"),
-        (b"\x80\x04\x95" + b"\0" * 20, "pickle"),
-        (b"\x1f\x8b\x08\x00" + b"\0" * 16, "gzip"),
+        (b"PK\x03\x04" + b"\0" * 40, "a damaged zip archive: its central directory is missing"),
+        (b"\x80\x04\x95" + b"\0" * 20, "not a file of tensors tensorfile reads; it looks like .*pickle"),
+        (b"\x1f\x8b\x08\x00" + b"\0" * 16, "not a file of tensors tensorfile reads; it looks like .*gzip"),
     ],
 )
 def test_foreign_file_named(tmp_path, content, phrase):
     (tmp_path / "f").write_bytes(content)
-    with pytest.raises(FormatError, match=f"not a file of tensors tensorfile reads; it looks like .*{phrase}"):
+    with pytest.raises(FormatError, match=phrase):
         tensorfile.load(tmp_path / "f")
 
 
