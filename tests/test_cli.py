@@ -121,7 +121,7 @@ def test_cat(tmp_path):
     out = run("cat", tmp_path / "c", "w")
     assert out.returncode == 0 and out.stdout.splitlines() == ["w: int16 (2, 3)", "[[0 1 2]", " [3 4 5]]"]
     out = run("cat", tmp_path / "c", "nope")
-    assert out.returncode == 2 and "no tensor named 'nope'" in out.stderr
+    assert out.returncode == 2 and "no tensor or value named 'nope'" in out.stderr
 
 
 def test_diff(tmp_path):

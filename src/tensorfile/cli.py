@@ -25,8 +25,8 @@ from .formats.base import Probe
 from .lazy import TensorFile
 from .lazy import open as open_file
 from .limits import Limits
-from .cli_values import compare, count_values, is_flat, json_number
-from .tree import flat_arrays
+from .cli_values import compare, count_values, is_flat, json_number, plain_values
+from .tree import flat_arrays, unflatten
 
 __all__ = ["main"]
 
@@ -101,17 +101,32 @@ def _folder_message(path: str) -> str:
     return f"{path}: is a folder, not a file{hint}"
 
 
-def _read(path: str) -> dict[str, np.ndarray]:
-    """Every tensor of any readable file as NumPy arrays by (dotted) name; checksums verified."""
+def _load_all(path: str) -> Any:
+    """Everything in any readable file, tensors as NumPy arrays; checksums verified."""
     try:
-        value = load(path, framework="numpy", limits=_LIMITS[0])
+        return load(path, framework="numpy", limits=_LIMITS[0])
     except FileNotFoundError:
         _fail(f"{path}: no such file")
     except IsADirectoryError:
         _fail(_folder_message(path))
     except (TensorFileError, OSError, ImportError) as exc:
         _fail(str(exc))
-    return flat_arrays(value)
+
+
+def _read(path: str) -> dict[str, np.ndarray]:
+    """Every tensor of any readable file as NumPy arrays by (dotted) name; checksums verified."""
+    return flat_arrays(_load_all(path))
+
+
+_TENSOR = object()  # a tensor's place in a structure read without its data
+
+
+def _structure_values(f: Any, path: str) -> dict[str, Any]:
+    """The values other than tensors of an opened file (``epoch``, a learning rate...): from a tensorfile
+    file's structure record without reading a tensor; other formats are loaded."""
+    if isinstance(f, TensorFile) and f._record is not None:
+        return plain_values(unflatten(f._record.root, lambda name: _TENSOR))
+    return plain_values(_load_all(path))
 
 
 class _Commands(click.Group):
@@ -298,7 +313,16 @@ def cat_command(file: str, name: str, as_json: bool) -> None:
     with _opened(file, verify=True) as f:  # reads only this tensor where the format allows
         names = f.keys()
         if name not in names:
-            _fail(f"{file}: no tensor named {name!r}; it has {', '.join(sorted(names)[:10])}{' ...' if len(names) > 10 else ''}")
+            values = _structure_values(f, file)
+            if name in values:  # a value other than a tensor: the epoch, a step, a learning rate...
+                value = values[name]
+                if as_json:
+                    click.echo(json.dumps({"name": name, "type": type(value).__name__, "value": json_number(value)}))
+                else:
+                    click.echo(f"{name}: {type(value).__name__} {_abbreviated(repr(value))}")
+                return
+            known = sorted(names) + sorted(values)
+            _fail(f"{file}: no tensor or value named {name!r}; it has {', '.join(known[:10])}{' ...' if len(known) > 10 else ''}")
         try:
             array = np.asarray(f[name])
         except TensorFileError as exc:
@@ -328,10 +352,22 @@ def cat_command(file: str, name: str, as_json: bool) -> None:
 @click.option("--rtol", type=float, default=0.0, show_default=True, help="Relative tolerance.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def diff_command(a: str, b: str, atol: float, rtol: float, as_json: bool) -> None:
-    """Compare the tensors of A and B; exit 1 when they differ beyond the tolerances."""
-    left, right = _read(a), _read(b)
-    only_a, only_b = sorted(set(left) - set(right)), sorted(set(right) - set(left))
+    """Compare the tensors and the other values (epoch, step...) of A and B; exit 1 when they differ beyond the
+    tolerances (values other than tensors must be equal)."""
+    whole_a, whole_b = _load_all(a), _load_all(b)
+    left, right = flat_arrays(whole_a), flat_arrays(whole_b)
+    values_a, values_b = plain_values(whole_a), plain_values(whole_b)
+    del whole_a, whole_b
+    only_a = sorted((set(left) | set(values_a)) - set(right) - set(values_b))
+    only_b = sorted((set(right) | set(values_b)) - set(left) - set(values_a))
     changed: list[dict[str, str]] = []
+    for name in sorted(set(values_a) & set(values_b)):
+        x, y = values_a[name], values_b[name]
+        if type(x) is not type(y) or (x != y and not (isinstance(x, float) and x != x and y != y)):  # nan == nan here
+            changed.append({"name": name, "a": _abbreviated(repr(x)), "b": _abbreviated(repr(y))})
+    for name in sorted((set(values_a) & set(right)) | (set(values_b) & set(left))):
+        changed.append({"name": name, "a": "a value" if name in values_a else "a tensor",
+                        "b": "a value" if name in values_b else "a tensor"})  # fmt: skip
     compared: list[dict[str, Any]] = []
     for name in sorted(set(left) & set(right)):
         x, y = left[name], right[name]
@@ -355,7 +391,9 @@ def diff_command(a: str, b: str, atol: float, rtol: float, as_json: bool) -> Non
         for c in compared:
             if not c["same"]:
                 click.echo(f"differs:   {c['name']}: max abs {float(c['max_abs']):.6g}, max rel {float(c['max_rel']):.6g}")
-        click.echo("different" if different else f"same: {len(compared)} tensors within atol={atol}, rtol={rtol}")
+        values = len(set(values_a) & set(values_b))
+        also = f" and {values} other value{'' if values == 1 else 's'}" if values else ""
+        click.echo("different" if different else f"same: {len(compared)} tensors within atol={atol}, rtol={rtol}{also}")
     sys.exit(1 if different else 0)
 
 

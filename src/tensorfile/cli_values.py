@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["json_number", "compare", "is_flat", "count_values"]
+__all__ = ["json_number", "compare", "is_flat", "count_values", "plain_values"]
 
 
 def json_number(value: Any) -> Any:
@@ -66,3 +66,20 @@ def count_values(value: Any) -> int:
         else:
             count += 1
     return count
+
+
+def plain_values(value: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
+    """The values that are not tensors (None, bool, int, float, str) inside nested dicts / lists / tuples, by
+    dotted path as :func:`tensorfile.tree.flat_arrays` names tensors (``"epoch"``, ``"optimizer.param_groups.0.lr"``)."""
+    out: dict[str, Any] = {}
+    if depth > 200:
+        return out
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.update(plain_values(v, f"{prefix}{k}.", depth + 1))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            out.update(plain_values(v, f"{prefix}{i}.", depth + 1))
+    elif value is None or type(value) in (bool, int, float, str):
+        out[prefix[:-1] if prefix else "value"] = value
+    return out
