@@ -100,8 +100,8 @@ def main() -> None:
         subprocess.run([str(MXNET_PYTHON), "-c", ACROSS, str(torch_file), "mxnet"], check=True)
         banner("Back to each tool's own format: tensorfile convert")
         sys.stdout.flush()
-        for target in ("mlp.pt", "mlp.npz", "mlp-gluon.params"):  # the format follows the suffix
-            subprocess.run([str(exe), "convert", str(torch_file), str(Path(root) / target)], check=True)
+        for target, fmt in (("mlp.pt", []), ("mlp.npz", []), ("mlp-gluon.params", ["--format", "mxnet"])):
+            subprocess.run([str(exe), "convert", str(torch_file), str(Path(root) / target), *fmt], check=True)  # suffix, or --format
         subprocess.run([sys.executable, "-c", BACK_IN_TORCH_AND_NUMPY, root], check=True)
         subprocess.run([str(MXNET_PYTHON), "-c", BACK_IN_GLUON, root], check=True)
         banner("Training with checkpoints: SIGKILL, resume, compare")

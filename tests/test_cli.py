@@ -142,7 +142,7 @@ def test_diff(tmp_path):
 def test_convert_every_direction_round_trips(tmp_path):
     """torch -> tensorfile -> npz -> mxnet -> torch -> safetensors: the same tensors every step (diff exits 0)."""
     src = FIXTURES / "torch" / "mlp.params"
-    steps = [("a.tf", None), ("b.npz", None), ("c.params", None), ("d.pt", None), ("e.safetensors", "safetensors"),
+    steps = [("a.tf", None), ("b.npz", None), ("c.params", "mxnet"), ("d.pt", None), ("e.safetensors", "safetensors"),
              ("f.bin", "mxnet-np")]  # fmt: skip
     previous = src
     for name, fmt in steps:
@@ -279,3 +279,16 @@ def test_convert_refuses_suffixes_it_cannot_write_and_bin_is_torch(tmp_path):
     assert "(torch)" in run("convert", FIXTURES / "torch" / "mlp.params", tmp_path / "pytorch_model.bin").stdout
     out = run("ls", tmp_path)
     assert out.returncode == 2 and out.stderr.strip() == f"tensorfile: error: {tmp_path}: is a folder, not a file"
+
+
+def test_convert_writes_params_as_tensorfile_unless_mxnet_is_asked_and_refuses_its_own_source(tmp_path):
+    out = run("convert", FIXTURES / "torch" / "mlp.params", tmp_path / "mlp.params")
+    assert out.returncode == 0 and "(tensorfile)" in out.stdout
+    assert tensorfile.open(tmp_path / "mlp.params").has_record  # the chapter's name, tensorfile's format
+    out = run("convert", FIXTURES / "torch" / "mlp.params", tmp_path / "mx.params", "--format", "mxnet")
+    assert out.returncode == 0 and (tmp_path / "mx.params").read_bytes()[:8] == (0x112).to_bytes(8, "little")
+    before = (tmp_path / "mlp.params").read_bytes()
+    for same in (tmp_path / "mlp.params", tmp_path / "." / "mlp.params"):
+        out = run("convert", tmp_path / "mlp.params", same, "--format", "npz")
+        assert out.returncode == 2 and "is SRC itself" in out.stderr
+    assert (tmp_path / "mlp.params").read_bytes() == before

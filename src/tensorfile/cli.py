@@ -419,7 +419,8 @@ def _source(path: str) -> Any:
 @click.argument("src")
 @click.argument("dst")
 @click.option("--format", "fmt", type=click.Choice(formats.written()), default=None,
-              help=f"Output format. Default: from DST's suffix ({formats.suffix_rules()}), else tensorfile.")  # fmt: skip
+              help=f"Output format. Default: from DST's suffix ({formats.suffix_rules()}), else tensorfile "
+                   "(.params too: MXNet's format only with --format mxnet).")  # fmt: skip
 @click.option("--max-shard-size", default=None, metavar="SIZE",
               help="Write Hugging Face shards of at most SIZE bytes of data ('5GB', '500MiB', or bytes) and an index.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -430,6 +431,8 @@ def convert_command(src: str, dst: str, fmt: str | None, max_shard_size: str | N
     shards) get nested structures flattened to dotted names; values that are
     not tensors are then left out, with a note.
     """
+    if os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst):
+        _fail(f"{dst}: is SRC itself; convert writes a new file (choose another DST)")
     if fmt is None:
         target = formats.for_destination(dst)
         if target.write is None:

@@ -54,16 +54,17 @@ def by_suffix(path: str) -> Format | None:
 
 def for_destination(path: str) -> Format:
     """The format ``tensorfile convert`` writes to ``path`` without ``--format``: by suffix, and a tensorfile
-    file (a safetensors file with tensorfile's record) for ``.safetensors`` and unknown suffixes. The format
-    returned may be one tensorfile only reads (``write`` None): the caller refuses it."""
+    file (a safetensors file with tensorfile's record) for ``.safetensors``, ``.params`` (the chapter names
+    every framework's parameter file so; MXNet's format only with ``--format mxnet``) and unknown suffixes.
+    The format returned may be one tensorfile only reads (``write`` None): the caller refuses it."""
     fmt = by_suffix(path)
-    return TENSORFILE if fmt is None or fmt is SAFETENSORS else fmt
+    return TENSORFILE if fmt is None or fmt in (SAFETENSORS, MXNET, MXNET_NP) else fmt
 
 
 def suffix_rules() -> str:
     """``for_destination``'s rules, for help texts: ``".pt/.pth torch, .npz npz, ..."``."""
     return ", ".join(f"{'/'.join(f.suffixes)} {f.name}" for f in FORMATS
-                     if f.write is not None and f.suffixes and f not in (TENSORFILE, SAFETENSORS))  # fmt: skip
+                     if f.write is not None and f.suffixes and f not in (TENSORFILE, SAFETENSORS, MXNET, MXNET_NP))  # fmt: skip
 
 
 def detect(probe: Probe | None) -> Format | None:
