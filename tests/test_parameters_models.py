@@ -71,3 +71,26 @@ def test_a_layer_missing_a_parameter_is_not_half_loaded(tmp_path):
     weight = new[1].weight.detach().clone()
     report = tensorfile.load_parameters(new, tmp_path / "f.tensorfile", strict=False)
     assert torch.equal(new[1].weight, weight) and report.missing_keys == ["1.bias"] and "1.weight" not in report.loaded
+
+
+def test_a_prefix_mismatch_is_named_with_the_rename_that_fixes_it_and_the_writer(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    torch.save({"model." + k: v for k, v in net.state_dict().items()}, tmp_path / "lightning.pt")
+    with pytest.raises(tensorfile.ParameterMismatchError) as info:
+        tensorfile.load_parameters(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)), tmp_path / "lightning.pt")
+    text = str(info.value)
+    assert "carry a prefix 'model.' the model's lack" in text and "rename={'model.': ''}" in text
+    assert "written by torch.save" in text and "tensorfile.save," not in text
+    fixed = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    assert tensorfile.load_parameters(fixed, tmp_path / "lightning.pt", rename={"model.": ""}).ok
+
+
+def test_a_failed_keras_weights_load_does_not_print_the_weights(tmp_path):
+    keras = pytest.importorskip("keras")
+    big = keras.Sequential([keras.layers.Input((300,)), keras.layers.Dense(300)])
+    big.save_weights(tmp_path / "big.weights.h5")
+    small = keras.Sequential([keras.layers.Input((300,)), keras.layers.Dense(200)])
+    with pytest.raises(tensorfile.ParameterMismatchError) as info:
+        tensorfile.load_parameters(small, tmp_path / "big.weights.h5")
+    assert len(str(info.value)) < 600 and "more characters)" in str(info.value)  # Keras prints the variable

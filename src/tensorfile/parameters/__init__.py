@@ -262,11 +262,15 @@ def load_parameters(
             raise ValueError(f"select/rename map two parameters of {os.fspath(path)!r} to {converted[0]!r}")
         incoming[converted[0]] = converted[1]
     match_params(target, incoming, report, foreign=bool(source) and source != target.framework)
+    hint = _prefix_hint(report.missing_keys, report.unexpected_keys)
+    if hint:
+        report.notes.append(hint)
     if not report.ok and source is None and target.framework != "pytree":
+        writer = _writer(os.fspath(path))
         report.notes.append(
-            "Note: the file has no layer information (written by tensorfile.save, not tensorfile.save_parameters), "
-            "so standard layers cannot be converted between frameworks; if it comes from another framework, "
-            "save it again with tensorfile.save_parameters."
+            f"Note: the file has no layer information (written by {writer}, not tensorfile.save_parameters), "
+            "so standard layers cannot be converted between frameworks"
+            + ("." if hint else "; if it comes from another framework, save it again with tensorfile.save_parameters.")
         )
     if strict and not report.ok:
         lines = "\n\t".join(report.problems())
@@ -331,6 +335,48 @@ def partial_layers(target: Any, incoming: Mapping[str, Any], report: LoadReport,
             report.notes.append(f"Note: layer {layer or '(top level)'!r} was not loaded ({', '.join(why)}), so "
                                 f"{', '.join(others)} kept their values: a layer is loaded whole or not at all")  # fmt: skip
     return held
+
+
+def _writer(path: str) -> str:
+    """Which tool wrote ``path``, as a note says it: ``tensorfile.save``, ``torch.save``, ``np.savez``..."""
+    from ..files import find_format
+
+    try:
+        name = find_format(path).name
+    except (TensorFileError, OSError, ValueError):
+        return "another tool"
+    return {"tensorfile": "tensorfile.save", "safetensors": "a safetensors writer", "torch": "torch.save",
+            "torch-legacy": "torch.save (legacy format)", "npz": "np.savez", "npy": "np.save", "mxnet": "MXNet's nd.save",
+            "mxnet-np": "MXNet's npx.save", "sharded": "a sharded save", "keras": "Keras", "hdf5": "an HDF5 writer",
+            "gguf": "a GGUF writer"}.get(name, name)  # fmt: skip
+
+
+def _prefix_hint(missing: list[str], unexpected: list[str]) -> str | None:
+    """A note when the file's names and the model's differ by a prefix on one side (``model.0.weight`` vs
+    ``0.weight``): which prefix, and the ``rename`` that fixes it; None when no prefix explains most of them."""
+    if not missing or not unexpected:
+        return None
+    votes: dict[tuple[str, str], int] = {}
+    wanted = set(missing)
+    for name in unexpected[:2000]:
+        parts = name.split(".")
+        for i in range(1, len(parts)):  # the file's name has a prefix the model's lacks
+            if ".".join(parts[i:]) in wanted:
+                key = (".".join(parts[:i]) + ".", "")
+                votes[key] = votes.get(key, 0) + 1
+        for m in missing[:2000]:  # the model's name has a prefix the file's lacks
+            if m.endswith("." + name):
+                key = ("", m[: -len(name)])
+                votes[key] = votes.get(key, 0) + 1
+    if not votes:
+        return None
+    (old, new), count = max(votes.items(), key=lambda kv: kv[1])
+    if count * 2 < min(len(missing), len(unexpected)):
+        return None
+    if old:
+        return (f"Note: the file's names carry a prefix {old!r} the model's lack (e.g. {old}...); load with "
+                f"rename={{{old!r}: ''}}")  # fmt: skip
+    return f"Note: the model's names carry a prefix {new!r} the file's lack; load with rename=lambda n: {new!r} + n"
 
 
 def _drop_module(name: str) -> str:
@@ -440,6 +486,8 @@ def _load_keras_weights(model: Any, path: str, strict: bool, select: Select, ren
         except Exception as exc:
             restore()
             text = str(exc).replace(link, path)
+            if len(text) > 300:  # Keras puts whole weight matrices in its messages
+                text = text[:300] + f"... ({len(text) - 300} more characters)"
             if not isinstance(exc, (ValueError, KeyError)):
                 raise FormatError(f"{path}: Keras could not read its weights: {text}") from None
             report.notes.append(text)
