@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -46,7 +47,8 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return (loaded.data / 16.0).astype(np.float32), loaded.target.astype(np.int64)
 
 
-def train_torch(directory: str, steps: int, async_save: bool) -> None:
+def _torch_mlp() -> tuple[Any, Any, Any, Any]:
+    """The digits as tensors, the chapter's MLP (with dropout) and its Adam optimizer, seeded."""
     import torch
     from torch import nn
 
@@ -54,7 +56,25 @@ def train_torch(directory: str, steps: int, async_save: bool) -> None:
     X, y = (torch.from_numpy(a) for a in digits())
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Dropout(0.1), nn.Linear(256, 10))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    return X, y, net, torch.optim.Adam(net.parameters(), lr=1e-3)
+
+
+def _torch_step(net: Any, opt: Any, sched: Any, xb: Any, yb: Any) -> Any:
+    """One training step; returns the loss."""
+    from torch import nn
+
+    loss = nn.functional.cross_entropy(net(xb), yb)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss
+
+
+def train_torch(directory: str, steps: int, async_save: bool) -> None:
+    import torch
+
+    X, y, net, opt = _torch_mlp()
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=50, gamma=0.5)
     order = torch.Generator().manual_seed(1)  # which examples each batch takes: the data position
     start = 0
@@ -67,11 +87,7 @@ def train_torch(directory: str, steps: int, async_save: bool) -> None:
         print(f"ready: starting at step {start}", flush=True)
         for step in range(start, steps):
             batch = torch.randint(0, len(X), (64,), generator=order)
-            loss = nn.functional.cross_entropy(net(X[batch]), y[batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+            loss = _torch_step(net, opt, sched, X[batch], y[batch])
             manager.save(step, {"model": net, "optimizer": opt, "scheduler": sched, "data_order": order.get_state(),
                                 "rng": tensorfile.rng_state(), "step": step}, metrics={"loss": loss.item()})  # fmt: skip
     tensorfile.save(net.state_dict(), os.path.join(directory, "final.tensorfile"))
@@ -80,16 +96,11 @@ def train_torch(directory: str, steps: int, async_save: bool) -> None:
 
 def train_torch_epochs(directory: str, epochs: int, async_save: bool) -> None:
     import torch
-    from torch import nn
     from torch.utils.data import TensorDataset
 
     from tensorfile.checkpoint import ResumableLoader
 
-    torch.set_num_threads(1)
-    X, y = (torch.from_numpy(a) for a in digits())
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Dropout(0.1), nn.Linear(256, 10))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    X, y, net, opt = _torch_mlp()
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[40, 80], gamma=0.5)
     loader = ResumableLoader(TensorDataset(X, y), 64, shuffle=True, seed=0)
     step = 0
@@ -101,11 +112,7 @@ def train_torch_epochs(directory: str, epochs: int, async_save: bool) -> None:
         print(f"ready: starting at step {step}", flush=True)
         while loader.epoch < epochs:
             for xb, yb in loader:
-                loss = nn.functional.cross_entropy(net(xb), yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
+                _torch_step(net, opt, sched, xb, yb)
                 manager.save(step, {"model": net, "optimizer": opt, "scheduler": sched, "data": loader,
                                     "rng": tensorfile.rng_state(), "step": step})  # fmt: skip
                 step += 1

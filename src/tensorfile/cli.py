@@ -25,7 +25,7 @@ from .formats.base import Probe
 from .lazy import TensorFile
 from .lazy import open as open_file
 from .limits import Limits
-from .cli_values import compare, count_values, is_flat, json_number, plain_values
+from .cli_values import changed_values, compare, count_values, is_flat, json_number, plain_values
 from .tree import flat_arrays, unflatten
 
 __all__ = ["main"]
@@ -360,14 +360,8 @@ def diff_command(a: str, b: str, atol: float, rtol: float, as_json: bool) -> Non
     del whole_a, whole_b
     only_a = sorted((set(left) | set(values_a)) - set(right) - set(values_b))
     only_b = sorted((set(right) | set(values_b)) - set(left) - set(values_a))
-    changed: list[dict[str, str]] = []
-    for name in sorted(set(values_a) & set(values_b)):
-        x, y = values_a[name], values_b[name]
-        if type(x) is not type(y) or (x != y and not (isinstance(x, float) and x != x and y != y)):  # nan == nan here
-            changed.append({"name": name, "a": _abbreviated(repr(x)), "b": _abbreviated(repr(y))})
-    for name in sorted((set(values_a) & set(right)) | (set(values_b) & set(left))):
-        changed.append({"name": name, "a": "a value" if name in values_a else "a tensor",
-                        "b": "a value" if name in values_b else "a tensor"})  # fmt: skip
+    changed = [{"name": n, "a": _abbreviated(a_), "b": _abbreviated(b_)}
+               for n, a_, b_ in changed_values(values_a, values_b, left, right)]  # fmt: skip
     compared: list[dict[str, Any]] = []
     for name in sorted(set(left) & set(right)):
         x, y = left[name], right[name]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["json_number", "compare", "is_flat", "count_values", "plain_values"]
+__all__ = ["json_number", "compare", "is_flat", "count_values", "plain_values", "changed_values"]
 
 
 def json_number(value: Any) -> Any:
@@ -82,4 +82,17 @@ def plain_values(value: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]
             out.update(plain_values(v, f"{prefix}{i}.", depth + 1))
     elif value is None or type(value) in (bool, int, float, str):
         out[prefix[:-1] if prefix else "value"] = value
+    return out
+
+
+def changed_values(values_a: dict[str, Any], values_b: dict[str, Any], tensors_a: Any, tensors_b: Any) -> list[tuple[str, str, str]]:
+    """``(name, a, b)`` for each value (not a tensor) that differs between two files, shown by ``repr`` (NaN
+    equals NaN), and each name that is a value on one side and a tensor on the other."""
+    out = []
+    for name in sorted(set(values_a) & set(values_b)):
+        x, y = values_a[name], values_b[name]
+        if type(x) is not type(y) or (x != y and not (isinstance(x, float) and x != x and y != y)):
+            out.append((name, repr(x), repr(y)))
+    for name in sorted((set(values_a) & set(tensors_b)) | (set(values_b) & set(tensors_a))):
+        out.append((name, "a value" if name in values_a else "a tensor", "a value" if name in values_b else "a tensor"))
     return out

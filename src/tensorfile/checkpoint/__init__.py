@@ -3,7 +3,8 @@
 
 from typing import Any
 
-from .manager import CheckpointManager, Restored
+from .manager import CheckpointManager
+from .restore import Restored
 from .rng import rng_state, set_rng_state
 
 __all__ = ["CheckpointManager", "Restored", "rng_state", "set_rng_state", "ResumableLoader"]

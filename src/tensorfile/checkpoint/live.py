@@ -35,8 +35,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..frameworks import Inner, adapter_for, pytree_children
-from ..parameters import LoadReport, Mismatch, _unwrap_names, match_params, partial_layers
-from ..parameters.models import model_params, strip_wrappers, unwrap
+from ..parameters.matching import match_params, partial_layers, unwrap_names
+from ..parameters.models import model_params, strip_compiled, unwrap
+from ..parameters.report import LoadReport, Mismatch
 
 __all__ = ["kind_of", "capture", "check", "apply", "Plan", "class_of", "snapshot", "rollback", "APPLY_ORDER"]
 
@@ -80,7 +81,7 @@ def capture(kind: str, value: Any) -> Any:
     """What to store for a live object."""
     if kind == "torch.module":
         state = unwrap(value).state_dict()  # DataParallel/DDP/torch.compile: the plain model's names
-        return type(state)((strip_wrappers(k, leading_module=False), v) for k, v in state.items())
+        return type(state)((strip_compiled(k), v) for k, v in state.items())
     if kind == "torch.stateful":
         return _plain(value.state_dict())
     if kind == "torch.generator":
@@ -177,7 +178,7 @@ def check(kind: str, live: Any, saved: Any, others: Mapping[str, Any], saved_cla
             return plan
         target = _params(kind, live)
         raw = dict(saved)
-        _unwrap_names(raw, target.params, report, target.framework)
+        unwrap_names(raw, target.params, report, target.framework)
         arrays = {k: _host(v, k) for k, v in raw.items()}
         match_params(target, arrays, report)
         seeds = [n for n in report.missing_keys if "_seed_generators." in n]
@@ -336,7 +337,7 @@ def apply(plan: Plan, others: Mapping[str, Any]) -> Any:
         return live
     if kind == "torch.module":
         model = unwrap(live)
-        actual = {strip_wrappers(k, leading_module=False): k for k in model.state_dict(keep_vars=True)}
+        actual = {strip_compiled(k): k for k in model.state_dict(keep_vars=True)}
         raw, use = plan.extra["raw"], plan.extra["use"]
         model.load_state_dict({actual[n]: raw[n] for n in use}, strict=report.ok)
         report.loaded += use

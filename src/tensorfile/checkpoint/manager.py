@@ -21,13 +21,13 @@ import weakref
 from collections import deque
 from typing import Any, Callable, Mapping
 
-from ..errors import CheckpointNotFoundError, IntegrityError, ParameterMismatchError, TensorFileError
+from ..errors import CheckpointNotFoundError, IntegrityError, TensorFileError
 from ..files import _save, load
 from ..lazy import open as open_file
-from ..parameters import LoadReport
 from .commit import commit, delete, remove_temporaries
-from .live import APPLY_ORDER, Plan, apply, capture, check, class_of, kind_of, rollback, snapshot
+from .live import capture, class_of, kind_of
 from .lock import FolderLock
+from .restore import Restored, fill
 from .retention import Retention
 from .staging import Staging
 
@@ -48,21 +48,6 @@ def _close_at_exit(ref: "weakref.ref[CheckpointManager]") -> None:
     except BaseException as exc:  # nothing above to catch it any more
         sys.stderr.write(f"tensorfile: {manager.directory}: a checkpoint could not be committed at exit: "
                          f"{type(exc).__name__}: {exc}\n")  # fmt: skip
-
-
-class Restored(dict):
-    """What :meth:`CheckpointManager.restore` returns: the saved dict, plus
-
-    Attributes:
-        step: the step restored.
-        report: a :class:`~tensorfile.LoadReport` over every live object given
-            (names ``"<state name>.<parameter>"``).
-        reports: one :class:`~tensorfile.LoadReport` per live object, by state name.
-    """
-
-    step: int
-    report: LoadReport
-    reports: dict[str, LoadReport]
 
 
 class CheckpointManager:
@@ -404,51 +389,7 @@ class CheckpointManager:
                     )
             else:
                 raise CheckpointNotFoundError(f"{self.directory}: no valid checkpoint to restore")
-        live = info.get("live", {})
-        report = LoadReport()
-        plans: dict[str, Plan] = {}
-        for name, obj in (state or {}).items():  # check everything before touching anything
-            if name not in loaded:
-                if strict:
-                    raise KeyError(f"{self.directory}: the checkpoint has no {name!r} to restore (it has {sorted(loaded)})")
-                report.missing_keys.append(name)
-                continue
-            kind = kind_of(obj)
-            if kind is None or live.get(name) != kind:
-                saved_as = live.get(name, "plain data")
-                raise ValueError(
-                    f"{self.directory}: {name!r} was saved as {saved_as}, but a "
-                    f"{type(obj).__module__}.{type(obj).__qualname__} ({kind or 'not a live object'}) was given"
-                )
-            plans[name] = check(kind, obj, loaded[name], state or {}, info.get("classes", {}).get(name))
-            if not plans[name].load:
-                plans[name].report.notes.append("left as it was: its state cannot be taken in part")
-            report.merged(f"{name}.", plans[name].report)
-        if strict and not report.ok:
-            lines = "\n\t".join(report.problems())
-            raise ParameterMismatchError(f"{self.directory}: step {step} does not fit the objects given; nothing was "
-                                         f"restored:\n\t{lines}", report)  # fmt: skip
-        out = Restored(loaded)
-        done: list[tuple[Plan, Any]] = []
-        try:
-            order = sorted(plans.items(), key=lambda item: (APPLY_ORDER.index(item[1].kind), hasattr(item[1].live, "param_groups")))
-            for name, plan in order:
-                kept = snapshot(plan)
-                out[name] = apply(plan, state or {})
-                done.append((plan, kept))
-        except Exception as exc:  # a torch object's own load_state_dict refused: put back what was filled
-            for plan, kept in reversed(done):
-                rollback(plan, kept)
-            kept_none = sum(1 for _, kept in done if kept is None)
-            after = "the objects filled before it were put back" if not kept_none else (
-                f"{kept_none} object(s) filled before it could not be put back")  # fmt: skip
-            raise ParameterMismatchError(f"{self.directory}: step {step}: {type(exc).__name__}: {exc}; {after}",
-                                         report) from exc  # fmt: skip
-        report.loaded = []
-        for name, plan in plans.items():
-            report.loaded += [f"{name}.{k}" for k in plan.report.loaded]
-        out.report, out.reports, out.step = report, {n: p.report for n, p in plans.items()}, step
-        return out
+        return fill(self.directory, step, loaded, info, state or {}, strict)
 
     def _load(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
         path = os.path.join(self._path(step), STATE_FILE)

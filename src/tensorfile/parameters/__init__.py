@@ -13,7 +13,6 @@ import fnmatch
 import json
 import os
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -23,7 +22,9 @@ from ..files import load, save
 from ..lazy import open as open_file
 from ..tree import flat_arrays
 from .convert import UNMAPPED, to_framework
-from .models import model_params, strip_wrappers
+from .matching import match_params, partial_layers, prefix_hint, writer
+from .models import model_params
+from .report import LoadReport, Mismatch
 
 __all__ = ["save_parameters", "load_parameters", "LoadReport", "Mismatch", "PARAMETERS_KEY"]
 
@@ -31,76 +32,6 @@ PARAMETERS_KEY = "tensorfile.parameters"
 
 Select = str | Iterable[str] | Callable[[str], bool] | None
 Rename = Mapping[str, str] | Callable[[str], str] | None
-
-
-@dataclass(frozen=True)
-class Mismatch:
-    """A parameter whose shape or dtype differs between the file and the model."""
-
-    name: str
-    file_shape: tuple[int, ...]
-    file_dtype: str
-    model_shape: tuple[int | None, ...]
-    model_dtype: str
-
-    def __str__(self) -> str:
-        return (
-            f"{self.name}: shape {self.file_shape} {self.file_dtype} in the file, "
-            f"{self.model_shape} {self.model_dtype} in the model"
-        )
-
-
-@dataclass
-class LoadReport:
-    """What :func:`load_parameters` did.
-
-    Attributes:
-        missing_keys: model parameters the file does not provide (after select/rename).
-        unexpected_keys: file parameters the model does not have.
-        mismatched: parameters present in both whose shape or dtype differ (never loaded).
-        loaded: parameters loaded into the model.
-        skipped: file parameters with no counterpart in the model's framework
-            (torch's ``num_batches_tracked`` going to Keras), not counted as problems.
-        notes: hints about the problems (e.g. a file without layer information).
-    """
-
-    missing_keys: list[str] = field(default_factory=list)
-    unexpected_keys: list[str] = field(default_factory=list)
-    mismatched: list[Mismatch] = field(default_factory=list)
-    loaded: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing is missing, unexpected or mismatched."""
-        return not (self.missing_keys or self.unexpected_keys or self.mismatched)
-
-    def problems(self) -> list[str]:
-        """One line per kind of problem, in the spirit of torch's load_state_dict message."""
-        lines = []
-        if self.missing_keys:
-            lines.append("Missing key(s) in the file: " + ", ".join(f'"{k}"' for k in self.missing_keys) + ".")
-        if self.unexpected_keys:
-            lines.append("Unexpected key(s) in the file: " + ", ".join(f'"{k}"' for k in self.unexpected_keys) + ".")
-        lines += [f"size or dtype mismatch for {m}." for m in self.mismatched]
-        return lines + (self.notes if lines else [])
-
-    def merged(self, prefix: str, other: "LoadReport") -> None:
-        """Add ``other``'s entries to this report, each name under ``prefix`` (``"model."``)."""
-        self.missing_keys += [prefix + k for k in other.missing_keys]
-        self.unexpected_keys += [prefix + k for k in other.unexpected_keys]
-        self.mismatched += [Mismatch(prefix + m.name, m.file_shape, m.file_dtype, m.model_shape, m.model_dtype)
-                            for m in other.mismatched]  # fmt: skip
-        self.loaded += [prefix + k for k in other.loaded]
-        self.skipped += [prefix + k for k in other.skipped]
-        self.notes += [f"{prefix.rstrip('.')}: {n}" for n in other.notes]
-
-    def __str__(self) -> str:
-        head = f"loaded {len(self.loaded)} parameter(s)"
-        if self.skipped:
-            head += f", skipped {len(self.skipped)} with no counterpart ({', '.join(self.skipped)})"
-        return "\n".join([head, *(self.problems() or self.notes)])
 
 
 def save_parameters(model: Any, path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None) -> None:
@@ -262,13 +193,13 @@ def load_parameters(
             raise ValueError(f"select/rename map two parameters of {os.fspath(path)!r} to {converted[0]!r}")
         incoming[converted[0]] = converted[1]
     match_params(target, incoming, report, foreign=bool(source) and source != target.framework)
-    hint = _prefix_hint(report.missing_keys, report.unexpected_keys)
+    hint = prefix_hint(report.missing_keys, report.unexpected_keys)
     if hint:
         report.notes.append(hint)
     if not report.ok and source is None and target.framework != "pytree":
-        writer = _writer(os.fspath(path))
+        wrote = writer(os.fspath(path))
         report.notes.append(
-            f"Note: the file has no layer information (written by {writer}, not tensorfile.save_parameters), "
+            f"Note: the file has no layer information (written by {wrote}, not tensorfile.save_parameters), "
             "so standard layers cannot be converted between frameworks"
             + ("." if hint else "; if it comes from another framework, save it again with tensorfile.save_parameters.")
         )
@@ -292,140 +223,6 @@ def load_parameters(
                 ) from exc
             report.loaded.append(name)
     return report
-
-
-def match_params(target: Any, incoming: dict[str, Any], report: LoadReport, *, foreign: bool = False) -> None:
-    """Compare ``incoming`` arrays (by name; renamed in place where only a wrapper's prefix differs) with
-    ``target``'s parameters (a :class:`~.models.ModelParams`); fill ``report``'s missing, unexpected and
-    mismatched (shape or dtype) entries. ``foreign``: the arrays come from another framework (torch's
-    ``num_batches_tracked`` is then skipped, not missing)."""
-    _unwrap_names(incoming, target.params, report, target.framework)
-    for name, param in target.params.items():
-        if name not in incoming:
-            if foreign and target.framework == "torch" and name.endswith(".num_batches_tracked"):
-                report.skipped.append(name)  # torch-only counter: other frameworks have none to give
-            else:
-                report.missing_keys.append(name)
-            continue
-        array = incoming[name]
-        shape_ok = param.shape is None or (len(array.shape) == len(param.shape)
-                                           and all(m in (None, d) for d, m in zip(array.shape, param.shape)))  # fmt: skip
-        if not shape_ok or array.dtype.name != param.dtype:
-            report.mismatched.append(Mismatch(name, tuple(array.shape), array.dtype.name, param.shape, param.dtype))
-    report.unexpected_keys += [name for name in incoming if name not in target.params]
-
-
-def partial_layers(target: Any, incoming: Mapping[str, Any], report: LoadReport, *, missing: bool = True) -> set[str]:
-    """Parameters not to load because another parameter of their layer (same owner: the name up to its last
-    dot) does not fit, or (with ``missing``) is missing from the file: a layer is loaded whole or not at all
-    (strict=False). Each such layer gets a note in ``report``. A ``select`` of some parameters is the
-    caller's choice: ``load_parameters`` then counts only what does not fit."""
-    problems: dict[str, list[str]] = {}
-    for m in report.mismatched:
-        problems.setdefault(m.name.rpartition(".")[0], []).append(f"{m.name.rpartition('.')[2]} does not fit")
-    for name in report.missing_keys if missing else ():
-        if name in target.params:
-            problems.setdefault(name.rpartition(".")[0], []).append(f"{name.rpartition('.')[2]} is missing")
-    held = set()
-    for layer, why in problems.items():
-        others = [n for n in target.params if n.rpartition(".")[0] == layer and n in incoming
-                  and n not in {m.name for m in report.mismatched}]  # fmt: skip
-        if others:
-            held.update(others)
-            report.notes.append(f"Note: layer {layer or '(top level)'!r} was not loaded ({', '.join(why)}), so "
-                                f"{', '.join(others)} kept their values: a layer is loaded whole or not at all")  # fmt: skip
-    return held
-
-
-def _writer(path: str) -> str:
-    """Which tool wrote ``path``, as a note says it: ``tensorfile.save``, ``torch.save``, ``np.savez``..."""
-    from ..files import find_format
-
-    try:
-        name = find_format(path).name
-    except (TensorFileError, OSError, ValueError):
-        return "another tool"
-    return {"tensorfile": "tensorfile.save", "safetensors": "a safetensors writer", "torch": "torch.save",
-            "torch-legacy": "torch.save (legacy format)", "npz": "np.savez", "npy": "np.save", "mxnet": "MXNet's nd.save",
-            "mxnet-np": "MXNet's npx.save", "sharded": "a sharded save", "keras": "Keras", "hdf5": "an HDF5 writer",
-            "gguf": "a GGUF writer"}.get(name, name)  # fmt: skip
-
-
-def _prefix_hint(missing: list[str], unexpected: list[str]) -> str | None:
-    """A note when the file's names and the model's differ by a prefix on one side (``model.0.weight`` vs
-    ``0.weight``): which prefix, and the ``rename`` that fixes it; None when no prefix explains most of them."""
-    if not missing or not unexpected:
-        return None
-    votes: dict[tuple[str, str], int] = {}
-    wanted = set(missing)
-    for name in unexpected[:2000]:
-        parts = name.split(".")
-        for i in range(1, len(parts)):  # the file's name has a prefix the model's lacks
-            if ".".join(parts[i:]) in wanted:
-                key = (".".join(parts[:i]) + ".", "")
-                votes[key] = votes.get(key, 0) + 1
-        for m in missing[:2000]:  # the model's name has a prefix the file's lacks
-            if m.endswith("." + name):
-                key = ("", m[: -len(name)])
-                votes[key] = votes.get(key, 0) + 1
-    if not votes:
-        return None
-    (old, new), count = max(votes.items(), key=lambda kv: kv[1])
-    if count * 2 < min(len(missing), len(unexpected)):
-        return None
-    if old:
-        return (f"Note: the file's names carry a prefix {old!r} the model's lack (e.g. {old}...); load with "
-                f"rename={{{old!r}: ''}}")  # fmt: skip
-    return f"Note: the model's names carry a prefix {new!r} the file's lack; load with rename=lambda n: {new!r} + n"
-
-
-def _drop_module(name: str) -> str:
-    return name[len("module.") :] if name.startswith("module.") else name
-
-
-def _drop_orig_mod(name: str) -> str:
-    return strip_wrappers(name, leading_module=False)
-
-
-def _drop_layer(name: str) -> str:
-    return ".".join(part for part in name.split(".") if part != "layer")
-
-
-def _unwrap_names(incoming: dict[str, Any], wanted: Mapping[str, Any], report: LoadReport, framework: str = "") -> None:
-    """Rename, in place, the incoming names of a file written through a wrapper, when that makes them match
-    the wanted names: ``module.`` (DataParallel/DDP, each level) in front of every name, ``_orig_mod``
-    segments (``torch.compile``), and for a Keras model ``layer`` segments (TimeDistributed as tensorfile 0.1
-    named it). Each removal applies to the whole file or not at all, and only when it matches more names
-    without two names colliding; it is noted in ``report``."""
-    names = list(incoming)
-    if not names or all(n in wanted for n in names):
-        return
-    steps = [(_drop_module, "'module.' (DataParallel/DistributedDataParallel)"),
-             (_drop_orig_mod, "'_orig_mod.' (torch.compile)")]  # fmt: skip
-    if framework == "keras":
-        steps.append((_drop_layer, "'layer.' (Keras TimeDistributed, as tensorfile 0.1 named it)"))
-    best: tuple[int, dict[str, str], list[str]] = (sum(n in wanted for n in names), {n: n for n in names}, [])
-    frontier = [best]
-    for _ in range(4):  # DataParallel(torch.compile(DataParallel(m))): a few removals, in any order
-        grown = []
-        for _, current, labels in frontier:
-            for drop, label in steps:
-                if drop is _drop_module and not all(v.startswith("module.") for v in current.values()):
-                    continue  # DataParallel prefixes every name; a file where some lack it is not one of its
-                trial = {k: drop(v) for k, v in current.items()}
-                if trial == current or len(set(trial.values())) != len(trial):
-                    continue  # nothing removed, or two names would become one
-                grown.append((sum(v in wanted for v in trial.values()), trial, labels + [label] * (label not in labels)))
-        frontier = grown
-        best = max([best, *grown], key=lambda item: item[0])
-    matched, current, used = best
-    if used:
-        renamed = {current[k]: v for k, v in incoming.items()}
-        incoming.clear()
-        incoming.update(renamed)
-        example = next(k for k in names if current[k] != k)
-        report.notes.append(f"Note: the names carried the prefix of a wrapper, removed to match the model: "
-                            f"{', '.join(used)}; e.g. {example!r} -> {current[example]!r}")  # fmt: skip
 
 
 def _keras_weights_file(model: Any, path: str) -> bool:

@@ -28,11 +28,7 @@ import numpy as np
 from ..errors import UnsupportedTypeError
 from ..frameworks import adapter_for, get_adapter
 
-__all__ = ["Param", "ModelParams", "model_params", "unwrap", "strip_wrappers", "WRAPPER_PREFIXES"]
-
-#: Name segments that wrappers add to a torch state_dict: ``module.`` (``DataParallel``,
-#: ``DistributedDataParallel``) and ``_orig_mod.`` (``torch.compile``'s ``OptimizedModule``).
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+__all__ = ["Param", "ModelParams", "model_params", "unwrap", "strip_compiled"]
 
 
 @dataclass
@@ -103,11 +99,9 @@ def unwrap(model: Any) -> Any:
     return model
 
 
-def strip_wrappers(name: str, *, leading_module: bool = True) -> str:
-    """``name`` without the segments wrappers add: leading ``module.`` (with ``leading_module``) and any
-    ``_orig_mod`` segment (``torch.compile`` of a submodule puts it inside: ``encoder._orig_mod.weight``)."""
-    while leading_module and name.startswith("module."):
-        name = name[len("module.") :]
+def strip_compiled(name: str) -> str:
+    """``name`` without ``_orig_mod`` segments: ``torch.compile`` of a submodule puts one inside
+    (``encoder._orig_mod.weight`` -> ``encoder.weight``)."""
     return ".".join(part for part in name.split(".") if part != "_orig_mod") if "_orig_mod" in name else name
 
 
@@ -116,11 +110,11 @@ def _torch(model: Any) -> ModelParams:
 
     model = unwrap(model)
     torch_adapter = get_adapter("torch")
-    modules = {strip_wrappers(k, leading_module=False): v for k, v in model.named_modules()}
+    modules = {strip_compiled(k): v for k, v in model.named_modules()}
     state = model.state_dict(keep_vars=True)
     out = ModelParams("torch")
     for name, tensor in state.items():
-        name = strip_wrappers(name, leading_module=False)  # a compiled submodule: encoder._orig_mod.weight
+        name = strip_compiled(name)  # a compiled submodule: encoder._orig_mod.weight
         prefix = name.rpartition(".")[0]
         kind = type(modules.get(prefix, model)).__name__
         if torch.nn.parameter.is_lazy(tensor):  # LazyLinear before its first batch: shaped by what is loaded
