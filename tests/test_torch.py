@@ -128,11 +128,11 @@ def test_tied_weights_stay_tied(tmp_path):
     tensorfile.save(dict(model.named_parameters(remove_duplicate=False)), tmp_path / "tied")
     back = tensorfile.load(tmp_path / "tied")
     assert back["emb.weight"] is back["head.weight"]
-    # state_dict holds two tensor objects over one storage: stored once, shared again
+    # state_dict holds two tensor objects over one storage: stored under both names, loaded as one tensor
     sd = model.state_dict()
     tensorfile.save(sd, tmp_path / "sd")
     with tensorfile.open(tmp_path / "sd") as f:
-        assert f.keys() == ["emb.weight"]
+        assert f.keys() == ["emb.weight", "head.weight"]
     back = tensorfile.load(tmp_path / "sd")
     assert back["emb.weight"].data_ptr() == back["head.weight"].data_ptr()
     assert torch.equal(back["head.weight"], emb.weight.detach())

@@ -226,6 +226,8 @@ def _save(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | 
         name = name_of(leaf.array.dtype)
         if name in STORED_AS:
             info["dtype"] = name
+        if leaf.tied_to is not None:
+            info["tied_to"] = leaf.tied_to
         records[leaf.name] = info
 
     def header_metadata(sums: Mapping[str, str]) -> dict[str, str]:
@@ -380,16 +382,18 @@ def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any]
     with SafetensorsReader(path, limits) as reader:
         budget = limits.budget(reader.path, reader.size)
         record = _read_record(reader)
-        for name, entry in reader.entries.items():
-            budget.charge(entry.nbytes, f"tensor {name!r}")
+        tied = {} if record is None else {n: i["tied_to"] for n, i in record.tensors.items() if "tied_to" in i}
+        read = [e for e in reader.entries.values() if e.name not in tied]  # a tied name is its first tensor again
+        for entry in read:
+            budget.charge(entry.nbytes, f"tensor {entry.name!r}")
         if record is None:
             adapter = pick_adapter(framework, None, reader.path)
             return {e.name: to_framework(adapter, reader.path, e.name, array, {}, options)
                     for e, array, _ in reader.read_all(reader.entries.values())}  # fmt: skip
         arrays: dict[str, np.ndarray] = {}
-        total = sum(e.nbytes for e in reader.entries.values())
+        total = sum(e.nbytes for e in read)
         with _progress(total, f"loading {os.path.basename(reader.path)}") as bar:
-            for entry, array, found in reader.read_all(reader.entries.values(), hash=True):
+            for entry, array, found in reader.read_all(read, hash=True):
                 if bar is not None:
                     bar(entry.nbytes)
                 info = record.tensors[entry.name]
@@ -417,6 +421,8 @@ def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any]
         if name not in objects:
             info = record.tensors[name]
             objects[name] = to_framework(pick_adapter(framework, info["framework"], reader.path), reader.path, name, array, info, options)
+    for name, first in tied.items():
+        objects[name] = objects[first]
 
     def tensor(name: Any) -> Any:
         if not isinstance(name, str) or name not in objects:

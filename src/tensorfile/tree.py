@@ -63,6 +63,9 @@ class Leaf:
     framework: str
     record: dict[str, Any]
     storage: StorageView | None
+    #: the leaf this one is tied to (the same tensor met again under another name): written again under its own
+    #: name, so every name is a tensor of the file, and loaded as that one tensor
+    tied_to: str | None = None
 
 
 @dataclass
@@ -118,12 +121,13 @@ def _key_part(key: Any) -> str:
 
 
 class _Flattener:
-    def __init__(self) -> None:
+    def __init__(self, tie_once: bool) -> None:
         self.out = Flattened(root={})
         self.names: set[str] = set()
-        self.by_id: dict[int, str] = {}
-        self.by_view: dict[tuple[Any, ...], str] = {}
+        self.by_id: dict[int, Leaf] = {}
+        self.by_view: dict[tuple[Any, ...], Leaf] = {}
         self.active: set[int] = set()
+        self.tie_once = tie_once
 
     def _name(self, parts: list[str]) -> str:
         base = ".".join(parts) if parts else "tensor"
@@ -135,25 +139,30 @@ class _Flattener:
         return name
 
     def _tensor(self, value: Any, adapter: Adapter, where: str, parts: list[str]) -> dict[str, Any]:
-        if id(value) in self.by_id:
-            return {"type": "tensor", "name": self.by_id[id(value)]}
-        array = adapter.to_numpy(value, where)
-        code_of(array.dtype, where)
-        storage = adapter.storage(value)
-        record = adapter.record(value)
-        view_key = None
-        if storage is not None:
-            view_key = (storage.key, storage.offset, storage.strides, array.shape, array.dtype.str, repr(record))
-            if view_key in self.by_view:
-                name = self.by_view[view_key]
-                self.by_id[id(value)] = name
-                return {"type": "tensor", "name": name}
-        name = self._name(parts)
-        self.by_id[id(value)] = name
-        if view_key is not None:
-            self.by_view[view_key] = name
-        self.out.leaves.append(Leaf(name, array, adapter.name, record, storage))
-        return {"type": "tensor", "name": name}
+        first = self.by_id.get(id(value))
+        if first is None:
+            array = adapter.to_numpy(value, where)
+            code_of(array.dtype, where)
+            storage = adapter.storage(value)
+            record = adapter.record(value)
+            view_key = None
+            if storage is not None:
+                view_key = (storage.key, storage.offset, storage.strides, array.shape, array.dtype.str, repr(record))
+                first = self.by_view.get(view_key)
+            if first is None:
+                leaf = Leaf(self._name(parts), array, adapter.name, record, storage)
+                self.by_id[id(value)] = leaf
+                if view_key is not None:
+                    self.by_view[view_key] = leaf
+                self.out.leaves.append(leaf)
+                return {"type": "tensor", "name": leaf.name}
+            self.by_id[id(value)] = first
+        # the same tensor under a second name (tied weights): every name stays a tensor of the file
+        if self.tie_once:
+            return {"type": "tensor", "name": first.name}
+        tied = Leaf(self._name(parts), first.array, first.framework, first.record, first.storage, tied_to=first.name)
+        self.out.leaves.append(tied)
+        return {"type": "tensor", "name": tied.name}
 
     def node(self, value: Any, where: str, parts: list[str]) -> dict[str, Any]:
         plain = encode_plain(value, where)
@@ -195,14 +204,18 @@ class _Flattener:
         )
 
 
-def flatten(obj: Any) -> Flattened:
+def flatten(obj: Any, *, tie_once: bool = False) -> Flattened:
     """Split ``obj`` into tensors to store and a structure record.
+
+    A tensor met again (the same object, or the same view of the same storage: tied weights) is a leaf
+    of its own under its second name, ``tied_to`` the first, so that every name is a tensor a plain
+    safetensors reader sees; with ``tie_once`` its node names the first leaf instead (no second leaf).
 
     Raises:
         UnsupportedTypeError: a value or dtype cannot be stored; the message names
             its place, e.g. ``obj['optimizer']['state'][0]['fn']``, and its type.
     """
-    f = _Flattener()
+    f = _Flattener(tie_once)
     try:
         f.out.root = f.node(obj, "obj", [])
     except RecursionError:
@@ -322,7 +335,7 @@ def shared_groups(leaves: list[Leaf]) -> list[SharedGroup]:
     """Leaves that are views of one storage, grouped: the span they cover (bytes) and each one's place in it."""
     by_storage: dict[Any, list[Leaf]] = defaultdict(list)
     for leaf in leaves:
-        if leaf.storage is not None:
+        if leaf.storage is not None and leaf.tied_to is None:
             by_storage[leaf.storage.key].append(leaf)
     groups = []
     for members in by_storage.values():

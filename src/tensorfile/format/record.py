@@ -14,7 +14,8 @@ requires)::
           "dtype": "complex128",          # only when it differs from the code's
           "parameter": true, "requires_grad": true, "device": "cuda:0",
           "scalar": true,                 # optional facts, absent when false
-          "prng_impl": "threefry2x32"     # a typed JAX PRNG key, stored as its key data
+          "prng_impl": "threefry2x32",    # a typed JAX PRNG key, stored as its key data
+          "tied_to": NAME                 # the same tensor as NAME (tied weights), stored again under this name
       }},
       "shared": [{"nbytes": N, "members": [{"name": NAME, "offset": BYTES,
                                             "strides": [ELEMENTS, ...]}]}]
@@ -218,7 +219,32 @@ def parse_record(text: str, entries: Mapping[str, TensorEntry], raw: bytes, path
         )
     for name, info in tensors.items():
         _check_tensor(path, name, info, entries[name])
-    return Record(doc["version"], doc["root"], tensors, _parse_shared(doc.get("shared", []), entries, tensors, path))
+    shared = _parse_shared(doc.get("shared", []), entries, tensors, path)
+    _check_ties(path, tensors, entries, {m.name for g in shared for m in g.members})
+    return Record(doc["version"], doc["root"], tensors, shared)
+
+
+def _check_ties(path: str, tensors: Mapping[str, Any], entries: Mapping[str, TensorEntry], shared: set[str]) -> None:
+    """``tied_to``: the same tensor under a second name, stored again; the first is loaded for both."""
+    for name, info in tensors.items():
+        if "tied_to" not in info:
+            continue
+        first = info["tied_to"]
+        where = f"{path}: tensor {name!r}"
+        if not isinstance(first, str) or first not in tensors or first == name or "tied_to" in tensors[first]:
+            raise FormatError(f"{where}: tied_to must name another tensor of the file that is not tied itself, "
+                              f"found {short_text(first)}")  # fmt: skip
+        same = {k: v for k, v in info.items() if k != "tied_to"} == tensors[first]
+        if not same or entries[name].code != entries[first].code or entries[name].shape != entries[first].shape:
+            raise FormatError(f"{where}: tied to {first!r} but its dtype, shape, checksum or facts differ")
+        if name in shared or first in shared:
+            raise FormatError(f"{where}: a tied tensor cannot also be in a shared group")
+
+
+def short_text(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` of at most ``limit`` characters (a message never quotes more of a file's value)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _parse_shared(raw: Any, entries: Mapping[str, TensorEntry], tensors: Mapping[str, Any], path: str) -> tuple[SharedGroup, ...]:
@@ -234,7 +260,7 @@ def _parse_shared(raw: Any, entries: Mapping[str, TensorEntry], tensors: Mapping
             or not isinstance(g.get("members"), list)
             or len(g["members"]) < 2
         ):
-            raise FormatError(f"{path}: invalid shared group {g!r}: needs nbytes > 0 and two or more members")
+            raise FormatError(f"{path}: invalid shared group {short_text(g)}: needs nbytes > 0 and two or more members")
         members = []
         for m in g["members"]:
             name = m.get("name") if isinstance(m, dict) else None
@@ -245,7 +271,7 @@ def _parse_shared(raw: Any, entries: Mapping[str, TensorEntry], tensors: Mapping
             shape = logical_shape(entry, tensors[name])
             offset, strides = m.get("offset"), m.get("strides")
             if not _int(offset) or not isinstance(strides, list) or len(strides) != len(shape) or not all(map(_int, strides)):
-                raise FormatError(f"{path}: tensor {name!r}: invalid shared view {m!r}")
+                raise FormatError(f"{path}: tensor {name!r}: invalid shared view {short_text(m)}")
             item = entry.dtype.itemsize * (2 if tensors[name].get("dtype") in STORED_AS else 1)
             low, high = extent(offset, shape, strides, item)
             if 0 in shape or offset % item or low < 0 or high > g["nbytes"]:

@@ -35,7 +35,7 @@ def flat_tensors(obj: Any, target: str) -> tuple[list[str] | None, list[np.ndarr
     Raises:
         UnsupportedTypeError: ``obj`` is nested, holds non-tensors, or has non-str keys.
     """
-    flat = flatten(obj)
+    flat = flatten(obj, tie_once=True)
     arrays = {leaf.name: leaf.array for leaf in flat.leaves}
     root = flat.root
     if root["type"] == "tensor":
@@ -96,7 +96,7 @@ def tree_writer(target: str, body: Callable[[BinaryIO, Flattened, Any], None]) -
     def write(obj: Any, path: str | os.PathLike[str], metadata: Mapping[str, str] | None,
               progress: Callable[[int, str], Any]) -> None:  # fmt: skip
         _no_metadata(target, metadata)
-        flat = flatten(obj)
+        flat = flatten(obj, tie_once=True)  # other tools tie by their own means (torch: one storage)
         total = sum(leaf.array.nbytes for leaf in flat.leaves)
         with atomic_write(path) as f, progress(total, f"saving {os.path.basename(os.fspath(path))}") as bar:
             body(f, flat, bar)
