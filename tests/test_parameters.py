@@ -78,7 +78,8 @@ def test_torch_buffers_and_tied_parameters(tmp_path):
     tensorfile.save_parameters(net, tmp_path / "t")
     with tensorfile.open(tmp_path / "t") as f:
         assert "1.running_mean" in f and "1.num_batches_tracked" in f
-        assert "0.weight" in f.keys() and "2.weight" not in f.keys()  # stored once
+        assert "0.weight" in f.keys() and "2.weight" in f.keys()  # every name, as a plain reader sees it
+        assert f["2.weight"].tolist() == net[0].weight.tolist()
     clone = nn.Sequential(nn.Embedding(10, 4), nn.BatchNorm1d(4), nn.Linear(4, 10, bias=False))
     clone[2].weight = clone[0].weight
     report = tensorfile.load_parameters(clone, tmp_path / "t")
@@ -366,7 +367,7 @@ def test_renamed_leaf_of_a_standard_layer_is_reported_not_guessed(tmp_path):
     assert any("no such parameter in a Linear of torch" in k for k in report.unexpected_keys)
 
 
-def test_a_failing_write_puts_back_what_was_loaded(tmp_path):
+def test_a_parameter_that_cannot_be_written_stops_the_load_before_anything_changed(tmp_path):
     source = torch_mlp()
     tensorfile.save_parameters(source, tmp_path / "m")
     target = torch_mlp()
@@ -376,6 +377,22 @@ def test_a_failing_write_puts_back_what_was_loaded(tmp_path):
     with pytest.raises(tensorfile.TensorFileError, match="could not load parameter 'output.weight'"):
         tensorfile.load_parameters(target, tmp_path / "m")
     assert torch.equal(target.hidden.weight, before)
+
+
+def test_a_damaged_tensor_late_in_the_file_loads_nothing(tmp_path):
+    source = torch_mlp()
+    tensorfile.save_parameters(source, tmp_path / "m")
+    with tensorfile.open(tmp_path / "m") as f:
+        last = max(f.keys(), key=lambda k: f.info(k).offset)  # the tensor read last
+        offset = f.info(last).offset
+    raw = bytearray((tmp_path / "m").read_bytes())
+    raw[offset] ^= 0x40
+    (tmp_path / "m").write_bytes(bytes(raw))
+    target = torch_mlp()
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(tensorfile.IntegrityError, match=repr(last)):
+        tensorfile.load_parameters(target, tmp_path / "m")
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in before.items())
 
 
 def test_a_plain_save_file_into_another_framework_says_why(tmp_path):

@@ -10,6 +10,8 @@ expected and what was found.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "TensorFileError",
     "FormatError",
@@ -23,8 +25,56 @@ __all__ = [
 ]
 
 
+#: The most characters of one value (a quoted string, a bracketed list or tuple, a run without spaces) a message
+#: quotes; a file's names and values are cut to this, so a message never holds a file's megabytes.
+MAX_VALUE_CHARS = 200
+
+_QUOTED = re.compile(r"""'(?:[^'\\\n]|\\.){%d,}'|"(?:[^"\\\n]|\\.){%d,}"|[^\s'"\[\]()]{%d,}""" % ((MAX_VALUE_CHARS - 1,) * 3))
+_PAIRS = {"]": "[", ")": "("}
+
+
+def _cut(text: str) -> str:
+    keep = MAX_VALUE_CHARS - 4
+    close = text[-1] if text[-1] in "'\")]" else ""
+    return f"{text[:keep]}...{close} ({len(text) - keep} more characters)"
+
+
+def clip_values(message: str) -> str:
+    """``message`` with every value longer than :data:`MAX_VALUE_CHARS` (a quoted string, a bracketed list,
+    tuple or array over any number of lines, a run of other characters without spaces) cut to that length,
+    saying how much was cut. One pass over the message."""
+    if len(message) <= MAX_VALUE_CHARS:
+        return message
+    message = _QUOTED.sub(lambda m: _cut(m.group(0)), message)
+    spans: list[tuple[int, int]] = []  # outermost bracketed spans longer than the limit
+    stack: list[tuple[str, int]] = []
+    for i, ch in enumerate(message):
+        if ch in "[(":
+            stack.append((ch, i))
+        elif ch in _PAIRS and stack and stack[-1][0] == _PAIRS[ch]:
+            _, start = stack.pop()
+            if i + 1 - start > MAX_VALUE_CHARS:
+                while spans and spans[-1][0] > start:  # an inner span: the outer one replaces it
+                    spans.pop()
+                spans.append((start, i + 1))
+    if not spans:
+        return message
+    out, last = [], 0
+    for start, end in spans:
+        out += [message[last:start], _cut(message[start:end])]
+        last = end
+    out.append(message[last:])
+    return "".join(out)
+
+
 class TensorFileError(Exception):
-    """Base class of every error tensorfile raises on purpose."""
+    """Base class of every error tensorfile raises on purpose (its message quotes at most
+    :data:`MAX_VALUE_CHARS` characters of any one value)."""
+
+    def __init__(self, *args: object) -> None:
+        if args and isinstance(args[0], str):
+            args = (clip_values(args[0]), *args[1:])
+        super().__init__(*args)
 
 
 class FormatError(TensorFileError, ValueError):
@@ -47,7 +97,7 @@ class ParameterMismatchError(TensorFileError, RuntimeError):
     """
 
     def __init__(self, message: str, report: object) -> None:
-        super().__init__(message)
+        Exception.__init__(self, message)  # every problem listed in full, as torch does (names are cut where made)
         self.report = report
 
 

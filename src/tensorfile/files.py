@@ -318,10 +318,10 @@ def load(
     Args:
         path: the file. Where it does not exist but ``path + ".index.json"``
             does (a sharded save), the shards are read through that index.
-        framework: ``None`` (each tensor as the framework it was saved from,
-            torch / MXNet for their own files, when the process has imported
-            that framework, else NumPy: a file never makes tensorfile import a
-            framework; NumPy for files without tensorfile's record), or one of
+        framework: ``None`` (each tensor to the framework it was saved from,
+            torch / MXNet for their own files, when that framework is installed
+            (it is imported then); else NumPy, with one warning naming what is
+            missing; NumPy for files without tensorfile's record), or one of
             ``"numpy"``, ``"torch"``, ``"tensorflow"``, ``"jax"``, ``"mxnet"``.
             Values and dtypes are kept across frameworks (bfloat16 and float8
             through ``ml_dtypes`` in NumPy; 64-bit JAX arrays stay 64-bit).
@@ -372,7 +372,7 @@ def load(
     except MemoryError as exc:  # within the budget, but more than this machine gives (a sparse file, say)
         raise out_of_memory(path, exc) from None
     if framework is None:
-        framework = source_framework(fmt.framework)
+        framework = source_framework(fmt.framework, path)
     return convert_tree(value, get_adapter(framework), path, options, limits.max_depth)
 
 

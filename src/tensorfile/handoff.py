@@ -1,12 +1,16 @@
 """Handing NumPy arrays to a framework: which one a tensor goes to, and naming the tensor when it cannot.
 
-A tensor goes to the framework the caller asks for (``framework=``), else to the one its file records (a
-tensorfile record, or torch / MXNet for their own files) when the program has imported it, else to NumPy:
-a file never makes tensorfile import a framework (``docs/SECURITY.md``).
+The one rule, for every kind of file (``docs/FORMAT.md``, "Which framework a load returns"): a tensor goes to
+the framework the caller asks for (``framework=``); else to the one its file records (a tensorfile record, or
+torch / MXNet for their own files) when that framework is installed (imported on first need); else to NumPy,
+with one warning per file that names the framework missing. ``framework="numpy"`` asks for NumPy outright.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
 import sys
 import warnings
 from typing import Any, Mapping
@@ -18,7 +22,7 @@ from .format.dtypes import code_of
 from .frameworks import FRAMEWORKS, Adapter, get_adapter
 from .tree import map_leaves
 
-__all__ = ["check_framework", "pick_adapter", "to_framework", "imported", "source_framework", "convert_tree"]
+__all__ = ["check_framework", "pick_adapter", "to_framework", "imported", "installed", "source_framework", "convert_tree"]
 
 
 def check_framework(framework: str | None) -> None:
@@ -28,20 +32,17 @@ def check_framework(framework: str | None) -> None:
 
 
 def pick_adapter(framework: str | None, recorded: str | None, path: str) -> Adapter:
-    """The adapter asked for, else the recorded framework's if the process has imported it, else NumPy's."""
-    name = framework or recorded or "numpy"
-    if framework is None and name in FRAMEWORKS and not imported(name):
-        name = "numpy"  # a file never makes tensorfile import a framework (hundreds of MiB, process-wide)
-    if name not in FRAMEWORKS:
-        warnings.warn(
-            f"{path}: tensors saved from framework {name!r}, which this tensorfile does not know; loading as NumPy",
-            stacklevel=3,
-        )
-        name = "numpy"
-    try:
-        return get_adapter(name)
-    except ImportError as exc:
-        raise ImportError(f"{path}: {exc}; or pass framework='numpy'") from exc
+    """The adapter asked for, else the recorded framework's when it is installed, else NumPy's (with a warning).
+
+    Raises:
+        ImportError: ``framework`` names a framework that is not installed.
+    """
+    if framework is not None:
+        try:
+            return get_adapter(framework)
+        except ImportError as exc:
+            raise ImportError(f"{path}: {exc}; or pass framework='numpy'") from exc
+    return get_adapter(source_framework(recorded or "numpy", path))
 
 
 def to_framework(adapter: Adapter, path: str, name: str, array: np.ndarray, info: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
@@ -60,10 +61,48 @@ def imported(name: str) -> bool:
     return name == "numpy" or any(sys.modules.get(package) is not None for package in FRAMEWORKS[name][1])
 
 
-def source_framework(name: str) -> str:
-    """``name`` when the process has imported that framework, else "numpy": a file never makes tensorfile import
-    a framework (importing TensorFlow costs 600 MiB and changes process-wide state)."""
-    return name if name in FRAMEWORKS and imported(name) else "numpy"
+def installed(name: str) -> bool:
+    """True when framework ``name`` is imported or can be (its package is found; nothing is imported here)."""
+    return imported(name) or _found(FRAMEWORKS[name][1][0])
+
+
+@functools.lru_cache(maxsize=None)
+def _found(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules holds None for it (blocked)
+        return False
+
+
+def source_framework(recorded: str, path: str) -> str:
+    """Where a file's tensors go when the caller names no framework: ``recorded`` when it is installed, else
+    ``"numpy"`` with one warning naming what is missing (also for a framework this tensorfile does not know)."""
+    if recorded == "numpy":
+        return recorded
+    if recorded in FRAMEWORKS and installed(recorded):
+        try:
+            get_adapter(recorded)
+            return recorded
+        except ImportError as exc:  # found but broken (an MXNet beside NumPy >= 1.24, say)
+            why = f"cannot be imported ({short_error(exc)})"
+    else:
+        why = "is not installed" if recorded in FRAMEWORKS else "is not one tensorfile knows"
+    warnings.warn(f"{path}: tensors saved from {recorded}, which {why}: loaded as NumPy arrays "
+                  "(framework='numpy' asks for NumPy without this warning)", stacklevel=_user_level())  # fmt: skip
+    return "numpy"
+
+
+def _user_level() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside tensorfile."""
+    package, frame, level = os.path.dirname(os.path.abspath(__file__)), sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def short_error(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def convert_tree(value: Any, adapter: Adapter, path: str, options: Mapping[str, Any], max_depth: int) -> Any:

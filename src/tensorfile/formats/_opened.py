@@ -178,7 +178,7 @@ def open_read(path: str, fmt: Format, framework: str | None, options: Mapping[st
 
     arrays = flat_arrays(fmt.read_value(path, limits))
     if framework is None:
-        framework = source_framework(fmt.framework)
+        framework = source_framework(fmt.framework, path)
     adapter = get_adapter(framework)
     return ForeignFile(
         path, fmt, {name: array_info(name, a) for name, a in arrays.items()}, {},

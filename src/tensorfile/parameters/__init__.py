@@ -13,14 +13,15 @@ import fnmatch
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from ..errors import FormatError, ParameterMismatchError, TensorFileError, UnsupportedTypeError
+from ..errors import FormatError, clip_values, ParameterMismatchError, TensorFileError, UnsupportedTypeError
 from ..files import load, save
 from ..lazy import open as open_file
-from ..tree import flat_arrays
+from ..tree import flat_arrays, unflatten
 from .convert import UNMAPPED, to_framework
 from .matching import match_params, partial_layers, prefix_hint, writer
 from .models import model_params
@@ -39,7 +40,7 @@ def save_parameters(model: Any, path: str | os.PathLike[str], *, metadata: Mappi
 
     Args:
         model: a torch ``nn.Module`` (its state_dict, persistent buffers
-            included; tied parameters stored once), a built Keras 3 model or
+            included; a tied parameter under each of its names), a built Keras 3 model or
             layer (attribute paths such as ``hidden.kernel``), an MXNet Gluon
             ``Block`` (structural names such as ``hidden.weight``), a Flax NNX
             ``Module`` (state paths such as ``hidden.kernel``), or a dict/list
@@ -160,69 +161,123 @@ def load_parameters(
     keras_file = _keras_weights_file(model, os.fspath(path))
     if keras_file:
         return _load_keras_weights(model, os.fspath(path), strict, select, rename)
-    source: str | None
-    kinds: dict[str, str]
-    try:
-        handle = open_file(path)
-    except FormatError:  # another tool's file (torch.save, MXNet, NumPy, Keras): names only, no layer information
-        source, kinds = None, {}
-    else:
-        with handle as f:
-            source, kinds = _parameters_info(f.metadata.get(PARAMETERS_KEY), os.fspath(path))
-    arrays = flat_arrays(load(path, framework="numpy"))
-    target = model_params(model)
-    chosen, renamed = _selector(select), _renamer(rename)
-    report = LoadReport()
-    incoming: dict[str, np.ndarray] = {}
-    for name, array in arrays.items():
-        if not chosen(name):
-            continue
-        new = renamed(name)
-        converted = (
-            to_framework(new, kinds.get(name, ""), array, source, target.framework)
-            if source and target.framework != "pytree"
-            else (new, array)
-        )
-        if converted is None:
-            report.skipped.append(new)
-            continue
-        if converted is UNMAPPED:
-            report.unexpected_keys.append(f"{new} (from {name}: no such parameter in a {kinds.get(name)} of {source})")
-            continue
-        if converted[0] in incoming:
-            raise ValueError(f"select/rename map two parameters of {os.fspath(path)!r} to {converted[0]!r}")
-        incoming[converted[0]] = converted[1]
-    match_params(target, incoming, report, foreign=bool(source) and source != target.framework)
-    hint = prefix_hint(report.missing_keys, report.unexpected_keys)
-    if hint:
-        report.notes.append(hint)
-    if not report.ok and source is None and target.framework != "pytree":
-        wrote = writer(os.fspath(path))
-        report.notes.append(
-            f"Note: the file has no layer information (written by {wrote}, not tensorfile.save_parameters), "
-            "so standard layers cannot be converted between frameworks"
-            + ("." if hint else "; if it comes from another framework, save it again with tensorfile.save_parameters.")
-        )
-    if strict and not report.ok:
-        lines = "\n\t".join(report.problems())
-        raise ParameterMismatchError(
-            f"Error(s) in loading parameters from {os.fspath(path)!r} into {type(model).__name__}:\n\t{lines}", report
-        )
-    bad = {m.name for m in report.mismatched} | partial_layers(target, incoming, report, missing=select is None)
-    previous: list[tuple[Any, np.ndarray | None]] = []
-    for name, param in target.params.items():
-        if name in incoming and name not in bad:
-            previous.append((param, None if param.value is None else np.array(param.value, copy=True)))
-            try:
-                param.set(incoming[name])
-            except Exception as exc:
-                _undo(previous[:-1])
-                raise TensorFileError(
-                    f"could not load parameter {name!r} from {os.fspath(path)!r} ({exc}); "
-                    f"the {len(report.loaded)} parameter(s) loaded before it were put back"
-                ) from exc
-            report.loaded.append(name)
+    with _Source(os.fspath(path)) as f:
+        source, kinds = _parameters_info(f.metadata.get(PARAMETERS_KEY), os.fspath(path))
+        target = model_params(model)
+        chosen, renamed = _selector(select), _renamer(rename)
+        report = LoadReport()
+
+        def converted(name: str, array: np.ndarray) -> tuple[str, np.ndarray] | None:
+            new = renamed(name)
+            if source and target.framework != "pytree":
+                return to_framework(new, kinds.get(name, ""), array, source, target.framework)
+            return new, array
+
+        # Pass 1: what the file offers, one tensor at a time (read, checksum checked, converted, dropped), so
+        # nothing is changed before every check passed and memory stays at one tensor above the model.
+        incoming: dict[str, _Incoming] = {}
+        for name in f.keys():
+            if not chosen(name):
+                continue
+            out = converted(name, f[name])
+            if out is None:
+                report.skipped.append(renamed(name))
+                continue
+            if out is UNMAPPED:
+                report.unexpected_keys.append(f"{renamed(name)} (from {name}: no such parameter in a "
+                                              f"{kinds.get(name)} of {source})")  # fmt: skip
+                continue
+            if out[0] in incoming:
+                raise ValueError(f"select/rename map two parameters of {os.fspath(path)!r} to {out[0]!r}")
+            incoming[out[0]] = _Incoming(name, tuple(out[1].shape), out[1].dtype)
+            del out
+        match_params(target, incoming, report, foreign=bool(source) and source != target.framework)
+        hint = prefix_hint(report.missing_keys, report.unexpected_keys)
+        if hint:
+            report.notes.append(hint)
+        if not report.ok and source is None and target.framework != "pytree":
+            wrote = writer(os.fspath(path))
+            report.notes.append(
+                f"Note: the file has no layer information (written by {wrote}, not tensorfile.save_parameters), "
+                "so standard layers cannot be converted between frameworks"
+                + ("." if hint else "; if it comes from another framework, save it again with tensorfile.save_parameters.")
+            )
+        if strict and not report.ok:
+            lines = "\n\t".join(report.problems())
+            raise ParameterMismatchError(
+                f"Error(s) in loading parameters from {os.fspath(path)!r} into {type(model).__name__}:\n\t{lines}", report
+            )
+        bad = {m.name for m in report.mismatched} | partial_layers(target, incoming, report, missing=select is None)
+        # Each parameter to fill is first written with its own value, so that one that cannot be written (an
+        # inference tensor, a read-only variable) stops the load before anything changed, with no copy of the model.
+        for name, param in target.params.items():
+            if name in incoming and name not in bad and param.value is not None:
+                try:
+                    param.set(param.value)
+                except Exception as exc:
+                    raise TensorFileError(f"could not load parameter {name!r} from {os.fspath(path)!r}: it cannot be "
+                                          f"written ({exc}); nothing was loaded") from exc  # fmt: skip
+        # Pass 2: fill, one tensor at a time.
+        for name, param in target.params.items():
+            if name in incoming and name not in bad:
+                out = converted(incoming[name].file_name, f[incoming[name].file_name])
+                try:
+                    param.set(out[1])  # type: ignore[index]
+                except Exception as exc:
+                    raise TensorFileError(
+                        f"could not load parameter {name!r} from {os.fspath(path)!r} ({exc}); every check had passed "
+                        f"and {len(report.loaded)} parameter(s) were loaded before it: the model is partly loaded"
+                    ) from exc
+                del out
+                report.loaded.append(name)
     return report
+
+
+@dataclass(frozen=True)
+class _Incoming:
+    """A parameter the file offers, as the model will receive it (after rename and conversion)."""
+
+    file_name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+class _Source:
+    """The file's tensors by flat dotted name, read one at a time where the format allows
+    (:func:`tensorfile.open`, checksums checked), else loaded whole (formats ``open`` cannot serve)."""
+
+    def __init__(self, path: str) -> None:
+        self.metadata: Mapping[str, str] = {}
+        self._file: Any = None
+        self._arrays: dict[str, np.ndarray] = {}
+        try:
+            self._file = open_file(path, framework="numpy", verify=True)
+        except (FormatError, UnsupportedTypeError):
+            self._arrays = flat_arrays(load(path, framework="numpy"))
+        else:
+            self.metadata = self._file.metadata
+
+    def keys(self) -> list[str]:
+        """Names in the saved structure's order (a state_dict's), which reports follow."""
+        if self._file is None:
+            return list(self._arrays)
+        names = self._file.keys()
+        record = getattr(self._file, "_record", None)
+        if record is None:
+            return names
+        order: dict[str, int] = {}
+        unflatten(record.root, lambda name: order.setdefault(name, len(order)))
+        return sorted(names, key=lambda name: order.get(name, len(order)))
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return np.asarray(self._file[name]) if self._file is not None else self._arrays[name]
+
+    def __enter__(self) -> "_Source":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 def _keras_weights_file(model: Any, path: str) -> bool:
@@ -283,8 +338,7 @@ def _load_keras_weights(model: Any, path: str, strict: bool, select: Select, ren
         except Exception as exc:
             restore()
             text = str(exc).replace(link, path)
-            if len(text) > 300:  # Keras puts whole weight matrices in its messages
-                text = text[:300] + f"... ({len(text) - 300} more characters)"
+            text = clip_values(text)  # Keras puts whole weight matrices in its messages
             if not isinstance(exc, (ValueError, KeyError)):
                 raise FormatError(f"{path}: Keras could not read its weights: {text}") from None
             report.notes.append(text)
@@ -329,10 +383,3 @@ def _is_keras3_h5(path: str) -> bool:
 
     with h5py.File(path, "r") as f:
         return "model_weights" not in f and "layer_names" not in f.attrs
-
-
-def _undo(previous: list[tuple[Any, np.ndarray | None]]) -> None:
-    """Put back the values parameters had before a load that failed half-way."""
-    for param, value in reversed(previous):
-        if value is not None:
-            param.set(value)

@@ -105,6 +105,11 @@ def strip_compiled(name: str) -> str:
     return ".".join(part for part in name.split(".") if part != "_orig_mod") if "_orig_mod" in name else name
 
 
+def _host(array: np.ndarray) -> np.ndarray:
+    """``array`` as torch.from_numpy takes it: itself when C-contiguous and writable (a mapped tensor), else a copy."""
+    return array if array.flags.c_contiguous and array.flags.writeable else np.array(array, order="C")
+
+
 def _torch(model: Any) -> ModelParams:
     import torch
 
@@ -122,14 +127,14 @@ def _torch(model: Any) -> ModelParams:
             def materialize(array: np.ndarray, tensor: Any = tensor) -> None:
                 with torch.no_grad():
                     tensor.materialize(tuple(array.shape))
-                    tensor.copy_(torch_adapter.from_numpy(np.array(array, order="C"), {}, {"map_location": tensor.device}))
+                    tensor.copy_(torch_adapter.from_numpy(_host(array), {}, {"map_location": tensor.device}))
 
             out.params[name] = Param(None, None, _torch_dtype_name(tensor.dtype), kind, materialize)
             continue
 
         def setter(array: np.ndarray, tensor: Any = tensor) -> None:
             with torch.no_grad():
-                tensor.copy_(torch_adapter.from_numpy(np.array(array, order="C"), {}, {"map_location": tensor.device}))
+                tensor.copy_(torch_adapter.from_numpy(_host(array), {}, {"map_location": tensor.device}))
 
         value = torch_adapter.to_numpy(tensor, name)
         out.params[name] = Param(value, tuple(value.shape), value.dtype.name, kind, setter)
