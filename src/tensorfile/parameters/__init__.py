@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from ..errors import FormatError, clip_values, ParameterMismatchError, TensorFileError, UnsupportedTypeError
+from ..errors import FormatError, ParameterMismatchError, TensorFileError, UnsupportedTypeError, clip_values
 from ..files import load, save
 from ..lazy import open as open_file
 from ..tree import flat_arrays, unflatten
