@@ -40,8 +40,10 @@ def save_parameters(model: Any, path: str | os.PathLike[str], *, metadata: Mappi
     Args:
         model: a torch ``nn.Module`` (its state_dict, persistent buffers
             included; tied parameters stored once), a built Keras 3 model or
-            layer (attribute paths such as ``hidden.kernel``), an MXNet Gluon
-            ``Block`` (structural names such as ``hidden.weight``), a Flax NNX
+            layer (a Sequential's or functional model's layers by their names,
+            ``dense_1.kernel``; a subclassed model's by attribute path,
+            ``hidden.kernel``), an MXNet Gluon ``Block`` (structural names such as
+            ``hidden.weight``), a Flax NNX
             ``Module`` (state paths such as ``hidden.kernel``), or a dict/list
             of arrays (dotted paths).
         path: destination (any name, e.g. the chapter's ``mlp.params``);
@@ -130,7 +132,9 @@ def load_parameters(
     names); keep those ``select`` chooses; apply ``rename``; when the file came
     from another framework, convert standard layers' names and layouts
     (:mod:`tensorfile.parameters.convert`); match against the model's
-    parameters by name, shape and dtype; load what matches.
+    parameters by name, shape and dtype (Keras layers named automatically match
+    when only their numbers differ, :mod:`tensorfile.parameters.counters`); load
+    what matches, each layer whole or not at all.
 
     Args:
         model: as for :func:`save_parameters`.
@@ -311,6 +315,11 @@ def _load_keras_weights(model: Any, path: str, strict: bool, select: Select, ren
     report.unexpected_keys.extend(sorted(k for keys in pool.values() for k in keys))
     if report.missing_keys:
         report.notes.append("Keras left these weights as they were (no array of the file fits them)")
+    half = partial_layers(target, set(report.loaded), report)  # Keras assigns a layer's weights one by one
+    for name in half:
+        param = target.params[name]
+        param.source.assign(param.value)
+    report.loaded = [n for n in report.loaded if n not in half]
     if strict and not report.ok:
         restore()
         lines = "\n\t".join(report.problems())
