@@ -144,7 +144,11 @@ def load_parameters(
             (``.weights.h5``, ``.keras``, Keras 2 / legacy ``.h5``) are matched by
             Keras's own ``model.load_weights`` (which reads only the weights, never
             the file's config), as Keras's layout needs Keras's own walk of the model;
-            ``select`` and ``rename`` do not apply there.
+            ``select`` and ``rename`` do not apply there. A Gluon export file
+            (``x-0000.params`` of ``HybridBlock.export``: ``arg:``/``aux:`` and Gluon's
+            global names) loads into a Gluon Block by the Block's own names, its global
+            names aligned with the Block's (:mod:`tensorfile.parameters.gluon_export`);
+            into other models as ``dense0.weight``..., for ``rename`` to map.
         strict: raise if anything is missing, unexpected or mismatched (nothing is
             loaded then); with False, load what fits and report the rest.
         select: which file parameters to use: a glob (``"hidden.*"``), a name or
@@ -177,6 +181,14 @@ def load_parameters(
     target = model_params(model)
     chosen, renamed = _selector(select), _renamer(rename)
     report = LoadReport()
+    from . import gluon_export
+
+    if source is None and gluon_export.is_export(arrays):  # HybridBlock.export: arg:/aux: and global names
+        source = "mxnet"
+        if target.framework == "mxnet":
+            arrays = gluon_export.for_block(arrays, target, report, os.fspath(path))
+        else:
+            arrays, kinds = gluon_export.for_other(arrays, os.fspath(path), report)
     incoming: dict[str, np.ndarray] = {}
     for name, array in arrays.items():
         if not chosen(name):
