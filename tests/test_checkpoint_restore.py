@@ -264,13 +264,13 @@ def test_a_keras_time_distributed_wrapper_is_named_as_its_layer(tmp_path):
 
     def model(wrapped: bool, seed: int):
         keras.utils.set_random_seed(seed)
-        dense = keras.layers.Dense(3)
-        layer = keras.layers.TimeDistributed(dense) if wrapped else dense
+        dense = keras.layers.Dense(3, name="d")
+        layer = keras.layers.TimeDistributed(dense) if wrapped else dense  # named as its Dense
         return keras.Sequential([keras.layers.Input((5, 4)), layer])
 
     wrapped, plain = model(True, 0), model(False, 1)
     tensorfile.save_parameters(wrapped, tmp_path / "w.tensorfile")
-    assert sorted(tensorfile.load(tmp_path / "w.tensorfile")) == ["layers.0.bias", "layers.0.kernel"]
+    assert sorted(tensorfile.load(tmp_path / "w.tensorfile")) == ["d.bias", "d.kernel"]
     assert tensorfile.load_parameters(plain, tmp_path / "w.tensorfile").ok
     np.testing.assert_array_equal(plain.weights[0].numpy(), wrapped.weights[0].numpy())
     with CheckpointManager(tmp_path / "ckpt") as m:  # and back, through the manager

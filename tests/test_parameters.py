@@ -60,13 +60,11 @@ def test_two_keras_instances_save_identical_key_sets(tmp_path):
 
 
 def test_keras_sequential_and_buffers(tmp_path):
-    seq = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()])
+    seq = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3, name="d"),
+                            keras.layers.BatchNormalization(name="bn")])  # fmt: skip
     tensorfile.save_parameters(seq, tmp_path / "s")
     with tensorfile.open(tmp_path / "s") as f:
-        assert sorted(f.keys()) == [
-            "layers.0.bias", "layers.0.kernel", "layers.1.beta", "layers.1.gamma",
-            "layers.1.moving_mean", "layers.1.moving_variance",
-        ]  # fmt: skip
+        assert sorted(f.keys()) == ["bn.beta", "bn.gamma", "bn.moving_mean", "bn.moving_variance", "d.bias", "d.kernel"]
     with pytest.raises(tensorfile.UnsupportedTypeError, match="not built"):
         tensorfile.save_parameters(keras_mlp(build=False), tmp_path / "x")
 
@@ -325,12 +323,12 @@ def test_plain_state_dict_and_nested_checkpoint(tmp_path):
 
 def test_keras_weights_outside_public_attributes_are_all_named(tmp_path):
     inputs = keras.Input((3, 4))
-    outputs = keras.layers.MultiHeadAttention(2, 4)(inputs, inputs)
+    outputs = keras.layers.MultiHeadAttention(2, 4, name="mha")(inputs, inputs)
     functional = keras.Model(inputs, outputs)
     tensorfile.save_parameters(functional, tmp_path / "f")
     with tensorfile.open(tmp_path / "f") as f:
         assert len(f.keys()) == len(functional.weights) == 8
-        assert "layers.0._query_dense.kernel" in f.keys()  # InputLayer not counted
+        assert "mha._query_dense.kernel" in f.keys()  # by the layer's name; InputLayer not counted
 
     class Heads(keras.Model):
         def __init__(self):
@@ -360,10 +358,10 @@ def test_pytree_tensors_filled_in_place(tmp_path):
 
 def test_renamed_leaf_of_a_standard_layer_is_reported_not_guessed(tmp_path):
     tensorfile.save_parameters(nn.Sequential(nn.Linear(3, 3)), tmp_path / "t")
-    dense = keras.Sequential([keras.layers.Input((3,)), keras.layers.Dense(3)])
-    report = tensorfile.load_parameters(dense, tmp_path / "t", rename=lambda n: "layers." + n.replace("weight", "kernel"), strict=False)
+    dense = keras.Sequential([keras.layers.Input((3,)), keras.layers.Dense(3, name="d")])
+    report = tensorfile.load_parameters(dense, tmp_path / "t", rename=lambda n: "d" + n[1:].replace("weight", "kernel"), strict=False)
     assert report.loaded == []  # the bias alone would be half a Dense
-    assert any("layer 'layers.0' was not loaded (kernel is missing)" in n for n in report.notes)
+    assert any("layer 'd' was not loaded (kernel is missing)" in n for n in report.notes)
     assert any("no such parameter in a Linear of torch" in k for k in report.unexpected_keys)
 
 
@@ -437,14 +435,14 @@ def test_keras_legacy_h5_and_mismatches(tmp_path):
     assert str(tmp_path / "w.weights.h5") in str(info.value)
     assert all(np.array_equal(a, np.array(b)) for a, b in zip(before, wrong.weights))  # nothing changed
     report = tensorfile.load_parameters(wrong, tmp_path / "w.weights.h5", strict=False)
-    assert not report.ok and set(report.missing_keys) >= {"layers.0.kernel", "layers.0.bias"}
+    assert not report.ok and set(report.missing_keys) >= {"d1.kernel", "d1.bias"}
     assert "layers/dense/vars/0" in report.unexpected_keys  # Keras 3 names list entries by class
     with pytest.raises(ValueError, match="select and rename do not apply"):
         tensorfile.load_parameters(build(), tmp_path / "w.weights.h5", select="d1*")
     again = build()
     for _ in range(2):  # loading the same file twice: everything loaded both times
         assert tensorfile.load_parameters(again, tmp_path / "w.weights.h5").loaded == [
-            "layers.0.kernel", "layers.0.bias", "layers.1.kernel", "layers.1.bias"]
+            "d1.kernel", "d1.bias", "d2.kernel", "d2.bias"]
 
 
 def test_keras_file_with_extra_layers_is_refused_when_strict(tmp_path):
@@ -459,7 +457,7 @@ def test_keras_file_with_extra_layers_is_refused_when_strict(tmp_path):
         assert info.value.report.unexpected_keys == ["layers/dense_1/vars/0", "layers/dense_1/vars/1"]
         assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, small.weights))  # put back
         report = tensorfile.load_parameters(small, tmp_path / name, strict=False)
-        assert report.loaded == ["layers.0.kernel", "layers.0.bias"] and len(report.unexpected_keys) == 2
+        assert report.loaded == ["a.kernel", "a.bias"] and len(report.unexpected_keys) == 2
 
 
 def test_plain_hdf5_and_keras_layers_take_the_generic_path(tmp_path):

@@ -10,8 +10,8 @@ Kinds (the name is recorded with the checkpoint):
 - ``torch.generator``: a ``torch.Generator`` -> ``get_state()`` / ``set_state``. tensorfile's
   own :class:`~tensorfile.checkpoint.torch_data.ResumableLoader` and torchdata's
   ``StatefulDataLoader`` are ``torch.stateful``.
-- ``keras.layer``: Keras models and layers -> their variables by attribute path
-  (:mod:`tensorfile.parameters.models`), and their layers' seed generator states
+- ``keras.layer``: Keras models and layers -> their variables by layer name or attribute
+  path (:mod:`tensorfile.parameters.models`), and their layers' seed generator states
   (``Dropout``), so that dropout resumes exactly.
 - ``keras.optimizer``: a Keras optimizer -> its variables in order (built on
   restore from the Keras model restored with it, if needed).

@@ -22,6 +22,7 @@ from ..errors import FormatError, ParameterMismatchError, TensorFileError, Unsup
 from ..files import load, save
 from ..lazy import open as open_file
 from ..tree import flat_arrays, unflatten
+from . import gluon_export
 from .convert import UNMAPPED, to_framework
 from .matching import match_params, partial_layers, prefix_hint, writer
 from .models import model_params
@@ -41,8 +42,10 @@ def save_parameters(model: Any, path: str | os.PathLike[str], *, metadata: Mappi
     Args:
         model: a torch ``nn.Module`` (its state_dict, persistent buffers
             included; a tied parameter under each of its names), a built Keras 3 model or
-            layer (attribute paths such as ``hidden.kernel``), an MXNet Gluon
-            ``Block`` (structural names such as ``hidden.weight``), a Flax NNX
+            layer (a Sequential's or functional model's layers by their names,
+            ``dense_1.kernel``; a subclassed model's by attribute path,
+            ``hidden.kernel``), an MXNet Gluon ``Block`` (structural names such as
+            ``hidden.weight``), a Flax NNX
             ``Module`` (state paths such as ``hidden.kernel``), or a dict/list
             of arrays (dotted paths).
         path: destination (any name, e.g. the chapter's ``mlp.params``);
@@ -131,7 +134,9 @@ def load_parameters(
     names); keep those ``select`` chooses; apply ``rename``; when the file came
     from another framework, convert standard layers' names and layouts
     (:mod:`tensorfile.parameters.convert`); match against the model's
-    parameters by name, shape and dtype; load what matches.
+    parameters by name, shape and dtype (Keras layers named automatically match
+    when only their numbers differ, :mod:`tensorfile.parameters.counters`); load
+    what matches, each layer whole or not at all.
 
     Args:
         model: as for :func:`save_parameters`.
@@ -141,7 +146,11 @@ def load_parameters(
             (``.weights.h5``, ``.keras``, Keras 2 / legacy ``.h5``) are matched by
             Keras's own ``model.load_weights`` (which reads only the weights, never
             the file's config), as Keras's layout needs Keras's own walk of the model;
-            ``select`` and ``rename`` do not apply there.
+            ``select`` and ``rename`` do not apply there. A Gluon export file
+            (``x-0000.params`` of ``HybridBlock.export``: ``arg:``/``aux:`` and Gluon's
+            global names) loads into a Gluon Block by the Block's own names, its global
+            names aligned with the Block's (:mod:`tensorfile.parameters.gluon_export`);
+            into other models as ``dense0.weight``..., for ``rename`` to map.
         strict: raise if anything is missing, unexpected or mismatched (nothing is
             loaded then); with False, load what fits and report the rest.
         select: which file parameters to use: a glob (``"hidden.*"``), a name or
@@ -173,13 +182,22 @@ def load_parameters(
                 return to_framework(new, kinds.get(name, ""), array, source, target.framework)
             return new, array
 
+        names = {name: name for name in f.keys()}  # the file's name -> the name select/rename see
+        if source is None and gluon_export.is_export(names):  # HybridBlock.export: arg:/aux: and global names
+            source = "mxnet"
+            shapes = {name: _Incoming(name, f.shape(name), np.dtype("float32")) for name in names}
+            if target.framework == "mxnet":
+                mapped = gluon_export.for_block(shapes, target, report, os.fspath(path))
+            else:
+                mapped, kinds = gluon_export.for_other(shapes, os.fspath(path), report)
+            names = {ref.file_name: new for new, ref in mapped.items()}
         # Pass 1: what the file offers, one tensor at a time (read, checksum checked, converted, dropped), so
         # nothing is changed before every check passed and memory stays at one tensor above the model.
         incoming: dict[str, _Incoming] = {}
-        for name in f.keys():
+        for stored, name in names.items():
             if not chosen(name):
                 continue
-            out = converted(name, f[name])
+            out = converted(name, f[stored])
             if out is None:
                 report.skipped.append(renamed(name))
                 continue
@@ -189,7 +207,7 @@ def load_parameters(
                 continue
             if out[0] in incoming:
                 raise ValueError(f"select/rename map two parameters of {os.fspath(path)!r} to {out[0]!r}")
-            incoming[out[0]] = _Incoming(name, tuple(out[1].shape), out[1].dtype)
+            incoming[out[0]] = _Incoming(stored, tuple(out[1].shape), out[1].dtype, name)
             del out
         match_params(target, incoming, report, foreign=bool(source) and source != target.framework)
         hint = prefix_hint(report.missing_keys, report.unexpected_keys)
@@ -220,7 +238,7 @@ def load_parameters(
         # Pass 2: fill, one tensor at a time.
         for name, param in target.params.items():
             if name in incoming and name not in bad:
-                out = converted(incoming[name].file_name, f[incoming[name].file_name])
+                out = converted(incoming[name].seen_as, f[incoming[name].file_name])
                 try:
                     param.set(out[1])  # type: ignore[index]
                 except Exception as exc:
@@ -240,6 +258,7 @@ class _Incoming:
     file_name: str
     shape: tuple[int, ...]
     dtype: np.dtype
+    seen_as: str = ""  # the name select and rename saw (a Gluon export's without arg:/aux:)
 
 
 class _Source:
@@ -268,6 +287,9 @@ class _Source:
         order: dict[str, int] = {}
         unflatten(record.root, lambda name: order.setdefault(name, len(order)))
         return sorted(names, key=lambda name: order.get(name, len(order)))
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._file.info(name).shape) if self._file is not None else self._arrays[name].shape
 
     def __getitem__(self, name: str) -> np.ndarray:
         return np.asarray(self._file[name]) if self._file is not None else self._arrays[name]
@@ -365,6 +387,11 @@ def _load_keras_weights(model: Any, path: str, strict: bool, select: Select, ren
     report.unexpected_keys.extend(sorted(k for keys in pool.values() for k in keys))
     if report.missing_keys:
         report.notes.append("Keras left these weights as they were (no array of the file fits them)")
+    half = partial_layers(target, set(report.loaded), report)  # Keras assigns a layer's weights one by one
+    for name in half:
+        param = target.params[name]
+        param.source.assign(param.value)
+    report.loaded = [n for n in report.loaded if n not in half]
     if strict and not report.ok:
         restore()
         lines = "\n\t".join(report.problems())

@@ -5,7 +5,7 @@ Used by :func:`tensorfile.load_parameters` and by ``CheckpointManager.restore``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from ..errors import TensorFileError
 from .models import strip_compiled
@@ -18,8 +18,13 @@ def match_params(target: Any, incoming: dict[str, Any], report: LoadReport, *, f
     """Compare ``incoming`` arrays (by name; renamed in place where only a wrapper's prefix differs) with
     ``target``'s parameters (a :class:`~.models.ModelParams`); fill ``report``'s missing, unexpected and
     mismatched (shape or dtype) entries. ``foreign``: the arrays come from another framework (torch's
-    ``num_batches_tracked`` is then skipped, not missing)."""
-    unwrap_names(incoming, target.params, report, target.framework)
+    ``num_batches_tracked`` is then skipped, not missing). For a Keras model, names of tensorfile 0.1
+    (``layers.0.kernel``) and automatic layer names of other numbers (``dense_4.kernel`` for
+    ``dense_1.kernel``) are renamed in place too."""
+    unwrap_names(incoming, target.params.keys() | target.aliases.keys(), report, target.framework)
+    if target.framework == "keras":
+        _old_names(incoming, target, report)
+        _renumber(incoming, target, report)
     for name, param in target.params.items():
         if name not in incoming:
             if foreign and target.framework == "torch" and name.endswith(".num_batches_tracked"):
@@ -55,6 +60,39 @@ def partial_layers(target: Any, incoming: Mapping[str, Any], report: LoadReport,
             report.notes.append(f"Note: layer {layer or '(top level)'!r} was not loaded ({', '.join(why)}), so "
                                 f"{', '.join(others)} kept their values: a layer is loaded whole or not at all")  # fmt: skip
     return held
+
+
+def _old_names(incoming: dict[str, Any], target: Any, report: LoadReport) -> None:
+    """Rename, in place, the names an older tensorfile gave (:attr:`~.models.ModelParams.aliases`)."""
+    old = {k: target.aliases[k] for k in incoming if k not in target.params and k in target.aliases}
+    if not old or any(new in incoming for new in old.values()):
+        return  # none, or the file has both namings: leave it to the report
+    renamed = {old.get(k, k): v for k, v in incoming.items()}
+    incoming.clear()
+    incoming.update(renamed)
+    example = next(iter(old))
+    report.notes.append(f"Note: the file names layers by position, as tensorfile 0.1 did; taken as the layers' "
+                        f"names (e.g. {example!r} -> {old[example]!r})")  # fmt: skip
+
+
+def _renumber(incoming: dict[str, Any], target: Any, report: LoadReport) -> None:
+    """Rename, in place, Keras layers named automatically with other numbers (``dense_4`` for ``dense_1``),
+    by :func:`~.counters.align`; what cannot be aligned is noted."""
+    from .counters import align, keras_key
+
+    alignment = align({k: getattr(v, "shape", None) for k, v in incoming.items()},
+                      {k: p.shape for k, p in target.params.items()}, keras_key)  # fmt: skip
+    if alignment.renames:
+        renamed = {alignment.renames.get(k, k): v for k, v in incoming.items()}
+        incoming.clear()
+        incoming.update(renamed)
+        example = next(iter(alignment.renames))
+        report.notes.append(f"Note: Keras numbers automatic layer names across the process; the file's were "
+                            f"renumbered to the model's in the order the layers were built "
+                            f"(e.g. {example!r} -> {alignment.renames[example]!r})")  # fmt: skip
+    for conflict in alignment.conflicts:
+        report.notes.append(f"Note: cannot tell which of the model's layers the file's are: {conflict}; give the "
+                            "layers names (name=...) to load by name")  # fmt: skip
 
 
 def writer(path: str) -> str:
@@ -107,7 +145,7 @@ def _drop_layer(name: str) -> str:
     return ".".join(part for part in name.split(".") if part != "layer")
 
 
-def unwrap_names(incoming: dict[str, Any], wanted: Mapping[str, Any], report: LoadReport, framework: str = "") -> None:
+def unwrap_names(incoming: dict[str, Any], wanted: Collection[str], report: LoadReport, framework: str = "") -> None:
     """Rename, in place, the incoming names of a file written through a wrapper, when that makes them match
     the wanted names: ``module.`` (DataParallel/DDP, each level) in front of every name, ``_orig_mod``
     segments (``torch.compile``), and for a Keras model ``layer`` segments (TimeDistributed as tensorfile 0.1

@@ -3,11 +3,15 @@
 A :class:`ModelParams` knows a model's parameters by stable, readable names:
 
 - torch ``nn.Module``: ``state_dict()`` names (persistent buffers included).
-- Keras 3 models and layers (any backend): attribute paths such as
-  ``hidden.kernel``; layers held in lists are ``layers.0``; a single-layer wrapper
-  (``TimeDistributed``) is named as the layer it wraps. Never the
-  auto-generated layer names (``dense_1``), which change when a second instance
-  of the same class is built in one process.
+- Keras 3 models and layers (any backend): the layers of a ``Sequential`` or
+  functional model by their names (``hidden.kernel``, ``dense_1.kernel``); the
+  layers of a subclassed model or layer by attribute path (``encoder.kernel``;
+  in lists ``blocks.0.kernel``); a single-layer wrapper (``TimeDistributed``) is
+  named as the layer it wraps. Automatic layer names (``dense_1``) count the
+  layers built in the process, so a model built again may have other numbers:
+  :mod:`.counters` aligns them on loading. tensorfile 0.1 named a Sequential's or
+  functional model's layers by position (``layers.0.kernel``):
+  :attr:`ModelParams.aliases` maps those names to today's.
 - MXNet Gluon ``Block``: structural names (``hidden.weight``), as Gluon's own
   ``save_parameters`` writes them.
 - Flax NNX ``Module``: state paths (``hidden.kernel``); parameters and batch
@@ -40,7 +44,7 @@ class Param:
     dtype: str
     kind: str
     set: Callable[[np.ndarray], None]
-    source: Any = None  # the framework's own variable, where one exists (Keras)
+    source: Any = None  # the framework's own variable, where one exists (a Keras variable, a Gluon Parameter)
 
 
 @dataclass
@@ -50,6 +54,7 @@ class ModelParams:
     framework: str  # "torch", "keras", "mxnet" or "pytree"
     params: dict[str, Param] = field(default_factory=dict)
     tensors: dict[str, Any] = field(default_factory=dict)  # what save_parameters stores
+    aliases: dict[str, str] = field(default_factory=dict)  # an older tensorfile's name -> the name today
 
 
 def _top(value: Any) -> str:
@@ -148,18 +153,24 @@ def _torch_dtype_name(dtype: Any) -> str:
     return TORCH_TO_NAME.get(dtype, str(dtype))
 
 
-def _keras_children(layer: Any) -> list[tuple[str, Any]]:
-    """A layer's sub-layers with their attribute paths: public attributes first, then private ones
-    (built-in layers such as MultiHeadAttention keep theirs in ``_query_dense``...)."""
+def _keras_children(layer: Any) -> list[tuple[str, Any, str]]:
+    """A layer's sub-layers with their names and the names tensorfile 0.1 gave them: a Sequential's or
+    functional model's layers by their names (0.1: ``layers.<i>``); other layers' by attribute path,
+    public attributes first, then private ones (built-in layers such as MultiHeadAttention keep theirs in
+    ``_query_dense``...)."""
     import keras
     from keras.src.models.functional import Functional
 
+    def plain_wrapper(layer: Any) -> bool:  # TimeDistributed(Dense) holds a Dense's weights: named as that Dense
+        return (isinstance(layer, keras.layers.Wrapper) and not isinstance(layer, keras.layers.Bidirectional)
+                and not getattr(layer, "_trainable_variables", None)
+                and not getattr(layer, "_non_trainable_variables", None))  # fmt: skip
+
     if isinstance(layer, (keras.Sequential, Functional)):
         inner = [sub for sub in layer.layers if not isinstance(sub, keras.layers.InputLayer)]
-        return [(f"layers.{i}", sub) for i, sub in enumerate(inner)]
-    if (isinstance(layer, keras.layers.Wrapper) and not isinstance(layer, keras.layers.Bidirectional)
-            and not getattr(layer, "_trainable_variables", None) and not getattr(layer, "_non_trainable_variables", None)):
-        return [("", layer.layer)]  # TimeDistributed(Dense) holds a Dense's weights: named as that Dense
+        return [((sub.layer if plain_wrapper(sub) else sub).name, sub, f"layers.{i}") for i, sub in enumerate(inner)]
+    if plain_wrapper(layer):
+        return [("", layer.layer, "")]
     children: list[tuple[str, Any]] = []
     items = sorted(vars(layer).items(), key=lambda kv: kv[0].startswith("_"))
     for attr, value in items:
@@ -171,16 +182,17 @@ def _keras_children(layer: Any) -> list[tuple[str, Any]]:
             children += [(f"{attr}.{i}", v) for i, v in enumerate(value) if isinstance(v, keras.layers.Layer)]
         elif isinstance(value, dict):
             children += [(f"{attr}.{k}", v) for k, v in value.items() if isinstance(v, keras.layers.Layer)]
-    return children
+    return [(attr, sub, attr) for attr, sub in children]
 
 
-def _keras_layers(layer: Any, prefix: str, seen: set[int], visit: Callable[[Any, str], None]) -> None:
+def _keras_layers(layer: Any, prefix: str, old: str, seen: set[int], visit: Callable[[Any, str, str], None]) -> None:
     if id(layer) in seen:
         return
     seen.add(id(layer))
-    visit(layer, prefix)
-    for attr, sub in _keras_children(layer):
-        _keras_layers(sub, f"{prefix}{attr}." if attr else prefix, seen, visit)
+    visit(layer, prefix, old)
+    for attr, sub, old_attr in _keras_children(layer):
+        new_prefix, old_prefix = (f"{prefix}{attr}." if attr else prefix), (f"{old}{old_attr}." if old_attr else old)
+        _keras_layers(sub, new_prefix, old_prefix, seen, visit)
 
 
 def _keras(model: Any, everything: bool = False) -> ModelParams:
@@ -196,7 +208,7 @@ def _keras(model: Any, everything: bool = False) -> ModelParams:
     out = ModelParams("keras")
     named: set[int] = set()
 
-    def visit(layer: Any, prefix: str) -> None:
+    def visit(layer: Any, prefix: str, old: str) -> None:
         own = list(getattr(layer, "_trainable_variables", [])) + list(getattr(layer, "_non_trainable_variables", []))
         for variable in own:
             if id(variable) in named:
@@ -205,7 +217,9 @@ def _keras(model: Any, everything: bool = False) -> ModelParams:
             name = prefix + variable.name
             if name in out.params:
                 raise UnsupportedTypeError(f"two weights of the Keras {type(model).__name__} would both be named "
-                                           f"{name!r}; rename one of the variables")  # fmt: skip
+                                           f"{name!r}; rename one of the layers or variables")  # fmt: skip
+            if old != prefix:
+                out.aliases[old + variable.name] = name
 
             def setter(array: np.ndarray, variable: Any = variable) -> None:
                 variable.assign(array)
@@ -220,6 +234,8 @@ def _keras(model: Any, everything: bool = False) -> ModelParams:
                     continue
                 named.add(id(state))
                 seed_name = f"{prefix}_seed_generators.{i}.state"
+                if old != prefix:
+                    out.aliases[f"{old}_seed_generators.{i}.state"] = seed_name
 
                 def assign(array: np.ndarray, variable: Any = state) -> None:
                     variable.assign(array)
@@ -228,7 +244,7 @@ def _keras(model: Any, everything: bool = False) -> ModelParams:
                 out.params[seed_name] = Param(value, tuple(value.shape), value.dtype.name, "SeedGenerator", assign, state)
                 out.tensors[seed_name] = keras.ops.convert_to_tensor(value)
 
-    _keras_layers(model, "", set(), visit)
+    _keras_layers(model, "", "", set(), visit)
     unnamed = [v.path for v in model.weights if id(v) not in named]
     if unnamed:
         raise UnsupportedTypeError(
@@ -266,7 +282,7 @@ def _gluon(block: Any) -> ModelParams:
             shape: tuple[int | None, ...] = tuple(value.shape)
         except (RuntimeError, mx.base.MXNetError):  # deferred initialization: shape partly unknown
             value, shape = None, tuple(d if d > 0 else None for d in (param.shape or ()))
-        out.params[name] = Param(value, shape, np.dtype(param.dtype).name, kind, setter)
+        out.params[name] = Param(value, shape, np.dtype(param.dtype).name, kind, setter, param)
         if value is not None:
             out.tensors[name] = param.data()
     return out
