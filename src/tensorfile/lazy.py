@@ -23,7 +23,7 @@ from .files import (
     resolve_index,
 )
 from .format.checksums import checksum
-from .format.dtypes import byte_view
+from .format.dtypes import STORED_AS, byte_view, dtype_from_name
 from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
 from .format.record import RECORD_KEY, logical_shape
@@ -80,6 +80,14 @@ class TensorFile(LazyFile):
         entry = self._entry(name)
         return _as_logical(self._reader.map(entry), self._info(name), entry)
 
+    def _rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        entry = self._entry(name)
+        info = self._info(name)
+        dtype = info.get("dtype")
+        dtype = dtype_from_name(dtype) if dtype in STORED_AS else entry.dtype
+        budget = self._limits.budget(self.path, self._reader.size)
+        return self._reader.read_rows(entry, logical_shape(entry, info), dtype, start, stop, budget)
+
     def _convert(self, name: str, array: np.ndarray) -> Any:
         info = self._info(name)
         adapter = pick_adapter(self._framework, info.get("framework"), self.path)
@@ -88,9 +96,13 @@ class TensorFile(LazyFile):
     def __getitem__(self, name: str) -> Any:
         """The tensor ``name``, memory-mapped (copy-on-write) where the framework allows.
 
+        Only the bytes around the tensor are mapped (:mod:`tensorfile.format.ranges`), so
+        a tensor can be read under an address-space limit (``ulimit -v``) smaller than the file.
+
         Raises:
             KeyError: no such tensor.
             IntegrityError: its checksum does not match (only when opened with verify=True).
+            LimitError: the tensor cannot be mapped (larger than the address space left).
         """
         entry = self._entry(name)
         array = self._reader.map(entry)
@@ -99,6 +111,7 @@ class TensorFile(LazyFile):
             _verify(self.path, name, self._record.tensors[name]["checksum"], found)
         array = _as_logical(array, self._info(name), entry)
         if (self._reader.header.data_start + entry.begin) % array.dtype.itemsize:
+            self._limits.budget(self.path, self._reader.size).charge(entry.nbytes, f"a copy of tensor {name!r}")
             array = array.copy()  # misaligned in the file (other writers): frameworks need alignment (maps start on a page)
         return self._convert(name, array)
 
@@ -168,6 +181,12 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
     without reading data) and ``f.slice(name)[...]`` (reads only the requested
     rows). Every file gives a :class:`tensorfile.lazyfile.LazyFile`; ``f.format``
     names its format (:mod:`tensorfile.formats`).
+
+    Only the bytes around each tensor are mapped, never the whole file
+    (:mod:`tensorfile.format.ranges`), and a slice of rows is read with
+    ``pread``: both work under an address-space limit (``ulimit -v``) smaller
+    than the file; a tensor larger than the address space left raises
+    :class:`LimitError` when it is read.
 
     tensorfile and safetensors files give a :class:`TensorFile`. A sharded
     ``model.safetensors.index.json`` (shards opened lazily, tensors mapped) and

@@ -5,11 +5,13 @@ Every file :func:`tensorfile.open` returns, a tensorfile / safetensors file
 is a ``LazyFile``: a read-only mapping of tensor names to tensors with ``info``,
 ``slice``, ``metadata``, ``load`` and ``close``. A subclass gives ``keys``,
 ``info``, ``_mapped`` (the NumPy array, mapped where it can be), ``_convert``
-(to the framework asked for), ``metadata``, ``load`` and ``close``.
+(to the framework asked for), ``metadata``, ``load`` and ``close``, and where it
+can, ``_rows`` (a run of rows read on their own, for slices).
 """
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -42,7 +44,17 @@ class TensorInfo:
 
 
 class TensorSlice:
-    """Part of one tensor: ``f.slice(name)[rows]`` reads only those rows' bytes (where the file is mapped)."""
+    """Part of one tensor: ``f.slice(name)[index]``, a copy of what NumPy's ``array[index]`` selects.
+
+    Where the file allows (tensorfile, safetensors, sharded, GGUF), an index whose first
+    part is an int or a slice of step 1 (``[10:20]``, ``[3]``, ``[2:4, ::2]``) reads only
+    those rows' bytes with ``pread``, whatever the tensor's size and the address space
+    left; any other index selects from the tensor's memory map.
+
+    Attributes:
+        shape: the whole tensor's dims.
+        dtype: its NumPy dtype name.
+    """
 
     def __init__(self, owner: "LazyFile", name: str) -> None:
         self._owner, self._name = owner, name
@@ -50,8 +62,43 @@ class TensorSlice:
         self.shape, self.dtype = info.shape, info.dtype
 
     def __getitem__(self, index: Any) -> Any:
+        """The selected part, in the file's framework (or the one asked for).
+
+        Raises:
+            IndexError: an index out of range. LimitError: more memory than the budget allows.
+        """
+        run = leading_rows(index, self.shape)
+        if run is not None:
+            rows = self._owner._rows(self._name, run[0], run[1])
+            if rows is not None:
+                part = rows[run[2]]
+                return self._owner._convert(self._name, np.array(part) if len(run[2]) > 1 else np.asarray(part))
         view = self._owner._mapped(self._name)
         return self._owner._convert(self._name, np.array(view[index]))
+
+
+def leading_rows(index: Any, shape: tuple[int, ...]) -> tuple[int, int, tuple[Any, ...]] | None:
+    """``(start, stop, rest)`` when ``index`` selects rows ``start:stop`` of the leading dimension
+    (an int, or a slice of step 1, first), such that ``array[index]`` is ``array[start:stop][rest]``;
+    None for any other index.
+
+    Raises:
+        IndexError: an int out of range for the leading dimension (as NumPy words it).
+    """
+    key = index if isinstance(index, tuple) else (index,)
+    if not shape or not key:
+        return None
+    first, rest, count = key[0], key[1:], shape[0]
+    if isinstance(first, slice) and (first.step is None or first.step == 1):
+        start, stop, _ = first.indices(count)
+        return start, max(start, stop), (slice(None), *rest)
+    if isinstance(first, (bool, np.bool_)) or not isinstance(first, (int, np.integer)):
+        return None
+    row = operator.index(first)
+    if not -count <= row < count:
+        raise IndexError(f"index {row} is out of bounds for axis 0 with size {count}")
+    row %= count
+    return row, row + 1, (0, *rest)
 
 
 class LazyFile:
@@ -80,6 +127,11 @@ class LazyFile:
 
     def _mapped(self, name: str) -> np.ndarray:
         raise NotImplementedError
+
+    def _rows(self, name: str, start: int, stop: int) -> np.ndarray | None:
+        """Rows ``start:stop`` of the leading dimension of ``name``, read on their own into a fresh
+        NumPy array; None where the format has no cheaper way than :meth:`_mapped`."""
+        return None
 
     def _convert(self, name: str, array: np.ndarray) -> Any:
         raise NotImplementedError

@@ -7,7 +7,6 @@ touched, so every offset used here lies inside the file.
 from __future__ import annotations
 
 import errno
-import mmap
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -16,17 +15,16 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from ..errors import FormatError, LimitError
-from ..limits import DEFAULT_LIMITS, Limits
+from ..limits import DEFAULT_LIMITS, Budget, Limits
 from .checksums import Hasher, checksum
 from .dtypes import byte_view
 from .header import Header, TensorEntry, parse_header
 from .memory import empty_array
+from .ranges import READ_CHUNK, RangeMaps, pread_exact, read_rows
 from .sniff import looks_like
 
 __all__ = ["SafetensorsReader", "READ_CHUNK", "PARALLEL_MIN", "READERS"]
 
-#: Bytes read (and hashed) per system call.
-READ_CHUNK = 8 << 20
 #: :meth:`SafetensorsReader.read_all` hands tensors of at least this many bytes to helper threads.
 PARALLEL_MIN = 1 << 20
 #: Helper threads that read large tensors: one per core, at most 4 (the page-cache copy saturates memory
@@ -50,7 +48,6 @@ class SafetensorsReader:
         self.path = os.fspath(path)
         # O_NONBLOCK: opening a FIFO must not wait for a writer; no effect on regular files.
         self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
-        self._mmap: mmap.mmap | None = None
         try:
             info = os.fstat(self._fd)
             if stat.S_ISDIR(info.st_mode):
@@ -65,6 +62,7 @@ class SafetensorsReader:
             allowed = (limits or DEFAULT_LIMITS).allowed(self.size)
             self.header: Header = parse_header(prefix[:8], lambda n: os.pread(self._fd, n, 8), self.size, self.path,
                                                allowed)  # fmt: skip
+            self._maps = RangeMaps(self._fd, self.size, self.path)
         except BaseException:
             os.close(self._fd)
             raise
@@ -113,12 +111,8 @@ class SafetensorsReader:
                 hasher.update(piece)
         return array, (hasher.hexdigest() if hasher is not None else None)
 
-    def _read_piece(self, entry: TensorEntry, piece: np.ndarray, offset: int) -> None:
-        got = os.preadv(self._fd, [piece], offset)
-        if got != len(piece):
-            raise FormatError(
-                f"{self.path}: reading tensor {entry.name!r}, expected {len(piece)} bytes at offset {offset}, got {got}"
-            )
+    def _read_piece(self, entry: TensorEntry, piece: memoryview, offset: int) -> None:
+        pread_exact(self._fd, piece, offset, self.path, entry.name)
 
     def read_all(
         self, entries: Iterable[TensorEntry], *, hash: bool = False
@@ -150,24 +144,32 @@ class SafetensorsReader:
     def map(self, entry: TensorEntry) -> np.ndarray:
         """A zero-copy, copy-on-write array over the tensor's bytes in the file.
 
-        Writing to it changes only this process's copy, never the file. As with
-        any memory map, if another process truncates the file later, touching
-        the array raises SIGBUS; tensorfile itself never truncates a file (it
-        replaces files by renaming).
+        Only the bytes around the tensor are mapped (:class:`.ranges.RangeMaps`), never
+        the whole file, so this works under an address-space limit smaller than the
+        file. Writing to it changes only this process's copy, never the file. As with
+        any memory map, if another process truncates the file later, touching the
+        array raises SIGBUS; tensorfile itself never truncates a file (it replaces
+        files by renaming).
+
+        Raises:
+            FormatError: the file shrank after it was opened. LimitError: the kernel
+                refuses the map (e.g. a tensor larger than the address space left).
         """
         self._check_open()
-        try:
-            if entry.nbytes == 0:
-                return np.empty(entry.shape, entry.dtype)
-            if self._mmap is None:
-                self._mmap = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
-            count = entry.nbytes // entry.dtype.itemsize
-            flat = np.frombuffer(self._mmap, entry.dtype, count, self.header.data_start + entry.begin)
-        except ValueError as exc:  # the file shrank after it was opened, or an impossible shape
-            raise FormatError(f"{self.path}: mapping tensor {entry.name!r}: {exc}") from None
-        except OSError as exc:  # the kernel refuses a copy-on-write map of the whole file (larger than memory)
-            raise LimitError(f"{self.path}: mapping tensor {entry.name!r}: {exc.strerror or exc}") from None
-        return flat.reshape(entry.shape)
+        return self._maps.array(self.header.data_start + entry.begin, entry.dtype, entry.shape, entry.name)
+
+    def read_rows(self, entry: TensorEntry, shape: tuple[int, ...], dtype: np.dtype, start: int, stop: int,
+                  budget: Budget) -> np.ndarray:  # fmt: skip
+        """Rows ``start:stop`` of the tensor's leading dimension read into a fresh array
+        (:func:`.ranges.read_rows`); ``shape`` and ``dtype`` are how its bytes are seen
+        (complex128 for a tensor stored as F64 pairs).
+
+        Raises:
+            LimitError: over ``budget``, or the memory cannot be had. FormatError: the file ended early.
+        """
+        self._check_open()
+        return read_rows(self._fd, self.path, entry.name, self.header.data_start + entry.begin, shape, dtype, start,
+                         stop, budget)  # fmt: skip
 
     def _check_open(self) -> None:
         if self._fd < 0:
@@ -175,12 +177,7 @@ class SafetensorsReader:
 
     def close(self) -> None:
         """Close the file. Arrays returned by :meth:`map` stay valid."""
-        if self._mmap is not None:
-            try:
-                self._mmap.close()
-            except BufferError:
-                pass  # arrays still map it; it is released when they are
-            self._mmap = None
+        self._maps.release()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..errors import FormatError, UnsupportedTypeError
+from ..errors import UnsupportedTypeError
 from ..format.dtypes import code_of
 from ..lazyfile import LazyFile
 from ..limits import Limits
@@ -53,6 +53,7 @@ class ForeignFile(LazyFile):
         get: Callable[[str], Any] | None = None,
         close: Callable[[], None] = lambda: None,
         has_record: bool = False,
+        rows: Callable[[str, int, int], np.ndarray] | None = None,
     ) -> None:
         self.path, self.format, self.title = path, format.name, format.title
         self._infos = dict(infos)
@@ -60,6 +61,7 @@ class ForeignFile(LazyFile):
         self._mapped_fn, self._convert_fn, self._load, self._get, self._close = mapped, convert, load, get, close
         self._closed = False
         self._has_record = has_record
+        self._rows_fn = rows
 
     def keys(self) -> list[str]:
         """Tensor names, in the file's order."""
@@ -79,6 +81,13 @@ class ForeignFile(LazyFile):
         self._check_open()
         self.info(name)
         return self._mapped_fn(name)
+
+    def _rows(self, name: str, start: int, stop: int) -> np.ndarray | None:
+        if self._rows_fn is None:
+            return None
+        self._check_open()
+        self.info(name)
+        return self._rows_fn(name, start, stop)
 
     def _convert(self, name: str, array: np.ndarray) -> Any:
         return self._convert_fn(name, array)
@@ -166,6 +175,7 @@ def open_sharded(path: str, framework: str | None, options: Mapping[str, Any], v
         load=lambda: load(path, framework=framework, limits=limits, **options), get=lambda name: owner[name][name],
         close=close,
         has_record=bool(shards) and all(f.has_record for f in shards),
+        rows=lambda name, start, stop: owner[name]._rows(name, start, stop),
     )  # fmt: skip
 
 
@@ -188,42 +198,70 @@ def open_read(path: str, fmt: Format, framework: str | None, options: Mapping[st
 
 
 def open_gguf(path: str, framework: str | None, options: Mapping[str, Any], limits: Limits) -> ForeignFile:
-    """A GGUF file: header read now, tensors memory-mapped (copy-on-write) when asked for.
+    """A GGUF file: header read now, tensors memory-mapped (copy-on-write) when asked for, each through the
+    bytes around it only (:class:`tensorfile.format.ranges.RangeMaps`); slices of rows read with ``pread``.
 
     Quantized tensors are listed (their dtype is the ggml type name, e.g. ``"Q4_K"``);
-    reading one raises :class:`UnsupportedTypeError`.
+    reading one raises :class:`UnsupportedTypeError`. Big-endian files give copies
+    in the machine's byte order (charged to ``limits``).
     """
+    import sys
+
     from ..files import load
-    from ..handoff import to_framework
     from ..format.dtypes import dtype_from_name
+    from ..format.ranges import RangeMaps, read_rows
     from ..frameworks import get_adapter
+    from ..handoff import to_framework
     from ..lazyfile import TensorInfo
     from .gguf import GGUF, read_header
 
-    header = read_header(path, limits.budget(path, os.path.getsize(path)))
-    adapter = get_adapter(framework or "numpy")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        size = os.fstat(fd).st_size
+        header = read_header(path, limits.budget(path, size))
+        adapter = get_adapter(framework or "numpy")
+    except BaseException:
+        os.close(fd)
+        raise
+    maps = RangeMaps(fd, size, path)
+    swap = header.big_endian != (sys.byteorder == "big")
     infos = {
         name: TensorInfo(name, t.dtype or t.type_name, t.shape, t.nbytes, _code(t.dtype), t.offset, None)
         for name, t in header.tensors.items()
     }
 
-    def mapped(name: str) -> np.ndarray:
+    def dtype_of(name: str) -> np.dtype:
         t = header.tensors[name]
         if t.dtype is None:
             raise UnsupportedTypeError(f"{path}: tensor {name!r} has type {t.type_name} (quantized), which tensorfile does not read")
-        dtype = dtype_from_name(t.dtype)
-        if t.nbytes == 0:
-            return np.empty(t.shape, dtype)
-        try:
-            array = np.memmap(path, dtype.newbyteorder(">" if header.big_endian else "<"), "c", t.offset, t.shape)
-        except (ValueError, OSError) as exc:  # the file changed after it was opened
-            raise FormatError(f"{path}: mapping tensor {name!r}: {exc}") from None
-        return array.astype(dtype) if header.big_endian and dtype.itemsize > 1 else np.asarray(array)
+        return dtype_from_name(t.dtype)
+
+    def mapped(name: str) -> np.ndarray:
+        dtype, t = dtype_of(name), header.tensors[name]
+        array = maps.array(t.offset, dtype.newbyteorder(">" if header.big_endian else "<"), t.shape, name)
+        if swap and dtype.itemsize > 1:
+            limits.budget(path, size).charge(t.nbytes, f"tensor {name!r} in the machine's byte order")
+            return array.astype(dtype)
+        return array
+
+    def rows(name: str, start: int, stop: int) -> np.ndarray:
+        dtype, t = dtype_of(name), header.tensors[name]
+        array = read_rows(fd, path, name, t.offset, t.shape, dtype, start, stop, limits.budget(path, size))
+        if swap and dtype.itemsize > 1:
+            array.view(f"u{dtype.itemsize}").byteswap(inplace=True)
+        return array
+
+    def close() -> None:
+        nonlocal fd
+        if fd >= 0:  # once: the descriptor's number may be reused after
+            maps.release()
+            os.close(fd)
+            fd = -1
 
     return ForeignFile(
         path, GGUF, infos, header.metadata, mapped=mapped,
         convert=lambda name, a: to_framework(adapter, path, name, a, {}, options),
-        load=lambda: load(path, framework=framework, limits=limits, **options),
+        load=lambda: load(path, framework=framework, limits=limits, **options), close=close, rows=rows,
     )  # fmt: skip
 
 
