@@ -115,6 +115,22 @@ class TensorFile(LazyFile):
             array = array.copy()  # misaligned in the file (other writers): frameworks need alignment (maps start on a page)
         return self._convert(name, array)
 
+    def read(self, name: str) -> Any:
+        """The tensor ``name`` read into fresh memory (``preadv``), its checksum always checked when the file
+        records one: nothing of the file stays mapped or resident once the tensor is dropped (what
+        ``load_parameters`` wants, one tensor at a time).
+
+        Raises:
+            KeyError: no such tensor. IntegrityError: its checksum does not match.
+            LimitError: its bytes exceed the memory budget (:class:`tensorfile.Limits`).
+        """
+        entry = self._entry(name)
+        self._limits.budget(self.path, self._reader.size).charge(entry.nbytes, f"tensor {name!r}")
+        array, found = self._reader.read(entry, hash=self._record is not None)
+        if self._record is not None:
+            _verify(self.path, name, self._record.tensors[name]["checksum"], found)
+        return self._convert(name, _as_logical(array, self._info(name), entry))
+
     def info(self, name: str) -> TensorInfo:
         """dtype, shape and size of ``name`` without reading its data."""
         entry = self._entry(name)

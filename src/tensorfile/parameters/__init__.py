@@ -292,7 +292,10 @@ class _Source:
         return tuple(self._file.info(name).shape) if self._file is not None else self._arrays[name].shape
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return np.asarray(self._file[name]) if self._file is not None else self._arrays[name]
+        if self._file is None:
+            return self._arrays[name]
+        read = getattr(self._file, "read", None)  # a TensorFile: fresh memory, freed with the array
+        return np.asarray(read(name) if read is not None else self._file[name])
 
     def __enter__(self) -> "_Source":
         return self
