@@ -84,3 +84,9 @@ def test_host_adjusted_spread_discounts_a_slow_machine_but_not_a_slow_operation(
     assert table.print_spreads(list(results)) == ["op slow in round 3"]
     result = __import__("fresh").measure(Op("probe", "pass"))
     assert 0 < result["probe_s"] < 5
+
+
+def test_convert_benchmark_runs_ours_and_the_peer():
+    text = _run("convert.py", "--mib", "8", "--repeat", "1")
+    for row in ("| tensorfile convert -> .npz |", "| load_file + np.savez |", "convert vs load_file + np.savez"):
+        assert row in text, row
