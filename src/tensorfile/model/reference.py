@@ -202,9 +202,14 @@ def _flatten(ops: Sequence[np.ndarray], params: Params, attrs: Attrs) -> np.ndar
     return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1 :]) if x.ndim else x.reshape(1)
 
 
-def _split(ops: Sequence[np.ndarray], params: Params, attrs: Attrs) -> list[np.ndarray]:
-    bounds = np.cumsum(attrs["sizes"])[:-1]
-    return np.split(ops[0], bounds, axis=attrs["axis"])
+def _split(ops: Sequence[np.ndarray], params: Params, attrs: Attrs) -> list[np.ndarray] | np.ndarray:
+    """Pieces of ``sizes`` along ``axis`` (they must add up to its length, as torch.split requires); one
+    piece is the array itself, the node's only result."""
+    x, sizes = ops[0], attrs["sizes"]
+    if sum(sizes) != x.shape[attrs["axis"]]:
+        raise ValueError(f"split: sizes {sizes[:8]} do not add up to dim {attrs['axis']} of shape {list(x.shape)}")
+    parts = np.split(x, np.cumsum(sizes)[:-1], axis=attrs["axis"])
+    return parts if len(parts) > 1 else parts[0]
 
 
 def _slice(ops: Sequence[np.ndarray], params: Params, attrs: Attrs) -> np.ndarray:
