@@ -1,7 +1,11 @@
 """tensorfile: save and load tensors, parameters and checkpoints safely and fast.
 
-One API for NumPy and PyTorch (more frameworks to come) on a safetensors-compatible
-file that also records structure and checksums, and never runs code when loaded.
+One API for NumPy, PyTorch, TensorFlow/Keras, JAX and MXNet on a safetensors-compatible
+file that also records structure and checksums, and never runs code when loaded:
+tensors and containers (:func:`save` / :func:`load` / :func:`open`), model parameters
+(:func:`save_parameters` / :func:`load_parameters`), architecture and parameters in one
+file rebuilt in any framework (:func:`save_model` / :func:`load_model`), and crash-safe
+training checkpoints (:class:`CheckpointManager`).
 
     >>> import numpy as np, tensorfile
     >>> tensorfile.save({"x": np.arange(4), "step": 3}, "mydict")
@@ -23,12 +27,14 @@ from .errors import (
     ParameterMismatchError,
     TensorFileError,
     UnsafeFileError,
+    UnsupportedArchitectureError,
     UnsupportedTypeError,
 )
 from .files import load, save
 from .lazy import TensorFile, TensorInfo, TensorSlice, open
 from .lazyfile import LazyFile
 from .limits import Limits
+from .model import load_model, save_model
 from .parameters import LoadReport, Mismatch, load_parameters, save_parameters
 
 __version__ = "0.1.0"
@@ -44,6 +50,9 @@ __all__ = [
     "Limits",
     "LimitError",
     "save_parameters",
+    "save_model",
+    "load_model",
+    "UnsupportedArchitectureError",
     "load_parameters",
     "LoadReport",
     "Mismatch",

@@ -19,13 +19,13 @@ import click
 import numpy as np
 
 from . import formats
+from .cli_values import changed_values, compare, count_values, is_flat, json_number, plain_values
 from .errors import FormatError, IntegrityError, TensorFileError, UnsafeFileError
 from .files import load, resolve_index, save
 from .formats.base import Probe
 from .lazy import TensorFile
 from .lazy import open as open_file
 from .limits import Limits
-from .cli_values import changed_values, compare, count_values, is_flat, json_number, plain_values
 from .tree import flat_arrays, unflatten
 
 __all__ = ["main"]

@@ -22,6 +22,7 @@ __all__ = [
     "CheckpointLockedError",
     "UnsafeFileError",
     "LimitError",
+    "UnsupportedArchitectureError",
 ]
 
 
@@ -120,3 +121,9 @@ class LimitError(FormatError):
     A subclass of :class:`FormatError` (an honest file of that kind never asks for it);
     the message names the limit to raise for a trusted file.
     """
+
+
+class UnsupportedArchitectureError(FormatError):
+    """A model cannot be saved as a graph (data-dependent control flow, a Python side effect, an op outside
+    the vocabulary, a custom kernel), or a file's model graph is malformed or hostile. The message names the
+    node and the op (``docs/FORMAT.md``, "Model graphs")."""

@@ -182,8 +182,8 @@ def open_sharded(path: str, framework: str | None, options: Mapping[str, Any], v
 def open_read(path: str, fmt: Format, framework: str | None, options: Mapping[str, Any], limits: Limits) -> ForeignFile:
     """Another tool's file, read now through its format's safe reader (within ``limits``), served by dotted name."""
     from ..files import load
-    from ..handoff import source_framework, to_framework
     from ..frameworks import get_adapter
+    from ..handoff import source_framework, to_framework
     from ..tree import flat_arrays
 
     arrays = flat_arrays(fmt.read_value(path, limits))

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from ..errors import FormatError
+from ..errors import UnsupportedArchitectureError
 from .vocabulary import IR_VERSION, OPS
 
 __all__ = ["MODEL_KEY", "MAX_NODES", "Node", "Graph", "parse_graph", "dump_graph", "UnsupportedArchitectureError"]
@@ -40,11 +40,6 @@ MAX_DIM = 1 << 31
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/\-]{0,199}")
 _DIM = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
-
-
-class UnsupportedArchitectureError(FormatError):
-    """A model cannot be saved as a graph (data-dependent control flow, a Python side effect, an op outside
-    the vocabulary, a custom kernel), or a file's graph is malformed. The message names the node and the op."""
 
 
 @dataclass(frozen=True)
