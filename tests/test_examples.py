@@ -44,3 +44,14 @@ def test_reuse_layers_example():
     assert "still to learn: ['head.weight', 'head.bias']" in text
     assert "loaded: ['encoder.0.kernel', 'encoder.0.bias', 'encoder.1.kernel', 'encoder.1.bias']" in text
     assert "encoder outputs agree: True" in text
+
+
+def test_save_architecture_example_answers_exercise_3():
+    text = _run(str(ROOT / "examples" / "save_architecture.py"))
+    assert "parameters ['hidden.bias', 'hidden.weight', 'output.bias', 'output.weight']" in text
+    assert "the graph: hidden(linear) -> relu(relu) -> output(linear)" in text
+    for framework in ("torch", "keras", "numpy"):
+        line = next(l for l in text.splitlines() if f"rebuilt in {framework}" in l)
+        assert float(line.rsplit("max |diff| ", 1)[1]) <= 1e-5, line
+    assert "the MLP class was never defined here: True" in text
+    assert "UnsupportedArchitectureError" in text and "data-dependent control flow" in text
