@@ -97,11 +97,19 @@ import numpy as np
 from tensorfile.model import load_model
 
 folder, names = sys.argv[1], sys.argv[2:]
+FRAMEWORKS = ("keras", "numpy", "torch")
 out = {}
 for name in names:
     x = np.load(f"{folder}/{name}.input.npy")
-    for framework in ("keras", "numpy"):
-        out[f"{name}.{framework}"] = np.asarray(load_model(f"{folder}/{name}.tf", framework)(x))
+    for framework in FRAMEWORKS:
+        model = load_model(f"{folder}/{name}.tf", framework)
+        if framework == "torch":
+            import torch
+
+            with torch.no_grad():
+                out[f"{name}.{framework}"] = model(torch.from_numpy(x)).numpy()
+        else:
+            out[f"{name}.{framework}"] = np.asarray(model(x))
 np.savez(f"{folder}/outputs.npz", **out)
 print(sorted(vars(sys.modules["__main__"])), [m for m in sys.modules if "test_model" in m])
 """
@@ -125,11 +133,11 @@ def saved(tmp_path_factory):
     assert "MLP" not in child.stdout and "Attention" not in child.stdout and "test_model" not in child.stdout
     with np.load(folder / "outputs.npz") as outputs:
         loaded = dict(outputs)
-    return folder, {name: (*models[name], {fw: loaded[f"{name}.{fw}"] for fw in ("keras", "numpy")}) for name in CASES}
+    return folder, {name: (*models[name], {fw: loaded[f"{name}.{fw}"] for fw in ("keras", "numpy", "torch")}) for name in CASES}
 
 
 @pytest.mark.parametrize("name", list(CASES))
-@pytest.mark.parametrize("framework", ["keras", "numpy"])
+@pytest.mark.parametrize("framework", ["keras", "numpy", "torch"])
 def test_saved_from_keras_runs_in_a_fresh_process(saved, name, framework):
     _, models = saved
     _, x, expected, loaded = models[name]
