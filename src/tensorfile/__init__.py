@@ -17,7 +17,9 @@ See ``docs/FORMAT.md`` for the file format.
 
 from __future__ import annotations
 
-from .checkpoint import CheckpointManager, rng_state, set_rng_state
+import importlib
+from typing import Any
+
 from .errors import (
     CheckpointLockedError,
     CheckpointNotFoundError,
@@ -34,8 +36,24 @@ from .files import load, save
 from .lazy import TensorFile, TensorInfo, TensorSlice, open
 from .lazyfile import LazyFile
 from .limits import Limits
-from .model import load_model, save_model
-from .parameters import LoadReport, Mismatch, load_parameters, save_parameters
+
+#: Names imported on first use (PEP 562), so that ``import tensorfile`` stays cheap: name -> its module.
+_LAZY = {
+    "CheckpointManager": ".checkpoint", "rng_state": ".checkpoint", "set_rng_state": ".checkpoint",
+    "save_parameters": ".parameters", "load_parameters": ".parameters", "LoadReport": ".parameters",
+    "Mismatch": ".parameters", "save_model": ".model", "load_model": ".model",
+}  # fmt: skip
+_SUBMODULES = ("checkpoint", "parameters", "model", "formats", "frameworks", "distributed", "cli")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'tensorfile' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
