@@ -2,7 +2,8 @@
 
 Usage:
     exchange.py save DIR    write DIR/from-mxnet (the matrix reference as mx.np arrays),
-                            DIR/gluon_mlp.params and DIR/gluon_io (X, Y of that MLP)
+                            DIR/gluon_mlp.params, DIR/gluon_mlp.model (save_model) and DIR/gluon_io
+                            (X, Y of that MLP)
     exchange.py check DIR   load every DIR/from-* with framework="mxnet"; print problems, exit 1 if any
 """
 
@@ -17,6 +18,7 @@ from mxnet import np, npx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tensorfile  # noqa: E402
+from tensorfile.model import save_model  # noqa: E402
 from matrix_data import check, reference  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -33,6 +35,7 @@ def save(folder: str) -> None:
     X = np.random.uniform(size=(3, 20))
     Y = net(X)
     tensorfile.save_parameters(net, os.path.join(folder, "gluon_mlp.params"))
+    save_model(net, os.path.join(folder, "gluon_mlp.model"), X)  # architecture too (issue 13)
     tensorfile.save({"X": X, "Y": Y}, os.path.join(folder, "gluon_io"))
 
 
