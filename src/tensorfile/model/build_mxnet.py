@@ -392,8 +392,13 @@ def _block_class() -> type:
             self._shapes = {name: tuple(value.shape) for name, value in tensors.items()}
             self._ranks = ranks(graph, self._shapes)
             make = mx.np.array if mx.util.is_np_array() else mx.nd.array
+            used = graph.params()
             with self.name_scope():
                 for i, (name, value) in enumerate(tensors.items()):
+                    if value.ndim == 0 and not mx.util.is_np_array():
+                        if name not in used:
+                            continue  # legacy MXNet has no 0-d arrays: an unused counter (num_batches_tracked) is left out
+                        value = value.reshape(1)  # broadcasts as the 0-d value would
                     param = self.params.get(f"t{i}", shape=tuple(value.shape), dtype=value.dtype,
                                             allow_deferred_init=False)  # fmt: skip
                     param.initialize(init=mx.init.Zero(), ctx=mx.cpu())
