@@ -58,7 +58,8 @@ def to_framework(adapter: Adapter, path: str, name: str, array: np.ndarray, info
 
 def imported(name: str) -> bool:
     """True when the process has imported framework ``name`` (NumPy always)."""
-    return name == "numpy" or any(sys.modules.get(package) is not None for package in FRAMEWORKS[name][1])
+    return name == "numpy" or any(getattr(sys.modules.get(package), "__file__", None) is not None
+                                  for package in FRAMEWORKS[name][1])  # (a namespace package has no file)
 
 
 def installed(name: str) -> bool:
@@ -69,9 +70,10 @@ def installed(name: str) -> bool:
 @functools.lru_cache(maxsize=None)
 def _found(package: str) -> bool:
     try:
-        return importlib.util.find_spec(package) is not None
+        spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):  # ValueError: sys.modules holds None for it (blocked)
         return False
+    return spec is not None and spec.origin not in (None, "namespace")  # a folder of that name is not the framework
 
 
 def source_framework(recorded: str, path: str) -> str:
