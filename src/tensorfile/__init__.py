@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from .checkpoint import CheckpointManager, rng_state, set_rng_state
 from .errors import (
+    CheckpointConflictError,
     CheckpointLockedError,
     CheckpointNotFoundError,
     FormatError,
@@ -62,6 +63,7 @@ __all__ = [
     "set_rng_state",
     "CheckpointNotFoundError",
     "CheckpointLockedError",
+    "CheckpointConflictError",
     "UnsafeFileError",
     "TensorFileError",
     "FormatError",
