@@ -21,6 +21,7 @@ import importlib
 from typing import Any
 
 from .errors import (
+    CheckpointConflictError,
     CheckpointLockedError,
     CheckpointNotFoundError,
     FormatError,
@@ -80,6 +81,7 @@ __all__ = [
     "set_rng_state",
     "CheckpointNotFoundError",
     "CheckpointLockedError",
+    "CheckpointConflictError",
     "UnsafeFileError",
     "TensorFileError",
     "FormatError",

@@ -20,6 +20,7 @@ __all__ = [
     "ParameterMismatchError",
     "CheckpointNotFoundError",
     "CheckpointLockedError",
+    "CheckpointConflictError",
     "UnsafeFileError",
     "LimitError",
     "UnsupportedArchitectureError",
@@ -108,6 +109,11 @@ class CheckpointNotFoundError(TensorFileError, FileNotFoundError):
 
 class CheckpointLockedError(TensorFileError, RuntimeError):
     """Another CheckpointManager (another process) holds the checkpoint folder."""
+
+
+class CheckpointConflictError(TensorFileError, FileExistsError):
+    """Another writer committed the same checkpoint step first (on object storage, where two
+    CheckpointManagers can write one location: the commit object is created only if absent)."""
 
 
 class UnsafeFileError(TensorFileError, ValueError):

@@ -35,6 +35,7 @@ from .formats._write import flat_tensors
 from .frameworks import get_adapter
 from .handoff import check_framework, convert_tree, pick_adapter, source_framework, to_framework
 from .limits import DEFAULT_LIMITS, Limits, out_of_memory
+from .storage import is_url, local_path
 from .tree import flatten, shared_groups, unflatten
 
 __all__ = ["save", "load"]
@@ -80,6 +81,7 @@ def save(
     metadata: Mapping[str, str] | None = None,
     format: str | None = None,
     max_shard_size: int | str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Save tensors, or nested containers of tensors and plain values, to ``path``.
 
@@ -133,6 +135,17 @@ def save(
             shards of the same checkpoint but not part of this one (an earlier
             save's), and ``path`` itself after a save of several shards, are
             removed. Nothing else is touched.
+        storage_options: for a ``path`` that is an fsspec URL (``s3://bucket/key``,
+            ``gs://...``, ``memory://...``; needs ``pip install 'tensorfile[remote]'``
+            and the protocol's backend, e.g. s3fs): options for its filesystem, as
+            ``fsspec.core.url_to_fs(path, **storage_options)`` takes them
+            (``{"endpoint_url": ...}``; credentials otherwise from the environment, as
+            fsspec finds them). The file is written to a local temporary file
+            (``TMPDIR``) and uploaded in one piece: one PUT, or (s3fs, files of 100 MiB
+            or more) a multipart upload completed only at the end and aborted on error,
+            so a failed save leaves no partial object under the name. Ignored for a
+            local path (``file://`` URLs are local paths). ``max_shard_size`` is not
+            available for URLs.
 
     Raises:
         UnsupportedTypeError: a value or dtype cannot be stored; the message
@@ -140,6 +153,7 @@ def save(
         TypeError, ValueError: bad ``metadata``, ``format`` or ``max_shard_size``,
             or (sharded) a ``path`` that names a folder.
         OSError: the file cannot be written (an existing file is left intact).
+        ImportError: ``path`` is a URL and fsspec or its backend is not installed.
 
     Example:
         >>> tensorfile.save({"w": np.ones((2, 3), np.float32)}, "mydict")
@@ -149,7 +163,17 @@ def save(
     fmt = formats.get(format or "tensorfile")  # ValueError names the formats
     if fmt.write is None:
         raise ValueError(f"unknown format {format!r} to write; expected one of {formats.written()}")
-    if max_shard_size is not None:
+    path = local_path(path)
+    if is_url(path):
+        if max_shard_size is not None:
+            raise ValueError(f"{path}: max_shard_size: sharded saves write several files and an index; to object "
+                             "storage tensorfile writes single files")  # fmt: skip
+        from .storage.files import save_url
+
+        write = (lambda local: _save(obj, local, metadata, durable=False)) if fmt.name == "tensorfile" else (
+            lambda local: fmt.write(obj, local, metadata, _progress))  # fmt: skip
+        save_url(path, storage_options, write)  # type: ignore[arg-type]
+    elif max_shard_size is not None:
         if fmt.name not in ("tensorfile", "safetensors"):
             raise ValueError(f"max_shard_size: format {format!r} has no sharded layout; shards are safetensors files")
         _save_sharded(obj, os.fspath(path), metadata, format, max_shard_size)
@@ -303,7 +327,7 @@ def _verify(path: str, name: str, expected: str, found: str | None) -> None:
 @collector_paused
 def load(
     path: str | os.PathLike[str], *, framework: str | None = None, map_location: Any = None, device: Any = None,
-    limits: Limits | None = None,
+    limits: Limits | None = None, storage_options: Mapping[str, Any] | None = None,
 ) -> Any:  # fmt: skip
     """Load what :func:`save` wrote, any safetensors file, or another tool's file, from ``path``.
 
@@ -338,6 +362,11 @@ def load(
             of memory, 2**20 tensors, 200 levels of nesting). Every reader
             charges each allocation before it happens. Raise it for a trusted
             file that needs more (a highly compressed ``.npz``).
+        storage_options: for a ``path`` that is an fsspec URL (``s3://bucket/key``...;
+            see :func:`save`): options for its filesystem. The object is downloaded
+            whole into a local temporary file (``TMPDIR``) and read there; errors
+            name the URL. A sharded checkpoint's index is refused there (its shards
+            are other objects). Ignored for a local path.
 
     Returns:
         The saved structure with the same container types and key types;
@@ -358,12 +387,21 @@ def load(
     check it either, and it costs more than the read); ``tensorfile verify``
     checks it.
         ValueError: unknown ``framework`` (the message lists the accepted ones).
-        ImportError: the framework a tensor needs is not installed.
+        ImportError: the framework a tensor needs is not installed; for a URL, fsspec or its backend.
     """
     check_framework(framework)
     limits = _check_limits(limits)
     options = {"map_location": map_location, "device": device}
-    path = os.fspath(resolve_index(path))
+    path = local_path(path)
+    if is_url(path):
+        from .storage.files import load_url
+
+        return load_url(path, storage_options, lambda local: _load_path(local, framework, options, limits))  # type: ignore[arg-type]
+    return _load_path(os.fspath(resolve_index(path)), framework, options, limits)
+
+
+def _load_path(path: str, framework: str | None, options: dict[str, Any], limits: Limits) -> Any:
+    """:func:`load` of a local file."""
     fmt = find_format(path)
     try:
         if fmt.load is not None:

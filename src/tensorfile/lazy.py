@@ -30,6 +30,7 @@ from .format.record import RECORD_KEY, logical_shape
 from .handoff import check_framework, pick_adapter
 from .lazyfile import LazyFile, TensorInfo, TensorSlice
 from .limits import DEFAULT_LIMITS, Limits, out_of_memory
+from .storage import is_url, local_path
 from .tree import unflatten
 
 __all__ = ["open", "TensorFile", "TensorInfo", "TensorSlice"]
@@ -42,11 +43,13 @@ class TensorFile(LazyFile):
 
     def __init__(
         self, path: str | os.PathLike[str], framework: str | None, map_location: Any, verify: bool, device: Any = None,
-        limits: Limits = DEFAULT_LIMITS,
+        limits: Limits = DEFAULT_LIMITS, reader: SafetensorsReader | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:  # fmt: skip
         check_framework(framework)
         self._limits = limits
-        self._reader = SafetensorsReader(path, limits)
+        self._reader = reader if reader is not None else SafetensorsReader(path, limits)  # reader: an object's ranges
+        self._storage = {} if reader is None else {"storage_options": storage_options}
         self.path = self._reader.path
         try:
             self._record = _read_record(self._reader)
@@ -165,7 +168,7 @@ class TensorFile(LazyFile):
                 of read into memory; tensors that shared storage do not share it.
         """
         if not mapped:
-            return load(self.path, framework=self._framework, limits=self._limits, **self._options)
+            return load(self.path, framework=self._framework, limits=self._limits, **self._options, **self._storage)
         if self._record is None:
             return {name: self[name] for name in self.keys()}
 
@@ -189,6 +192,7 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
     device: Any = None,
     verify: bool = False,
     limits: Limits | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> LazyFile:
     """Open a file for lazy, zero-copy reading; use as a context manager.
 
@@ -221,12 +225,26 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
             (reads all of its bytes, which a lazy reader usually wants to
             avoid; :func:`load` always verifies).
         limits: as in :func:`load`.
+        storage_options: for a ``path`` that is an fsspec URL (``s3://bucket/key``...;
+            see :func:`tensorfile.save`): options for its filesystem. A tensorfile or
+            safetensors object is read by byte ranges, never whole: its first 64 KiB
+            (the header; a longer header in a second request), then each tensor's
+            range when it is read (``f[name]`` and ``f.read(name)`` give fresh arrays,
+            charged to ``limits``) and only the rows' range for ``f.slice(name)[a:b]``
+            (:mod:`tensorfile.storage.reader`). Other formats are refused there
+            (:func:`load` reads them). Ignored for a local path.
 
     Raises:
         FileNotFoundError, FormatError, UnsafeFileError, LimitError: as :func:`load`.
+        ImportError: ``path`` is a URL and fsspec or its backend is not installed.
     """
     check_framework(framework)
     limits = _check_limits(limits)
+    path = local_path(path)
+    if is_url(path):
+        from .storage.files import open_url
+
+        return open_url(path, storage_options, limits, framework, map_location, device, verify)  # type: ignore[arg-type]
     path = resolve_index(path)
     fmt = find_format(path)
     options = {"map_location": map_location, "device": device}

@@ -4,6 +4,10 @@ On disk, ``<directory>/step_<N>/state.tensorfile`` per committed step (see
 :mod:`.commit` for how a step appears atomically). The file's user metadata
 ``tensorfile.checkpoint`` holds JSON ``{"step": N, "metrics": {...}, "live":
 {name: kind}}`` so that retention and ``best_step`` read only headers.
+
+On object storage (an fsspec URL: ``s3://``, ``gs://``, ``memory://``...), where renames
+are not atomic, each step is data objects plus one commit object written last with a
+conditional put (:mod:`.objects`); the commit object also holds that JSON.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from typing import Any, Callable, Mapping
 from ..errors import CheckpointNotFoundError, IntegrityError, TensorFileError
 from ..files import _save, load
 from ..lazy import open as open_file
+from ..storage import is_url, local_path
 from .commit import commit, delete, remove_temporaries
 from .live import capture, class_of, kind_of
 from .lock import FolderLock
+from .objects import ObjectSteps
 from .restore import Restored, fill
 from .retention import Retention
 from .staging import Staging
@@ -83,10 +89,25 @@ class CheckpointManager:
             beside a trainer's manager and on a read-only folder. ``steps``,
             ``latest_step``, ``best_step`` and :meth:`restore` see each step as soon
             as the trainer commits it; :meth:`save` raises ``PermissionError``.
+        storage_options: for a ``directory`` that is an fsspec URL (``s3://bucket/run1``,
+            ``gs://...``, ``memory://...``; needs ``pip install 'tensorfile[remote]'`` and
+            the protocol's backend): options for its filesystem, as
+            ``fsspec.core.url_to_fs`` takes them (credentials otherwise from the
+            environment). There a step is committed by a commit object written after
+            its data with a conditional put (``If-None-Match: *``, AWS S3 conditional
+            writes; :mod:`tensorfile.checkpoint.objects`): readers ignore steps without
+            one, retention deletes it first, two managers saving one step cannot both
+            commit it (the second gets :class:`CheckpointConflictError`), and a step
+            already committed is never replaced. No lock is taken (an object store has
+            none); a writing manager aborts stale unfinished multipart uploads and
+            deletes stale uncommitted data objects under ``directory`` when it starts
+            and after each save. Ignored for a local path (``file://`` URLs are local).
 
     Raises:
         CheckpointLockedError: another manager holds the folder.
+        CheckpointNotFoundError: ``read_only`` and no such folder (no object under the URL).
         ValueError: inconsistent retention options.
+        ImportError: ``directory`` is a URL and fsspec or its backend is not installed.
     """
 
     def __init__(
@@ -104,8 +125,12 @@ class CheckpointManager:
         async_buffers: int = 2,
         lock_timeout: float = 0.0,
         read_only: bool = False,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.directory = os.fspath(directory)
+        directory = local_path(directory)
+        self.directory = directory.rstrip("/") if is_url(directory) else os.fspath(directory)
+        #: the step store on object storage (None on a local disk)
+        self._objects = ObjectSteps(self.directory, storage_options) if is_url(directory) else None
         self.retention = Retention(max_to_keep, keep_every_n_steps, keep_best, best_metric, best_mode, best_fn)
         if not isinstance(save_interval_steps, int) or save_interval_steps < 1:
             raise ValueError(f"save_interval_steps must be a positive int, not {save_interval_steps!r}")
@@ -117,7 +142,12 @@ class CheckpointManager:
         self.read_only = read_only
         self._closed = False
         self._lock: FolderLock | None = None
-        if read_only:  # a reader: no lock, no clean-up, nothing written (the folder may be read-only)
+        if self._objects is not None:  # no lock, no folders: a writer only cleans up after dead writers
+            if read_only and not self._objects.exists():
+                raise CheckpointNotFoundError(f"{self.directory}: no such checkpoint location (no object under it)")
+            if not read_only:
+                self._objects.sweep()
+        elif read_only:  # a reader: no lock, no clean-up, nothing written (the folder may be read-only)
             if not os.path.isdir(self.directory):
                 raise CheckpointNotFoundError(f"{self.directory}: no such checkpoint folder")
         else:
@@ -142,6 +172,8 @@ class CheckpointManager:
     @property
     def steps(self) -> list[int]:
         """Committed steps, ascending (a step being written in the background is not one yet)."""
+        if self._objects is not None:
+            return self._objects.steps()
         found = []
         for entry in os.listdir(self.directory):
             match = _STEP.fullmatch(entry)
@@ -167,6 +199,11 @@ class CheckpointManager:
         return os.path.join(self.directory, f"step_{step:08d}")
 
     def _step_info(self, step: int) -> dict[str, Any]:
+        if self._objects is not None:
+            try:
+                return dict(self._objects.record(step)["info"])
+            except (TensorFileError, OSError):
+                return {}
         try:
             with open_file(os.path.join(self._path(step), STATE_FILE)) as f:
                 return json.loads(f.metadata.get(METADATA_KEY, "{}"))
@@ -267,7 +304,10 @@ class CheckpointManager:
 
     def _write(self, step: int, tree: Any, info: dict[str, Any]) -> None:
         metadata = {METADATA_KEY: json.dumps(info)}
-        commit(self.directory, f"step_{step:08d}", lambda folder: _save(tree, os.path.join(folder, STATE_FILE), metadata, durable=True))
+        if self._objects is not None:  # staged locally (no fsync needed), uploaded, then committed
+            self._objects.commit(step, lambda local: _save(tree, local, metadata, durable=False), info)
+        else:
+            commit(self.directory, f"step_{step:08d}", lambda folder: _save(tree, os.path.join(folder, STATE_FILE), metadata, durable=True))
         self._metrics[step] = info["metrics"]
         self._apply_retention()
         if step not in self.steps:
@@ -282,8 +322,13 @@ class CheckpointManager:
         keep = self.retention.keep(steps, self._all_metrics())
         for step in steps:
             if step not in keep:
-                delete(self.directory, os.path.basename(self._path(step)))
+                if self._objects is not None:
+                    self._objects.delete(step)  # the commit object first
+                else:
+                    delete(self.directory, os.path.basename(self._path(step)))
                 self._metrics.pop(step, None)
+        if self._objects is not None:
+            self._objects.sweep()
 
     def _raise_pending(self) -> None:
         if self._error is not None:
@@ -392,6 +437,8 @@ class CheckpointManager:
         return fill(self.directory, step, loaded, info, state or {}, strict)
 
     def _load(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self._objects is not None:
+            return self._load_object(step)
         path = os.path.join(self._path(step), STATE_FILE)
         try:
             with open_file(path) as f:
@@ -406,3 +453,13 @@ class CheckpointManager:
         except (TensorFileError, OSError, ValueError) as exc:  # a folder, another tool's file, unreadable, damaged
             raise IntegrityError(f"checkpoint step {step} is corrupt or incomplete: {exc}") from exc
 
+    def _load_object(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:meth:`_load` on object storage: the commit object, then the data object it names."""
+        record = self._objects.record(step)  # type: ignore[union-attr]
+        data = self._objects.data(step, record)  # type: ignore[union-attr]
+        try:
+            return load(data.url, storage_options=self._objects.storage_options), record["info"]  # type: ignore[union-attr]
+        except IntegrityError:
+            raise
+        except (TensorFileError, OSError, ValueError) as exc:  # the data object gone, damaged or another file
+            raise IntegrityError(f"checkpoint step {step} is corrupt or incomplete: {exc}") from exc

@@ -1,0 +1,249 @@
+"""The step commit protocol on object storage (S3, GCS, ``memory://``, any fsspec URL), where renames are not atomic.
+
+Layout under the checkpoint URL ``<root>``::
+
+    <root>/step_<N:08d>/state-<writer>.tensorfile   the step's data object: a tensorfile file, named after
+                                                     the attempt that uploaded it (16 random hex digits)
+    <root>/step_<N:08d>/commit.json                  the commit object: the step exists once it does
+
+The commit object is UTF-8 JSON: ``{"tensorfile_commit": 1, "step": N, "writer": "<16 hex>",
+"files": {"state.tensorfile": {"object": "state-<16 hex>.tensorfile", "size": bytes}}, "info":
+{"step": N, "metrics": {...}, "live": {...}, "classes": {...}}}`` (``info`` as the data object's
+``tensorfile.checkpoint`` metadata).
+
+Writer (:meth:`ObjectSteps.commit`):
+
+1. Refuse at once when step N already has a commit object (a committed step is never replaced).
+2. Upload every data object of the step in one piece each (:func:`tensorfile.storage.transfer.upload`:
+   one PUT, or a multipart upload completed at the end), under a name no other attempt uses, so two
+   writers of one step never overwrite each other's data.
+3. Create the commit object with a conditional put, ``If-None-Match: *`` (fsspec ``pipe_file(...,
+   mode="create")``; AWS S3 conditional writes: the store keeps the first and answers
+   ``412 Precondition Failed`` to every later one). A writer answered 412 reads the commit object
+   back: its own (a retried request whose first try had landed) means committed; another writer's
+   means this one lost: it removes its data objects and raises :class:`CheckpointConflictError`.
+
+Readers (:meth:`ObjectSteps.steps`, :meth:`ObjectSteps.record`) see only steps with a commit object,
+and read the data object it names: a writer killed before step 3 left nothing visible.
+
+Deletion (:meth:`ObjectSteps.delete`, retention): the commit object first, then the data objects; a
+crash in between leaves only invisible data.
+
+Clean-up (:meth:`ObjectSteps.sweep`, when a writing manager starts and after each commit): data objects
+named like ours that no commit object names and that were last modified :data:`STALE_AFTER` seconds
+ago or more are deleted, and S3 multipart uploads under ``<root>`` initiated that long ago or more
+are aborted (:func:`tensorfile.storage.uploads.abort_stale_uploads`). Younger ones may belong to a
+writer still at work. Objects of other names are never touched.
+
+The conditional put is atomic where the store honours ``If-None-Match`` (AWS S3, and S3-compatible
+stores that implement conditional writes; s3fs ``s3fs/core.py`` ``_pipe_file``); backends whose
+``pipe_file`` has no such request use fsspec's check-then-write, which two writers can both pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import signal
+import time
+from typing import Any, Callable, Mapping
+
+from ..errors import CheckpointConflictError, CheckpointNotFoundError, IntegrityError, TensorFileError
+from ..storage import Location, locate
+from ..storage.transfer import put_new, renamed, staged, upload
+from ..storage.uploads import abort_stale_uploads
+
+__all__ = ["ObjectSteps", "COMMIT_OBJECT", "STALE_AFTER", "KILL_BEFORE_COMMIT"]
+
+COMMIT_OBJECT = "commit.json"
+#: Seconds after which an uncommitted data object, or an unfinished multipart upload, is taken as a dead writer's.
+STALE_AFTER = 3600.0
+#: Test hook: with this environment variable set to "1", a writer SIGKILLs itself after its data objects are
+#: uploaded and before the commit object is written (tests/test_remote.py).
+KILL_BEFORE_COMMIT = "TENSORFILE_TEST_KILL_BEFORE_COMMIT"
+_STEP = re.compile(r"step_([0-9]{8,})")
+_DATA = re.compile(r"state-[0-9a-f]{16}\.tensorfile")
+_STATE = "state.tensorfile"
+
+
+def _modified(info: Mapping[str, Any]) -> float | None:
+    """When an object was last written (seconds since the epoch), from an fsspec ``info`` dict; None if unknown."""
+    for key in ("LastModified", "mtime", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, dt.datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).timestamp()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
+
+
+class ObjectSteps:
+    """The committed steps of one checkpoint location on an fsspec filesystem (see the module docs).
+
+    Args:
+        url: the checkpoint location (``s3://bucket/run1``).
+        storage_options: options for its filesystem (``fsspec.core.url_to_fs``).
+
+    Raises:
+        ImportError: fsspec or the protocol's backend is not installed.
+    """
+
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None) -> None:
+        self.root = locate(url, storage_options)
+        self.storage_options = storage_options
+
+    def folder(self, step: int) -> Location:
+        """Where step ``step``'s objects live (a prefix)."""
+        return self.root.child(f"step_{step:08d}")
+
+    def exists(self) -> bool:
+        """True when any object lies under the location."""
+        self.root.fs.invalidate_cache(self.root.path)
+        return bool(self.root.fs.exists(self.root.path))
+
+    def listing(self) -> dict[int, dict[str, dict[str, Any]]]:
+        """``{step: {object name: fsspec info}}`` of every object in a step folder, committed or not (one listing)."""
+        fs = self.root.fs
+        fs.invalidate_cache(self.root.path)
+        try:
+            found = fs.find(self.root.path, detail=True)
+        except FileNotFoundError:
+            return {}
+        base = self.root.path + "/"
+        out: dict[int, dict[str, dict[str, Any]]] = {}
+        for path, info in found.items():
+            parts = path[len(base) :].split("/") if path.startswith(base) else []
+            match = _STEP.fullmatch(parts[0]) if len(parts) == 2 else None
+            if match:
+                out.setdefault(int(match.group(1)), {})[parts[1]] = info
+        return out
+
+    def steps(self) -> list[int]:
+        """Committed steps (with a commit object), ascending."""
+        return sorted(step for step, objects in self.listing().items() if COMMIT_OBJECT in objects)
+
+    def record(self, step: int) -> dict[str, Any]:
+        """Step ``step``'s commit object, checked.
+
+        Raises:
+            CheckpointNotFoundError: the step has no commit object (not committed, or deleted).
+            IntegrityError: the commit object is not one this protocol writes.
+        """
+        where = self.folder(step).child(COMMIT_OBJECT)
+        try:
+            raw = self.root.fs.cat_file(where.path)
+        except FileNotFoundError:
+            raise CheckpointNotFoundError(f"{self.root.url}: no checkpoint for step {step}") from None
+        try:
+            record = json.loads(raw.decode("utf-8"))
+            name = record["files"][_STATE]["object"]
+            ok = record.get("tensorfile_commit") == 1 and record.get("step") == step and isinstance(record.get("info"), dict)
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError):
+            ok, name = False, None
+        if not ok or not isinstance(name, str) or not _DATA.fullmatch(name):  # never a path outside its folder
+            raise IntegrityError(f"{where.url}: not a commit object of step {step} (expected JSON with "
+                                 f"tensorfile_commit 1, step {step} and a state-<16 hex>.tensorfile object)")  # fmt: skip
+        return record
+
+    def data(self, step: int, record: Mapping[str, Any]) -> Location:
+        """The data object (``state.tensorfile``'s) that ``record``, step ``step``'s commit object, names."""
+        return self.folder(step).child(record["files"][_STATE]["object"])
+
+    def commit(self, step: int, write: Callable[[str], None], info: Mapping[str, Any]) -> None:
+        """Write step ``step``: ``write(local_path)`` writes its state file, which is uploaded, then committed.
+
+        Raises:
+            CheckpointConflictError: the step is committed already, or another writer committed it first
+                (this writer's data objects are removed).
+            OSError: an upload or the commit failed (no commit object of this writer exists, unless the
+                store took it and the answer was lost: the step is then committed).
+        """
+        fs, folder = self.root.fs, self.folder(step)
+        marker = folder.child(COMMIT_OBJECT)
+        fs.invalidate_cache(folder.path)
+        if fs.exists(marker.path):
+            raise CheckpointConflictError(f"{self.root.url}: step {step} is already committed ({marker.url}); on "
+                                          "object storage a committed step is never replaced: save another step "
+                                          "or delete this one first")  # fmt: skip
+        writer = secrets.token_hex(8)
+        data = folder.child(f"state-{writer}.tensorfile")
+        with staged(data) as local:
+            with renamed(local, data.url):
+                write(local)
+            size = os.path.getsize(local)
+            upload(local, data)
+        if os.environ.get(KILL_BEFORE_COMMIT) == "1":
+            os.kill(os.getpid(), signal.SIGKILL)
+        body = {"tensorfile_commit": 1, "step": step, "writer": writer,
+                "files": {_STATE: {"object": _name(data), "size": size}}, "info": dict(info)}  # fmt: skip
+        try:
+            put_new(marker, json.dumps(body).encode("utf-8"))
+        except FileExistsError:
+            if self._writer_of(step) == writer:  # a retry of our own put, whose first try had landed
+                return
+            with contextlib.suppress(OSError):
+                fs.rm_file(data.path)
+            raise CheckpointConflictError(f"{self.root.url}: step {step} was committed by another writer while "
+                                          "this one was writing it; this writer's data objects were removed") from None  # fmt: skip
+
+    def _writer_of(self, step: int) -> str | None:
+        self.root.fs.invalidate_cache(self.folder(step).path)
+        try:
+            return self.record(step).get("writer")
+        except (TensorFileError, OSError):
+            return None
+
+    def delete(self, step: int) -> None:
+        """Delete step ``step``: its commit object first (the step is gone for readers), then its data objects."""
+        fs, folder = self.root.fs, self.folder(step)
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(folder.child(COMMIT_OBJECT).path)
+        fs.invalidate_cache(folder.path)
+        try:
+            rest = fs.find(folder.path)
+        except FileNotFoundError:
+            return
+        for path in rest:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm_file(path)
+        fs.invalidate_cache(folder.path)
+
+    def sweep(self) -> list[str]:
+        """Delete stale data objects no commit object names and abort stale multipart uploads (module docs).
+
+        Returns:
+            What was removed: object URLs, then ``bucket/key`` of each upload aborted.
+        """
+        fs = self.root.fs
+        cutoff = time.time() - STALE_AFTER
+        removed = []
+        for step, objects in self.listing().items():
+            keep = {COMMIT_OBJECT}
+            if COMMIT_OBJECT in objects:
+                if len(objects) <= 2:  # the commit object and its data object: nothing to look at
+                    continue
+                try:
+                    keep.add(_name(self.data(step, self.record(step))))
+                except (TensorFileError, OSError):
+                    continue  # a folder this protocol does not understand: left alone
+            for name, info in objects.items():
+                when = _modified(info)
+                if name in keep or not _DATA.fullmatch(name) or when is None or when > cutoff:
+                    continue
+                where = self.folder(step).child(name)
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm_file(where.path)
+                    removed.append(where.url)
+        return removed + abort_stale_uploads(self.root, STALE_AFTER)
+
+
+def _name(location: Location) -> str:
+    """The last part of an object's path."""
+    return location.path.rsplit("/", 1)[-1]
