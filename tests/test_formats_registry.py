@@ -40,7 +40,7 @@ def test_each_format_is_defined_in_one_module_and_named_nowhere_else():
 
 def test_the_cli_takes_its_format_choices_and_suffix_rules_from_the_registry(tmp_path):
     choices = next(p for p in convert_command.params if p.name == "fmt").type.choices
-    assert list(choices) == formats.written() == ["tensorfile", "safetensors", "torch", "npz", "mxnet", "mxnet-np"]
+    assert list(choices) == formats.written() == ["tensorfile", "safetensors", "torch", "npz", "mxnet", "mxnet-np", "dcp"]
     assert formats.by_suffix("x.pt") is formats.get("torch") and formats.by_suffix("m.weights.h5") is formats.get("hdf5")
     assert formats.by_suffix("x.PARAMS").name == "mxnet" and formats.by_suffix("x.unknown") is None
     with pytest.raises(ValueError, match="unknown format 'pickle'"):

@@ -145,7 +145,7 @@ class _Commands(click.Group):
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tensorfile")
 def main() -> None:
-    """Inspect and convert tensorfile, safetensors, PyTorch, NumPy, MXNet, Keras/HDF5 and GGUF files."""
+    """Inspect and convert tensorfile, safetensors, PyTorch, NumPy, MXNet, Keras/HDF5 and GGUF files, and DCP folders."""
 
 
 @main.command("ls")
@@ -204,9 +204,10 @@ def _opened(path: str, verify: bool = False) -> Iterator[Any]:
 def info_command(file: str, as_json: bool) -> None:
     """The format of FILE (detected by content), its metadata, and whether it carries checksums."""
     file = resolve_index(file)  # a sharded save: its index
-    if os.path.isdir(file):
+    folder = os.path.isdir(file) and formats.detect_folder(file) is not None  # a checkpoint kept as a folder (DCP)
+    if os.path.isdir(file) and not folder:
         _fail(_folder_message(file))
-    if not os.path.isfile(file):
+    if not folder and not os.path.isfile(file):
         _fail(f"{file}: no such file" if not os.path.exists(file) else f"{file}: not a regular file")
     with _opened(file) as f:
         metadata, checksums = f.metadata, f.has_record
@@ -234,9 +235,10 @@ def info_command(file: str, as_json: bool) -> None:
 def verify_command(file: str, as_json: bool) -> None:
     """Read all of FILE, checking every checksum and the structure; exit 1 if it is damaged."""
     file = resolve_index(file)  # a sharded save: its index
-    if os.path.isdir(file):
+    folder = os.path.isdir(file) and formats.detect_folder(file) is not None  # a checkpoint kept as a folder (DCP)
+    if os.path.isdir(file) and not folder:
         _fail(_folder_message(file))
-    if os.path.exists(file) and not os.path.isfile(file):
+    if os.path.exists(file) and not folder and not os.path.isfile(file):
         _fail(f"{file}: not a regular file")
     probe = Probe.of(file) if os.path.isfile(file) else None
     if probe is not None:

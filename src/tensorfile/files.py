@@ -118,7 +118,12 @@ def save(
             ``load_parameters``; no 0-d or zero-size arrays) and ``"mxnet-np"``
             (as ``npx.save``, for ``npx.load`` in NumPy mode). npz and MXNet
             files hold one tensor, a list / tuple of tensors or a flat dict of
-            str to tensor; none of the three holds ``metadata``.
+            str to tensor; none of the three holds ``metadata``. ``"dcp"``:
+            ``path`` is a PyTorch Distributed Checkpoint folder for
+            ``torch.distributed.checkpoint.load`` (a state dict of nested dicts
+            and lists; one rank's ``.distcp`` file and a ``.metadata`` written
+            without ``pickle``; the previous checkpoint stays readable until the
+            new ``.metadata`` is renamed in: :mod:`tensorfile.formats.dcp_write`).
         max_shard_size: write the Hugging Face sharded layout (reference:
             huggingface/huggingface_hub ``src/huggingface_hub/serialization/_base.py``):
             shards of at most this many bytes of tensor data (an int, or
@@ -289,8 +294,8 @@ def _check_limits(limits: Limits | None) -> Limits:
 
 
 def find_format(path: str) -> Any:
-    """The :class:`tensorfile.formats.Format` that reads ``path``, by content. A folder, FIFO or device goes to
-    the safetensors reader, which names the problem.
+    """The :class:`tensorfile.formats.Format` that reads ``path``, by content. A folder goes to the format that
+    claims it (a DCP checkpoint); another folder, a FIFO or a device to the safetensors reader, which names the problem.
 
     Raises:
         FormatError: no format claims the file (the message says what it looks like).
@@ -300,6 +305,10 @@ def find_format(path: str) -> Any:
     from .formats.base import Probe
 
     probe = Probe.of(path)
+    if probe is None and os.path.isdir(path):
+        folder = formats.detect_folder(path)
+        if folder is not None:
+            return folder
     found = formats.detect(probe)
     if found is None and probe is not None:
         raise formats.not_tensors(probe)
@@ -336,12 +345,15 @@ def load(
     ``torch.save`` files (zip and legacy; one restricted unpickler that never
     imports), NumPy ``.npy`` / ``.npz`` (object arrays as plain data only),
     MXNet NDArray files (``nd.save``, ``npx.save``, Gluon parameters), Keras
-    ``.weights.h5`` / ``.keras`` / Keras 2 ``.h5`` (a flat dict by HDF5 path), and
-    Hugging Face ``model.safetensors.index.json`` (all shards as one dict).
+    ``.weights.h5`` / ``.keras`` / Keras 2 ``.h5`` (a flat dict by HDF5 path),
+    Hugging Face ``model.safetensors.index.json`` (all shards as one dict), and
+    PyTorch Distributed Checkpoint (DCP) folders (a flat dict by DCP's dotted
+    names, each tensor assembled from its chunks; :mod:`tensorfile.formats.dcp`).
 
     Args:
-        path: the file. Where it does not exist but ``path + ".index.json"``
-            does (a sharded save), the shards are read through that index.
+        path: the file, or a DCP checkpoint's folder. Where it does not exist
+            but ``path + ".index.json"`` does (a sharded save), the shards are
+            read through that index.
         framework: ``None`` (each tensor to the framework it was saved from,
             torch / MXNet for their own files, when that framework is installed
             (it is imported then); else NumPy, with one warning naming what is

@@ -209,8 +209,9 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
     :class:`LimitError` when it is read.
 
     tensorfile and safetensors files give a :class:`TensorFile`. A sharded
-    ``model.safetensors.index.json`` (shards opened lazily, tensors mapped) and
-    GGUF files (tensors mapped) stay lazy too; torch, NumPy, MXNet and Keras
+    ``model.safetensors.index.json`` (shards opened lazily, tensors mapped),
+    GGUF files (tensors mapped) and DCP checkpoint folders (metadata read now,
+    a tensor's chunks read and assembled when it is asked for) stay lazy too; torch, NumPy, MXNet and Keras
     files are read once, when opened, through the safe readers of :func:`load`
     (within ``limits``), and their tensors are named by dotted path
     (``"optimizer.state.0.exp_avg"``).

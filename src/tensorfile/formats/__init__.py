@@ -12,6 +12,7 @@ from __future__ import annotations
 from ..errors import FormatError
 from ..format.sniff import looks_like
 from .base import Format, Probe
+from .dcp import DCP
 from .gguf import GGUF
 from .hdf5 import HDF5, KERAS
 from .mxnet import MXNET, MXNET_NP
@@ -21,11 +22,11 @@ from .sharded import SHARDED
 from .torch import TORCH
 from .torch_legacy import TORCH_LEGACY
 
-__all__ = ["FORMATS", "Format", "Probe", "detect", "get", "written", "by_suffix", "not_tensors", "damaged_zip", "for_destination", "suffix_rules", "HDF5", "KERAS"]
+__all__ = ["FORMATS", "Format", "Probe", "detect", "get", "written", "by_suffix", "not_tensors", "damaged_zip", "for_destination", "suffix_rules", "HDF5", "KERAS", "detect_folder"]
 
 #: Every format, in the order ties in ``sniff`` are broken.
 FORMATS: tuple[Format, ...] = (TENSORFILE, SAFETENSORS, SHARDED, TORCH, TORCH_LEGACY, NPY, NPZ, MXNET, MXNET_NP,
-                               HDF5, KERAS, GGUF)  # fmt: skip
+                               HDF5, KERAS, GGUF, DCP)  # fmt: skip
 
 
 def get(name: str) -> Format:
@@ -78,6 +79,17 @@ def detect(probe: Probe | None) -> Format | None:
     best, confidence = None, 0.0
     for fmt in FORMATS:
         c = fmt.sniff(probe)
+        if c > confidence:
+            best, confidence = fmt, c
+    return best
+
+
+def detect_folder(path: str) -> Format | None:
+    """The format of the folder ``path`` (a checkpoint kept as a folder of files): the most confident
+    ``sniff_folder``; None when no format claims it."""
+    best, confidence = None, 0.0
+    for fmt in FORMATS:
+        c = fmt.sniff_folder(path)
         if c > confidence:
             best, confidence = fmt, c
     return best

@@ -35,7 +35,7 @@ import os
 import struct
 import zipfile
 import zlib
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 import numpy as np
 
@@ -43,7 +43,7 @@ from ..errors import FormatError, IntegrityError, LimitError, TensorFileError
 from ..format.memory import empty_bytes
 from ..limits import DEFAULT_LIMITS, Budget
 
-__all__ = ["open_zip", "check_zip", "fill", "read_member_into", "member_array", "check_expansion", "zip_errors",
+__all__ = ["FileRange", "open_zip", "check_zip", "fill", "read_member_into", "member_array", "check_expansion", "zip_errors",
            "READ_CHUNK"]  # fmt: skip
 
 #: Bytes read from a compressed member at a time (the only transient copy).
@@ -61,6 +61,40 @@ MEMBER_BYTES = 512
 _EOCD = struct.Struct("<4s4H2LH")  # APPNOTE 4.3.16: signature, disk numbers, entries here, entries, size, offset, comment
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")  # 4.3.15: signature, disk, offset of the Zip64 end record, disks
 _ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")  # 4.3.14: ..., entries here, entries, size, offset
+
+
+class FileRange(io.RawIOBase):
+    """Bytes ``start`` to ``start + length`` of an open file, as a read-only seekable file of its own (an archive
+    stored inside another file, such as a DCP ``.distcp`` item), read with ``pread``: the descriptor's position
+    is never used. It has no ``fileno`` (positions in it are not positions in the file); the caller closes ``fd``.
+    """
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        super().__init__()
+        self._fd, self._start, self._length, self._pos = fd, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        if base + offset < 0:
+            raise ValueError(f"seek to byte {base + offset}, before the start")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self._length - self._pos))
+        got = os.preadv(self._fd, [view[:n]], self._start + self._pos) if n else 0
+        self._pos += got
+        return got
 
 
 def member_count(path: str) -> int | None:

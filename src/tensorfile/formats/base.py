@@ -84,6 +84,8 @@ class Format:
             ``convert`` picks it by the destination's suffix.
         sniff: ``sniff(probe) -> confidence`` in [0, 1]: 0 not this format, 1 its
             magic number; the most confident format reads the file.
+        sniff_folder: ``sniff_folder(path) -> confidence`` for a folder, for formats
+            kept as a folder of files (a DCP checkpoint); the most confident reads it.
         read: ``read(path, budget) -> value``: the whole file as NumPy arrays in
             plain containers (None: not read this way, see ``load``).
         open: ``open(path, budget, framework, options, verify) -> LazyFile`` for
@@ -101,6 +103,7 @@ class Format:
     framework: str = "numpy"
     suffixes: tuple[str, ...] = ()
     sniff: Callable[[Probe], float] = field(default=lambda probe: 0.0, repr=False)
+    sniff_folder: Callable[[str], float] = field(default=lambda path: 0.0, repr=False)
     read: Callable[[str, Budget], Any] | None = field(default=None, repr=False)
     open: Callable[..., Any] | None = field(default=None, repr=False)
     load: Callable[[str, str | None, Mapping[str, Any], Limits], Any] | None = field(default=None, repr=False)

@@ -27,10 +27,10 @@ from ..safepickle.machine import Record, load_pickle
 from ..safepickle.numpy_objects import numpy_table, python_table, resolve
 from ..tree import short
 from ._write import tree_writer
-from ._zip import check_zip, member_array, zip_errors
+from ._zip import FileRange, check_zip, member_array, zip_errors
 from .base import Format, Probe
 
-__all__ = ["read_torch", "Parameter", "is_torch_zip", "TORCH"]
+__all__ = ["read_torch", "read_torch_range", "Parameter", "is_torch_zip", "TORCH"]
 
 _STORAGE_DTYPES = {
     "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16", "BFloat16Storage": "bfloat16",
@@ -263,9 +263,8 @@ class _StorageReader:
     (zlib, about 4 GB/s here) would cost more than the read itself.
     """
 
-    def __init__(self, path: str, f: Any, zf: zipfile.ZipFile, budget: Budget, offsets: dict[str, int]) -> None:
-        self.path, self.fd, self.zf, self.budget, self.offsets = path, f.fileno(), zf, budget, offsets
-        self.size = os.fstat(self.fd).st_size
+    def __init__(self, path: str, fd: int, zf: zipfile.ZipFile, budget: Budget, offsets: dict[str, int], base: int = 0) -> None:
+        self.path, self.fd, self.zf, self.budget, self.offsets, self.base = path, fd, zf, budget, offsets, base
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
 
@@ -273,7 +272,7 @@ class _StorageReader:
         """Member ``info``'s bytes in a new writable uint8 array (large ones complete only after :meth:`wait`)."""
         if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
             return member_array(self.zf, info, self.budget, f"member {info.filename!r}")  # inflated, CRC-32 checked
-        start = self.offsets[info.filename]  # check_zip found it inside the file, overlapping no other member
+        start = self.base + self.offsets[info.filename]  # check_zip found it inside the archive, overlapping no other member
         self.budget.charge(info.file_size, f"member {info.filename!r}")
         data = empty_bytes(info.file_size)
         view = data.data
@@ -313,7 +312,8 @@ def _small_member(path: str, zf: zipfile.ZipFile, name: str, limit: int) -> byte
     return data
 
 
-def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str, budget: Budget) -> Any:
+def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str, budget: Budget, fd: int | None = None, base: int = 0) -> Any:
+    """The value of the torch zip ``zf`` read from ``f`` (an archive that starts at byte ``base`` of file ``fd``)."""
     names = set(zf.namelist())
     strays = sorted(n for n in names if not n.startswith(f"{root}/"))
     if strays:  # torch.load refuses them too; two archives in one zip would be read differently by two readers
@@ -328,7 +328,7 @@ def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str, budget: Budget)
     table = _table(path, budget)
     pickled = _small_member(path, zf, f"{root}/data.pkl", budget.limits.max_header_bytes)
 
-    with _StorageReader(path, f, zf, budget, offsets) as reader:
+    with _StorageReader(path, f.fileno() if fd is None else fd, zf, budget, offsets, base) as reader:
 
         def persistent_load(pid: Any) -> _Storage:
             kind, key, numel = _storage_id(pid, path)
@@ -367,6 +367,31 @@ def read_torch(path: str, budget: Budget | None = None) -> Any:
         return _read(path, budget)
     except RecursionError:
         raise FormatError(f"{path}: nested too deeply") from None
+
+
+def read_torch_range(path: str, fd: int, start: int, length: int, budget: Budget, what: str) -> Any:
+    """The value of a ``torch.save`` zip stored as bytes ``start`` to ``start + length`` of an open file
+    (a DCP ``.distcp`` item: pytorch/pytorch ``torch/distributed/checkpoint/filesystem.py``, ``_write_item``).
+
+    The archive is checked (:func:`._zip.check_zip`) and read as :func:`read_torch` reads a file, within
+    those bytes only; ``what`` names it in messages (``"ckpt/__0_0.distcp: 'model.w'"``).
+
+    Raises:
+        UnsafeFileError, UnsupportedTypeError, FormatError: as :func:`read_torch`.
+    """
+    window = FileRange(fd, start, length)
+    try:
+        zf = zipfile.ZipFile(window)
+    except (zipfile.BadZipFile, NotImplementedError, UnicodeDecodeError, ValueError, OSError, EOFError) as exc:
+        raise FormatError(f"{what}: not a torch.save zip archive ({exc})") from None
+    with zf:
+        root = is_torch_zip(zf)
+        if root is None:
+            raise FormatError(f"{what}: a zip archive without a torch data.pkl")
+        try:
+            return _read_zip(what, window, zf, root, budget, fd, start)
+        except RecursionError:
+            raise FormatError(f"{what}: nested too deeply") from None
 
 
 def _read(path: str, budget: Budget | None) -> Any:

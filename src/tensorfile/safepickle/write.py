@@ -5,8 +5,10 @@ Python's own pickler must import a module to write one of its globals; this
 writer emits ``GLOBAL module name`` from strings, so a ``torch.save`` file can be
 written where torch is not installed. It writes only None, bool, int, float, str,
 tuple, list, dict, ``collections.OrderedDict``, calls of named globals
-(``REDUCE``) and persistent ids (``BINPERSID``). Globals are memoized, and so are calls:
-the same :class:`Call` object written twice loads as one object.
+(``REDUCE``), objects of named classes with their state (``NEWOBJ`` then ``BUILD``, as
+``object.__reduce_ex__(2)`` pickles an instance) and persistent ids (``BINPERSID``).
+Globals are memoized, and so are calls: the same :class:`Call` object written twice
+loads as one object.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Callable
 
-__all__ = ["Global", "Call", "PersistentId", "PickleWriter"]
+__all__ = ["Global", "Call", "Object", "PersistentId", "PickleWriter"]
 
 
 class Global:
@@ -29,6 +31,15 @@ class Call:
 
     def __init__(self, function: Global, args: tuple[Any, ...]) -> None:
         self.function, self.args = function, args
+
+
+class Object:
+    """An instance of class ``cls`` with ``state``: written as the class, ``()``, ``NEWOBJ``, the state, ``BUILD``
+    (the loader makes ``cls.__new__(cls)`` and gives it the state: ``__setstate__``, or its ``__dict__``);
+    a state of None writes no ``BUILD``."""
+
+    def __init__(self, cls: Global, state: Any) -> None:
+        self.cls, self.state = cls, state
 
 
 class PersistentId:
@@ -61,6 +72,7 @@ class PickleWriter:
             dict: self._dict,
             Global: self._global,
             Call: self._call,
+            Object: self._object,
             PersistentId: self._persistent_id,
         }
 
@@ -151,6 +163,13 @@ class PickleWriter:
         self._out.extend(b"R")
         self._objects[id(value)] = self._put()
         self._keep.append(value)  # ids stay unique while the pickle is built
+
+    def _object(self, value: Object) -> None:
+        self._global(value.cls)
+        self._out.extend(b")\x81")  # EMPTY_TUPLE, NEWOBJ
+        if value.state is not None:  # no state, no BUILD (as pickle writes an object without one)
+            self._value(value.state)
+            self._out.extend(b"b")  # BUILD
 
     def _put(self) -> int:
         index = self._next
