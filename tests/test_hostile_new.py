@@ -40,21 +40,22 @@ def test_nested_slices_are_refused_not_freed_recursively(tmp_path):
         tensorfile.load(torch_zip(tmp_path / "s.pt", body), framework="numpy")
 
 
-def test_a_file_never_makes_tensorfile_import_a_framework(tmp_path):
+def test_framework_numpy_never_imports_a_framework_and_the_default_takes_the_installed_one(tmp_path):
     torch = pytest.importorskip("torch")
     path = tmp_path / "x.tensorfile"
     tensorfile.save({"w": torch.arange(3.0)}, path)  # the record says "torch"
     torch.save({"w": torch.arange(3.0)}, tmp_path / "x.pt")
     code = (
         "import sys, tensorfile\n"
-        f"a = tensorfile.load({str(path)!r})['w']\n"
-        f"b = tensorfile.load({str(tmp_path / 'x.pt')!r})['w']\n"
-        "print(type(a).__module__, type(b).__module__, 'torch' in sys.modules)\n"
-        "import torch\n"
-        f"print(type(tensorfile.load({str(path)!r})['w']).__module__)\n"
+        f"a = tensorfile.load({str(path)!r}, framework='numpy')['w']\n"
+        f"b = tensorfile.load({str(tmp_path / 'x.pt')!r}, framework='numpy')['w']\n"
+        f"with tensorfile.open({str(path)!r}, framework='numpy') as f:\n"
+        "    c = f['w']\n"
+        "print(type(a).__module__, type(b).__module__, type(c).__module__, 'torch' in sys.modules)\n"
+        f"print(type(tensorfile.load({str(path)!r})['w']).__module__)\n"  # installed: the recorded framework
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.split() == ["numpy", "numpy", "False", "torch"], out.stderr
+    assert out.stdout.split() == ["numpy", "numpy", "numpy", "False", "torch"], out.stderr
 
 
 def test_gguf_metadata_is_charged_as_python_objects(tmp_path):
@@ -165,6 +166,6 @@ def test_a_layer_kind_that_does_not_fit_its_array_is_reported_not_transposed(tmp
 def test_a_record_naming_an_unknown_framework_loads_as_numpy_with_a_warning():
     from tensorfile.handoff import pick_adapter
 
-    with pytest.warns(UserWarning, match="framework 'caffe', which this tensorfile does not know"):
+    with pytest.warns(UserWarning, match="saved from caffe, which is not one tensorfile knows"):
         assert pick_adapter(None, "caffe", "x.tensorfile").name == "numpy"
     assert pick_adapter("numpy", "caffe", "x.tensorfile").name == "numpy"
