@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/saves.py --size small --repeat 3 $(BENCH_OK)
 	$(BIN)/python benchmarks/tiny.py --counts 5000 --repeat 3 $(BENCH_OK)
 	$(BIN)/python benchmarks/checkpoint_stall.py --size small --repeat 3 $(BENCH_OK)
+	$(BIN)/python benchmarks/cli.py --size small --repeat 3 $(BENCH_OK)
 
 bench-full: $(STAMP)
 	$(BIN)/python benchmarks/allocators.py --size full --repeat 7
@@ -64,6 +65,7 @@ bench-full: $(STAMP)
 	$(BIN)/python benchmarks/saves.py --size full --repeat 7 $(BENCH_OK)
 	$(BIN)/python benchmarks/tiny.py --counts 5000,50000 --repeat 7 $(BENCH_OK)
 	$(BIN)/python benchmarks/checkpoint_stall.py --size full --repeat 7 $(BENCH_OK)
+	$(BIN)/python benchmarks/cli.py --size full --repeat 5 $(BENCH_OK)
 
 # The long crash runs quoted in docs/RELIABILITY.md: 200 SIGKILLs mid-epoch (torch), 50 for Flax NNX, 30 for Keras.
 crash-long: $(STAMP)
