@@ -30,33 +30,47 @@ def compare(x: np.ndarray, y: np.ndarray, atol: float, rtol: float) -> tuple[flo
     NaN matches NaN and an infinity the same infinity (a file equals itself); arrays
     that are not numbers (strings) are compared for equality (differences 0 or inf).
     Numbers are compared in float64 (complex128), :data:`COMPARE_CHUNK` elements at a
-    time; pieces whose bytes are equal are skipped (differences 0).
+    time; pieces whose bits are equal are skipped (differences 0).
     """
     if x.dtype.kind not in "biufc" and not x.dtype.name.startswith(("bfloat", "float8")):
         same = bool(np.array_equal(x, y))
         return (0.0, 0.0, same) if same else (float("inf"), float("inf"), False)
     kind = np.complex128 if x.dtype.kind == "c" else np.float64
     xf, yf = x.reshape(-1), y.reshape(-1)  # a copy only where a tensor is a strided view
+    bits = _bits(x.dtype) if x.dtype == y.dtype else None
     max_abs = max_rel = 0.0
     same = True
     for start in range(0, xf.size, COMPARE_CHUNK):
         xc, yc = xf[start : start + COMPARE_CHUNK], yf[start : start + COMPARE_CHUNK]
-        if xc.dtype == yc.dtype and np.array_equal(xc.view(np.uint8), yc.view(np.uint8)):
+        if bits is not None and _same_bits(xc, yc, bits):
             continue
         a, r, s = _compare_piece(xc, yc, kind, atol, rtol)
         max_abs, max_rel, same = max(max_abs, a), max(max_rel, r), same and s
     return max_abs, max_rel, same
 
 
+def _same_bits(x: np.ndarray, y: np.ndarray, bits: np.dtype) -> bool:
+    if bits.itemsize != x.dtype.itemsize and not (x.flags.c_contiguous and y.flags.c_contiguous):
+        return False  # words across items need contiguous items: compared by value instead
+    return bool(np.array_equal(x.view(bits), y.view(bits)))
+
+
+def _bits(dtype: np.dtype) -> np.dtype:
+    """An unsigned integer dtype that views an array of ``dtype`` (contiguous) item for item, or in 8-byte words."""
+    size = dtype.itemsize
+    return np.dtype(f"u{size}") if size in (1, 2, 4, 8) else np.dtype("u8" if size % 8 == 0 else "u1")
+
+
 def _compare_piece(x: np.ndarray, y: np.ndarray, kind: type, atol: float, rtol: float) -> tuple[float, float, bool]:
     with warnings.catch_warnings():  # long doubles beyond float64 become inf: compared as such
         warnings.simplefilter("ignore")
-        xf, yf = x.astype(kind), y.astype(kind)
+        xf, yf = x.astype(kind), y.astype(kind)  # fresh arrays: the float64 work happens in place in them
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        diff = np.abs(xf - yf)
+        real = kind is np.float64
+        diff = np.abs(np.subtract(xf, yf, out=xf if real else None), out=xf if real else None)
         max_abs = float(diff.max())
         if np.isfinite(max_abs):  # no NaN or infinity on either side (the common case: fewer passes)
-            scale = np.abs(yf)
+            scale = np.abs(yf, out=yf if real else None)
             if atol == 0 and rtol == 0:
                 same = max_abs == 0
             else:
@@ -64,13 +78,16 @@ def _compare_piece(x: np.ndarray, y: np.ndarray, kind: type, atol: float, rtol: 
                 if atol < 0 or rtol < 0:
                     bound |= diff == 0
                 same = bool(bound.all())
-            rel = np.divide(diff, scale, out=xf if kind is np.float64 else None)  # 0 / 0 (equal zeros): NaN, skipped
+            rel = np.divide(diff, scale, out=diff)  # 0 / 0 (equal zeros) is NaN, which fmax skips; d / 0 is inf
             max_rel = float(np.fmax.reduce(rel))
             return max_abs, 0.0 if max_rel != max_rel else max_rel, same
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            xf, yf = x.astype(kind), y.astype(kind)
         scale = np.abs(yf)
         exact = (xf == yf) | (np.isnan(xf) & np.isnan(yf))  # nan == nan, inf == inf
         both = np.isfinite(xf) & np.isfinite(yf)
-        diff = np.where(exact, 0.0, np.where(both, diff, np.inf))
+        diff = np.where(exact, 0.0, np.where(both, np.abs(xf - yf), np.inf))
         rel = np.where(diff == 0, 0.0, np.where(both & (scale > 0), diff / np.where(scale > 0, scale, 1), np.inf))
         same = bool(np.all(exact | (both & (diff <= atol + rtol * scale))))
     return float(diff.max()), float(rel.max()), same
