@@ -51,6 +51,14 @@ def test_checkpoint_stall_benchmark_reports_first_save_and_memory():
     assert "| async, 1 buffer |" in text and "host memory held" in text and "target async / sync" in text
 
 
+def test_cli_benchmark_times_ls_and_diff_against_peers_and_reports_memory():
+    text = _run("cli.py", "--size", "tiny", "--repeat", "1")
+    for row in ("| tensorfile ls |", "| safe_open + shapes |", "| torch.load x2 + NumPy compare |",
+                "(a) ls time / safe_open + shapes", "(b) diff (.pt) peak RSS above tiny files",
+                "(c) cat .npz: peak RSS above a tiny file", "ls's start-up: interpreter"):  # fmt: skip
+        assert row in text, row
+
+
 def test_fresh_measure_reports_imports_apart_and_failures():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from fresh import Op, measure

@@ -113,25 +113,28 @@ def test_every_reader_charges_one_budget_and_a_trusted_file_can_raise_it(tmp_pat
     path = _stride0_views(tmp_path, 4)
     with pytest.raises(tensorfile.LimitError, match=r"views4.pt: tensor of shape \(268435456,\).*Limits.max_bytes|Limits defaults"):
         tensorfile.load(path, framework="numpy")
-    with pytest.raises(tensorfile.LimitError):
-        with tensorfile.open(path, framework="numpy") as f:
-            f.keys()
+    with tensorfile.open(path, framework="numpy") as f:  # opening reads the header only: the charge comes with the read
+        assert f.info("v3").nbytes == 1 << 30
+        with pytest.raises(tensorfile.LimitError, match=r"views4.pt: tensor 'v0'.*\(268435456,\)"):
+            f["v0"]
     small = _stride0_views(tmp_path, 1)
     back = tensorfile.load(small, framework="numpy", limits=tensorfile.Limits(max_bytes=(1 << 30) + (1 << 20)))
     assert back["v0"].shape == (2**28,) and back["v0"].strides == (0,) and float(back["v0"][12345]) == 1.0
     cli = [sys.executable, "-m", "tensorfile.cli"]
     out = subprocess.run([*cli, "ls", str(small)], capture_output=True, text=True)
-    assert out.returncode == 2 and "LimitError" not in out.stderr and "--max-bytes" in out.stderr
-    out = subprocess.run([*cli, "ls", "--max-bytes", "2GiB", str(small)], capture_output=True, text=True)
     assert out.returncode == 0 and "v0    float32  (268435456,)  1073741824" in out.stdout
+    out = subprocess.run([*cli, "cat", str(small), "v0"], capture_output=True, text=True)
+    assert out.returncode == 2 and "LimitError" not in out.stderr and "--max-bytes" in out.stderr
+    out = subprocess.run([*cli, "cat", "--max-bytes", "2GiB", str(small), "v0"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("v0: float32 (268435456,)\n[1. 1. 1. ... 1. 1. 1.]")
 
 
 def test_cli_limits_do_not_leak_from_one_command_to_the_next(tmp_path):
     from tensorfile.cli import _LIMITS, main
 
     path = _stride0_views(tmp_path, 1)  # needs 1 GiB: refused by default
-    main(["ls", "--max-bytes", "2GiB", str(path)], standalone_mode=False)  # allowed: lists it
+    main(["cat", "--max-bytes", "2GiB", str(path), "v0"], standalone_mode=False)  # allowed: prints it
     assert _LIMITS[0].max_bytes == 2 << 30
     with pytest.raises(SystemExit) as second:
-        main(["ls", str(path)], standalone_mode=False)
+        main(["cat", str(path), "v0"], standalone_mode=False)
     assert second.value.code == 2 and _LIMITS[0].max_bytes is None

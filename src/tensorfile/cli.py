@@ -19,7 +19,7 @@ import click
 import numpy as np
 
 from . import formats
-from .cli_values import changed_values, compare, count_values, is_flat, json_number, plain_values
+from .cli_values import count_values, is_flat, json_number, plain_values
 from .errors import FormatError, IntegrityError, TensorFileError, UnsafeFileError
 from .files import load, resolve_index, save
 from .formats.base import Probe
@@ -122,11 +122,13 @@ _TENSOR = object()  # a tensor's place in a structure read without its data
 
 
 def _structure_values(f: Any, path: str) -> dict[str, Any]:
-    """The values other than tensors of an opened file (``epoch``, a learning rate...): from a tensorfile
-    file's structure record without reading a tensor; other formats are loaded."""
-    if isinstance(f, TensorFile) and f._record is not None:
-        return plain_values(unflatten(f._record.root, lambda name: _TENSOR))
-    return plain_values(_load_all(path))
+    """The values other than tensors of an opened file (``epoch``, a learning rate...), without reading a
+    tensor: from a tensorfile file's structure record, or the structure another tool's file was opened
+    with (its pickle, for a torch file); none in a plain safetensors, sharded or GGUF file."""
+    if isinstance(f, TensorFile):
+        return plain_values(unflatten(f._record.root, lambda name: _TENSOR)) if f._record is not None else {}
+    structure = getattr(f, "structure", None)
+    return plain_values(structure) if structure is not None else {}
 
 
 class _Commands(click.Group):
@@ -353,41 +355,38 @@ def cat_command(file: str, name: str, as_json: bool) -> None:
 @click.option("--atol", type=float, default=0.0, show_default=True, help="Absolute tolerance.")
 @click.option("--rtol", type=float, default=0.0, show_default=True, help="Relative tolerance.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def diff_command(a: str, b: str, atol: float, rtol: float, as_json: bool) -> None:
+@click.option("--progress/--no-progress", default=None,
+              help="A progress bar on stderr (default: on a terminal, for files of 64 MiB or more).")  # fmt: skip
+def diff_command(a: str, b: str, atol: float, rtol: float, as_json: bool, progress: bool | None) -> None:
     """Compare the tensors and the other values (epoch, step...) of A and B; exit 1 when they differ beyond the
-    tolerances (values other than tensors must be equal)."""
-    whole_a, whole_b = _load_all(a), _load_all(b)
-    left, right = flat_arrays(whole_a), flat_arrays(whole_b)
-    values_a, values_b = plain_values(whole_a), plain_values(whole_b)
-    del whole_a, whole_b
-    only_a = sorted((set(left) | set(values_a)) - set(right) - set(values_b))
-    only_b = sorted((set(right) | set(values_b)) - set(left) - set(values_a))
-    changed = [{"name": n, "a": _abbreviated(a_), "b": _abbreviated(b_)}
-               for n, a_, b_ in changed_values(values_a, values_b, left, right)]  # fmt: skip
-    compared: list[dict[str, Any]] = []
-    for name in sorted(set(left) & set(right)):
-        x, y = left[name], right[name]
-        if x.shape != y.shape or x.dtype.newbyteorder("=") != y.dtype.newbyteorder("="):
-            changed.append({"name": name, "a": f"{x.dtype.name} {list(x.shape)}", "b": f"{y.dtype.name} {list(y.shape)}"})
-            continue
-        max_abs, max_rel, same = compare(x, y, atol, rtol)
-        finite = lambda v: v if np.isfinite(v) else ("nan" if np.isnan(v) else "inf")  # noqa: E731 - JSON has no inf
-        compared.append({"name": name, "max_abs": finite(max_abs), "max_rel": finite(max_rel), "same": same})
-    different = bool(only_a or only_b or changed or not all(c["same"] for c in compared))
+    tolerances (values other than tensors must be equal). Tensors are read one pair at a time: memory stays
+    about the two largest tensors, whatever the files' sizes."""
+    from .cli_diff import diff_files
+    from .files import _progress
+
+    with _opened(a, verify=True) as fa, _opened(b, verify=True) as fb:
+        common = set(fa.keys()) & set(fb.keys())
+        total = sum(fa.info(n).nbytes + fb.info(n).nbytes for n in common)
+        with _progress(total, "diff", progress) as bar:
+            result = diff_files(fa, fb, _structure_values(fa, a), _structure_values(fb, b), atol, rtol, bar)
+    changed = [{"name": n, "a": _abbreviated(a_), "b": _abbreviated(b_)} for n, a_, b_ in result.changed]
+    finite = lambda v: v if np.isfinite(v) else ("nan" if np.isnan(v) else "inf")  # noqa: E731 - JSON has no inf
+    compared = [{**c, "max_abs": finite(c["max_abs"]), "max_rel": finite(c["max_rel"])} for c in result.compared]
+    different = result.different
     if as_json:
-        click.echo(json.dumps({"only_in_a": only_a, "only_in_b": only_b, "changed": changed, "compared": compared,
-                               "different": different}, indent=2))  # fmt: skip
+        click.echo(json.dumps({"only_in_a": result.only_a, "only_in_b": result.only_b, "changed": changed,
+                               "compared": compared, "different": different}, indent=2))  # fmt: skip
     else:
-        for name in only_a:
+        for name in result.only_a:
             click.echo(f"only in A: {name}")
-        for name in only_b:
+        for name in result.only_b:
             click.echo(f"only in B: {name}")
         for c in changed:
             click.echo(f"changed:   {c['name']}: {c['a']} -> {c['b']}")
         for c in compared:
             if not c["same"]:
                 click.echo(f"differs:   {c['name']}: max abs {float(c['max_abs']):.6g}, max rel {float(c['max_rel']):.6g}")
-        values = len(set(values_a) & set(values_b))
+        values = result.values
         also = f" and {values} other value{'' if values == 1 else 's'}" if values else ""
         click.echo("different" if different else f"same: {len(compared)} tensors within atol={atol}, rtol={rtol}{also}")
     sys.exit(1 if different else 0)

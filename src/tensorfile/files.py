@@ -46,15 +46,21 @@ PROGRESS_DELAY = 1.0
 
 
 @contextlib.contextmanager
-def _progress(total: int, description: str) -> Iterator[Callable[[int], None] | None]:
-    """A tqdm bar on stderr, only on a terminal and only for saves and loads that last (see above)."""
-    if total < PROGRESS_MIN_BYTES or not getattr(sys.stderr, "isatty", lambda: False)():
+def _progress(total: int, description: str, show: bool | None = None) -> Iterator[Callable[[int], None] | None]:
+    """A tqdm bar on stderr (updated with bytes done), only on a terminal and only for saves and loads that
+    last (see above); ``show`` True: always, at once; False: never."""
+    if show is None:
+        show = total >= PROGRESS_MIN_BYTES and getattr(sys.stderr, "isatty", lambda: False)()
+        delay = PROGRESS_DELAY
+    else:
+        delay = 0
+    if not show:
         yield None
         return
     from tqdm import tqdm
 
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description, delay=PROGRESS_DELAY,
-              leave=False, file=sys.stderr) as bar:  # fmt: skip
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description,
+              delay=delay, leave=False, file=sys.stderr) as bar:  # fmt: skip
         yield bar.update
 
 

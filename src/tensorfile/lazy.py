@@ -211,10 +211,11 @@ def open(  # noqa: A001 - mirrors builtins.open / safetensors.safe_open
     tensorfile and safetensors files give a :class:`TensorFile`. A sharded
     ``model.safetensors.index.json`` (shards opened lazily, tensors mapped),
     GGUF files (tensors mapped) and DCP checkpoint folders (metadata read now,
-    a tensor's chunks read and assembled when it is asked for) stay lazy too; torch, NumPy, MXNet and Keras
-    files are read once, when opened, through the safe readers of :func:`load`
-    (within ``limits``), and their tensors are named by dotted path
-    (``"optimizer.state.0.exp_avg"``).
+    a tensor's chunks read and assembled when it is asked for) stay lazy too; so do torch zips,
+    ``.npy`` / ``.npz``, MXNet, HDF5 and ``.keras`` files: every check of the file's structure runs when it
+    is opened (through the same safe readers as :func:`load`, within ``limits``), and a tensor's bytes are
+    read when ``f[name]`` asks for them; their tensors are named by dotted path
+    (``"optimizer.state.0.exp_avg"``). Only a pre-1.6 torch stream is read whole when opened.
 
     Args:
         path: the file; as in :func:`load`, ``path + ".index.json"`` is used when

@@ -251,13 +251,14 @@ def decode_plain(node: Mapping[str, Any]) -> Any:
     raise FormatError(f"invalid node {short(node)} in the structure record")
 
 
-def flat_arrays(value: Any, prefix: str = "") -> dict[str, np.ndarray]:
+def flat_arrays(value: Any, prefix: str = "", leaf: type | tuple[type, ...] = ()) -> dict[str, Any]:
     """NumPy arrays (and scalars) inside nested dicts / lists / tuples by dotted path; other values dropped.
 
     A lone array is named ``"tensor"``; a name already taken (``{"a.b": x, "a": {"b": y}}``)
     gets a ``#N`` suffix, as :func:`flatten` does, so no array is lost. Used where only
     named arrays matter (the CLI, ``open`` of other tools' files, ``load_parameters``
-    from a nested file).
+    from a nested file). Objects of the types ``leaf`` are named as arrays are and kept
+    as they are (``open`` names tensors it has not read yet so).
     """
     out: dict[str, np.ndarray] = {}
 
@@ -286,6 +287,8 @@ def flat_arrays(value: Any, prefix: str = "") -> dict[str, np.ndarray]:
                 walk(v, f"{path}{i}.", depth + 1)
         elif isinstance(node, (np.ndarray, np.generic)):
             put(path[:-1] if path else "tensor", np.asarray(node))
+        elif leaf and isinstance(node, leaf):
+            put(path[:-1] if path else "tensor", node)
 
     walk(value, prefix, 0)
     return out

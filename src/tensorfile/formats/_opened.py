@@ -6,9 +6,15 @@ A :class:`ForeignFile` offers what :class:`tensorfile.TensorFile` offers
 * a Hugging Face sharded index: each shard is opened lazily, its tensors
   memory-mapped (copy-on-write) as ``f[name]`` asks for them;
 * GGUF: tensors memory-mapped (copy-on-write) from the file, quantized ones listed;
-* every other format tensorfile reads (torch, NumPy, MXNet, Keras): read once
-  when opened, through the same safe readers :func:`tensorfile.load` uses, and
-  served by dotted name (``"optimizer.state.0.exp_avg"``), as the CLI lists them.
+* torch zip, ``.npy``, ``.npz``, MXNet, HDF5 and ``.keras`` files (formats with an
+  ``index``, :mod:`._index`): their headers read when opened, each tensor read from
+  the file when ``f[name]`` asks for it, through the same safe readers
+  :func:`tensorfile.load` uses;
+* a legacy (pre-1.6) ``torch.save`` stream: read once when opened (its storages sit
+  between pickles, so listing them is reading them).
+
+Tensors of other tools' files are named by dotted path (``"optimizer.state.0.exp_avg"``),
+as the CLI lists them.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..errors import UnsupportedTypeError
+from ..errors import FormatError, UnsupportedTypeError
 from ..format.dtypes import code_of
 from ..lazyfile import LazyFile
 from ..limits import Limits
@@ -39,6 +45,9 @@ class ForeignFile(LazyFile):
         path: the file opened.
         format: its format's name (:mod:`tensorfile.formats`).
         title: what ``tensorfile info`` calls that format.
+        structure: the file's value as :func:`tensorfile.load` returns it, with tensors not read yet
+            in place (its plain values, an epoch or a learning rate, are there); None for a file of
+            named tensors only (sharded, GGUF).
     """
 
     def __init__(
@@ -54,8 +63,10 @@ class ForeignFile(LazyFile):
         close: Callable[[], None] = lambda: None,
         has_record: bool = False,
         rows: Callable[[str, int, int], np.ndarray] | None = None,
+        structure: Any = None,
     ) -> None:
         self.path, self.format, self.title = path, format.name, format.title
+        self.structure = structure
         self._infos = dict(infos)
         self._metadata = {str(k): _text(v) for k, v in metadata.items()}
         self._mapped_fn, self._convert_fn, self._load, self._get, self._close = mapped, convert, load, get, close
@@ -130,8 +141,9 @@ class ForeignFile(LazyFile):
         self._close()
 
 
-def array_info(name: str, array: np.ndarray, offset: int | None = None) -> Any:
-    """A :class:`tensorfile.TensorInfo` for an array held in memory or mapped at ``offset``."""
+def array_info(name: str, array: Any, offset: int | None = None) -> Any:
+    """A :class:`tensorfile.TensorInfo` for an array held in memory or mapped at ``offset``, or for an
+    :class:`._index.Entry` (a tensor not read yet: same dtype, shape and size)."""
     from ..lazyfile import TensorInfo
 
     try:
@@ -186,14 +198,63 @@ def open_read(path: str, fmt: Format, framework: str | None, options: Mapping[st
     from ..handoff import source_framework, to_framework
     from ..tree import flat_arrays
 
-    arrays = flat_arrays(fmt.read_value(path, limits))
+    value = fmt.read_value(path, limits)
+    arrays = flat_arrays(value)
     if framework is None:
         framework = source_framework(fmt.framework, path)
     adapter = get_adapter(framework)
     return ForeignFile(
         path, fmt, {name: array_info(name, a) for name, a in arrays.items()}, {},
         mapped=arrays.__getitem__, convert=lambda name, a: to_framework(adapter, path, name, a, {}, options),
-        load=lambda: load(path, framework=framework, limits=limits, **options),
+        load=lambda: load(path, framework=framework, limits=limits, **options), structure=value,
+    )  # fmt: skip
+
+
+def open_indexed(path: str, fmt: Format, framework: str | None, options: Mapping[str, Any], limits: Limits) -> ForeignFile:
+    """Another tool's file listed from its headers (``fmt.index``); each tensor read when ``f[name]`` asks.
+
+    The file's one :class:`~tensorfile.limits.Budget` (from ``limits``) is charged for the headers, then
+    for each tensor the first time it is read; reading a tensor again charges a fresh budget of the same
+    size (the caller holds at most the file's data once per name; each read is bounded).
+    """
+    from ..files import load
+    from ..frameworks import get_adapter
+    from ..handoff import source_framework, to_framework
+    from ..limits import out_of_memory
+    from ..tree import flat_arrays
+    from ._index import Entry
+
+    size = os.path.getsize(path)
+    budget = limits.budget(path, size)
+    index = fmt.index(path, budget)  # type: ignore[misc]
+    try:
+        named = flat_arrays(index.value, leaf=Entry)
+        infos = {name: array_info(name, item) for name, item in named.items()}
+        if framework is None:
+            framework = source_framework(fmt.framework, path)
+        adapter = get_adapter(framework)
+    except BaseException:
+        index.close()
+        raise
+    charged: set[str] = set()
+
+    def mapped(name: str) -> np.ndarray:
+        item = named[name]
+        if not isinstance(item, Entry):
+            return item  # held in the headers (an array pickled in data.pkl), read when opened
+        first = name not in charged
+        charged.add(name)
+        try:
+            return item.read(budget if first else limits.budget(path, size), f"tensor {name!r}")
+        except MemoryError as exc:
+            raise out_of_memory(path, exc) from None
+        except RecursionError:
+            raise FormatError(f"{path}: tensor {name!r}: nested too deeply") from None
+
+    return ForeignFile(
+        path, fmt, infos, {}, mapped=mapped, convert=lambda name, a: to_framework(adapter, path, name, a, {}, options),
+        load=lambda: load(path, framework=framework, limits=limits, **options), close=index.close,
+        structure=index.value,
     )  # fmt: skip
 
 

@@ -43,8 +43,8 @@ from ..errors import FormatError, IntegrityError, LimitError, TensorFileError
 from ..format.memory import empty_bytes
 from ..limits import DEFAULT_LIMITS, Budget
 
-__all__ = ["FileRange", "open_zip", "check_zip", "fill", "read_member_into", "member_array", "check_expansion", "zip_errors",
-           "READ_CHUNK"]  # fmt: skip
+__all__ = ["FileRange", "open_zip", "check_zip", "data_start", "fill", "read_member_into", "read_member_range",
+           "member_array", "check_expansion", "zip_errors", "READ_CHUNK"]  # fmt: skip
 
 #: Bytes read from a compressed member at a time (the only transient copy).
 READ_CHUNK = 1 << 20
@@ -200,6 +200,18 @@ def check_zip(path: str, zf: zipfile.ZipFile, budget: Budget) -> dict[str, int]:
     return offsets
 
 
+def data_start(zf: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> int:
+    """Where member ``info``'s data starts in the archive's file, once its local header agrees with the central
+    directory (as :func:`check_zip` checks it).
+
+    Raises:
+        FormatError: no such local header, or one that disagrees.
+    """
+    if zf.fp is None:
+        raise ValueError("data_start needs an open archive")
+    return _check_local_header(zf.fp, info, what)
+
+
 def _size(fp: IO[bytes]) -> int:
     try:
         return os.fstat(fp.fileno()).st_size
@@ -306,6 +318,26 @@ def read_member_into(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: memoryview
     if len(out) != info.file_size:
         raise ValueError(f"{what}: a {len(out)}-byte buffer for a {info.file_size}-byte member")
     with zip_errors(what), zf.open(info) as member:
+        fill(member, out, what)
+        drain(member, what)
+
+
+def read_member_range(zf: zipfile.ZipFile, info: zipfile.ZipInfo, begin: int, out: memoryview, what: str) -> None:
+    """Read bytes ``begin`` to ``begin + len(out)`` of member ``info`` (inflated) into ``out``.
+
+    The member is read through to its end in pieces of :data:`READ_CHUNK` bytes (only the range is
+    kept), so that its CRC-32 is checked as :func:`read_member_into` checks it.
+
+    Raises:
+        FormatError: damaged, or shorter than the range; IntegrityError: a bad CRC-32.
+    """
+    with zip_errors(what), zf.open(info) as member:
+        skipped = 0
+        while skipped < begin:
+            got = len(member.read(min(READ_CHUNK, begin - skipped)))
+            if not got:
+                raise FormatError(f"{what}: expected {begin + len(out)} bytes of data, got {skipped}")
+            skipped += got
         fill(member, out, what)
         drain(member, what)
 

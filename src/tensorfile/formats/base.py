@@ -89,7 +89,11 @@ class Format:
         read: ``read(path, budget) -> value``: the whole file as NumPy arrays in
             plain containers (None: not read this way, see ``load``).
         open: ``open(path, budget, framework, options, verify) -> LazyFile`` for
-            formats read lazily (None: read once, then served by dotted name).
+            formats read lazily by a reader of their own (tensorfile, sharded, GGUF).
+        index: ``index(path, budget) -> Index`` (:mod:`._index`): the file's tensors
+            from its headers, each read when asked for; ``tensorfile.open`` of the
+            format is then lazy. None (and no ``open``): read once, then served by
+            dotted name.
         load: ``load(path, framework, options, limits)``: the whole file in its
             frameworks, for formats that record more than arrays (tensorfile files
             and sharded checkpoints); None: ``read`` then conversion.
@@ -106,16 +110,20 @@ class Format:
     sniff_folder: Callable[[str], float] = field(default=lambda path: 0.0, repr=False)
     read: Callable[[str, Budget], Any] | None = field(default=None, repr=False)
     open: Callable[..., Any] | None = field(default=None, repr=False)
+    index: Callable[[str, Budget], Any] | None = field(default=None, repr=False)
     load: Callable[[str, str | None, Mapping[str, Any], Limits], Any] | None = field(default=None, repr=False)
     write: Callable[..., None] | None = field(default=None, repr=False)
     flat: bool = False
 
     def open_file(self, path: str, limits: Limits, framework: str | None, options: Mapping[str, Any], verify: bool) -> Any:
-        """``open``, or for a format read whole: ``read`` once, then tensors served by dotted name (a LazyFile)."""
+        """``open``; else ``index`` (headers now, each tensor when asked for); else ``read`` once, then
+        tensors served by dotted name (a LazyFile)."""
         if self.open is not None:
             return self.open(path, limits, framework, options, verify)
-        from ._opened import open_read
+        from ._opened import open_indexed, open_read
 
+        if self.index is not None:
+            return open_indexed(path, self, framework, options, limits)
         return open_read(path, self, framework, options, limits)
 
     def read_value(self, path: str, limits: Limits) -> Any:

@@ -34,6 +34,10 @@ naming the file and the dataset or link, before any of its data is read):
   converts byte order on the way).
 
 Every failure caused by the file is a :class:`~tensorfile.errors.TensorFileError`.
+
+:func:`index_h5` and :func:`index_keras` (``tensorfile.open``) walk the file and check every
+link and dataset as above when it is opened, and read a dataset (charged as above) when it
+is asked for; the file stays open until the :class:`~tensorfile.LazyFile` is closed.
 """
 
 from __future__ import annotations
@@ -41,8 +45,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import weakref
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,10 +57,11 @@ from ..errors import FormatError, LimitError, TensorFileError, UnsafeFileError
 from ..format.dtypes import dtype_from_name
 from ..format.memory import empty_array
 from ..limits import DEFAULT_LIMITS, Budget
-from ._zip import open_zip, zip_errors
+from ._index import Entry, Index
+from ._zip import data_start, open_zip, zip_errors
 from .base import Format, Probe
 
-__all__ = ["HDF5_MAGIC", "KERAS_WEIGHTS", "CHUNK_OVERHEAD", "read_h5", "read_keras_archive"]
+__all__ = ["HDF5_MAGIC", "KERAS_WEIGHTS", "CHUNK_OVERHEAD", "read_h5", "read_keras_archive", "index_h5", "index_keras"]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 #: The member of a ``.keras`` archive that holds the weights.
@@ -135,20 +142,113 @@ def read_keras_archive(
         return _Reader(handle, what, budget, f"{KERAS_WEIGHTS}: ").read()
 
 
+def index_h5(path: str, budget: Budget) -> Index:
+    """The datasets of the HDF5 file ``path``, checked as :func:`read_h5` checks them (links, external storage,
+    virtual datasets, filters) and described; each read when asked for (:mod:`._index`), charged then.
+
+    Raises:
+        as :func:`read_h5`, for the file's structure.
+    """
+    h5py = _h5py()
+    with _h5_errors(path):
+        handle = h5py.File(path, "r", locking=False)
+    try:
+        value = _Reader(handle, path, budget, "", lazy=True).read()
+    except BaseException:
+        handle.close()
+        raise
+    return Index(value, handle.close)
+
+
+def index_keras(path: str, budget: Budget) -> Index:
+    """The datasets of a ``.keras`` archive's ``model.weights.h5``, as :func:`index_h5` describes them.
+
+    A stored member (what Keras writes) is opened where it lies in the archive, through a window onto the
+    file; a compressed one cannot be read in place and is inflated into memory whole, as
+    :func:`read_keras_archive` reads it (charged, and checked against ``Limits.max_expansion``). A stored
+    member's CRC-32 is not checked on this path (``tensorfile verify`` checks it).
+
+    Raises:
+        as :func:`read_keras_archive`.
+    """
+    zf = open_zip(path, budget)
+    handle = None
+    try:
+        what = f"{path}: {KERAS_WEIGHTS}"
+        with zip_errors(what):
+            if KERAS_WEIGHTS not in zf.namelist():
+                raise FormatError(f"{path}: a .keras archive without {KERAS_WEIGHTS}")
+            info = zf.getinfo(KERAS_WEIGHTS)
+        if info.compress_type != zipfile.ZIP_STORED:
+            value = read_keras_archive(path, zf, budget)
+            zf.close()
+            return Index(value)
+        start = data_start(zf, info, what)
+        window = _Window(zf.fp.fileno(), start, info.file_size)  # type: ignore[union-attr]
+        with _h5_errors(what):
+            handle = _h5py().File(window, "r", locking=False)
+        value = _Reader(handle, what, budget, f"{KERAS_WEIGHTS}: ", lazy=True).read()
+    except BaseException:
+        if handle is not None:
+            handle.close()
+        zf.close()
+        raise
+
+    def close() -> None:
+        handle.close()
+        zf.close()
+
+    return Index(value, close)
+
+
+class _Window(io.RawIOBase):
+    """Bytes ``start`` to ``start + size`` of an open file, as a read-only file of their own (``pread``: the
+    file's position is never moved)."""
+
+    def __init__(self, fd: int, start: int, size: int) -> None:
+        super().__init__()
+        self.fd, self.start, self.size, self.pos = fd, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise OSError(f"seek to {base + offset}, before the start")
+        self.pos = base + offset
+        return self.pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self.size - self.pos))
+        got = os.preadv(self.fd, [view[:n]], self.start + self.pos) if n else 0
+        self.pos += got
+        return got
+
+
 class _Reader:
     """One walk over one open file: links by name, each object once, datasets read into charged arrays."""
 
-    def __init__(self, handle: Any, where: str, budget: Budget, inside: str) -> None:
+    def __init__(self, handle: Any, where: str, budget: Budget, inside: str, lazy: bool = False) -> None:
         # where: the file (and member) named in our errors; inside: the member, named in the budget's
         self.h5py, self.handle, self.where, self.budget, self.inside = _h5py(), handle, where, budget, inside
-        self.chunk_bytes = 0  # the largest chunk charged so far (one chunk buffer at a time)
+        self.lazy = lazy  # datasets described (Entry), read when asked for
+        # the largest chunk charged so far to each budget (libhdf5 holds one chunk buffer at a time)
+        self.chunk_bytes: weakref.WeakKeyDictionary[Budget, int] = weakref.WeakKeyDictionary()
         h5z = self.h5py.h5z
         self.filters = {h5z.FILTER_DEFLATE, h5z.FILTER_SHUFFLE, h5z.FILTER_FLETCHER32, h5z.FILTER_SZIP,
                         h5z.FILTER_NBIT, h5z.FILTER_SCALEOFFSET, h5z.FILTER_LZF}
 
-    def read(self) -> dict[str, np.ndarray]:
+    def read(self) -> dict[str, Any]:
         h5o = self.h5py.h5o
-        out: dict[str, np.ndarray] = {}
+        out: dict[str, Any] = {}
         with _h5_errors(self.where):
             root = self.handle.id
             seen = {h5o.get_info(root).addr}
@@ -209,8 +309,19 @@ class _Reader:
                                   "reads only hard links (datasets and groups where they are)")
         raise UnsafeFileError(f"{where}: a user-defined link (type {kind}); tensorfile reads only hard links")
 
-    def _dataset(self, dsid: Any, key: str) -> np.ndarray | None:
-        """The dataset's values in a new native-order array, or None for a non-numeric dataset."""
+    def _dataset(self, dsid: Any, key: str) -> Any:
+        """The dataset's values in a new native-order array (an :class:`._index.Entry` when the reader is lazy),
+        or None for a non-numeric dataset."""
+        plan = self._plan(dsid, key)
+        if plan is None:
+            return None
+        if self.lazy:
+            dtype = dtype_from_name("bfloat16") if plan.bfloat16 and plan.dtype.kind != "c" else plan.dtype
+            return Entry(dtype, plan.shape, lambda budget, what: self._values(plan, budget))
+        return self._values(plan, self.budget)
+
+    def _plan(self, dsid: Any, key: str) -> "_Plan | None":
+        """The dataset checked (no other file, no plugin) and described; None when it holds no weights."""
         h5d, what = self.h5py.h5d, f"{self.inside}dataset '{key}'"
         where = f"{self.where}: dataset '{key}'"
         self.budget.count_tensor(what)
@@ -241,30 +352,51 @@ class _Reader:
         raw16 = bfloat16 and plain and dtype.itemsize == 2 and dtype.kind in "iuV"
         if shape is None or not plain or (dtype.kind not in "biufc" and not raw16):
             return None  # no data (a null dataspace), strings, references, compound, opaque, arrays
-        if chunk is not None:
-            chunk_bytes = int(np.prod(chunk, dtype=object)) * max(file_itemsize, dtype.itemsize)
-            if chunk_bytes > self.chunk_bytes:  # libhdf5 holds one chunk at a time: charge the largest
-                self.budget.charge(chunk_bytes - self.chunk_bytes, f"{what}: a chunk of {list(chunk)}")
-                self.chunk_bytes = chunk_bytes
-            chunks = int(np.prod([-(-n // max(c, 1)) for n, c in zip(shape, chunk)], dtype=object))
-            self.budget.charge(chunks * CHUNK_OVERHEAD, f"{what}: libhdf5's bookkeeping for {chunks} chunks")
+        return _Plan(dataset, key, what, where, tuple(shape), dtype, bfloat16, chunk, file_itemsize)
+
+    def _values(self, plan: "_Plan", budget: Budget) -> np.ndarray:
+        """Read a planned dataset into a new array, every byte libhdf5 and we allocate charged to ``budget`` first."""
+        what, where, shape, dtype = plan.what, plan.where, plan.shape, plan.dtype
+        if plan.chunk is not None:
+            chunk_bytes = int(np.prod(plan.chunk, dtype=object)) * max(plan.file_itemsize, dtype.itemsize)
+            held = self.chunk_bytes.get(budget, 0)
+            if chunk_bytes > held:  # libhdf5 holds one chunk at a time: charge the largest
+                budget.charge(chunk_bytes - held, f"{what}: a chunk of {list(plan.chunk)}")
+                self.chunk_bytes[budget] = chunk_bytes
+            chunks = int(np.prod([-(-n // max(c, 1)) for n, c in zip(shape, plan.chunk)], dtype=object))
+            budget.charge(chunks * CHUNK_OVERHEAD, f"{what}: libhdf5's bookkeeping for {chunks} chunks")
         dtype = dtype.newbyteorder("=")
         count = int(np.prod(shape, dtype=object))
-        self.budget.charge(count * dtype.itemsize, f"{what} of shape {list(shape)} and dtype {dtype}")
+        budget.charge(count * dtype.itemsize, f"{what} of shape {list(shape)} and dtype {dtype}")
         # Private memory (format/memory.py); an enum's dtype metadata (bool's included) tells h5py the memory type,
         # so such arrays keep NumPy's allocation, which carries it.
         out = np.empty(shape, dtype) if dtype.metadata else empty_array(shape, dtype)
         if count:
             with _h5_errors(where):
-                dataset.read_direct(out)
+                plan.dataset.read_direct(out)
         out = out.view(np.dtype(dtype.str))  # the same bytes, without h5py's enum metadata
-        if bfloat16 and dtype.kind != "c":
+        if plan.bfloat16 and dtype.kind != "c":
             bf16 = dtype_from_name("bfloat16")
             if dtype.itemsize == 2 and dtype.kind != "f":
                 return out.view(bf16)  # Keras stored the raw 16 bits
-            self.budget.charge(count * 2, f"{what} as bfloat16")
+            budget.charge(count * 2, f"{what} as bfloat16")
             return out.astype(bf16)
         return out
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A dataset to read: checked, described, not read."""
+
+    dataset: Any
+    key: str
+    what: str  # the dataset, as the budget names it
+    where: str  # the file and dataset, as errors name them
+    shape: tuple[int, ...]
+    dtype: np.dtype  # as h5py reads it (bfloat16 marked apart)
+    bfloat16: bool
+    chunk: tuple[int, ...] | None
+    file_itemsize: int
 
 
 def _marked_bfloat16(dataset: Any) -> bool:
@@ -291,6 +423,8 @@ def _read_keras_file(path: str, budget: Budget) -> dict[str, np.ndarray]:
 HDF5 = Format(
     "hdf5", "HDF5 (Keras weights)", "numpy", (".h5", ".hdf5", ".weights.h5"),
     sniff=lambda probe: float(probe.prefix.startswith(HDF5_MAGIC)), read=lambda path, budget: read_h5(path, budget),
+    index=index_h5,
 )  # fmt: skip
 #: Keras 3 ``.keras`` archives: the datasets of their ``model.weights.h5``.
-KERAS = Format("keras", "Keras .keras archive", "numpy", (".keras",), sniff=_keras_sniff, read=_read_keras_file)
+KERAS = Format("keras", "Keras .keras archive", "numpy", (".keras",), sniff=_keras_sniff, read=_read_keras_file,
+               index=index_keras)

@@ -25,13 +25,18 @@ the file and the array):
   integers from 0, non-decreasing, to nnz, ``nnz`` integer column indices in range;
 - the dense result of a sparse array is charged before it is allocated;
 - names: none, or one per array, distinct.
+
+:func:`index_mxnet` (``tensorfile.open``) reads every record's fields and the names, checks
+each size against the bytes left and steps over the data; an array is read (and charged)
+when it is asked for, by the same code as :func:`read_mxnet`.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import IO, Any, Callable
 
 import numpy as np
 
@@ -40,11 +45,12 @@ from ..format.dtypes import dtype_from_name
 from ..format.memory import empty_array
 from ..format.writer import tensor_chunks
 from ..limits import DEFAULT_LIMITS, Budget, array_nbytes
+from ._index import Entry, Index
 from ._write import flat_writer
 from ._zip import fill
 from .base import Format
 
-__all__ = ["MAGIC", "read_mxnet", "write_mxnet"]
+__all__ = ["MAGIC", "read_mxnet", "index_mxnet", "write_mxnet"]
 
 MAGIC = struct.pack("<QQ", 0x112, 0)
 _V1, _V2, _V3 = 0xF993FAC8, 0xF993FAC9, 0xF993FACA
@@ -58,8 +64,9 @@ _MIN_RECORD = 8
 class _Reader:
     """Reads one MXNet file front to back: small fields with :meth:`unpack`, arrays straight into new buffers."""
 
-    def __init__(self, f: IO[bytes], path: str, size: int, budget: Budget) -> None:
-        self.f, self.path, self.size, self.budget, self.pos = f, path, size, budget, 0
+    def __init__(self, f: IO[bytes], path: str, size: int, budget: Budget, pos: int = 0) -> None:
+        self.f, self.path, self.size, self.budget, self.pos = f, path, size, budget, pos
+        f.seek(pos)
 
     @property
     def left(self) -> int:
@@ -107,7 +114,25 @@ class _Reader:
         return out
 
 
+@dataclass(frozen=True)
+class _Head:
+    """A record up to its data: what it holds, checked against itself."""
+
+    what: str
+    stype: int  # 0 dense, 1 row_sparse, 2 csr
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    storage_shape: tuple[int, ...] | None = None
+    aux: tuple[tuple[np.dtype, tuple[int, ...]], ...] = ()
+
+
 def _record(r: _Reader, index: int) -> np.ndarray | None:
+    head = _head(r, index)
+    return None if head is None else _data(r, head)
+
+
+def _head(r: _Reader, index: int) -> _Head | None:
+    """The record's fields before its data (None for an empty "none" array, which has no more)."""
     what = f"array {index}"
     magic = r.unpack("I", what)
     if magic not in (_V1, _V2, _V3):
@@ -125,19 +150,46 @@ def _record(r: _Reader, index: int) -> np.ndarray | None:
     r.unpack("ii", f"{what} context")  # device type and id: always loaded on the CPU
     dtype = r.dtype(what)
     if stype == 0:
-        return r.array(shape, dtype, f"{what} data")
+        return _Head(what, stype, shape, dtype)
     aux = [(r.dtype(f"{what} aux type"), r.shape(f"{what} aux shape")) for _ in range(1 if stype == 1 else 2)]
     if storage_shape is None or any(s is None for _, s in aux):
         raise FormatError(f"{r.path}: {what}: a sparse array without shapes")
     if any(t.kind not in "iu" for t, _ in aux):
         raise FormatError(f"{r.path}: {what}: sparse indices of type {[t.name for t, _ in aux]} (integers expected)")
     _check_sparse_shapes(r.path, what, stype, shape, storage_shape, [s for _, s in aux])  # type: ignore[misc]
+    return _Head(what, stype, shape, dtype, storage_shape, tuple(aux))  # type: ignore[arg-type]
+
+
+def _parts(head: _Head) -> list[tuple[tuple[int, ...], np.dtype, str]]:
+    """The arrays of a record's data, in file order: (shape, dtype, name)."""
+    if head.stype == 0:
+        return [(head.shape, head.dtype, f"{head.what} data")]
+    values = [(head.storage_shape, head.dtype, f"{head.what} values")]
+    return values + [(s, t, f"{head.what} aux data") for t, s in head.aux]  # type: ignore[list-item]
+
+
+def _skip(r: _Reader, head: _Head) -> None:
+    """Step over the record's data, checking that the file holds it (nothing read)."""
+    for shape, dtype, what in _parts(head):
+        nbytes = array_nbytes(shape, dtype.itemsize, f"{r.path}: {what}")
+        if nbytes > r.left:
+            raise FormatError(f"{r.path}: reading {what}, expected {nbytes} bytes, got {r.left}")
+        r.f.seek(nbytes, os.SEEK_CUR)
+        r.pos += nbytes
+
+
+def _data(r: _Reader, head: _Head) -> np.ndarray:
+    """The record's array, read from its data (sparse arrays made dense, charged first)."""
+    what, shape, dtype, storage_shape = head.what, head.shape, head.dtype, head.storage_shape
+    if head.stype == 0:
+        return r.array(shape, dtype, f"{what} data")
+    assert storage_shape is not None
     # the dense result, and the int64 index arrays made on the way, charged before any data is read
-    work = 8 * (storage_shape[0] + (0 if stype == 1 else 3 * (shape[0] + 1) + storage_shape[0]))
+    work = 8 * (storage_shape[0] + (0 if head.stype == 1 else 3 * (shape[0] + 1) + storage_shape[0]))
     r.budget.charge(array_nbytes(shape, dtype.itemsize, f"{r.path}: {what}") + work, f"{what} made dense")
     values = r.array(storage_shape, dtype, f"{what} values")
-    parts = [r.array(s, t, f"{what} aux data") for t, s in aux]  # type: ignore[arg-type]
-    if stype == 1:
+    parts = [r.array(s, t, f"{what} aux data") for t, s in head.aux]
+    if head.stype == 1:
         rows = _indices(r.path, what, parts[0], shape[0], "row index")
         dense = np.zeros(shape, dtype)
         dense[rows] = values
@@ -189,27 +241,57 @@ def read_mxnet(path: str, budget: Budget | None = None) -> list[Any] | dict[str,
     """
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        budget = budget or DEFAULT_LIMITS.budget(path, size)
-        r = _Reader(f, path, size, budget)
-        if r.take(16, "the header") != MAGIC:
-            raise FormatError(f"{path}: not an MXNet NDArray file")
-        count = r.unpack("Q", "the array count")
-        if count > r.left // _MIN_RECORD:
-            raise FormatError(f"{path}: claims {count} arrays in {size} bytes")
-        arrays = []
-        for i in range(count):
-            budget.count_tensor(f"array {i}")
-            arrays.append(_record(r, i))
-        names_count = r.unpack("Q", "the name count")
-        if names_count not in (0, count):
-            raise FormatError(f"{path}: {count} arrays but {names_count} names")
-        names = []
-        for i in range(names_count):
-            length = r.unpack("Q", f"name {i}")
-            budget.charge(min(length, r.left), f"name {i}")  # longer than the file: take() says so
-            names.append(r.take(length, f"name {i}").decode("utf-8", "replace"))
-        if r.left:
-            raise FormatError(f"{path}: {r.left} bytes after the last name")
+        return _walk(_Reader(f, path, size, budget or DEFAULT_LIMITS.budget(path, size)), _record)
+
+
+def index_mxnet(path: str, budget: Budget) -> Index:
+    """An MXNet file's arrays from their records' headers (every size checked against the bytes present, data
+    stepped over); each array read when asked for (:mod:`._index`), sparse ones made dense then.
+
+    Raises:
+        as :func:`read_mxnet` for the file's structure.
+    """
+    f = open(path, "rb")
+    try:
+        r = _Reader(f, path, os.fstat(f.fileno()).st_size, budget)
+
+        def describe(r: _Reader, index: int) -> Entry | None:
+            head = _head(r, index)
+            if head is None:
+                return None
+            start = r.pos
+            _skip(r, head)
+            return Entry(head.dtype, head.shape, lambda b, what: _data(_Reader(f, path, r.size, b, start), head))
+
+        value = _walk(r, describe)
+    except BaseException:
+        f.close()
+        raise
+    return Index(value, f.close)
+
+
+def _walk(r: _Reader, record: Callable[[_Reader, int], Any]) -> list[Any] | dict[str, Any]:
+    """The file's header, its records (each through ``record(reader, index)``) and names."""
+    path, budget = r.path, r.budget
+    if r.take(16, "the header") != MAGIC:
+        raise FormatError(f"{path}: not an MXNet NDArray file")
+    count = r.unpack("Q", "the array count")
+    if count > r.left // _MIN_RECORD:
+        raise FormatError(f"{path}: claims {count} arrays in {r.size} bytes")
+    arrays = []
+    for i in range(count):
+        budget.count_tensor(f"array {i}")
+        arrays.append(record(r, i))
+    names_count = r.unpack("Q", "the name count")
+    if names_count not in (0, count):
+        raise FormatError(f"{path}: {count} arrays but {names_count} names")
+    names = []
+    for i in range(names_count):
+        length = r.unpack("Q", f"name {i}")
+        budget.charge(min(length, r.left), f"name {i}")  # longer than the file: take() says so
+        names.append(r.take(length, f"name {i}").decode("utf-8", "replace"))
+    if r.left:
+        raise FormatError(f"{path}: {r.left} bytes after the last name")
     if names_count:
         if len(set(names)) != len(names):
             raise FormatError(f"{path}: a name appears twice")
@@ -273,7 +355,8 @@ def _body(np_semantics: bool) -> Any:
 #: ``mx.nd.save`` / Gluon ``save_parameters`` (V2 records; V3 records of ``npx.save`` read too).
 MXNET = Format(
     "mxnet", "MXNet NDArray file", "mxnet", (".params", ".nd"), sniff=lambda probe: float(probe.prefix.startswith(MAGIC)),
-    read=lambda path, budget: read_mxnet(path, budget), write=flat_writer("an MXNet nd.save file", _body(False)),
+    read=lambda path, budget: read_mxnet(path, budget), index=index_mxnet,
+    write=flat_writer("an MXNet nd.save file", _body(False)),
     flat=True,
 )  # fmt: skip
 #: ``npx.save`` (V3 records, NumPy semantics): written only; read as MXNET (same magic number).

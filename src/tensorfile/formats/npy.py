@@ -25,7 +25,10 @@ Rules a file must follow here (each broken one is a :class:`FormatError` or
   second, charged, copy (the result is always C order, native byte order);
 - an ``.npz`` is checked by :func:`._zip.check_zip` first (no duplicate members,
   local headers agreeing with the central directory, no zip bomb); members not
-  named ``*.npy`` are skipped, as ``np.load`` does not list them as arrays.
+  named ``*.npy`` are skipped, as ``np.load`` does not list them as arrays;
+- :func:`index_npy` and :func:`index_npz` (``tensorfile.open``) check every header (and the
+  archive) as above when the file is opened, and read an array, by the same code, when it is
+  asked for; an object array (plain data, no tensor of its own) is read when opened.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import re
 import struct
 import warnings
 import zipfile
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import numpy as np
 
@@ -45,12 +48,13 @@ from ..errors import FormatError, UnsupportedTypeError
 from ..format.memory import empty_array
 from ..limits import DEFAULT_LIMITS, Budget, array_nbytes
 from ..safepickle.numpy_objects import check_text
+from ._index import Entry, Index
 from ._write import flat_writer
 from ._zip import check_expansion, check_zip, drain, fill, open_zip, zip_errors
 from .base import Format, Probe
 
 # check_expansion and zip_errors live in ._zip; still importable from here until their callers move.
-__all__ = ["read_npy", "read_npz", "write_npz", "NPY_DTYPES", "MAX_HEADER", "MAX_EXPANSION", "MAX_DIMS",
+__all__ = ["read_npy", "read_npz", "index_npy", "index_npz", "write_npz", "NPY_DTYPES", "MAX_HEADER", "MAX_EXPANSION", "MAX_DIMS",
            "check_expansion", "zip_errors"]  # fmt: skip
 
 MAGIC = b"\x93NUMPY"
@@ -196,12 +200,79 @@ def read_npz(path: str, zf: zipfile.ZipFile, budget: Budget | None = None) -> di
     for info in zf.infolist():
         if not info.filename.endswith(".npy"):
             continue
-        what = f"{path}: member {info.filename!r}"
         budget.count_tensor(f"member {info.filename!r}")
-        with zip_errors(what), zf.open(info) as member:
-            out[info.filename[:-4]] = _read_array(member, what, info.file_size, budget)
-            drain(member, what)  # NumPy ignores bytes after the data; reading them checks the CRC-32
+        out[info.filename[:-4]] = _read_member(path, zf, info, budget)
     return out
+
+
+def _read_member(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: Budget) -> Any:
+    what = f"{path}: member {info.filename!r}"
+    with zip_errors(what), zf.open(info) as member:
+        array = _read_array(member, what, info.file_size, budget)
+        drain(member, what)  # NumPy ignores bytes after the data; reading them checks the CRC-32
+    return array
+
+
+def _entry(f: IO[bytes], what: str, available: int, read: Callable[[Budget, str], Any]) -> Entry | None:
+    """The array of a ``.npy`` stream described from its header (checked as :func:`_read_array` checks it),
+    or None for an object array (a pickle of plain data: read whole, as it holds no tensor of its own)."""
+    dtype, _, shape, used = _header(f, what)
+    if dtype.kind == "O":
+        return None
+    nbytes = array_nbytes(shape, dtype.itemsize, what)
+    if nbytes > available - used:
+        raise FormatError(f"{what}: the header promises {nbytes} bytes of data, the file has {available - used}")
+    return Entry(dtype.newbyteorder("="), shape, read)
+
+
+def index_npy(path: str, budget: Budget) -> Index:
+    """A ``.npy`` file's array from its header; the data read when asked for (:mod:`._index`).
+
+    Raises:
+        as :func:`read_npy` for the header (an object array is read now, whole).
+    """
+    f = open(path, "rb")
+    try:
+        size = os.fstat(f.fileno()).st_size
+        budget.count_tensor("the array")
+
+        def read(b: Budget, what: str) -> Any:
+            f.seek(0)
+            return _read_array(f, path, size, b)
+
+        value: Any = _entry(f, path, size, read)
+        if value is None:
+            f.seek(0)
+            value = _read_array(f, path, size, budget)
+    except BaseException:
+        f.close()
+        raise
+    return Index(value, f.close)
+
+
+def index_npz(path: str, budget: Budget) -> Index:
+    """An ``.npz`` archive's arrays from their members' headers (the archive checked as :func:`read_npz`
+    checks it); each member read when asked for, inflated in pieces with its CRC-32 checked.
+
+    Raises:
+        as :func:`read_npz` for the archive and the headers (object arrays are read now, whole).
+    """
+    zf = open_zip(path, budget)
+    try:
+        out: dict[str, Any] = {}
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            what = f"{path}: member {info.filename!r}"
+            budget.count_tensor(f"member {info.filename!r}")
+            read = lambda b, _, info=info: _read_member(path, zf, info, b)  # noqa: E731
+            with zip_errors(what), zf.open(info) as member:
+                entry = _entry(member, what, info.file_size, read)
+            out[info.filename[:-4]] = entry if entry is not None else _read_member(path, zf, info, budget)
+    except BaseException:
+        zf.close()
+        raise
+    return Index(out, zf.close)
 
 
 #: dtypes a .npy file describes so that ``np.load(allow_pickle=False)`` returns them exactly.
@@ -253,7 +324,7 @@ def _npz_body(f: IO[bytes], names: list[str] | None, arrays: list[np.ndarray], b
 
 #: ``np.save``: one array (object arrays: plain data through the pickle machine).
 NPY = Format("npy", "NumPy .npy", "numpy", (".npy",), sniff=lambda probe: float(probe.prefix.startswith(MAGIC)),
-             read=lambda path, budget: read_npy(path, budget))  # fmt: skip
+             read=lambda path, budget: read_npy(path, budget), index=index_npy)  # fmt: skip
 #: ``np.savez`` / ``np.savez_compressed``: a zip of ``.npy`` members (read and written).
-NPZ = Format("npz", "NumPy .npz", "numpy", (".npz",), sniff=_npz_sniff, read=_read_npz_file,
+NPZ = Format("npz", "NumPy .npz", "numpy", (".npz",), sniff=_npz_sniff, read=_read_npz_file, index=index_npz,
              write=flat_writer("a NumPy .npz file", _npz_body), flat=True)  # fmt: skip

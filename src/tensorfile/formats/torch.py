@@ -14,7 +14,7 @@ import zipfile
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -60,6 +60,8 @@ class _Storage:
     dtype: np.dtype
     numel: int
     data: np.ndarray | None = None
+    member: zipfile.ZipInfo | None = None
+    nbytes: int = 0  # whole items of the storage's member
 
 
 @dataclass(eq=False)
@@ -178,34 +180,63 @@ def _materialize(value: Any, path: str, budget: Budget) -> Any:
 MAX_DIMS = 64
 
 
-def _tensor(lazy: _Lazy, path: str, budget: Budget) -> np.ndarray:
-    """The tensor ``lazy`` describes, as a view of its storage; its bytes are charged to ``budget`` first."""
-    storage = lazy.storage
-    if storage.data is None:
-        raise FormatError(f"{path}: storage {storage.key!r} has no data")
-    dtype = lazy.dtype if lazy.dtype is not None else storage.dtype
-    raw = storage.data.view(np.uint8)
+@dataclass(frozen=True)
+class _Layout:
+    """Where a tensor lies in its storage: bytes ``begin`` to ``end`` hold every element it reaches."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]  # in items; 0 for dims of one (never used)
+    nbytes: int  # the tensor's own bytes (a view may reach fewer or more of the storage)
+    begin: int
+    end: int
+    storage_bytes: int
+
+    def label(self) -> str:
+        return f"tensor of shape {self.shape} ({self.dtype.name}), a view of a {self.storage_bytes}-byte storage"
+
+
+def _layout(lazy: _Lazy, path: str, storage_bytes: int) -> _Layout:
+    """Check that ``lazy`` lies inside its storage of ``storage_bytes`` bytes, and say where (nothing read)."""
+    dtype = lazy.dtype if lazy.dtype is not None else lazy.storage.dtype
     item = dtype.itemsize
     shape, stride = lazy.shape, lazy.stride
     if len(shape) > MAX_DIMS or len(shape) != len(stride):
         raise FormatError(f"{path}: a tensor of {len(shape)} dims with {len(stride)} strides (at most {MAX_DIMS} dims)")
     if any(s < 0 for s in stride) or any(d < 0 for d in shape) or lazy.offset < 0:
         raise FormatError(f"{path}: a tensor with a negative size, stride or offset: {shape}, {stride}, {lazy.offset}")
-    nbytes = array_nbytes(shape, item, f"{path}: a tensor (a view of a {raw.size}-byte storage)")
-    count = nbytes // item
-    budget.charge(nbytes, f"tensor of shape {shape} ({dtype.name}), a view of a {raw.size}-byte storage")
-    if not count:
-        return _parameter(np.empty(shape, dtype), lazy)
+    nbytes = array_nbytes(shape, item, f"{path}: a tensor (a view of a {storage_bytes}-byte storage)")
+    if not nbytes:
+        return _Layout(dtype, shape, stride, 0, 0, 0, storage_bytes)
     stride = tuple(s if d > 1 else 0 for d, s in zip(shape, stride))  # a stride of a dim of one is never used
-    extent = (lazy.offset + sum((d - 1) * s for d, s in zip(shape, stride)) + 1) * item
-    if extent > raw.size:
-        raise FormatError(f"{path}: a tensor of shape {shape} reaches byte {extent} of a {raw.size}-byte storage")
-    # A view: tensors of one storage share memory. as_strided cannot rebuild ml_dtypes types
-    # (bfloat16, float8) from their type string, so those go through an unsigned carrier of their size.
-    carrier = np.dtype(f"<u{item}") if item in (1, 2, 4, 8) else dtype
-    base = raw[lazy.offset * item : extent].view(carrier)
-    array = np.lib.stride_tricks.as_strided(base, shape, [s * item for s in stride], writeable=True).view(dtype)
-    return _parameter(array, lazy)
+    end = (lazy.offset + sum((d - 1) * s for d, s in zip(shape, stride)) + 1) * item
+    if end > storage_bytes:
+        raise FormatError(f"{path}: a tensor of shape {shape} reaches byte {end} of a {storage_bytes}-byte storage")
+    return _Layout(dtype, shape, stride, nbytes, lazy.offset * item, end, storage_bytes)
+
+
+def _tensor(lazy: _Lazy, path: str, budget: Budget) -> np.ndarray:
+    """The tensor ``lazy`` describes, as a view of its storage; its bytes are charged to ``budget`` first."""
+    storage = lazy.storage
+    if storage.data is None:
+        raise FormatError(f"{path}: storage {storage.key!r} has no data")
+    raw = storage.data.view(np.uint8)
+    layout = _layout(lazy, path, raw.size)
+    budget.charge(layout.nbytes, layout.label())
+    return _parameter(_strided(raw[layout.begin : layout.end], layout), lazy)
+
+
+def _strided(raw: np.ndarray, layout: _Layout) -> np.ndarray:
+    """The tensor over ``raw``, the bytes ``layout.begin`` to ``layout.end`` of its storage (a view: tensors of
+    one storage share memory)."""
+    if not layout.nbytes:
+        return np.empty(layout.shape, layout.dtype)
+    # as_strided cannot rebuild ml_dtypes types (bfloat16, float8) from their type string, so those go
+    # through an unsigned carrier of their size.
+    item = layout.dtype.itemsize
+    carrier = np.dtype(f"<u{item}") if item in (1, 2, 4, 8) else layout.dtype
+    strides = [s * item for s in layout.stride]
+    return np.lib.stride_tricks.as_strided(raw.view(carrier), layout.shape, strides, writeable=True).view(layout.dtype)
 
 
 def _parameter(array: np.ndarray, lazy: _Lazy) -> np.ndarray:
@@ -312,8 +343,8 @@ def _small_member(path: str, zf: zipfile.ZipFile, name: str, limit: int) -> byte
     return data
 
 
-def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str, budget: Budget, fd: int | None = None, base: int = 0) -> Any:
-    """The value of the torch zip ``zf`` read from ``f`` (an archive that starts at byte ``base`` of file ``fd``)."""
+def _archive(path: str, zf: zipfile.ZipFile, root: str, budget: Budget) -> tuple[dict[str, int], bytes]:
+    """Check a torch zip's members (nothing of a storage read); where each member's data starts, and data.pkl."""
     names = set(zf.namelist())
     strays = sorted(n for n in names if not n.startswith(f"{root}/"))
     if strays:  # torch.load refuses them too; two archives in one zip would be read differently by two readers
@@ -324,32 +355,61 @@ def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str, budget: Budget,
     byteorder = _small_member(path, zf, f"{root}/byteorder", 64) if f"{root}/byteorder" in names else b"little"
     if byteorder.strip() != b"little":
         raise UnsupportedTypeError(f"{path}: big-endian torch files are not supported (byteorder {byteorder[:16]!r})")
+    return offsets, _small_member(path, zf, f"{root}/data.pkl", budget.limits.max_header_bytes)
+
+
+def _unpickle(path: str, zf: zipfile.ZipFile, root: str, pickled: bytes, budget: Budget,
+              read: Callable[[zipfile.ZipInfo], np.ndarray] | None) -> Any:  # fmt: skip
+    """data.pkl's value, with a :class:`_Lazy` for each tensor; ``read(member)`` reads a storage's bytes
+    (None: storages are described, not read)."""
+    names = set(zf.namelist())
     storages: dict[str, _Storage] = {}
     table = _table(path, budget)
-    pickled = _small_member(path, zf, f"{root}/data.pkl", budget.limits.max_header_bytes)
 
+    def persistent_load(pid: Any) -> _Storage:
+        kind, key, numel = _storage_id(pid, path)
+        if key not in storages:
+            dtype = _storage_kind(kind, path)
+            member = f"{root}/data/{key}"
+            if member not in names:
+                raise FormatError(f"{path}: storage {key!r} is missing from the archive")
+            info = zf.getinfo(member)
+            if numel * dtype.itemsize > info.file_size and kind.dtype != "uint8":
+                raise FormatError(
+                    f"{path}: storage {key!r} claims {numel} elements, the archive holds {info.file_size} bytes"
+                )
+            usable = (info.file_size // dtype.itemsize) * dtype.itemsize
+            data = read(info)[:usable].view(dtype) if read is not None else None
+            storages[key] = _Storage(key, dtype, numel, data, info, usable)
+        return storages[key]
+
+    return load_pickle(pickled, table, persistent_load=persistent_load, what=f"{path}: data.pkl", budget=budget)
+
+
+def _read_zip(path: str, f: Any, zf: zipfile.ZipFile, root: str, budget: Budget, fd: int | None = None, base: int = 0) -> Any:
+    """The value of the torch zip ``zf`` read from ``f`` (an archive that starts at byte ``base`` of file ``fd``)."""
+    offsets, pickled = _archive(path, zf, root, budget)
     with _StorageReader(path, f.fileno() if fd is None else fd, zf, budget, offsets, base) as reader:
-
-        def persistent_load(pid: Any) -> _Storage:
-            kind, key, numel = _storage_id(pid, path)
-            if key not in storages:
-                dtype = _storage_kind(kind, path)
-                member = f"{root}/data/{key}"
-                if member not in names:
-                    raise FormatError(f"{path}: storage {key!r} is missing from the archive")
-                info = zf.getinfo(member)
-                if numel * dtype.itemsize > info.file_size and kind.dtype != "uint8":
-                    raise FormatError(
-                        f"{path}: storage {key!r} claims {numel} elements, the archive holds {info.file_size} bytes"
-                    )
-                raw = reader.read(info)
-                usable = raw[: (raw.size // dtype.itemsize) * dtype.itemsize]
-                storages[key] = _Storage(key, dtype, numel, usable.view(dtype))
-            return storages[key]
-
-        value = load_pickle(pickled, table, persistent_load=persistent_load, what=f"{path}: data.pkl", budget=budget)
+        value = _unpickle(path, zf, root, pickled, budget, reader.read)
         reader.wait()
     return _materialize(value, path, budget)
+
+
+def torch_zip(path: str, f: Any) -> tuple[zipfile.ZipFile, str]:
+    """The zip archive in the open file ``f`` and its root folder (the caller closes the archive).
+
+    Raises:
+        FormatError: not a readable zip, or one without ``<root>/data.pkl``.
+    """
+    try:
+        zf = zipfile.ZipFile(f)
+    except (zipfile.BadZipFile, NotImplementedError, UnicodeDecodeError, ValueError, OSError, EOFError) as exc:
+        raise FormatError(f"{path}: a damaged zip archive ({exc})") from None
+    root = is_torch_zip(zf)
+    if root is None:
+        zf.close()
+        raise FormatError(f"{path}: a zip archive without a torch data.pkl")
+    return zf, root
 
 
 def read_torch(path: str, budget: Budget | None = None) -> Any:
@@ -401,14 +461,8 @@ def _read(path: str, budget: Budget | None) -> Any:
         prefix = f.read(4)
         f.seek(0)
         if prefix.startswith(b"PK"):
-            try:
-                zf = zipfile.ZipFile(f)
-            except (zipfile.BadZipFile, NotImplementedError, UnicodeDecodeError, ValueError, OSError, EOFError) as exc:
-                raise FormatError(f"{path}: a damaged zip archive ({exc})") from None
+            zf, root = torch_zip(path, f)
             with zf:
-                root = is_torch_zip(zf)
-                if root is None:
-                    raise FormatError(f"{path}: a zip archive without a torch data.pkl")
                 return _read_zip(path, f, zf, root, budget)
         from .torch_legacy import read_legacy
 
@@ -427,8 +481,14 @@ def _write_body(f: Any, flat: Any, bar: Any) -> None:
     write_torch(f, flat, bar)
 
 
+def _index(path: str, budget: Budget) -> Any:
+    from ._torch_index import index_torch
+
+    return index_torch(path, budget)
+
+
 #: ``torch.save`` since torch 1.6: a zip archive of ``data.pkl`` and one member per storage.
 TORCH = Format(
     "torch", "PyTorch torch.save (zip)", "torch", (".pt", ".pth", ".bin", ".ckpt"), sniff=_zip_sniff,
-    read=lambda path, budget: read_torch(path, budget), write=tree_writer("a torch.save file", _write_body),
+    read=lambda path, budget: read_torch(path, budget), index=_index, write=tree_writer("a torch.save file", _write_body),
 )  # fmt: skip
