@@ -133,3 +133,19 @@ def test_a_file_without_a_graph_says_how_to_write_one(tmp_path):
 def test_load_model_refuses_an_unknown_framework(tmp_path):
     with pytest.raises(ValueError, match="unknown framework"):
         load_model(write(tmp_path / "mlp", mlp_graph()), "caffe")
+
+
+def test_ls_shows_the_graph_one_line_a_node(tmp_path):
+    from test_cli import run
+
+    listed = run("ls", write(tmp_path / "mlp", mlp_graph()))
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    start = lines.index("model graph (torch, 3 nodes):")
+    assert lines[start + 1] == "  inputs: x: float32 [batch, 4]"
+    assert lines[start + 2].split()[:4] == ["hidden", "linear", "<-", "x"] and "hidden.weight" in lines[start + 2]
+    assert lines[start + 3].split() == ["relu", "relu", "<-", "hidden"]
+    assert lines[start + 5] == "  outputs: output"
+    assert not any(line.startswith("metadata tensorfile.model") for line in lines)
+    bad = run("ls", write(tmp_path / "bad", mlp_graph(nodes=[{"name": "a", "op": "os.system", "inputs": ["x"]}], outputs=["a"])))
+    assert bad.returncode == 0 and "model graph: not valid:" in bad.stdout and "not in the vocabulary" in bad.stdout

@@ -26,6 +26,7 @@ from .formats.base import Probe
 from .lazy import TensorFile
 from .lazy import open as open_file
 from .limits import Limits
+from .model.graph import MODEL_KEY
 from .tree import flat_arrays, unflatten
 
 __all__ = ["main"]
@@ -177,9 +178,26 @@ def ls_command(file: str, as_json: bool) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     for row in table:
         click.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}")
+    graph = metadata.pop(MODEL_KEY, None)
     for key, value in sorted(metadata.items()):
         click.echo(f"metadata {_shown(key)}: {_abbreviated(value)}")
+    if graph is not None:
+        for line in _graph_lines(file, graph, {n: s for n, _, s, _ in rows}):
+            click.echo(line)
     click.echo(f"{len(rows)} tensor{'' if len(rows) == 1 else 's'}, {total} bytes ({_size(total)})")
+
+
+def _graph_lines(path: str, text: str, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """The model graph of a ``save_model`` file, one line a node (``docs/FORMAT.md``, "Model graphs")."""
+    from .model import graph_summary
+    from .model.graph import parse_graph
+
+    try:
+        graph = parse_graph(text, shapes, path)
+    except TensorFileError as exc:
+        return [f"model graph: not valid: {exc}"]
+    lines = graph_summary(graph)
+    return [f"model graph ({_shown(graph.framework or 'unknown')}, {len(graph.nodes)} nodes):"] + ["  " + line for line in lines]
 
 
 @contextlib.contextmanager

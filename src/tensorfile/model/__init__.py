@@ -130,12 +130,18 @@ def load_model(path: str | os.PathLike[str], framework: str = "numpy") -> Any:
 
 
 def graph_summary(graph: Graph) -> list[str]:
-    """One line a node, like Keras ``summary()``: name, op, inputs, parameters (for ``tensorfile ls``)."""
-    lines = ["inputs: " + ", ".join(f"{n} {d}{list(s)}" for n, d, s in graph.inputs)]
+    """One line a node, like Keras ``summary()``: name, op, inputs, parameters, attributes (for ``tensorfile ls``).
+    Every name printed was checked by :func:`parse_graph` (no control characters)."""
+    def dims(shape: Sequence[Any]) -> str:
+        return "[" + ", ".join(map(str, shape)) + "]"
+
+    lines = ["inputs: " + ", ".join(f"{n}: {d} {dims(s)}" for n, d, s in graph.inputs)]
     for node in graph.nodes:
         params = ", ".join(node.params.values())
         attrs = {k: v for k, v in node.attrs.items() if v is not None}
-        lines.append(f"{node.name:<28} {node.op:<22} <- {', '.join(node.inputs) or '-':<24} "
-                     f"{params}{' ' + json.dumps(attrs, separators=(',', ':')) if attrs else ''}")  # fmt: skip
+        text = f"{node.name:<24} {node.op:<20} <- {', '.join(node.inputs) or '-':<20} {params}"
+        if attrs:
+            text += " " + json.dumps(attrs, separators=(",", ":"))
+        lines.append(text.rstrip())
     lines.append("outputs: " + ", ".join(graph.outputs))
     return lines
