@@ -146,14 +146,25 @@ def read_rows(
     Raises:
         LimitError: over ``budget``, or the memory cannot be had. FormatError: the file ended early.
     """
+    out, row = rows_buffer(path, name, shape, dtype, start, stop, budget)
+    if out.nbytes:
+        pread_exact(fd, byte_view(out), offset + start * row, path, name)
+    return out
+
+
+def rows_buffer(path: str, name: str, shape: Sequence[int], dtype: np.dtype, start: int, stop: int,
+                budget: Budget) -> tuple[np.ndarray, int]:  # fmt: skip
+    """Fresh memory for rows ``start:stop`` of a tensor of ``shape`` (charged to ``budget`` first), and the bytes
+    of one row: what every reader of rows fills (:func:`read_rows`, object-store reads).
+
+    Raises:
+        LimitError: over ``budget``, or the memory cannot be had.
+    """
     rest = tuple(shape[1:])
     row = dtype.itemsize * math.prod(rest)
     what = f"rows {start}:{stop} of tensor {name!r}"
     budget.charge((stop - start) * row, what)
     try:
-        out = empty_array((stop - start, *rest), dtype)
+        return empty_array((stop - start, *rest), dtype), row
     except MemoryError as exc:
         raise LimitError(f"{path}: {what}: {exc}") from None
-    if out.nbytes:
-        pread_exact(fd, byte_view(out), offset + start * row, path, name)
-    return out

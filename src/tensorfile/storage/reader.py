@@ -13,16 +13,14 @@ budget (:class:`tensorfile.Limits`) before it is allocated.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError, LimitError
+from ..errors import FormatError
 from ..format.dtypes import byte_view
 from ..format.header import TensorEntry, parse_header
-from ..format.memory import empty_array
-from ..format.ranges import READ_CHUNK
+from ..format.ranges import READ_CHUNK, rows_buffer
 from ..format.reader import SafetensorsReader
 from ..format.sniff import looks_like
 from ..limits import DEFAULT_LIMITS, Budget, Limits
@@ -100,14 +98,7 @@ class ObjectReader(SafetensorsReader):
             LimitError: over ``budget``, or the memory cannot be had. FormatError: the object ended early.
         """
         self._check_open()
-        rest = tuple(shape[1:])
-        row = dtype.itemsize * math.prod(rest)
-        what = f"rows {start}:{stop} of tensor {entry.name!r}"
-        budget.charge((stop - start) * row, what)
-        try:
-            out = empty_array((stop - start, *rest), dtype)
-        except MemoryError as exc:
-            raise LimitError(f"{self.path}: {what}: {exc}") from None
+        out, row = rows_buffer(self.path, entry.name, shape, dtype, start, stop, budget)
         if out.nbytes:
             self._read_piece(entry, byte_view(out), self.header.data_start + entry.begin + start * row)
         return out
