@@ -203,6 +203,24 @@ def _node(node, get, key=False):
     _fail(f"invalid structure node {node!r}")
 
 
+def _tie(rec, header, arrays):
+    """FORMAT.md, "Tied tensors": a tied name is its first tensor again (same fields, not tied, not shared)."""
+    shared = {m.get("name") for g in rec.get("shared", []) for m in g.get("members", [])}
+    for name, info in rec["tensors"].items():
+        if "tied_to" not in info:
+            continue
+        first = info["tied_to"]
+        if not isinstance(first, str) or first not in rec["tensors"] or first == name or "tied_to" in rec["tensors"][first]:
+            _fail(f"tensor {name!r}: tied_to must name an untied tensor of the file")
+        if {k: v for k, v in info.items() if k != "tied_to"} != rec["tensors"][first]:
+            _fail(f"tensor {name!r}: its fields differ from those of {first!r}, its tie")
+        if (header[name]["dtype"], header[name]["shape"]) != (header[first]["dtype"], header[first]["shape"]):
+            _fail(f"tensor {name!r}: its dtype or shape differs from {first!r}'s")
+        if name in shared or first in shared:
+            _fail(f"tensor {name!r}: a tied tensor cannot be in a shared group")
+        arrays[name] = arrays[first]
+
+
 def read_spec(path):
     with open(path, "rb") as f:
         raw = f.read()
@@ -220,6 +238,7 @@ def read_spec(path):
     _check_record(rec, header, raw[8 : 8 + n], names)
     arrays = {n: _tensor(n, header, data, rec) for n in names}
     _rebuild_shared(rec.get("shared", []), arrays)
+    _tie(rec, header, arrays)
     cache = {}  # one object per name, however often the structure names it
 
     def get(name):
