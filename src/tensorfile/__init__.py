@@ -5,7 +5,8 @@ file that also records structure and checksums, and never runs code when loaded:
 tensors and containers (:func:`save` / :func:`load` / :func:`open`), model parameters
 (:func:`save_parameters` / :func:`load_parameters`), architecture and parameters in one
 file rebuilt in any framework (:func:`save_model` / :func:`load_model`), and crash-safe
-training checkpoints (:class:`CheckpointManager`).
+training checkpoints (:class:`CheckpointManager`); sharded checkpoints of ``torch.distributed``
+jobs in :mod:`tensorfile.distributed`.
 
     >>> import numpy as np, tensorfile
     >>> tensorfile.save({"x": np.arange(4), "step": 3}, "mydict")
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from .checkpoint import CheckpointManager, rng_state, set_rng_state
 from .errors import (
+    CheckpointCommitError,
     CheckpointLockedError,
     CheckpointNotFoundError,
     FormatError,
@@ -62,6 +64,7 @@ __all__ = [
     "set_rng_state",
     "CheckpointNotFoundError",
     "CheckpointLockedError",
+    "CheckpointCommitError",
     "UnsafeFileError",
     "TensorFileError",
     "FormatError",

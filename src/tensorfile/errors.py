@@ -23,6 +23,7 @@ __all__ = [
     "UnsafeFileError",
     "LimitError",
     "UnsupportedArchitectureError",
+    "CheckpointCommitError",
 ]
 
 
@@ -108,6 +109,11 @@ class CheckpointNotFoundError(TensorFileError, FileNotFoundError):
 
 class CheckpointLockedError(TensorFileError, RuntimeError):
     """Another CheckpointManager (another process) holds the checkpoint folder."""
+
+
+class CheckpointCommitError(TensorFileError, RuntimeError):
+    """A distributed checkpoint was not committed: another rank failed, or the ranks disagree on the state
+    (the message names the rank); the previous checkpoint, if any, is still the one in force."""
 
 
 class UnsafeFileError(TensorFileError, ValueError):

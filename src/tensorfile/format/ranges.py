@@ -129,9 +129,10 @@ def pread_exact(fd: int, buffer: memoryview, offset: int, path: str, name: str) 
 
 def read_rows(
     fd: int, path: str, name: str, offset: int, shape: Sequence[int], dtype: np.dtype, start: int, stop: int,
-    budget: Budget,
+    budget: Budget, out: np.ndarray | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """Rows ``start:stop`` of the leading dimension of a C-ordered tensor stored at ``offset``, read into fresh memory.
+    """Rows ``start:stop`` of the leading dimension of a C-ordered tensor stored at ``offset``, read into fresh memory
+    (or into ``out``, a writable C-contiguous array of exactly those rows' bytes, not charged to ``budget``).
 
     Args:
         fd, path: the open file and its name.
@@ -149,11 +150,15 @@ def read_rows(
     rest = tuple(shape[1:])
     row = dtype.itemsize * math.prod(rest)
     what = f"rows {start}:{stop} of tensor {name!r}"
-    budget.charge((stop - start) * row, what)
-    try:
-        out = empty_array((stop - start, *rest), dtype)
-    except MemoryError as exc:
-        raise LimitError(f"{path}: {what}: {exc}") from None
+    if out is not None:
+        if not out.flags.c_contiguous or not out.flags.writeable or out.nbytes != (stop - start) * row:
+            raise ValueError(f"{path}: {what}: out must be a writable C-contiguous array of {(stop - start) * row} bytes")
+    else:
+        budget.charge((stop - start) * row, what)
+        try:
+            out = empty_array((stop - start, *rest), dtype)
+        except MemoryError as exc:
+            raise LimitError(f"{path}: {what}: {exc}") from None
     if out.nbytes:
         pread_exact(fd, byte_view(out), offset + start * row, path, name)
     return out
