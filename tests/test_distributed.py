@@ -85,6 +85,11 @@ def test_one_process_reads_the_whole_checkpoint(trained, tmp_path):
     _same(tensorfile.load(folder / "rich"), reference)
     _same(tensorfile.load(folder / "rich" / "manifest.json"), reference)
     _same(tensorfile.load(folder / "rich_async"), reference)  # the staged copy, not the tensors changed after
+    tensors = json.loads((folder / "rich" / "manifest.json").read_text())["tensors"]
+    assert [c["offsets"] for c in tensors["tp.columns"]["chunks"]] == [[0, 0], [0, 5]]  # Shard(1) on 2 ranks
+    assert [c["lengths"] for c in tensors["tp.rows"]["chunks"]] == [[3, 3], [2, 3]]  # uneven Shard(0)
+    assert len(tensors["replicated"]["chunks"]) == 1  # replicated: written once
+    assert {c["file"] for c in tensors["model.0.weight"]["chunks"]} == {0, 1}
     with tensorfile.open(folder / "rich") as f:
         assert f.format == "distributed" and f.has_record
         assert f.info("tp.columns").shape == (6, 10) and f.info("model.0.weight").dtype == "float32"
