@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/convert.py --mib 64 --repeat 3 $(BENCH_OK)
 	$(BIN)/python benchmarks/load_model.py --repeat 3 $(BENCH_OK)
 	$(BIN)/python benchmarks/cli.py --size small --repeat 3 $(BENCH_OK)
+	$(BIN)/python benchmarks/distributed.py --size small --repeat 3 $(BENCH_OK)
 
 bench-full: $(STAMP)
 	$(BIN)/python benchmarks/allocators.py --size full --repeat 7
@@ -75,6 +76,7 @@ bench-full: $(STAMP)
 	$(BIN)/python benchmarks/tied.py --repeat 5
 	$(BIN)/python benchmarks/load_model.py --repeat 9 $(BENCH_OK)
 	$(BIN)/python benchmarks/cli.py --size full --repeat 5 $(BENCH_OK)
+	$(BIN)/python benchmarks/distributed.py --size full --repeat 7 $(BENCH_OK)
 
 # The long crash runs quoted in docs/RELIABILITY.md: 200 SIGKILLs mid-epoch (torch), 50 for Flax NNX, 30 for Keras.
 crash-long: $(STAMP)

@@ -5,7 +5,8 @@ file that also records structure and checksums, and never runs code when loaded:
 tensors and containers (:func:`save` / :func:`load` / :func:`open`), model parameters
 (:func:`save_parameters` / :func:`load_parameters`), architecture and parameters in one
 file rebuilt in any framework (:func:`save_model` / :func:`load_model`), and crash-safe
-training checkpoints (:class:`CheckpointManager`).
+training checkpoints (:class:`CheckpointManager`); sharded checkpoints of ``torch.distributed``
+jobs in :mod:`tensorfile.distributed`.
 
     >>> import numpy as np, tensorfile
     >>> tensorfile.save({"x": np.arange(4), "step": 3}, "mydict")
@@ -21,6 +22,7 @@ import importlib
 from typing import Any
 
 from .errors import (
+    CheckpointCommitError,
     CheckpointConflictError,
     CheckpointLockedError,
     CheckpointNotFoundError,
@@ -82,6 +84,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "CheckpointLockedError",
     "CheckpointConflictError",
+    "CheckpointCommitError",
     "UnsafeFileError",
     "TensorFileError",
     "FormatError",

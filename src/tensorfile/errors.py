@@ -24,6 +24,7 @@ __all__ = [
     "UnsafeFileError",
     "LimitError",
     "UnsupportedArchitectureError",
+    "CheckpointCommitError",
 ]
 
 
@@ -114,6 +115,11 @@ class CheckpointLockedError(TensorFileError, RuntimeError):
 class CheckpointConflictError(TensorFileError, FileExistsError):
     """Another writer committed the same checkpoint step first (on object storage, where two
     CheckpointManagers can write one location: the commit object is created only if absent)."""
+
+
+class CheckpointCommitError(TensorFileError, RuntimeError):
+    """A distributed checkpoint was not committed: another rank failed, or the ranks disagree on the state
+    (the message names the rank); the previous checkpoint, if any, is still the one in force."""
 
 
 class UnsafeFileError(TensorFileError, ValueError):

@@ -284,10 +284,15 @@ def _as_logical(array: np.ndarray, info: Mapping[str, Any], entry: TensorEntry) 
 
 def resolve_index(path: str | os.PathLike[str]) -> str:
     """``path``, or ``path + ".index.json"`` when only that exists (``save(..., max_shard_size=)`` wrote
-    shards and their index, and ``path`` names the checkpoint)."""
+    shards and their index, and ``path`` names the checkpoint), or for a folder stored by a format as a
+    whole (a distributed checkpoint) the file it is read through (:func:`tensorfile.formats.in_folder`)."""
     path = os.fspath(path)
     if not os.path.exists(path) and os.path.isfile(path + ".index.json"):
         return path + ".index.json"
+    if os.path.isdir(path):
+        from .formats import in_folder
+
+        return in_folder(path) or path
     return path
 
 

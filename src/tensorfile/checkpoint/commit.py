@@ -22,7 +22,7 @@ from typing import Callable
 
 from ..atomic import fsync_dir
 
-__all__ = ["TEMP_PREFIX", "commit", "delete", "remove_temporaries"]
+__all__ = ["TEMP_PREFIX", "commit", "begin", "publish", "delete", "remove_temporaries"]
 
 TEMP_PREFIX = ".tmp-"
 #: A committed step moved aside while it is being replaced.
@@ -40,12 +40,33 @@ def commit(directory: str, name: str, write: Callable[[str], None]) -> str:
         OSError: any write error; the temporary folder is removed and earlier
             steps are untouched.
     """
-    final = os.path.join(directory, name)
-    temp = os.path.join(directory, f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}")
-    os.mkdir(temp)
-    old = None
+    temp = begin(directory, name)
     try:
         write(temp)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return publish(directory, name, temp)
+
+
+def begin(directory: str, name: str) -> str:
+    """Step 1 alone: a fresh temporary folder for step ``name`` (several processes may write into it, as the
+    ranks of a distributed save do); :func:`publish` renames it into place."""
+    temp = os.path.join(directory, f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}")
+    os.mkdir(temp)
+    return temp
+
+
+def publish(directory: str, name: str, temp: str) -> str:
+    """Step 2 alone: ``fsync`` the temporary folder ``temp`` (its files fsynced by their writers) and rename it
+    to step ``name``, moving an existing step of that name aside and deleting it once the new one is in place.
+
+    Raises:
+        OSError: the rename failed; ``temp`` is removed and an existing step is put back.
+    """
+    final = os.path.join(directory, name)
+    old = None
+    try:
         fsync_dir(temp)
         if os.path.exists(final):
             old = os.path.join(directory, f"{OLD_PREFIX}{name}-{secrets.token_hex(4)}")

@@ -1,7 +1,9 @@
 """``CheckpointManager``: crash-safe, retained, optionally asynchronous training checkpoints.
 
 On disk, ``<directory>/step_<N>/state.tensorfile`` per committed step (see
-:mod:`.commit` for how a step appears atomically). The file's user metadata
+:mod:`.commit` for how a step appears atomically); under ``torch.distributed``,
+``<directory>/step_<N>/`` is a distributed checkpoint (``manifest.json`` and one file
+per rank: :mod:`tensorfile.distributed.steps`). The file's user metadata
 ``tensorfile.checkpoint`` holds JSON ``{"step": N, "metrics": {...}, "live":
 {name: kind}}`` so that retention and ``best_step`` read only headers.
 
@@ -102,6 +104,19 @@ class CheckpointManager:
             none); a writing manager aborts stale unfinished multipart uploads and
             deletes stale uncommitted data objects under ``directory`` when it starts
             and after each save. Ignored for a local path (``file://`` URLs are local).
+        distributed: work across the ranks of ``torch.distributed``'s default group
+            (None, the default: when it is initialized with more than one rank, and for
+            states holding ``DTensor`` s on one rank; True: always, without it as a world
+            of one; False: never). Then every rank makes the manager and calls each method
+            with the same arguments (SPMD); ``directory`` must be on storage every rank
+            sees. Each step is a distributed checkpoint (:mod:`tensorfile.distributed`):
+            every rank writes the slices it holds (FSDP2 / tensor parallel ``DTensor``
+            shards; replicated tensors once), modules and their optimizers are saved
+            through ``torch.distributed.checkpoint.state_dict`` (by parameter name, so a
+            step restores on another world size), and rank 0 commits the step by renaming
+            its folder once every rank's files are in it: a rank killed mid-save never
+            leaves a committed partial step. Rank 0 holds the lock, applies retention and
+            picks the step to restore; the other ranks follow its decisions.
 
     Raises:
         CheckpointLockedError: another manager holds the folder.
@@ -126,6 +141,7 @@ class CheckpointManager:
         lock_timeout: float = 0.0,
         read_only: bool = False,
         storage_options: Mapping[str, Any] | None = None,
+        distributed: bool | None = None,
     ) -> None:
         directory = local_path(directory)
         self.directory = directory.rstrip("/") if is_url(directory) else os.fspath(directory)
@@ -142,6 +158,13 @@ class CheckpointManager:
         self.read_only = read_only
         self._closed = False
         self._lock: FolderLock | None = None
+        from ..distributed.steps import group_for
+
+        if distributed and self._objects is not None:
+            raise ValueError(f"{self.directory}: distributed checkpoints on object storage are not supported yet; "
+                             "use a folder every rank sees")  # fmt: skip
+        self._group = group_for(distributed) if self._objects is None else None
+        self._distributed = distributed
         if self._objects is not None:  # no lock, no folders: a writer only cleans up after dead writers
             if read_only and not self._objects.exists():
                 raise CheckpointNotFoundError(f"{self.directory}: no such checkpoint location (no object under it)")
@@ -150,6 +173,10 @@ class CheckpointManager:
         elif read_only:  # a reader: no lock, no clean-up, nothing written (the folder may be read-only)
             if not os.path.isdir(self.directory):
                 raise CheckpointNotFoundError(f"{self.directory}: no such checkpoint folder")
+        elif self._group is not None:  # rank 0 locks and cleans; every rank raises if that failed
+            from ..distributed.steps import lock
+
+            self._lock = lock(self.directory, lock_timeout, self._group)
         else:
             os.makedirs(self.directory, exist_ok=True)
             self._lock = FolderLock(self.directory, lock_timeout)
@@ -198,6 +225,11 @@ class CheckpointManager:
     def _path(self, step: int) -> str:
         return os.path.join(self.directory, f"step_{step:08d}")
 
+    def _state_path(self, step: int) -> str:
+        """The step's file, or for a distributed step its folder (read through its manifest)."""
+        path = os.path.join(self._path(step), STATE_FILE)
+        return path if os.path.exists(path) or not os.path.isdir(self._path(step)) else self._path(step)
+
     def _step_info(self, step: int) -> dict[str, Any]:
         if self._objects is not None:
             try:
@@ -205,7 +237,7 @@ class CheckpointManager:
             except (TensorFileError, OSError):
                 return {}
         try:
-            with open_file(os.path.join(self._path(step), STATE_FILE)) as f:
+            with open_file(self._state_path(step)) as f:
                 return json.loads(f.metadata.get(METADATA_KEY, "{}"))
         except (OSError, ValueError):
             return {}
@@ -246,6 +278,9 @@ class CheckpointManager:
         self._raise_pending()
         if not force and step % self.save_interval_steps:
             return False
+        if self._group_of(state) is not None:
+            self._save_group(step, state, metrics)
+            return True
         live: dict[str, str] = {}
         classes: dict[str, str] = {}
         tree: dict[str, Any] = {}
@@ -277,11 +312,53 @@ class CheckpointManager:
             self._prefault = threading.Thread(target=spare.prefault, args=(staging,), daemon=True,
                                               name="tensorfile-checkpoint-prefault")  # fmt: skip
             self._prefault.start()
-        thread = threading.Thread(target=self._write_async, args=(step, snapshot, info), daemon=True,
+        self._start(step, lambda: self._write(step, snapshot, info), staging)
+        return True
+
+    def _start(self, step: int, job: Callable[[], None], staging: Staging) -> None:
+        thread = threading.Thread(target=self._write_async, args=(step, job), daemon=True,
                                   name=f"tensorfile-checkpoint-{step}")  # fmt: skip
         self._inflight.append((thread, staging))
         thread.start()
-        return True
+
+    def _save_group(self, step: int, state: Mapping[str, Any], metrics: Mapping[str, float] | None) -> None:
+        """:meth:`save` across the ranks (see ``distributed``): every rank writes its slices, rank 0 commits."""
+        from ..distributed.steps import Writer, capture
+
+        tree, live, classes = capture(state)
+        info = {"step": step, "metrics": {k: float(v) for k, v in (metrics or {}).items()}, "live": live,
+                "classes": classes}  # fmt: skip
+        writer = Writer(self.directory, step, tree, {METADATA_KEY: json.dumps(info)}, self._group_of(state),
+                        lambda: self._retain(step, info))  # fmt: skip
+
+        def job() -> None:
+            writer.write()
+            self._metrics[step] = info["metrics"]
+
+        if not self.async_save:
+            job()
+            return
+        if self.async_buffers == 1:
+            self.wait()
+        staging = self._free.pop() if self._free else self._new_staging()
+        try:
+            writer.stage(staging)
+            self.wait()
+        except BaseException:
+            self._free.append(staging)
+            raise
+        writer.background()
+        self._start(step, job, staging)
+
+    def _group_of(self, state: Mapping[str, Any]) -> Any:
+        """The ranks a save or restore of ``state`` works across (None: this process alone, as without
+        torch.distributed): the manager's group, or a world of one for a state holding DTensors."""
+        if self._group is not None or self._distributed is False:
+            return self._group
+        from ..distributed.comm import group_of
+        from ..distributed.steps import holds_dtensors
+
+        return group_of() if holds_dtensors(state) else None
 
     def _new_staging(self) -> Staging:
         self._stagings += 1
@@ -293,9 +370,9 @@ class CheckpointManager:
         self._inflight.popleft()
         self._free.append(staging)
 
-    def _write_async(self, step: int, tree: Any, info: dict[str, Any]) -> None:
+    def _write_async(self, step: int, job: Callable[[], None]) -> None:
         try:
-            self._write(step, tree, info)
+            job()
         except BaseException as exc:  # raised again at the next save / wait / close
             if hasattr(exc, "add_note"):
                 exc.add_note(f"(while saving checkpoint step {step} in the background)")
@@ -308,6 +385,10 @@ class CheckpointManager:
             self._objects.commit(step, lambda local: _save(tree, local, metadata, durable=False), info)
         else:
             commit(self.directory, f"step_{step:08d}", lambda folder: _save(tree, os.path.join(folder, STATE_FILE), metadata, durable=True))
+        self._retain(step, info)
+
+    def _retain(self, step: int, info: dict[str, Any]) -> None:
+        """After step ``step`` is committed (under torch.distributed: on rank 0): retention."""
         self._metrics[step] = info["metrics"]
         self._apply_retention()
         if step not in self.steps:
@@ -416,6 +497,15 @@ class CheckpointManager:
         self._check_open()
         self.wait()
         steps = self.steps
+        group = self._group_of(state or {})
+        if group is not None:
+            from ..distributed.steps import restore
+
+            step, out, report, reports = restore(self.directory, steps, step, state or {}, strict, group,
+                                                 METADATA_KEY)  # fmt: skip
+            restored = Restored(out)
+            restored.step, restored.report, restored.reports = step, report, reports
+            return restored
         if step is not None:
             if step not in steps:
                 raise CheckpointNotFoundError(f"{self.directory}: no checkpoint for step {step} (have {steps})")
@@ -439,7 +529,7 @@ class CheckpointManager:
     def _load(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
         if self._objects is not None:
             return self._load_object(step)
-        path = os.path.join(self._path(step), STATE_FILE)
+        path = self._state_path(step)
         try:
             with open_file(path) as f:
                 info = json.loads(f.metadata.get(METADATA_KEY, "{}"))

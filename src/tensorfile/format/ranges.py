@@ -129,9 +129,10 @@ def pread_exact(fd: int, buffer: memoryview, offset: int, path: str, name: str) 
 
 def read_rows(
     fd: int, path: str, name: str, offset: int, shape: Sequence[int], dtype: np.dtype, start: int, stop: int,
-    budget: Budget,
+    budget: Budget, out: np.ndarray | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """Rows ``start:stop`` of the leading dimension of a C-ordered tensor stored at ``offset``, read into fresh memory.
+    """Rows ``start:stop`` of the leading dimension of a C-ordered tensor stored at ``offset``, read into fresh memory
+    (or into ``out``, a writable C-contiguous array of exactly those rows' bytes, not charged to ``budget``).
 
     Args:
         fd, path: the open file and its name.
@@ -146,7 +147,13 @@ def read_rows(
     Raises:
         LimitError: over ``budget``, or the memory cannot be had. FormatError: the file ended early.
     """
-    out, row = rows_buffer(path, name, shape, dtype, start, stop, budget)
+    if out is not None:
+        row = dtype.itemsize * math.prod(shape[1:])
+        if not out.flags.c_contiguous or not out.flags.writeable or out.nbytes != (stop - start) * row:
+            raise ValueError(f"{path}: rows {start}:{stop} of tensor {name!r}: out must be a writable C-contiguous "
+                             f"array of {(stop - start) * row} bytes")  # fmt: skip
+    else:
+        out, row = rows_buffer(path, name, shape, dtype, start, stop, budget)
     if out.nbytes:
         pread_exact(fd, byte_view(out), offset + start * row, path, name)
     return out

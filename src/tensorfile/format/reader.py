@@ -77,8 +77,12 @@ class SafetensorsReader:
         """``__metadata__`` as stored (empty when absent)."""
         return dict(self.header.metadata or {})
 
-    def read(self, entry: TensorEntry, *, hash: bool = False) -> tuple[np.ndarray, str | None]:
-        """Read one tensor into a new writable array (memory from :func:`.memory.empty_array`).
+    def read(self, entry: TensorEntry, *, hash: bool = False, out: np.ndarray | None = None) -> tuple[np.ndarray, str | None]:
+        """Read one tensor into a new writable array (memory from :func:`.memory.empty_array`), or into ``out``.
+
+        Args:
+            out: a C-contiguous writable array of exactly ``entry.nbytes`` bytes to read into (its dtype and
+                shape are the caller's; a slice of a larger array, a tensor's own memory).
 
         Returns:
             ``(array, checksum)``: the array has ``entry``'s dtype and shape;
@@ -91,11 +95,17 @@ class SafetensorsReader:
                 shape is impossible. LimitError: the memory cannot be had.
         """
         self._check_open()
-        try:
-            array = empty_array(entry.shape, entry.dtype)
-        except (ValueError, MemoryError) as exc:
-            error = LimitError if isinstance(exc, MemoryError) else FormatError
-            raise error(f"{self.path}: tensor {entry.name!r} of shape {list(entry.shape)}: {exc}") from None
+        if out is not None:
+            if not out.flags.c_contiguous or not out.flags.writeable or out.nbytes != entry.nbytes:
+                raise ValueError(f"{self.path}: tensor {entry.name!r}: out must be a writable C-contiguous array of "
+                                 f"{entry.nbytes} bytes")  # fmt: skip
+            array = out
+        else:
+            try:
+                array = empty_array(entry.shape, entry.dtype)
+            except (ValueError, MemoryError) as exc:
+                error = LimitError if isinstance(exc, MemoryError) else FormatError
+                raise error(f"{self.path}: tensor {entry.name!r} of shape {list(entry.shape)}: {exc}") from None
         if not entry.nbytes:
             return array, (checksum(b"") if hash else None)
         flat = byte_view(array)
@@ -159,17 +169,17 @@ class SafetensorsReader:
         return self._maps.array(self.header.data_start + entry.begin, entry.dtype, entry.shape, entry.name)
 
     def read_rows(self, entry: TensorEntry, shape: tuple[int, ...], dtype: np.dtype, start: int, stop: int,
-                  budget: Budget) -> np.ndarray:  # fmt: skip
+                  budget: Budget, out: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
         """Rows ``start:stop`` of the tensor's leading dimension read into a fresh array
         (:func:`.ranges.read_rows`); ``shape`` and ``dtype`` are how its bytes are seen
-        (complex128 for a tensor stored as F64 pairs).
+        (complex128 for a tensor stored as F64 pairs); into ``out`` when given (see :func:`.ranges.read_rows`).
 
         Raises:
             LimitError: over ``budget``, or the memory cannot be had. FormatError: the file ended early.
         """
         self._check_open()
         return read_rows(self._fd, self.path, entry.name, self.header.data_start + entry.begin, shape, dtype, start,
-                         stop, budget)  # fmt: skip
+                         stop, budget, out)  # fmt: skip
 
     def _check_open(self) -> None:
         if self._fd < 0:

@@ -13,6 +13,7 @@ from ..errors import FormatError
 from ..format.sniff import looks_like
 from .base import Format, Probe
 from .dcp import DCP
+from .distributed import DISTRIBUTED
 from .gguf import GGUF
 from .hdf5 import HDF5, KERAS
 from .mxnet import MXNET, MXNET_NP
@@ -22,11 +23,11 @@ from .sharded import SHARDED
 from .torch import TORCH
 from .torch_legacy import TORCH_LEGACY
 
-__all__ = ["FORMATS", "Format", "Probe", "detect", "get", "written", "by_suffix", "not_tensors", "damaged_zip", "for_destination", "suffix_rules", "HDF5", "KERAS", "detect_folder"]
+__all__ = ["FORMATS", "Format", "Probe", "detect", "get", "written", "by_suffix", "not_tensors", "damaged_zip", "for_destination", "suffix_rules", "in_folder", "detect_folder", "HDF5", "KERAS"]
 
 #: Every format, in the order ties in ``sniff`` are broken.
-FORMATS: tuple[Format, ...] = (TENSORFILE, SAFETENSORS, SHARDED, TORCH, TORCH_LEGACY, NPY, NPZ, MXNET, MXNET_NP,
-                               HDF5, KERAS, GGUF, DCP)  # fmt: skip
+FORMATS: tuple[Format, ...] = (TENSORFILE, SAFETENSORS, SHARDED, DISTRIBUTED, TORCH, TORCH_LEGACY, NPY, NPZ, MXNET,
+                               MXNET_NP, HDF5, KERAS, GGUF, DCP)  # fmt: skip
 
 
 def get(name: str) -> Format:
@@ -66,6 +67,17 @@ def suffix_rules() -> str:
     """``for_destination``'s rules, for help texts: ``".pt/.pth torch, .npz npz, ..."``."""
     return ", ".join(f"{'/'.join(f.suffixes)} {f.name}" for f in FORMATS
                      if f.write is not None and f.suffixes and f not in (TENSORFILE, SAFETENSORS, MXNET, MXNET_NP))  # fmt: skip
+
+
+def in_folder(path: str) -> str | None:
+    """The file through which a format stored as a folder is read, when ``path`` is such a folder (a
+    distributed checkpoint: its ``manifest.json``); None otherwise."""
+    for fmt in FORMATS:
+        if fmt.folder is not None:
+            found = fmt.folder(path)
+            if found is not None:
+                return found
+    return None
 
 
 def detect(probe: Probe | None) -> Format | None:

@@ -100,6 +100,8 @@ class Format:
         write: ``write(obj, path, metadata, progress)``, atomic; None: not written.
         flat: the format holds only one tensor, a list or a flat dict of tensors
             (``convert`` flattens nested structures to dotted names for it).
+        folder: for a format stored as a folder, ``folder(path) -> file``: the file in the folder
+            ``path`` that ``load`` and ``open`` read it through (None: not such a folder).
     """
 
     name: str
@@ -114,6 +116,7 @@ class Format:
     load: Callable[[str, str | None, Mapping[str, Any], Limits], Any] | None = field(default=None, repr=False)
     write: Callable[..., None] | None = field(default=None, repr=False)
     flat: bool = False
+    folder: Callable[[str], str | None] | None = field(default=None, repr=False)
 
     def open_file(self, path: str, limits: Limits, framework: str | None, options: Mapping[str, Any], verify: bool) -> Any:
         """``open``; else ``index`` (headers now, each tensor when asked for); else ``read`` once, then
