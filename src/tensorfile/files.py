@@ -417,9 +417,11 @@ def load(
     options = {"map_location": map_location, "device": device}
     path = local_path(path)
     if is_url(path):
+        from .formats.distributed import load_url as load_checkpoint
         from .storage.files import load_url
 
-        return load_url(path, storage_options, lambda local: _load_path(local, framework, options, limits))  # type: ignore[arg-type]
+        return load_url(path, storage_options, lambda local: _load_path(local, framework, options, limits),  # type: ignore[arg-type]
+                        lambda url: load_checkpoint(url, storage_options, framework, options, limits))  # fmt: skip
     return _load_path(os.fspath(resolve_index(path)), framework, options, limits)
 
 

@@ -7,7 +7,7 @@ Each rank reads the manifest and only the chunks that overlap the slice it holds
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -41,8 +41,18 @@ def locate(path: str | os.PathLike[str]) -> tuple[str, str]:
     return os.path.dirname(os.path.abspath(path)), path
 
 
-def read_manifest(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> tuple[str, mf.Manifest]:
-    """The folder and the checked manifest of the checkpoint at ``path``."""
+def read_manifest(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS,
+                  storage_options: Mapping[str, Any] | None = None) -> tuple[str, mf.Manifest]:  # fmt: skip
+    """The folder (a path, or the URL of a checkpoint on object storage) and the checked manifest of the
+    checkpoint at ``path``."""
+    from ..storage import is_url, local_path
+
+    path = local_path(path)
+    if is_url(path):
+        from .remote import read_manifest as read_remote
+
+        where, manifest = read_remote(path, storage_options, limits)  # type: ignore[arg-type]
+        return where.url, manifest
     folder, manifest_path = locate(path)
     return folder, mf.read(manifest_path, limits)
 
@@ -141,7 +151,7 @@ def _fill_torch(shards: Shards, dest: Any, entry: mf.Entry, name: str, verify: b
 
 
 def load(state_dict: Any, path: str | os.PathLike[str], *, strict: bool = True, verify: bool = False,
-         limits: Limits | None = None) -> LoadReport:  # fmt: skip
+         limits: Limits | None = None, storage_options: Mapping[str, Any] | None = None) -> LoadReport:  # fmt: skip
     """Fill ``state_dict`` in place from the distributed checkpoint at ``path``, resharded to its tensors.
 
     As ``torch.distributed.checkpoint.load`` (reference: pytorch/pytorch ``torch/distributed/checkpoint/
@@ -157,12 +167,14 @@ def load(state_dict: Any, path: str | os.PathLike[str], *, strict: bool = True, 
     Args:
         state_dict: the destination, as for :func:`save` (tensors on any device; filled under
             ``torch.no_grad()``).
-        path: the checkpoint folder or its ``manifest.json``.
+        path: the checkpoint folder or its ``manifest.json``; or an fsspec URL of one (``s3://bucket/ckpt``:
+            each chunk, or the rows of it this rank needs, is read by byte ranges).
         strict: raise on any name the checkpoint lacks or any shape or dtype that differs (nothing is
             filled); False: fill what fits, leave the rest as it is, and report it.
         verify: check the checksum of every chunk read even where only part of it is needed (reads those
             chunks whole). Chunks read whole are always checked.
         limits: bounds on what the manifest and files may make this rank allocate (:class:`tensorfile.Limits`).
+        storage_options: for a URL ``path``, the fsspec filesystem's options (``{"endpoint_url": ...}``).
 
     Returns:
         A :class:`~tensorfile.LoadReport`: the names filled or replaced (dotted paths), and with
@@ -175,7 +187,7 @@ def load(state_dict: Any, path: str | os.PathLike[str], *, strict: bool = True, 
         FormatError, IntegrityError: the manifest or a shard file is malformed, missing or damaged.
     """
     limits = limits or DEFAULT_LIMITS
-    folder, manifest = read_manifest(path, limits)
+    folder, manifest = read_manifest(path, limits, storage_options)
     matcher = _Matcher(manifest)
     matcher.visit(state_dict, manifest.structure, "", lambda v: None)
     report = matcher.report
@@ -183,7 +195,7 @@ def load(state_dict: Any, path: str | os.PathLike[str], *, strict: bool = True, 
         lines = "\n\t".join(report.problems())
         raise ParameterMismatchError(f"{folder}: the checkpoint does not fit the state_dict; nothing was loaded:\n\t{lines}",
                                      report)  # fmt: skip
-    with Shards(folder, manifest, limits) as shards:
+    with Shards(folder, manifest, limits, storage_options=storage_options) as shards:
         for dest, entry, name in matcher.targets:
             if isinstance(dest, np.ndarray):
                 if not dest.flags.writeable:

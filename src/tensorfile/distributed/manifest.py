@@ -44,7 +44,7 @@ from ..limits import DEFAULT_LIMITS, Limits
 from ..tree import short
 
 __all__ = ["MANIFEST", "FORMAT_NAME", "VERSION", "Chunk", "Entry", "Manifest", "read", "write", "dumps",
-           "manifest_in", "looks_like", "SHARD_FILE", "check_grid"]  # fmt: skip
+           "manifest_in", "looks_like", "SHARD_FILE", "check_grid", "parse", "check_size"]  # fmt: skip
 
 #: The manifest's file name in a checkpoint folder.
 MANIFEST = "manifest.json"
@@ -153,12 +153,27 @@ def read(path: str, limits: Limits = DEFAULT_LIMITS) -> Manifest:
             ``limits.max_tensors``.
     """
     size = os.path.getsize(path)
-    budget = limits.budget(path, size)
-    budget.check_header(size, "the manifest")
-    if size > MAX_MANIFEST_BYTES:
-        raise FormatError(f"{path}: a manifest of {size} bytes, more than {MAX_MANIFEST_BYTES}")
+    check_size(path, size, limits)
     with open(path, "rb") as f:
         data = f.read(size + 1)
+    return parse(path, data, limits)
+
+
+def check_size(path: str, size: int, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Refuse a manifest of ``size`` bytes before it is read (the checks of :func:`read`).
+
+    Raises:
+        LimitError: over ``limits.max_header_bytes``. FormatError: over :data:`MAX_MANIFEST_BYTES`.
+    """
+    limits.budget(path, size).check_header(size, "the manifest")
+    if size > MAX_MANIFEST_BYTES:
+        raise FormatError(f"{path}: a manifest of {size} bytes, more than {MAX_MANIFEST_BYTES}")
+
+
+def parse(path: str, data: bytes, limits: Limits = DEFAULT_LIMITS) -> Manifest:
+    """The checked manifest from its bytes ``data`` (``path`` names it in messages); see :func:`read`."""
+    check_size(path, len(data), limits)
+    budget = limits.budget(path, len(data))
     try:
         doc = strict_json(data.decode("utf-8"))
     except (ValueError, RecursionError, UnicodeDecodeError) as exc:

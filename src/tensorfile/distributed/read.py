@@ -4,7 +4,8 @@
 reading only the chunks that overlap the box. A chunk inside the box is read whole, its checksum checked
 (XXH3-64, hashed while read), straight into the destination when that part of it is contiguous; a chunk that
 the box cuts is read by rows (``pread`` of its leading rows in the box) and its checksum is not checked
-unless ``verify`` asks for whole reads. Each shard file is opened once (its header parsed and checked as
+unless ``verify`` asks for whole reads. On object storage (an fsspec URL) every read is a byte-range
+request of the same bytes (:mod:`.remote`). Each shard file is opened once (its header parsed and checked as
 :class:`tensorfile.format.reader.SafetensorsReader` does) and must hold the chunk under the tensor's name,
 with the chunk's lengths as its shape and the manifest's dtype.
 """
@@ -12,7 +13,7 @@ with the chunk's lengths as its shape and the manifest's dtype.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -58,9 +59,18 @@ class Shards:
             every allocation.
     """
 
-    def __init__(self, folder: str, manifest: Manifest, limits: Limits = DEFAULT_LIMITS, budget: Budget | None = None) -> None:
+    def __init__(self, folder: str, manifest: Manifest, limits: Limits = DEFAULT_LIMITS, budget: Budget | None = None,
+                 storage_options: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+        from ..storage import is_url
+
         self.folder, self.manifest, self.limits = folder, manifest, limits
-        self.budget = budget or limits.budget(os.path.join(folder, MANIFEST), checkpoint_size(folder, manifest))
+        self._objects = None
+        if is_url(folder):  # on object storage: shard objects read by byte ranges
+            from .remote import ShardObjects
+
+            self._objects = ShardObjects(folder, manifest, storage_options)
+        size = self._objects.total if self._objects is not None else checkpoint_size(folder, manifest)
+        self.budget = budget or limits.budget(os.path.join(folder, MANIFEST), size)
         self._open: dict[int, tuple[SafetensorsReader, Any]] = {}
 
     def _reader(self, index: int) -> tuple[SafetensorsReader, Any]:
@@ -68,7 +78,7 @@ class Shards:
         if found is None:
             path = os.path.join(self.folder, self.manifest.files[index])
             try:
-                reader = SafetensorsReader(path, self.limits)
+                reader = self._objects.open(index, self.limits) if self._objects else SafetensorsReader(path, self.limits)
             except FileNotFoundError:
                 raise FormatError(f"{path}: named by the checkpoint's manifest, but missing") from None
             try:

@@ -109,11 +109,41 @@ def _manifest(plan: Plan, reports: list[dict[str, Any]], metadata: Mapping[str, 
     return mf.Manifest(tuple(files), tensors, plan.root, dict(metadata), world)
 
 
+class LocalFolder:
+    """Where :func:`write_checkpoint` puts shard files: a local folder (:class:`.remote.ObjectFolder` is the
+    object-storage one: the same methods)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = self.where = path
+
+    def write(self, plan: Plan, rank: int, world: int) -> str | None:
+        """Write this rank's shard file; its name (None: nothing to write)."""
+        return write_shard(self.path, plan, rank, world)
+
+    def remove(self, name: str) -> None:
+        """Remove this rank's shard file (its save failed)."""
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(self.path, name))
+
+    def publish(self, manifest: mf.Manifest) -> None:
+        """Rank 0: write the manifest (the commit: renamed into place), then remove unreferenced shard files."""
+        mf.write(os.path.join(self.path, mf.MANIFEST), manifest)
+        remove_unreferenced(self.path, set(manifest.files))
+
+    def committed(self, files: list[str]) -> bool:
+        """Rank 0, after :meth:`publish` raised: whether the manifest in force names exactly ``files``."""
+        try:
+            return set(mf.read(os.path.join(self.path, mf.MANIFEST)).files) == set(files)
+        except (OSError, TensorFileError):
+            return False
+
+
 def write_checkpoint(
-    plan: Plan | None, folder: str, group: Group, metadata: Mapping[str, str], publish: Callable[[mf.Manifest], None],
+    plan: Plan | None, folder: Any, group: Group, metadata: Mapping[str, str], publish: Callable[[mf.Manifest], None],
     *, committed: Callable[[list[str]], bool] = lambda files: False, failed: Exception | None = None,
 ) -> None:  # fmt: skip
-    """Every rank: write this rank's slices into ``folder``; rank 0 then builds the manifest and calls
+    """Every rank: write this rank's slices into ``folder`` (a local path, or a :class:`LocalFolder` /
+    :class:`.remote.ObjectFolder`); rank 0 then builds the manifest and calls
     ``publish(manifest)`` (the commit). Returns on every rank once ``publish`` returned on rank 0.
 
     Args:
@@ -126,11 +156,13 @@ def write_checkpoint(
         CheckpointCommitError: another rank failed, or the ranks' states disagree (this rank's files removed).
         Exception: what this rank's own write or (rank 0) ``publish`` raised.
     """
+    target = LocalFolder(os.fspath(folder)) if isinstance(folder, (str, os.PathLike)) else folder
+    folder = target.where
     own: Exception | None = failed
     file = None
     if own is None and plan is not None:
         try:
-            file = write_shard(folder, plan, group.rank, group.size)
+            file = target.write(plan, group.rank, group.size)
             report = _report(plan, file)
         except Exception as exc:  # every rank still takes part in the exchange: no peer waits for ever
             own = exc
@@ -145,8 +177,7 @@ def write_checkpoint(
     if status.get("error") is None:
         return
     if file is not None and not status.get("kept"):
-        with contextlib.suppress(OSError):
-            os.remove(os.path.join(folder, file))
+        target.remove(file)
     if own is not None:
         raise own
     if failure is not None:
@@ -189,30 +220,20 @@ def remove_unreferenced(folder: str, keep: set[str]) -> list[str]:
     return removed
 
 
-def _publish_in_place(folder: str) -> Callable[[mf.Manifest], None]:
-    def publish(manifest: mf.Manifest) -> None:
-        mf.write(os.path.join(folder, mf.MANIFEST), manifest)  # the commit
-        remove_unreferenced(folder, set(manifest.files))
+def _folder(path: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None) -> Any:
+    """The :class:`LocalFolder` (created if missing) or :class:`.remote.ObjectFolder` (an fsspec URL) at ``path``."""
+    from ..storage import is_url, local_path
 
-    return publish
+    path = local_path(path)
+    if is_url(path):
+        from .remote import ObjectFolder
 
-
-def _committed_in_place(folder: str) -> Callable[[list[str]], bool]:
-    def committed(files: list[str]) -> bool:
-        try:
-            return set(mf.read(os.path.join(folder, mf.MANIFEST)).files) == set(files)
-        except (OSError, TensorFileError):
-            return False
-
-    return committed
-
-
-def _folder(path: str | os.PathLike[str]) -> str:
+        return ObjectFolder(path, storage_options)  # type: ignore[arg-type]
     folder = os.fspath(path)
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise NotADirectoryError(f"{folder}: a distributed checkpoint is a folder; this is a file")
     os.makedirs(folder, exist_ok=True)
-    return folder
+    return LocalFolder(folder)
 
 
 def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
@@ -224,7 +245,7 @@ def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def save(state_dict: Any, path: str | os.PathLike[str], *, process_group: Any = None,
-         metadata: Mapping[str, str] | None = None) -> None:  # fmt: skip
+         metadata: Mapping[str, str] | None = None, storage_options: Mapping[str, Any] | None = None) -> None:  # fmt: skip
     """Save ``state_dict`` as a distributed checkpoint in folder ``path``; call it on every rank (SPMD).
 
     As ``torch.distributed.checkpoint.save`` (reference: pytorch/pytorch ``torch/distributed/checkpoint/
@@ -258,10 +279,9 @@ def save(state_dict: Any, path: str | os.PathLike[str], *, process_group: Any = 
     wait_pending()
     group = group_of(process_group)
     user = _check_metadata(metadata)
-    folder = _folder(path)
+    folder = _folder(path, storage_options)
     plan, failed = try_prepare(state_dict, group)
-    write_checkpoint(plan, folder, group, user, _publish_in_place(folder), committed=_committed_in_place(folder),
-                     failed=failed)  # fmt: skip
+    write_checkpoint(plan, folder, group, user, folder.publish, committed=folder.committed, failed=failed)
 
 
 # ---------------------------------------------------------------- asynchronous saves
@@ -307,7 +327,8 @@ def stage(plan: Plan, staging: Any) -> None:
 
 
 def async_save(state_dict: Any, path: str | os.PathLike[str], *, process_group: Any = None,
-               metadata: Mapping[str, str] | None = None) -> concurrent.futures.Future:  # fmt: skip
+               metadata: Mapping[str, str] | None = None, storage_options: Mapping[str, Any] | None = None,
+               ) -> concurrent.futures.Future:  # fmt: skip
     """:func:`save` in the background: copy the slices this rank writes to host memory, then return a future.
 
     As ``torch.distributed.checkpoint.async_save``: call it on every rank, and ``future.result()`` before
@@ -329,7 +350,7 @@ def async_save(state_dict: Any, path: str | os.PathLike[str], *, process_group: 
     wait_pending()
     group = group_of(process_group)
     user = _check_metadata(metadata)
-    folder = _folder(path)
+    folder = _folder(path, storage_options)
     background = background_group(group)
     with _lock:
         if _staging is None:
@@ -337,8 +358,8 @@ def async_save(state_dict: Any, path: str | os.PathLike[str], *, process_group: 
         if _executor is None:
             _executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tensorfile-distributed-save")
     plan, failed = try_prepare(state_dict, group, _staging)
-    future = _executor.submit(write_checkpoint, plan, folder, background, user, _publish_in_place(folder),
-                              committed=_committed_in_place(folder), failed=failed)  # fmt: skip
+    future = _executor.submit(write_checkpoint, plan, folder, background, user, folder.publish,
+                              committed=folder.committed, failed=failed)  # fmt: skip
     _pending = future
     if failed is not None:  # the peers learn it in the background, through the future
         raise failed

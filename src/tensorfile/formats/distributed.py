@@ -4,7 +4,9 @@ The layout and every rule are in :mod:`tensorfile.distributed.manifest` (``docs/
 checkpoints"). ``load`` assembles every tensor from its chunks (each chunk's checksum checked) and rebuilds the
 saved structure, with no process group; ``open`` lists the tensors by name with their global shapes and reads
 a tensor (or rows of one: ``f.slice(name)[a:b]`` reads only the chunks those rows lie in) when asked for.
-A folder is read through its manifest (:func:`manifest_in`).
+A folder is read through its manifest (:func:`manifest_in`). On object storage (an fsspec URL of the folder or
+of its ``manifest.json``, with ``storage_options``) :func:`load_url` and :func:`open_url` read the same way, each
+chunk by byte ranges (:mod:`tensorfile.distributed.remote`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Mapping
 from ..limits import Limits
 from .base import Format, Probe
 
-__all__ = ["DISTRIBUTED", "manifest_in"]
+__all__ = ["DISTRIBUTED", "manifest_in", "load_url", "open_url"]
 
 
 def manifest_in(folder: str) -> str | None:
@@ -40,12 +42,13 @@ def _converter(path: str, framework: str | None, options: Mapping[str, Any], ent
     return convert
 
 
-def _load(path: str, framework: str | None, options: Mapping[str, Any], limits: Limits) -> Any:
+def _load(path: str, framework: str | None, options: Mapping[str, Any], limits: Limits,
+          storage_options: Mapping[str, Any] | None = None) -> Any:  # fmt: skip
     from ..distributed.loading import read_manifest
     from ..distributed.read import Shards, assemble
     from ..tree import unflatten
 
-    folder, manifest = read_manifest(path, limits)
+    folder, manifest = read_manifest(path, limits, storage_options)
     convert = _converter(path, framework, options, manifest.tensors)
     built: dict[str, Any] = {}
 
@@ -54,11 +57,12 @@ def _load(path: str, framework: str | None, options: Mapping[str, Any], limits: 
             built[name] = convert(name, assemble(shards, manifest.tensors[name]))
         return built[name]
 
-    with Shards(folder, manifest, limits) as shards:
+    with Shards(folder, manifest, limits, storage_options=storage_options) as shards:
         return unflatten(manifest.structure, tensor)
 
 
-def _open(path: str, limits: Limits, framework: str | None, options: Mapping[str, Any], verify: bool) -> Any:
+def _open(path: str, limits: Limits, framework: str | None, options: Mapping[str, Any], verify: bool,
+          storage_options: Mapping[str, Any] | None = None) -> Any:  # fmt: skip
     from ..distributed.loading import read_manifest
     from ..distributed.read import Shards, assemble
     from ..files import load
@@ -66,9 +70,9 @@ def _open(path: str, limits: Limits, framework: str | None, options: Mapping[str
     from ..lazyfile import TensorInfo
     from ._opened import ForeignFile
 
-    folder, manifest = read_manifest(path, limits)
+    folder, manifest = read_manifest(path, limits, storage_options)
     entries = manifest.tensors
-    shards = Shards(folder, manifest, limits)
+    shards = Shards(folder, manifest, limits, storage_options=storage_options)
     try:
         checked = shards.all_checked()
     except BaseException:
@@ -85,7 +89,7 @@ def _open(path: str, limits: Limits, framework: str | None, options: Mapping[str
     return ForeignFile(
         path, DISTRIBUTED, infos, {**manifest.metadata, "world_size": str(manifest.world_size)},
         mapped=lambda name: assemble(shards, entries[name]), convert=_converter(path, framework, options, entries),
-        load=lambda: load(path, framework=framework, limits=limits, **options), close=shards.close,
+        load=lambda: load(path, framework=framework, limits=limits, storage_options=storage_options, **options), close=shards.close,
         has_record=checked, rows=lambda name, start, stop: assemble(shards, entries[name], start, stop),
     )  # fmt: skip
 
@@ -93,3 +97,15 @@ def _open(path: str, limits: Limits, framework: str | None, options: Mapping[str
 #: A distributed checkpoint (``tensorfile.distributed.save``), named by its folder or its ``manifest.json``.
 DISTRIBUTED = Format("distributed", "tensorfile distributed checkpoint", "numpy", (), sniff=_sniff, load=_load,
                      open=_open, folder=manifest_in)  # fmt: skip
+
+
+def load_url(url: str, storage_options: Mapping[str, Any] | None, framework: str | None, options: Mapping[str, Any],
+             limits: Limits) -> Any:  # fmt: skip
+    """:func:`tensorfile.load` of the distributed checkpoint at ``url`` (its folder or its ``manifest.json``)."""
+    return _load(url, framework, options, limits, storage_options)
+
+
+def open_url(url: str, storage_options: Mapping[str, Any] | None, limits: Limits, framework: str | None,
+             options: Mapping[str, Any], verify: bool) -> Any:  # fmt: skip
+    """:func:`tensorfile.open` of the distributed checkpoint at ``url`` (its folder or its ``manifest.json``)."""
+    return _open(url, limits, framework, options, verify, storage_options)

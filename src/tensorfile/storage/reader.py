@@ -13,6 +13,7 @@ budget (:class:`tensorfile.Limits`) before it is allocated.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from ..format.sniff import looks_like
 from ..limits import DEFAULT_LIMITS, Budget, Limits
 from . import Location
 
-__all__ = ["ObjectReader", "HEAD_BYTES"]
+__all__ = ["ObjectReader", "HEAD_BYTES", "open_object"]
 
 #: Bytes fetched by the first request: the header length and, usually, the whole header.
 HEAD_BYTES = 64 << 10
@@ -91,14 +92,22 @@ class ObjectReader(SafetensorsReader):
         return self.read(entry)[0]
 
     def read_rows(self, entry: TensorEntry, shape: tuple[int, ...], dtype: np.dtype, start: int, stop: int,
-                  budget: Budget) -> np.ndarray:  # fmt: skip
-        """Rows ``start:stop`` of the tensor's leading dimension: only their byte range is fetched.
+                  budget: Budget, out: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+        """Rows ``start:stop`` of the tensor's leading dimension: only their byte range is fetched; into ``out``
+        when given (a writable C-contiguous array of exactly those rows' bytes, not charged to ``budget``).
 
         Raises:
             LimitError: over ``budget``, or the memory cannot be had. FormatError: the object ended early.
+            ValueError: ``out`` is not such an array.
         """
         self._check_open()
-        out, row = rows_buffer(self.path, entry.name, shape, dtype, start, stop, budget)
+        if out is None:
+            out, row = rows_buffer(self.path, entry.name, shape, dtype, start, stop, budget)
+        else:
+            row = dtype.itemsize * math.prod(shape[1:])
+            if not out.flags.c_contiguous or not out.flags.writeable or out.nbytes != (stop - start) * row:
+                raise ValueError(f"{self.path}: rows {start}:{stop} of tensor {entry.name!r}: out must be a writable "
+                                 f"C-contiguous array of {(stop - start) * row} bytes")  # fmt: skip
         if out.nbytes:
             self._read_piece(entry, byte_view(out), self.header.data_start + entry.begin + start * row)
         return out
@@ -116,3 +125,14 @@ class ObjectReader(SafetensorsReader):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def open_object(location: Location, size: int, limits: Limits | None = None) -> ObjectReader:
+    """An :class:`ObjectReader` over the object ``location`` of ``size`` bytes (its first
+    :data:`HEAD_BYTES` fetched in one request).
+
+    Raises:
+        FileNotFoundError: no such object. FormatError, LimitError: as :class:`ObjectReader`.
+    """
+    head = location.fs.cat_file(location.path, start=0, end=min(size, HEAD_BYTES)) if size else b""
+    return ObjectReader(location, size, head, limits)

@@ -8,6 +8,7 @@ Object stores have no rename, so nothing is ever written in place under its fina
   (50 MiB by default) in one ``PutObject``, and a larger one as a multipart upload completed only
   after every part is in and aborted on error: the object appears whole or not at all. Other
   backends follow their own ``put_file`` (GCS: one upload, or a resumable one finished at the end).
+* :func:`put` writes a small object in one request (``pipe_file``), replacing any of that name.
 * :func:`put_new` writes an object only if none exists under its name (fsspec ``pipe_file(path,
   data, mode="create")``; s3fs sends ``If-None-Match: *`` with ``PutObject``, AWS S3 conditional
   writes, and the store answers ``412 Precondition Failed`` when the key exists, which s3fs raises as
@@ -28,7 +29,7 @@ from typing import Iterator
 
 from . import Location
 
-__all__ = ["staged", "upload", "put_new", "download", "renamed"]
+__all__ = ["staged", "upload", "put", "put_new", "download", "renamed"]
 
 
 @contextlib.contextmanager
@@ -60,6 +61,21 @@ def _named(exc: OSError, message: str) -> OSError:
         return type(exc)(message)
     except TypeError:  # a subclass with a constructor of its own
         return OSError(exc.errno or errno.EIO, message)
+
+
+def put(location: Location, data: bytes) -> None:
+    """Write the object ``location`` holding ``data`` in one request, replacing any object of that name (the
+    store swaps it whole: a reader gets the old object or the new one).
+
+    Raises:
+        OSError: the store refuses or the connection fails (the message names the URL).
+    """
+    try:
+        location.fs.pipe_file(location.path, data)
+    except OSError as exc:
+        if location.url in str(exc):
+            raise
+        raise _named(exc, f"{location.url}: the upload failed: {exc}") from exc
 
 
 def put_new(location: Location, data: bytes) -> None:
