@@ -1,0 +1,183 @@
+"""tensorfile.distributed on object storage: a world of one (no process group) saving to S3 (moto's server, started
+by tests/test_remote.py's fixtures on 127.0.0.1) and memory://, loading in place by byte ranges, tensorfile.load /
+open of the checkpoint URL, overwrites and a save killed before its manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import tensorfile
+import tensorfile.distributed as tfd
+from tensorfile.errors import CheckpointNotFoundError, FormatError
+
+pytest.importorskip("moto.server")
+fsspec = pytest.importorskip("fsspec")
+pytest.importorskip("s3fs")
+
+from test_remote import _ENV, endpoint, s3  # noqa: E402,F401  (the moto server and a fresh bucket)
+
+from tensorfile.checkpoint import objects  # noqa: E402
+from tensorfile.distributed import manifest as mf  # noqa: E402
+from tensorfile.distributed.loading import read_manifest  # noqa: E402
+from tensorfile.distributed.read import Shards, assemble  # noqa: E402
+
+
+def _state(value: int) -> dict:
+    rng = np.random.default_rng(value)
+    return {
+        "model": {"w": rng.standard_normal((64, 32)).astype(np.float32), "b": np.arange(5, dtype=np.int16) * value},
+        "half": np.linspace(-1, 1, 6, dtype=np.float16).reshape(2, 3) * value,
+        "step": value,
+        "names": ["a", "b"],
+    }
+
+
+def _zeros() -> dict:
+    return {
+        "model": {"w": np.zeros((64, 32), np.float32), "b": np.zeros(5, np.int16)},
+        "half": np.zeros((2, 3), np.float16),
+        "step": 0,
+        "names": [None, None],
+    }
+
+
+def _equal(got: dict, want: dict) -> None:
+    for key in ("w", "b"):
+        assert got["model"][key].dtype == want["model"][key].dtype
+        np.testing.assert_array_equal(got["model"][key], want["model"][key])
+    assert got["half"].dtype == np.float16
+    np.testing.assert_array_equal(got["half"], want["half"])
+    assert got["step"] == want["step"] and got["names"] == want["names"]
+
+
+def _objects(fs, prefix: str) -> list[str]:
+    fs.invalidate_cache(prefix)
+    return sorted(p[len(prefix) + 1 :] for p in fs.find(prefix))
+
+
+def test_world_of_one_on_s3_round_trip_load_and_open(s3):
+    fs, bucket, options = s3
+    url = f"s3://{bucket}/ckpt"
+    state = _state(3)
+    tfd.save(state, url, metadata={"run": "a"}, storage_options=options)
+    names = _objects(fs, f"{bucket}/ckpt")
+    assert len(names) == 2 and names[0] == mf.MANIFEST and mf.SHARD_FILE.fullmatch(names[1])
+    manifest = json.loads(fs.cat_file(f"{bucket}/ckpt/{mf.MANIFEST}"))
+    assert manifest["files"] == [names[1]] and manifest["world_size"] == 1 and manifest["metadata"] == {"run": "a"}
+    assert manifest["tensors"]["model.w"]["chunks"] == [{"file": 0, "offsets": [0, 0], "lengths": [64, 32]}]
+    # in place, as every rank does
+    dest = _zeros()
+    report = tfd.load(dest, url, storage_options=options)
+    assert sorted(report.loaded) == ["half", "model.b", "model.w", "names.0", "names.1", "step"]
+    _equal(dest, state)
+    # one process: the folder's URL or its manifest's
+    _equal(tensorfile.load(url, storage_options=options), state)
+    _equal(tensorfile.load(f"{url}/{mf.MANIFEST}", storage_options=options), state)
+    with tensorfile.open(url, storage_options=options) as f:
+        assert sorted(f.keys()) == ["half", "model.b", "model.w"] and f.metadata == {"run": "a", "world_size": "1"}
+        np.testing.assert_array_equal(f["model.w"], state["model"]["w"])
+        np.testing.assert_array_equal(f.slice("model.w")[10:13], state["model"]["w"][10:13])
+        _equal(f.load(), state)
+    with pytest.raises(CheckpointNotFoundError, match=f"s3://{bucket}/nothing"):
+        tfd.load(_zeros(), f"s3://{bucket}/nothing", storage_options=options)
+    fs.pipe_file(f"{bucket}/an-object", b"x")
+    with pytest.raises(NotADirectoryError, match=f"s3://{bucket}/an-object"):
+        tfd.save(state, f"s3://{bucket}/an-object", storage_options=options)
+
+
+def test_each_load_reads_only_the_byte_ranges_it_needs(s3):
+    fs, bucket, options = s3
+    url = f"s3://{bucket}/big"
+    tensors = {f"t{i}": np.full((256, 1024), i, np.float32) for i in range(4)}  # 1 MiB each, one shard object
+    tfd.save(tensors, url, storage_options=options)
+    got: list[int] = []
+
+    def count(parsed, **_):
+        got.append(int(parsed.get("ContentLength", 0)))
+
+    fs.s3.meta.events.register("after-call.s3.GetObject", count)
+    try:
+        dest = {"t2": np.zeros((256, 1024), np.float32)}  # a rank that holds one tensor of the four
+        tfd.load(dest, url, storage_options=options)
+        assert (dest["t2"] == 2).all()
+        assert got[-1] == 1 << 20 and len(got) == 3  # the manifest, the shard's first 64 KiB (its header), that tensor
+        assert sum(got) < (1 << 20) + (64 << 10) + 4096  # of 4 MiB
+        before = sum(got)
+        with tensorfile.open(url, storage_options=options) as f:
+            opened = sum(got)
+            rows = f.slice("t3")[100:110]
+            assert rows.shape == (10, 1024) and (rows == 3).all()
+            assert sum(got) - opened == 10 * 1024 * 4  # only the rows' bytes
+        assert sum(got) - before < (64 << 10) * 2 + 10 * 1024 * 4
+    finally:
+        fs.s3.meta.events.unregister("after-call.s3.GetObject", count)
+
+
+def test_an_overwrite_replaces_the_manifest_then_deletes_the_old_shards(s3):
+    fs, bucket, options = s3
+    url = f"s3://{bucket}/ckpt"
+    tfd.save(_state(1), url, storage_options=options)
+    first = _objects(fs, f"{bucket}/ckpt")
+    folder, old = read_manifest(url, storage_options=options)  # a reader that read the manifest before the overwrite
+    tfd.save(_state(2), url, storage_options=options)
+    second = _objects(fs, f"{bucket}/ckpt")
+    assert len(second) == 2 and set(first) & set(second) == {mf.MANIFEST}  # a new shard name, the old one deleted
+    _equal(tensorfile.load(url, storage_options=options), _state(2))
+    # the documented window: the old manifest's shards are gone once the overwrite committed
+    with Shards(folder, old, storage_options=options) as shards:
+        with pytest.raises(FormatError, match=r"named by the checkpoint's manifest, but missing.*load it again"):
+            assemble(shards, old.tensors["model.w"])
+
+
+_KILLED = textwrap.dedent("""
+    import sys, numpy as np
+    import tensorfile.distributed as tfd
+    tfd.save({"w": np.full((8, 8), 9, np.float32), "step": 9}, sys.argv[1], storage_options={"endpoint_url": sys.argv[2]})
+    print("not killed")
+""")
+
+
+def test_a_save_killed_before_its_manifest_leaves_the_previous_checkpoint(s3, endpoint):
+    fs, bucket, options = s3
+    url = f"s3://{bucket}/ckpt"
+    tfd.save({"w": np.full((8, 8), 1, np.float32), "step": 1}, url, storage_options=options)
+    before = _objects(fs, f"{bucket}/ckpt")
+    committed = fs.cat_file(f"{bucket}/ckpt/{mf.MANIFEST}")
+    env = {**os.environ, **_ENV, "PYTHONPATH": str(ROOT / "src"), objects.KILL_BEFORE_COMMIT: "1"}
+    out = subprocess.run([sys.executable, "-c", _KILLED, url, endpoint], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == -signal.SIGKILL, out.stdout + out.stderr
+    after = _objects(fs, f"{bucket}/ckpt")
+    orphan = set(after) - set(before)
+    assert len(orphan) == 1 and mf.SHARD_FILE.fullmatch(orphan.pop())  # its shard was uploaded; no manifest
+    assert fs.cat_file(f"{bucket}/ckpt/{mf.MANIFEST}") == committed  # the manifest in force is untouched
+    back = tensorfile.load(url, storage_options=options)
+    assert back["step"] == 1 and (back["w"] == 1).all()  # the previous checkpoint, whole
+    dest = {"w": np.zeros((8, 8), np.float32), "step": 0}
+    tfd.load(dest, url, storage_options=options)
+    assert dest["step"] == 1 and (dest["w"] == 1).all()
+    tfd.save({"w": np.full((8, 8), 2, np.float32), "step": 2}, url, storage_options=options)
+    assert len(_objects(fs, f"{bucket}/ckpt")) == 2  # the next save deletes what no manifest names
+    assert tensorfile.load(url, storage_options=options)["step"] == 2
+
+
+def test_memory_url_save_async_save_and_load():
+    url = f"memory://tf-{uuid.uuid4().hex[:8]}/ckpt"
+    tfd.save(_state(1), url)
+    tfd.async_save(_state(2), url).result()
+    assert len(fsspec.filesystem("memory").ls(url, detail=False)) == 2
+    dest = _zeros()
+    tfd.load(dest, url)
+    _equal(dest, _state(2))
+    with tensorfile.open(url) as f:
+        np.testing.assert_array_equal(f["half"], _state(2)["half"])
