@@ -25,12 +25,16 @@ pytest.importorskip("moto.server")
 fsspec = pytest.importorskip("fsspec")
 pytest.importorskip("s3fs")
 
-from test_remote import _ENV, endpoint, s3  # noqa: E402,F401  (the moto server and a fresh bucket)
+import test_remote  # noqa: E402
 
 from tensorfile.checkpoint import objects  # noqa: E402
 from tensorfile.distributed import manifest as mf  # noqa: E402
 from tensorfile.distributed.loading import read_manifest  # noqa: E402
 from tensorfile.distributed.read import Shards, assemble  # noqa: E402
+
+_ENV = test_remote._ENV
+endpoint = test_remote.endpoint  # the moto server on 127.0.0.1 (module scope)
+s3 = test_remote.s3  # a fresh bucket on it
 
 
 def _state(value: int) -> dict:
@@ -181,3 +185,44 @@ def test_memory_url_save_async_save_and_load():
     _equal(dest, _state(2))
     with tensorfile.open(url) as f:
         np.testing.assert_array_equal(f["half"], _state(2)["half"])
+
+
+_RANKS = textwrap.dedent("""
+    import os, sys, torch, torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+    import tensorfile.distributed as tfd
+    dist.init_process_group("gloo")
+    url, options, flag = sys.argv[1], {"endpoint_url": sys.argv[2]}, sys.argv[3]
+    mesh = init_device_mesh("cpu", (2,))
+    full = torch.arange(36.0).reshape(9, 4)
+    state = {"rows": distribute_tensor(full, mesh, [Shard(0)]), "replicated": torch.arange(7), "step": 5}
+    tfd.save(state, url, storage_options=options)
+    back = {"rows": distribute_tensor(torch.zeros(9, 4), mesh, [Shard(1)]), "replicated": torch.zeros(7, dtype=torch.int64),
+            "step": 0}
+    tfd.load(back, url, storage_options=options)  # resharded: columns instead of rows
+    assert torch.equal(back["rows"].full_tensor(), full) and torch.equal(back["replicated"], torch.arange(7))
+    assert back["step"] == 5
+    open(f"{flag}-{dist.get_rank()}", "w").close()
+    dist.destroy_process_group()
+""")
+
+
+def test_two_ranks_save_to_s3_and_one_process_reads_it(s3, endpoint, tmp_path):
+    torch = pytest.importorskip("torch")
+    fs, bucket, options = s3
+    url = f"s3://{bucket}/ckpt"
+    script = tmp_path / "ranks.py"
+    script.write_text(_RANKS)
+    env = {**os.environ, **_ENV, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "TORCH_CPP_LOG_LEVEL": "ERROR"}
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    run = subprocess.run([torchrun, "--standalone", "--nproc-per-node=2", str(script), url, endpoint, str(tmp_path / "ok")],
+                         capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert (tmp_path / "ok-0").exists() and (tmp_path / "ok-1").exists(), run.stdout[-3000:] + run.stderr[-6000:]
+    manifest = json.loads(fs.cat_file(f"{bucket}/ckpt/{mf.MANIFEST}"))
+    assert manifest["world_size"] == 2 and len(manifest["files"]) == 2  # a shard object per rank
+    assert sorted(_objects(fs, f"{bucket}/ckpt")) == sorted([mf.MANIFEST, *manifest["files"]])
+    assert [c["lengths"] for c in manifest["tensors"]["rows"]["chunks"]] == [[5, 4], [4, 4]]
+    back = tensorfile.load(url, storage_options=options)
+    assert torch.equal(back["rows"], torch.arange(36.0).reshape(9, 4)) and torch.equal(back["replicated"], torch.arange(7))
+    assert back["step"] == 5

@@ -16,6 +16,9 @@ process group, reads everything: ``tensorfile.load(folder)``, ``tensorfile.open(
     >>> tfd.load(state, "ckpt")                                        # any world size
     >>> set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
+``path`` may be an fsspec URL (``s3://bucket/ckpt``, ``memory://...``) with ``storage_options=``: the same layout
+as objects, the manifest object as the commit (:mod:`tensorfile.distributed.remote`).
+
 The layout and the commit protocol are specified in ``docs/FORMAT.md`` ("Distributed checkpoints") and in
 :mod:`tensorfile.distributed.manifest`. Importing this module imports no framework.
 """

@@ -10,6 +10,9 @@ The commit protocol (``docs/FORMAT.md``, "Distributed checkpoints"):
 3. Rank 0 then removes the shard files no manifest names any more (an earlier save's, a failed save's).
 4. Every rank returns once rank 0 has committed, or raises when any rank failed.
 
+On object storage (an fsspec URL) the steps are the same, with uploads for writes and one PUT of the manifest
+object as the commit: :mod:`.remote`.
+
 An overwrite never leaves the folder without a valid checkpoint: until the manifest's rename the old manifest
 and the old files are untouched (new files have new names); after it the new ones are complete. A rank killed
 at any point leaves the previous checkpoint (or none) in force, plus unreferenced files that the next save
@@ -261,16 +264,21 @@ def save(state_dict: Any, path: str | os.PathLike[str], *, process_group: Any = 
             arrays, taken to be the same on every rank) and plain values (None, bool, int, float, str),
             such as ``get_state_dict(model, optimizer)`` returns. Any dtype tensorfile stores.
             The same structure, names, dtypes and global shapes on every rank; plain values are rank 0's.
-        path: the checkpoint folder (created if missing), on storage every rank sees.
+        path: the checkpoint folder (created if missing), on storage every rank sees; or an fsspec URL
+            (``s3://bucket/ckpt``): each rank uploads its shard object in one piece, then rank 0 puts the
+            manifest object, the commit (:mod:`tensorfile.distributed.remote`).
         process_group: the group of ranks that save (default: the default group). Without an initialized
             process group, a world of one.
         metadata: str -> str, kept in the manifest.
+        storage_options: for a URL ``path``, the fsspec filesystem's options (``{"endpoint_url": ...}``;
+            credentials otherwise from the environment).
 
     Raises:
         UnsupportedTypeError: a value that cannot be stored (names its place), a ``Partial`` DTensor.
         CheckpointCommitError: another rank failed, or the ranks disagree on the state (nothing committed).
-        NotADirectoryError: ``path`` is a file.
-        OSError: this rank cannot write (nothing committed; an earlier checkpoint at ``path`` stays valid).
+        NotADirectoryError: ``path`` is a file (an object, for a URL).
+        OSError: this rank cannot write or upload (nothing committed; an earlier checkpoint at ``path`` stays valid).
+        ImportError: ``path`` is a URL and fsspec or its backend is not installed.
 
     Example:
         >>> sd = {"model": model.state_dict(), "step": 10}       # FSDP2: DTensors
@@ -340,6 +348,8 @@ def async_save(state_dict: Any, path: str | os.PathLike[str], *, process_group: 
 
     Returns:
         A ``concurrent.futures.Future`` whose ``result()`` is None once the checkpoint is committed.
+
+    ``path`` and ``storage_options`` as for :func:`save` (a URL: the upload and the commit run in the background).
 
     Raises:
         UnsupportedTypeError, NotADirectoryError, TypeError: at once, as :func:`save`.
