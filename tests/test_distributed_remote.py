@@ -134,7 +134,7 @@ def test_an_overwrite_replaces_the_manifest_then_deletes_the_old_shards(s3):
     tfd.save(_state(1), url, storage_options=options)
     first = _objects(fs, f"{bucket}/ckpt")
     folder, old = read_manifest(url, storage_options=options)  # a reader that read the manifest before the overwrite
-    tfd.save(_state(2), url, storage_options=options)
+    tfd.async_save(_state(2), url, storage_options=options).result()  # uploads and commits in the background
     second = _objects(fs, f"{bucket}/ckpt")
     assert len(second) == 2 and set(first) & set(second) == {mf.MANIFEST}  # a new shard name, the old one deleted
     _equal(tensorfile.load(url, storage_options=options), _state(2))
