@@ -59,11 +59,11 @@ def test_a_prng_record_is_checked():
     from tensorfile.format.header import TensorEntry
     from tensorfile.format.record import _check_tensor
 
-    entry = TensorEntry(name="k", code="F32", dtype=np.dtype(np.float32), shape=(2,), begin=0, end=8)
+    entry = TensorEntry(name="k", code="F32", shape=(2,), begin=0, end=8)
     base = {"checksum": "0" * 16, "framework": "jax"}
     with pytest.raises(FormatError, match="prng_impl"):
         _check_tensor("f", "k", {**base, "prng_impl": "threefry2x32"}, entry)  # not U32 data
-    u32 = TensorEntry(name="k", code="U32", dtype=np.dtype(np.uint32), shape=(2,), begin=0, end=8)
+    u32 = TensorEntry(name="k", code="U32", shape=(2,), begin=0, end=8)
     with pytest.raises(FormatError, match="prng_impl"):
         _check_tensor("f", "k", {**base, "prng_impl": "os.system"}, u32)
     with pytest.raises(FormatError, match="prng_impl"):
@@ -71,10 +71,10 @@ def test_a_prng_record_is_checked():
     with pytest.raises(FormatError, match="prng_impl"):  # rbg keys are 4 words
         _check_tensor("f", "k", {**base, "prng_impl": "rbg"}, u32)
     _check_tensor("f", "k", {**base, "prng_impl": "threefry2x32"}, u32)
-    three = TensorEntry(name="k", code="U32", dtype=np.dtype(np.uint32), shape=(5, 3), begin=0, end=60)
+    three = TensorEntry(name="k", code="U32", shape=(5, 3), begin=0, end=60)
     with pytest.raises(FormatError, match="prng_impl"):
         _check_tensor("f", "k", {**base, "prng_impl": "threefry2x32"}, three)
-    four = TensorEntry(name="k", code="U32", dtype=np.dtype(np.uint32), shape=(5, 4), begin=0, end=80)
+    four = TensorEntry(name="k", code="U32", shape=(5, 4), begin=0, end=80)
     _check_tensor("f", "k", {**base, "prng_impl": "unsafe_rbg"}, four)
 
 

@@ -35,13 +35,12 @@ from .errors import (
     UnsupportedArchitectureError,
     UnsupportedTypeError,
 )
-from .files import load, save
-from .lazy import TensorFile, TensorInfo, TensorSlice, open
-from .lazyfile import LazyFile
-from .limits import Limits
 
-#: Names imported on first use (PEP 562), so that ``import tensorfile`` stays cheap: name -> its module.
+#: Public names imported on first use (PEP 562), so that ``import tensorfile`` imports neither NumPy nor a
+#: framework (errors stay eager: they import only ``re``): name -> its module.
 _LAZY = {
+    "save": ".files", "load": ".files", "open": ".lazy", "TensorFile": ".lazy", "TensorInfo": ".lazyfile",
+    "TensorSlice": ".lazyfile", "LazyFile": ".lazyfile", "Limits": ".limits",
     "CheckpointManager": ".checkpoint", "rng_state": ".checkpoint", "set_rng_state": ".checkpoint",
     "save_parameters": ".parameters", "load_parameters": ".parameters", "LoadReport": ".parameters",
     "Mismatch": ".parameters", "save_model": ".model", "load_model": ".model",
@@ -58,12 +57,17 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'tensorfile' has no attribute {name!r}")
 
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __version__ = "0.1.0"
 
+# ``open`` is left out so that ``from tensorfile import *`` does not shadow the built-in: call ``tensorfile.open``.
 __all__ = [
     "save",
     "load",
-    "open",
     "TensorFile",
     "TensorInfo",
     "TensorSlice",

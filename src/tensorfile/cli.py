@@ -4,6 +4,10 @@ Commands: ``ls``, ``info``, ``verify``, ``cat``, ``diff``, ``convert`` (``--json
 where it makes sense). Any file :func:`tensorfile.load` reads is accepted. An
 error prints one line and exits with code 2; ``verify`` exits 1 when a file is
 damaged and ``diff`` exits 1 when the files differ.
+
+The console script enters through :mod:`tensorfile.cli_fast`, which lists a tensorfile or safetensors
+file itself (no click, no NumPy) and hands every other command here; ``ls`` prints through
+:func:`tensorfile.cli_ls.ls_lines` on both paths.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import click
 import numpy as np
 
 from . import formats
+from .cli_ls import abbreviated, error_line, ls_lines, one_line, shown, size_text
 from .cli_values import count_values, is_flat, json_number, plain_values
 from .errors import FormatError, IntegrityError, TensorFileError, UnsafeFileError
 from .files import load, resolve_index, save
@@ -26,38 +31,14 @@ from .formats.base import Probe
 from .lazy import TensorFile
 from .lazy import open as open_file
 from .limits import Limits
-from .model.graph import MODEL_KEY
 from .tree import flat_arrays, unflatten
 
 __all__ = ["main"]
 
 
-def _one_line(message: str) -> str:
-    """``message`` on one line: control characters a file put in a name are shown escaped."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
-
-
 def _fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"tensorfile: error: {_one_line(message)}", err=True)
+    click.echo(error_line(message), err=True)
     sys.exit(code)
-
-
-def _shown(name: str) -> str:
-    """A name or value as a table shows it: quoted when empty or holding control characters."""
-    return name if name and name.isprintable() and name.strip() == name else repr(name)
-
-
-def _abbreviated(value: str, limit: int = 200) -> str:
-    """A metadata value for a table: shown whole up to ``limit`` characters (``--json`` prints all)."""
-    return _shown(value) if len(value) <= limit else _shown(value[:limit]) + f"... ({len(value)} characters)"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{int(n)} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 #: The limits the current command reads files with (set by --max-bytes and --max-expansion).
@@ -157,47 +138,11 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def ls_command(file: str, as_json: bool) -> None:
     """List the tensors in FILE: name, dtype, shape, bytes, and totals."""
-    rows: list[tuple[str, str, tuple[int, ...], int]] = []
-    metadata: dict[str, str] = {}
     with _opened(file) as f:  # lazy where the format allows: no data read
         rows = [(i.name, i.dtype, i.shape, i.nbytes) for i in (f.info(n) for n in sorted(f.keys()))]
         metadata = f.metadata
-    total = sum(r[3] for r in rows)
-    if as_json:
-        doc = {
-            "file": file,
-            "tensors": [{"name": n, "dtype": d, "shape": list(s), "nbytes": b} for n, d, s, b in rows],
-            "total": {"tensors": len(rows), "nbytes": total},
-            "metadata": metadata,
-        }
-        click.echo(json.dumps(doc, indent=2))
-        return
-    table = [("NAME", "DTYPE", "SHAPE", "BYTES")] + [
-        (_shown(n), d, "(" + ", ".join(map(str, s)) + ("," if len(s) == 1 else "") + ")", str(b)) for n, d, s, b in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
-    for row in table:
-        click.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}")
-    graph = metadata.pop(MODEL_KEY, None)
-    for key, value in sorted(metadata.items()):
-        click.echo(f"metadata {_shown(key)}: {_abbreviated(value)}")
-    if graph is not None:
-        for line in _graph_lines(file, graph, {n: s for n, _, s, _ in rows}):
-            click.echo(line)
-    click.echo(f"{len(rows)} tensor{'' if len(rows) == 1 else 's'}, {total} bytes ({_size(total)})")
-
-
-def _graph_lines(path: str, text: str, shapes: dict[str, tuple[int, ...]]) -> list[str]:
-    """The model graph of a ``save_model`` file, one line a node (``docs/FORMAT.md``, "Model graphs")."""
-    from .model import graph_summary
-    from .model.graph import parse_graph
-
-    try:
-        graph = parse_graph(text, shapes, path)
-    except TensorFileError as exc:
-        return [f"model graph: not valid: {exc}"]
-    lines = graph_summary(graph)
-    return [f"model graph ({_shown(graph.framework or 'unknown')}, {len(graph.nodes)} nodes):"] + ["  " + line for line in lines]
+    for line in ls_lines(file, rows, metadata, as_json):
+        click.echo(line)
 
 
 @contextlib.contextmanager
@@ -243,9 +188,9 @@ def info_command(file: str, as_json: bool) -> None:
         return
     click.echo(f"format:    {kind}")
     click.echo(f"checksums: {'yes (xxh3-64 per tensor, and the header)' if checksums else 'no'}")
-    click.echo(f"tensors:   {count}, {total} bytes ({_size(total)})")
+    click.echo(f"tensors:   {count}, {total} bytes ({size_text(total)})")
     for key, value in sorted(metadata.items()):
-        click.echo(f"metadata   {_shown(key)}: {_abbreviated(value)}")
+        click.echo(f"metadata   {shown(key)}: {abbreviated(value)}")
 
 
 @main.command("verify")
@@ -306,7 +251,7 @@ def _verdict(as_json: bool, file: str, ok: bool, detail: str, tensors: int | Non
     if as_json:
         click.echo(json.dumps({"file": file, "ok": ok, "tensors": tensors, "detail": detail}, indent=2))
     else:
-        click.echo(_one_line(f"OK: {detail}" if ok else f"FAILED: {detail}"))
+        click.echo(one_line(f"OK: {detail}" if ok else f"FAILED: {detail}"))
     sys.exit(0 if ok else 1)
 
 
@@ -341,7 +286,7 @@ def cat_command(file: str, name: str, as_json: bool) -> None:
                 if as_json:
                     click.echo(json.dumps({"name": name, "type": type(value).__name__, "value": json_number(value)}))
                 else:
-                    click.echo(f"{name}: {type(value).__name__} {_abbreviated(repr(value))}")
+                    click.echo(f"{name}: {type(value).__name__} {abbreviated(repr(value))}")
                 return
             known = sorted(names) + sorted(values)
             _fail(f"{file}: no tensor or value named {name!r}; it has {', '.join(known[:10])}{' ...' if len(known) > 10 else ''}")
@@ -387,7 +332,7 @@ def diff_command(a: str, b: str, atol: float, rtol: float, as_json: bool, progre
         total = sum(fa.info(n).nbytes + fb.info(n).nbytes for n in common)
         with _progress(total, "diff", progress) as bar:
             result = diff_files(fa, fb, _structure_values(fa, a), _structure_values(fb, b), atol, rtol, bar)
-    changed = [{"name": n, "a": _abbreviated(a_), "b": _abbreviated(b_)} for n, a_, b_ in result.changed]
+    changed = [{"name": n, "a": abbreviated(a_), "b": abbreviated(b_)} for n, a_, b_ in result.changed]
     finite = lambda v: v if np.isfinite(v) else ("nan" if np.isnan(v) else "inf")  # noqa: E731 - JSON has no inf
     compared = [{**c, "max_abs": finite(c["max_abs"]), "max_rel": finite(c["max_rel"])} for c in result.compared]
     different = result.different
@@ -473,7 +418,7 @@ def convert_command(src: str, dst: str, fmt: str | None, max_shard_size: str | N
         click.echo(json.dumps({"src": src, "dst": dst, "format": fmt, "sharded": bool(size), "tensors": len(arrays),
                                "nbytes": total}, indent=2))  # fmt: skip
         return
-    click.echo(f"{src} -> {dst} ({fmt}{', sharded' if size else ''}): {len(arrays)} tensors, {_size(total)}")
+    click.echo(f"{src} -> {dst} ({fmt}{', sharded' if size else ''}): {len(arrays)} tensors, {size_text(total)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,10 +24,9 @@ from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
 from .format.record import (
     RECORD_KEY,
-    Record,
     dump_record,
     logical_shape,
-    parse_record,
+    read_record,
     seal,
 )
 from .format.writer import Tensor, layout_order, write_tensors
@@ -326,17 +325,6 @@ def find_format(path: str) -> Any:
     return found or formats.get("safetensors")
 
 
-def _read_record(reader: SafetensorsReader) -> Record | None:
-    metadata = reader.metadata
-    text = metadata.get(RECORD_KEY)
-    if text is None:
-        for key, value in metadata.items():  # a record under another key: its key was damaged
-            if value.startswith('{"version":') and '"header_checksum":"' in value:
-                raise IntegrityError(f"{reader.path}: the header is corrupt: tensorfile's record is stored under {key!r}")
-        return None
-    return parse_record(text, reader.entries, reader.header.raw, reader.path)
-
-
 def _verify(path: str, name: str, expected: str, found: str | None) -> None:
     if found != expected:
         raise IntegrityError(
@@ -444,7 +432,7 @@ def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any]
     """:func:`load` of a tensorfile or safetensors file: checksums verified, structure and shared storage rebuilt."""
     with SafetensorsReader(path, limits) as reader:
         budget = limits.budget(reader.path, reader.size)
-        record = _read_record(reader)
+        record = read_record(reader.header, reader.path)
         tied = {} if record is None else {n: i["tied_to"] for n, i in record.tensors.items() if "tied_to" in i}
         read = [e for e in reader.entries.values() if e.name not in tied]  # a tied name is its first tensor again
         for entry in read:

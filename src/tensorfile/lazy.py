@@ -16,7 +16,6 @@ from .errors import FormatError
 from .files import (
     _as_logical,
     _check_limits,
-    _read_record,
     _verify,
     find_format,
     load,
@@ -26,7 +25,7 @@ from .format.checksums import checksum
 from .format.dtypes import STORED_AS, byte_view, dtype_from_name
 from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
-from .format.record import RECORD_KEY, logical_shape
+from .format.record import RECORD_KEY, logical_shape, read_record
 from .handoff import check_framework, pick_adapter
 from .lazyfile import LazyFile, TensorInfo, TensorSlice
 from .limits import DEFAULT_LIMITS, Limits, out_of_memory
@@ -52,7 +51,7 @@ class TensorFile(LazyFile):
         self._storage = {} if reader is None else {"storage_options": storage_options}
         self.path = self._reader.path
         try:
-            self._record = _read_record(self._reader)
+            self._record = read_record(self._reader.header, self._reader.path)
         except BaseException:
             self._reader.close()
             raise

@@ -45,9 +45,20 @@ without the ``"tensorfile"`` entry is a plain safetensors file and loads as a
 flat dict.
 """
 
+from typing import Any
+
 from .header import MAX_HEADER_SIZE, Header, TensorEntry, build_header, parse_header
-from .reader import SafetensorsReader
 from .record import FORMAT_VERSION, RECORD_KEY
+
+
+def __getattr__(name: str) -> Any:
+    """:class:`SafetensorsReader` on first use (PEP 562): it imports NumPy, which reading a header does not need."""
+    if name == "SafetensorsReader":
+        from .reader import SafetensorsReader
+
+        return SafetensorsReader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "MAX_HEADER_SIZE",

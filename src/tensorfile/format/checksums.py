@@ -7,10 +7,12 @@ big-endian rendering of the 64-bit hash (``xxhash.xxh3_64().hexdigest()``).
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = ["ALGORITHM", "HEX_DIGITS", "Hasher", "checksum", "HashPool", "OverlappedHasher"]
 
@@ -32,6 +34,8 @@ class HashPool:
 
     def submit(self, fn: Any, *args: Any) -> Future[Any]:
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor  # only when hashing overlaps: not for `ls`
+
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="tensorfile-hash")
         return self._pool.submit(fn, *args)
 

@@ -15,6 +15,7 @@ import ml_dtypes
 import numpy as np
 
 from ..errors import UnsupportedTypeError
+from .codes import CODES, STORED_AS
 
 __all__ = [
     "CODE_TO_DTYPE",
@@ -27,34 +28,19 @@ __all__ = [
     "byte_view",
 ]
 
-#: safetensors code -> NumPy dtype (little-endian where it matters).
-CODE_TO_DTYPE: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "U8": np.dtype("<u1"),
-    "I8": np.dtype("<i1"),
-    "U16": np.dtype("<u2"),
-    "I16": np.dtype("<i2"),
-    "U32": np.dtype("<u4"),
-    "I32": np.dtype("<i4"),
-    "U64": np.dtype("<u8"),
-    "I64": np.dtype("<i8"),
-    "F16": np.dtype("<f2"),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
-    "F32": np.dtype("<f4"),
-    "F64": np.dtype("<f8"),
-    "C64": np.dtype("<c8"),
-    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
-    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
-    "F8_E4M3FNUZ": np.dtype(ml_dtypes.float8_e4m3fnuz),
-    "F8_E5M2FNUZ": np.dtype(ml_dtypes.float8_e5m2fnuz),
-    "F8_E8M0": np.dtype(ml_dtypes.float8_e8m0fnu),
-}
+
+def _numpy_dtype(name: str) -> np.dtype:
+    """The little-endian NumPy dtype called ``name`` in :data:`.codes.CODES` (bfloat16, float8: ``ml_dtypes``)."""
+    if name.startswith(("bfloat", "float8")):
+        return np.dtype(getattr(ml_dtypes, name))
+    return np.dtype(name).newbyteorder("<")
+
+
+#: safetensors code -> NumPy dtype (little-endian where it matters), from the one table :data:`.codes.CODES`.
+CODE_TO_DTYPE: dict[str, np.dtype] = {code: _numpy_dtype(name) for code, (name, _) in CODES.items()}
 
 #: NumPy dtype name -> safetensors code, for dtypes stored as themselves.
 DTYPE_TO_CODE: dict[str, str] = {dt.name: code for code, dt in CODE_TO_DTYPE.items()}
-
-#: dtypes with no safetensors code: name -> (code stored, trailing axis added).
-STORED_AS: dict[str, tuple[str, int]] = {"complex128": ("F64", 2)}
 
 _BY_NAME: dict[str, np.dtype] = {dt.name: dt for dt in CODE_TO_DTYPE.values()}
 _BY_NAME["complex128"] = np.dtype("<c16")

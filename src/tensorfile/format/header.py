@@ -16,23 +16,35 @@ level; each entry has exactly the three fields; known dtype; non-negative intege
 dims; element count x item size == END - BEGIN; entries sorted by BEGIN tile the
 data buffer exactly (no hole, overlap or trailing byte). Nothing is allocated
 before the header length has been checked against the file size.
+
+NumPy is not imported here: codes are checked against :data:`.codes.CODES`, and
+:attr:`TensorEntry.dtype` imports :mod:`.dtypes` only when first asked for, so
+``tensorfile ls`` validates a header as fully as ``load`` does without NumPy.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import reprlib
+import stat
 import struct
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
-
-import numpy as np
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import FormatError, LimitError
-from .dtypes import CODE_TO_DTYPE
+from ..limits import Limits
+from .codes import CODES
+from .sniff import looks_like
 
-__all__ = ["MAX_HEADER_SIZE", "TensorEntry", "Header", "parse_header", "build_header", "strict_json"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["MAX_HEADER_SIZE", "TensorEntry", "Header", "parse_header", "read_header", "build_header", "strict_json",
+           "OPEN_FLAGS"]  # fmt: skip
 
 #: Largest header the reference reader accepts, in bytes.
 MAX_HEADER_SIZE = 100_000_000
@@ -43,6 +55,9 @@ MAX_DIMS = 64
 HEADER_ALIGN = 16
 METADATA_KEY = "__metadata__"
 _ENTRY_FIELDS = frozenset(("dtype", "shape", "data_offsets"))
+#: How a reader opens a file: read-only, not inherited by children, and without blocking on a FIFO
+#: (no effect on regular files).
+OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 @dataclass(frozen=True)
@@ -52,14 +67,12 @@ class TensorEntry:
     Attributes:
         name: the tensor's name in the file.
         code: safetensors dtype code (``"F32"``...).
-        dtype: the NumPy dtype of ``code``.
         shape: dims, each >= 0.
         begin, end: byte offsets in the data buffer, ``end`` exclusive.
     """
 
     name: str
     code: str
-    dtype: np.dtype
     shape: tuple[int, ...]
     begin: int
     end: int
@@ -68,6 +81,18 @@ class TensorEntry:
     def nbytes(self) -> int:
         """Size of the tensor's data in bytes."""
         return self.end - self.begin
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes of one element (:data:`.codes.CODES`)."""
+        return CODES[self.code][1]
+
+    @cached_property
+    def dtype(self) -> np.dtype:
+        """The NumPy dtype of ``code`` (NumPy is imported on first use)."""
+        from .dtypes import CODE_TO_DTYPE
+
+        return CODE_TO_DTYPE[self.code]
 
 
 @dataclass(frozen=True)
@@ -192,10 +217,11 @@ def _entry(path: str, name: str, raw: Any) -> TensorEntry:
         found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
         raise FormatError(f"{path}: tensor {name!r}: expected fields {sorted(_ENTRY_FIELDS)}, found {found}")
     code, shape, offsets = raw["dtype"], raw["shape"], raw["data_offsets"]
-    dtype = CODE_TO_DTYPE.get(code) if type(code) is str else None
-    if dtype is None:
+    known = CODES.get(code) if type(code) is str else None
+    if known is None:
         raise FormatError(f"{path}: tensor {name!r}: unknown dtype {reprlib.repr(code)}; "
-                          f"expected one of {sorted(CODE_TO_DTYPE)}")  # fmt: skip
+                          f"expected one of {sorted(CODES)}")  # fmt: skip
+    itemsize = known[1]
     if type(shape) is not list or not all(_is_uint(d) for d in shape):
         raise FormatError(f"{path}: tensor {name!r}: shape must be a list of non-negative integers, "
                           f"found {reprlib.repr(shape)}")  # fmt: skip
@@ -210,13 +236,13 @@ def _entry(path: str, name: str, raw: Any) -> TensorEntry:
         count *= d
         if d:
             nonzero *= d
-    if nonzero * dtype.itemsize >= 1 << 63:  # NumPy cannot shape it even with a zero dim
+    if nonzero * itemsize >= 1 << 63:  # NumPy cannot shape it even with a zero dim
         raise FormatError(f"{path}: tensor {name!r}: shape {shape} is too large (2**63 bytes or more)")
-    nbytes = count * dtype.itemsize
+    nbytes = count * itemsize
     if nbytes != offsets[1] - offsets[0]:
         raise FormatError(f"{path}: tensor {name!r}: shape {shape} of {code} needs {nbytes} bytes, "
                           f"data_offsets span {offsets[1] - offsets[0]}")  # fmt: skip
-    return TensorEntry(name, code, dtype, tuple(shape), offsets[0], offsets[1])
+    return TensorEntry(name, code, tuple(shape), offsets[0], offsets[1])
 
 
 #: Bytes of memory one ``"key": value`` pair of header JSON costs once parsed (measured: about 180 for a file
@@ -282,6 +308,35 @@ def parse_header(prefix: bytes, read: Any, file_size: int, path: str, max_bytes:
         what = "trailing bytes after the last tensor" if position < data_size else "the file is truncated"
         raise FormatError(f"{path}: tensors cover {position} data bytes, the file has {data_size}: {what}")
     return Header({e.name: e for e in entries}, metadata, 8 + n, bytes(raw))
+
+
+def read_header(fd: int, path: str, limits: Limits) -> tuple[int, Header]:
+    """The size and validated header of the file open as ``fd`` (opened with :data:`OPEN_FLAGS`).
+
+    The one way every local reader (:class:`.reader.SafetensorsReader`, ``tensorfile ls``) reads a header:
+    the file must be a regular file that does not look like another format, then :func:`parse_header`
+    with the memory ``limits`` allow for a file of its size.
+
+    Returns:
+        ``(size in bytes, header)``.
+
+    Raises:
+        IsADirectoryError: ``fd`` is a folder.
+        FormatError: not a regular file; looks like another format (the message says which); or
+            :func:`parse_header` refuses the header.
+        LimitError: the parsed header would take more memory than ``limits`` allow.
+    """
+    info = os.fstat(fd)
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", path)
+    if not stat.S_ISREG(info.st_mode):
+        raise FormatError(f"{path}: not a regular file")
+    prefix = os.pread(fd, 16, 0)
+    kind = looks_like(prefix)
+    if kind is not None and prefix[8:9] != b"{":
+        raise FormatError(f"{path}: not a safetensors file; it looks like {kind}")
+    header = parse_header(prefix[:8], lambda n: os.pread(fd, n, 8), info.st_size, path, limits.allowed(info.st_size))
+    return info.st_size, header
 
 
 def build_header(

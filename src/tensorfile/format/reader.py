@@ -6,9 +6,7 @@ touched, so every offset used here lies inside the file.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Iterator
 
@@ -18,10 +16,9 @@ from ..errors import FormatError, LimitError
 from ..limits import DEFAULT_LIMITS, Budget, Limits
 from .checksums import Hasher, checksum
 from .dtypes import byte_view
-from .header import Header, TensorEntry, parse_header
+from .header import OPEN_FLAGS, TensorEntry, read_header
 from .memory import empty_array
 from .ranges import READ_CHUNK, RangeMaps, pread_exact, read_rows
-from .sniff import looks_like
 
 __all__ = ["SafetensorsReader", "READ_CHUNK", "PARALLEL_MIN", "READERS"]
 
@@ -46,22 +43,9 @@ class SafetensorsReader:
 
     def __init__(self, path: str | os.PathLike[str], limits: Limits | None = None) -> None:
         self.path = os.fspath(path)
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; no effect on regular files.
-        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+        self._fd = os.open(self.path, OPEN_FLAGS)
         try:
-            info = os.fstat(self._fd)
-            if stat.S_ISDIR(info.st_mode):
-                raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", self.path)
-            if not stat.S_ISREG(info.st_mode):
-                raise FormatError(f"{self.path}: not a regular file")
-            self.size = info.st_size
-            prefix = os.pread(self._fd, 16, 0)
-            kind = looks_like(prefix)
-            if kind is not None and prefix[8:9] != b"{":
-                raise FormatError(f"{self.path}: not a safetensors file; it looks like {kind}")
-            allowed = (limits or DEFAULT_LIMITS).allowed(self.size)
-            self.header: Header = parse_header(prefix[:8], lambda n: os.pread(self._fd, n, 8), self.size, self.path,
-                                               allowed)  # fmt: skip
+            self.size, self.header = read_header(self._fd, self.path, limits or DEFAULT_LIMITS)
             self._maps = RangeMaps(self._fd, self.size, self.path)
         except BaseException:
             os.close(self._fd)

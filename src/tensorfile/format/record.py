@@ -45,8 +45,8 @@ from ..errors import FormatError, IntegrityError
 #: uint32 words of one key (the key data's last dimension).
 PRNG_IMPLS = {"threefry2x32": 2, "rbg": 4, "unsafe_rbg": 4}
 from .checksums import checksum
-from .dtypes import STORED_AS
-from .header import TensorEntry, strict_json
+from .codes import STORED_AS
+from .header import Header, TensorEntry, strict_json
 
 __all__ = [
     "RECORD_KEY",
@@ -56,6 +56,7 @@ __all__ = [
     "Record",
     "dump_record",
     "parse_record",
+    "read_record",
     "header_digest",
     "seal",
     "extent",
@@ -224,6 +225,24 @@ def parse_record(text: str, entries: Mapping[str, TensorEntry], raw: bytes, path
     return Record(doc["version"], doc["root"], tensors, shared)
 
 
+def read_record(header: Header, path: str) -> Record | None:
+    """The validated record of a parsed header (:func:`parse_record`); None for a plain safetensors file.
+
+    Raises:
+        IntegrityError: no record under :data:`RECORD_KEY` but one under another key (the key was damaged),
+            or as :func:`parse_record`.
+        FormatError: as :func:`parse_record`.
+    """
+    metadata = header.metadata or {}
+    text = metadata.get(RECORD_KEY)
+    if text is None:
+        for key, value in metadata.items():  # a record under another key: its key was damaged
+            if value.startswith('{"version":') and '"header_checksum":"' in value:
+                raise IntegrityError(f"{path}: the header is corrupt: tensorfile's record is stored under {key!r}")
+        return None
+    return parse_record(text, header.entries, header.raw, path)
+
+
 def _check_ties(path: str, tensors: Mapping[str, Any], entries: Mapping[str, TensorEntry], shared: set[str]) -> None:
     """``tied_to``: the same tensor under a second name, stored again; the first is loaded for both."""
     for name, info in tensors.items():
@@ -272,7 +291,7 @@ def _parse_shared(raw: Any, entries: Mapping[str, TensorEntry], tensors: Mapping
             offset, strides = m.get("offset"), m.get("strides")
             if not _int(offset) or not isinstance(strides, list) or len(strides) != len(shape) or not all(map(_int, strides)):
                 raise FormatError(f"{path}: tensor {name!r}: invalid shared view {short_text(m)}")
-            item = entry.dtype.itemsize * (2 if tensors[name].get("dtype") in STORED_AS else 1)
+            item = entry.itemsize * (2 if tensors[name].get("dtype") in STORED_AS else 1)
             low, high = extent(offset, shape, strides, item)
             if 0 in shape or offset % item or low < 0 or high > g["nbytes"]:
                 raise FormatError(f"{path}: tensor {name!r}: shared view lies outside its storage of {g['nbytes']} bytes")

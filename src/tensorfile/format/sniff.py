@@ -7,7 +7,7 @@ numbers come from each format's reference implementation (see
 
 from __future__ import annotations
 
-__all__ = ["looks_like"]
+__all__ = ["looks_like", "header_fits"]
 
 _MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"\x93NUMPY", "a NumPy .npy file"),
@@ -18,6 +18,14 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"\x12\x01" + b"\x00" * 14, "an MXNet NDArray file (nd.save / save_parameters)"),
     (b"\x1f\x8b", "a gzip-compressed file"),
 )
+
+
+def header_fits(prefix: bytes, size: int) -> bool:
+    """True when ``prefix`` (the first 9 bytes or more of a file of ``size`` bytes) starts like a safetensors
+    file: a u64 little-endian header length N with 2 <= N <= size - 8, then ``{``."""
+    if len(prefix) < 9 or prefix[8:9] != b"{":
+        return False
+    return 2 <= int.from_bytes(prefix[:8], "little") <= size - 8
 
 
 def looks_like(prefix: bytes) -> str | None:

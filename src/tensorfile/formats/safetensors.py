@@ -9,10 +9,9 @@ storage is :func:`tensorfile.files.load_tensorfile`.
 
 from __future__ import annotations
 
-import struct
 from typing import Any, Mapping
 
-from ..format.sniff import looks_like
+from ..format.sniff import header_fits, looks_like
 from ..limits import Limits
 from .base import Format, Probe
 
@@ -22,12 +21,9 @@ __all__ = ["TENSORFILE", "SAFETENSORS"]
 def _sniff(probe: Probe) -> float:
     """0.9 where the header length fits the file and a JSON object follows; 0.05 for an unknown kind of file
     (the safetensors reader then says what is wrong); 0 for a file that looks like another format."""
-    prefix = probe.prefix
-    if len(prefix) >= 9:
-        (n,) = struct.unpack("<Q", prefix[:8])
-        if 2 <= n <= probe.size - 8 and prefix[8:9] == b"{":
-            return 0.9
-    return 0.05 if looks_like(prefix) is None else 0.0
+    if header_fits(probe.prefix, probe.size):
+        return 0.9
+    return 0.05 if looks_like(probe.prefix) is None else 0.0
 
 
 def _load(path: str, framework: str | None, options: Mapping[str, Any], limits: Limits) -> Any:
