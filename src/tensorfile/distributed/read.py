@@ -18,11 +18,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import FormatError
-from ..files import _as_logical, _read_record, _verify
+from ..files import _as_logical, _verify
 from ..format.dtypes import dtype_from_name
 from ..format.memory import empty_array
 from ..format.reader import SafetensorsReader
-from ..format.record import logical_shape
+from ..format.record import logical_shape, read_record
 from ..limits import DEFAULT_LIMITS, Budget, Limits
 from .manifest import MANIFEST, Chunk, Entry, Manifest
 
@@ -82,7 +82,7 @@ class Shards:
             except FileNotFoundError:
                 raise FormatError(f"{path}: named by the checkpoint's manifest, but missing") from None
             try:
-                record = _read_record(reader)
+                record = read_record(reader.header, reader.path)
             except BaseException:
                 reader.close()
                 raise
