@@ -160,15 +160,12 @@ class CheckpointManager:
         self._lock: FolderLock | None = None
         from ..distributed.steps import group_for
 
-        if distributed and self._objects is not None:
-            raise ValueError(f"{self.directory}: distributed checkpoints on object storage are not supported yet; "
-                             "use a folder every rank sees")  # fmt: skip
-        self._group = group_for(distributed) if self._objects is None else None
+        self._group = group_for(distributed)
         self._distributed = distributed
-        if self._objects is not None:  # no lock, no folders: a writer only cleans up after dead writers
+        if self._objects is not None:  # no lock, no folders: a writer (rank 0) only cleans up after dead writers
             if read_only and not self._objects.exists():
                 raise CheckpointNotFoundError(f"{self.directory}: no such checkpoint location (no object under it)")
-            if not read_only:
+            if not read_only and (self._group is None or self._group.rank == 0):
                 self._objects.sweep()
         elif read_only:  # a reader: no lock, no clean-up, nothing written (the folder may be read-only)
             if not os.path.isdir(self.directory):
@@ -328,8 +325,13 @@ class CheckpointManager:
         tree, live, classes = capture(state)
         info = {"step": step, "metrics": {k: float(v) for k, v in (metrics or {}).items()}, "live": live,
                 "classes": classes}  # fmt: skip
-        writer = Writer(self.directory, step, tree, {METADATA_KEY: json.dumps(info)}, self._group_of(state),
-                        lambda: self._retain(step, info))  # fmt: skip
+        group, after = self._group_of(state), lambda: self._retain(step, info)
+        if self._objects is not None:
+            from ..distributed.object_steps import ObjectWriter
+
+            writer: Writer = ObjectWriter(self._objects, step, tree, info, METADATA_KEY, group, after)
+        else:
+            writer = Writer(self.directory, step, tree, {METADATA_KEY: json.dumps(info)}, group, after)
 
         def job() -> None:
             writer.write()
@@ -501,8 +503,13 @@ class CheckpointManager:
         if group is not None:
             from ..distributed.steps import restore
 
+            where, options = None, None
+            if self._objects is not None:
+                from ..distributed.object_steps import manifest_url
+
+                where, options = functools.partial(manifest_url, self._objects), self._objects.storage_options
             step, out, report, reports = restore(self.directory, steps, step, state or {}, strict, group,
-                                                 METADATA_KEY)  # fmt: skip
+                                                 METADATA_KEY, where, options)  # fmt: skip
             restored = Restored(out)
             restored.step, restored.report, restored.reports = step, report, reports
             return restored
