@@ -315,3 +315,46 @@ def test_manager_distributed_save_killed_before_its_commit_is_invisible(s3, endp
         assert len(removed) == 1 and "step_00000002/dist-" in removed[0]
         manager.save(2, {"w": np.full((8, 8), 3, np.float32), "step": 2})  # the step is free: nothing was committed
         assert manager.steps == [1, 2]
+
+
+_MANAGER_RANKS = textwrap.dedent("""
+    import sys, torch, torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+    import tensorfile
+    dist.init_process_group("gloo")
+    url, options, flag = sys.argv[1], {"endpoint_url": sys.argv[2]}, sys.argv[3]
+    mesh = init_device_mesh("cpu", (2,))
+    with tensorfile.CheckpointManager(url, max_to_keep=1, storage_options=options) as manager:  # 2 ranks: distributed
+        for step in (1, 2):
+            full = torch.arange(36.0).reshape(9, 4) * step
+            manager.save(step, {"rows": distribute_tensor(full, mesh, [Shard(0)]), "step": step})
+        assert manager.steps == [2], manager.steps
+        back = {"rows": distribute_tensor(torch.zeros(9, 4), mesh, [Shard(1)]), "step": 0}
+        restored = manager.restore(state=back)  # resharded: columns instead of rows
+        assert restored.step == 2 and restored["step"] == 2
+        assert torch.equal(back["rows"].full_tensor(), torch.arange(36.0).reshape(9, 4) * 2)
+    open(f"{flag}-{dist.get_rank()}", "w").close()
+    dist.destroy_process_group()
+""")
+
+
+def test_manager_on_two_ranks_saves_to_s3_and_one_process_reads_it(s3, endpoint, tmp_path):
+    torch = pytest.importorskip("torch")
+    fs, bucket, options = s3
+    url = f"s3://{bucket}/run"
+    script = tmp_path / "ranks.py"
+    script.write_text(_MANAGER_RANKS)
+    env = {**os.environ, **_ENV, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "TORCH_CPP_LOG_LEVEL": "ERROR"}
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    run = subprocess.run([torchrun, "--standalone", "--nproc-per-node=2", str(script), url, endpoint, str(tmp_path / "ok")],
+                         capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert (tmp_path / "ok-0").exists() and (tmp_path / "ok-1").exists(), run.stdout[-3000:] + run.stderr[-6000:]
+    layout = _steps_under(fs, f"{bucket}/run")
+    assert list(layout) == ["step_00000002"] and len(layout["step_00000002"]) == 4  # commit, manifest, a shard per rank
+    record = json.loads(fs.cat_file(f"{bucket}/run/step_00000002/commit.json"))
+    manifest = json.loads(fs.cat_file(f"{bucket}/run/step_00000002/{record['files'][mf.MANIFEST]['object']}"))
+    assert manifest["world_size"] == 2 and [c["lengths"] for c in manifest["tensors"]["rows"]["chunks"]] == [[5, 4], [4, 4]]
+    with tensorfile.CheckpointManager(url, read_only=True, storage_options=options) as reader:
+        back = reader.restore()
+    assert back.step == 2 and back["step"] == 2 and torch.equal(back["rows"], torch.arange(36.0).reshape(9, 4) * 2)
