@@ -10,6 +10,8 @@ per rank: :mod:`tensorfile.distributed.steps`). The file's user metadata
 On object storage (an fsspec URL: ``s3://``, ``gs://``, ``memory://``...), where renames
 are not atomic, each step is data objects plus one commit object written last with a
 conditional put (:mod:`.objects`); the commit object also holds that JSON.
+Under ``torch.distributed`` there, the commit object names the manifest of a distributed
+checkpoint uploaded by every rank (:mod:`tensorfile.distributed.object_steps`).
 """
 
 from __future__ import annotations
@@ -116,7 +118,11 @@ class CheckpointManager:
             step restores on another world size), and rank 0 commits the step by renaming
             its folder once every rank's files are in it: a rank killed mid-save never
             leaves a committed partial step. Rank 0 holds the lock, applies retention and
-            picks the step to restore; the other ranks follow its decisions.
+            picks the step to restore; the other ranks follow its decisions. On object
+            storage (a URL) each rank uploads its shard object under ``step_<N>/dist-<16 hex>/``,
+            rank 0 puts the manifest there, then commits the step with its commit object
+            (conditional put; :mod:`tensorfile.distributed.object_steps`) and deletes the commit
+            object first on retention; each rank's restore reads only its slices' byte ranges.
 
     Raises:
         CheckpointLockedError: another manager holds the folder.
