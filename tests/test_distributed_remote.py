@@ -358,3 +358,31 @@ def test_manager_on_two_ranks_saves_to_s3_and_one_process_reads_it(s3, endpoint,
     with tensorfile.CheckpointManager(url, read_only=True, storage_options=options) as reader:
         back = reader.restore()
     assert back.step == 2 and back["step"] == 2 and torch.equal(back["rows"], torch.arange(36.0).reshape(9, 4) * 2)
+
+
+def test_manager_distributed_async_save_on_a_memory_url():
+    url = f"memory://tf-{uuid.uuid4().hex[:8]}/run"
+    with tensorfile.CheckpointManager(url, distributed=True, async_save=True, max_to_keep=1) as manager:
+        for step in (1, 2, 3):
+            state = _state(step)
+            assert manager.save(step, state)
+            state["model"]["w"][:] = -1  # after save returned: must not reach the checkpoint
+        manager.wait()
+        assert manager.steps == [3]
+        restored = manager.restore(state=_zeros())
+        assert restored.step == 3
+        _equal(restored, _state(3))
+    names = fsspec.filesystem("memory").find(url)
+    assert len(names) == 3 and sum(n.endswith("/commit.json") for n in names) == 1
+
+
+def test_manager_distributed_restore_of_a_one_process_step_says_so():
+    url = f"memory://tf-{uuid.uuid4().hex[:8]}/run"
+    with tensorfile.CheckpointManager(url, distributed=False) as manager:
+        manager.save(1, _state(1))
+    with tensorfile.CheckpointManager(url, distributed=True) as manager:
+        assert manager.steps == [1]
+        with pytest.raises(tensorfile.errors.IntegrityError, match="step 1 was saved by one process"):
+            manager.restore(1, state=_zeros())
+        manager.save(2, _state(2))
+        _equal(manager.restore(state=_zeros()), _state(2))
