@@ -226,3 +226,163 @@ def test_two_ranks_save_to_s3_and_one_process_reads_it(s3, endpoint, tmp_path):
     back = tensorfile.load(url, storage_options=options)
     assert torch.equal(back["rows"], torch.arange(36.0).reshape(9, 4)) and torch.equal(back["replicated"], torch.arange(7))
     assert back["step"] == 5
+
+
+def _steps_under(fs, prefix: str) -> dict[str, list[str]]:
+    """``{step folder: [object names below it]}`` under ``prefix``."""
+    out: dict[str, list[str]] = {}
+    for name in _objects(fs, prefix):
+        top, _, rest = name.partition("/")
+        out.setdefault(top, []).append(rest)
+    return out
+
+
+def test_manager_distributed_on_s3_commits_retains_and_restores(s3):
+    fs, bucket, options = s3
+    url = f"s3://{bucket}/run"
+    with tensorfile.CheckpointManager(url, distributed=True, max_to_keep=2, keep_best=1, best_metric="loss",
+                                      storage_options=options) as manager:  # fmt: skip
+        for step, loss in ((1, 0.1), (2, 0.5), (3, 0.4), (4, 0.3)):
+            assert manager.save(step, _state(step), metrics={"loss": loss})
+        assert manager.steps == [1, 3, 4] and manager.best_step == 1  # the newest 2 and the best
+        layout = _steps_under(fs, f"{bucket}/run")
+        assert sorted(layout) == ["step_00000001", "step_00000003", "step_00000004"]  # step 2: commit object and data gone
+        for objects_of_step in layout.values():
+            assert len(objects_of_step) == 3 and "commit.json" in objects_of_step
+            attempt = {o.split("/")[0] for o in objects_of_step if o != "commit.json"}
+            assert len(attempt) == 1 and objects._ATTEMPT.fullmatch(attempt.pop())
+        record = json.loads(fs.cat_file(f"{bucket}/run/step_00000004/commit.json"))
+        assert record["tensorfile_commit"] == 1 and record["step"] == 4 and record["info"]["metrics"] == {"loss": 0.3}
+        (kind, entry), = record["files"].items()
+        assert kind == mf.MANIFEST and entry["object"] == f"dist-{record['writer']}/{mf.MANIFEST}"
+        manifest = json.loads(fs.cat_file(f"{bucket}/run/step_00000004/{entry['object']}"))
+        assert entry["size"] == len(fs.cat_file(f"{bucket}/run/step_00000004/{entry['object']}"))
+        assert manifest["world_size"] == 1 and json.loads(manifest["metadata"]["tensorfile.checkpoint"])["step"] == 4
+        dest = _zeros()
+        restored = manager.restore(state=dest)
+        assert restored.step == 4 and restored["step"] == 4
+        _equal(restored, _state(4))
+        np.testing.assert_array_equal(dest["model"]["w"], _state(4)["model"]["w"])  # filled in place, as on every rank
+        assert restored["model"]["w"] is dest["model"]["w"]
+        restored = manager.restore(3, state=_zeros())
+        assert restored.step == 3
+        _equal(restored, _state(3))
+        with pytest.raises(tensorfile.errors.CheckpointConflictError, match="step 4 is already committed"):
+            manager.save(4, _state(4))
+        # an uncommitted attempt (a killed save's objects) is invisible, and a corrupt latest step is skipped
+        fs.pipe_file(f"{bucket}/run/step_00000009/dist-{'0' * 16}/{mf.MANIFEST}", b"{}")
+        fs.pipe_file(f"{bucket}/run/step_00000004/{entry['object']}", b"not json")
+        assert manager.steps == [1, 3, 4]
+        with pytest.warns(UserWarning, match="step 4 is corrupt or incomplete"):
+            assert manager.restore(state=_zeros()).step == 3
+    # one process reads a distributed step through its commit object
+    with tensorfile.CheckpointManager(url, distributed=False, read_only=True, storage_options=options) as reader:
+        assert reader.steps == [1, 3, 4]
+        back = reader.restore(3)
+        np.testing.assert_array_equal(back["model"]["w"], _state(3)["model"]["w"])
+
+
+_KILLED_MANAGER = textwrap.dedent("""
+    import sys, numpy as np
+    import tensorfile
+    with tensorfile.CheckpointManager(sys.argv[1], distributed=True, storage_options={"endpoint_url": sys.argv[2]}) as m:
+        m.save(2, {"w": np.full((8, 8), 2, np.float32), "step": 2})
+    print("not killed")
+""")
+
+
+def test_manager_distributed_save_killed_before_its_commit_is_invisible(s3, endpoint):
+    fs, bucket, options = s3
+    url = f"s3://{bucket}/run"
+    with tensorfile.CheckpointManager(url, distributed=True, storage_options=options) as manager:
+        manager.save(1, {"w": np.full((8, 8), 1, np.float32), "step": 1})
+    env = {**os.environ, **_ENV, "PYTHONPATH": str(ROOT / "src"), objects.KILL_BEFORE_COMMIT: "1"}
+    out = subprocess.run([sys.executable, "-c", _KILLED_MANAGER, url, endpoint], capture_output=True, text=True, env=env,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == -signal.SIGKILL, out.stdout + out.stderr
+    left = _steps_under(fs, f"{bucket}/run")["step_00000002"]
+    assert len(left) == 1 and mf.SHARD_FILE.fullmatch(left[0].split("/")[1])  # its shard uploaded; no manifest, no commit
+    with tensorfile.CheckpointManager(url, distributed=True, storage_options=options) as manager:
+        assert manager.steps == [1] and manager.latest_step == 1
+        dest = {"w": np.zeros((8, 8), np.float32), "step": 0}
+        restored = manager.restore(state=dest)
+        assert restored.step == 1 and restored["step"] == 1 and (dest["w"] == 1).all()
+        objects.STALE_AFTER, stale = -1.0, objects.STALE_AFTER  # the killed attempt counts as stale now
+        try:
+            removed = manager._objects.sweep()
+        finally:
+            objects.STALE_AFTER = stale
+        assert len(removed) == 1 and "step_00000002/dist-" in removed[0]
+        manager.save(2, {"w": np.full((8, 8), 3, np.float32), "step": 2})  # the step is free: nothing was committed
+        assert manager.steps == [1, 2]
+
+
+_MANAGER_RANKS = textwrap.dedent("""
+    import sys, torch, torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+    import tensorfile
+    dist.init_process_group("gloo")
+    url, options, flag = sys.argv[1], {"endpoint_url": sys.argv[2]}, sys.argv[3]
+    mesh = init_device_mesh("cpu", (2,))
+    with tensorfile.CheckpointManager(url, max_to_keep=1, storage_options=options) as manager:  # 2 ranks: distributed
+        for step in (1, 2):
+            full = torch.arange(36.0).reshape(9, 4) * step
+            manager.save(step, {"rows": distribute_tensor(full, mesh, [Shard(0)]), "step": step})
+        assert manager.steps == [2], manager.steps
+        back = {"rows": distribute_tensor(torch.zeros(9, 4), mesh, [Shard(1)]), "step": 0}
+        restored = manager.restore(state=back)  # resharded: columns instead of rows
+        assert restored.step == 2 and restored["step"] == 2
+        assert torch.equal(back["rows"].full_tensor(), torch.arange(36.0).reshape(9, 4) * 2)
+    open(f"{flag}-{dist.get_rank()}", "w").close()
+    dist.destroy_process_group()
+""")
+
+
+def test_manager_on_two_ranks_saves_to_s3_and_one_process_reads_it(s3, endpoint, tmp_path):
+    torch = pytest.importorskip("torch")
+    fs, bucket, options = s3
+    url = f"s3://{bucket}/run"
+    script = tmp_path / "ranks.py"
+    script.write_text(_MANAGER_RANKS)
+    env = {**os.environ, **_ENV, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "TORCH_CPP_LOG_LEVEL": "ERROR"}
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    run = subprocess.run([torchrun, "--standalone", "--nproc-per-node=2", str(script), url, endpoint, str(tmp_path / "ok")],
+                         capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert (tmp_path / "ok-0").exists() and (tmp_path / "ok-1").exists(), run.stdout[-3000:] + run.stderr[-6000:]
+    layout = _steps_under(fs, f"{bucket}/run")
+    assert list(layout) == ["step_00000002"] and len(layout["step_00000002"]) == 4  # commit, manifest, a shard per rank
+    record = json.loads(fs.cat_file(f"{bucket}/run/step_00000002/commit.json"))
+    manifest = json.loads(fs.cat_file(f"{bucket}/run/step_00000002/{record['files'][mf.MANIFEST]['object']}"))
+    assert manifest["world_size"] == 2 and [c["lengths"] for c in manifest["tensors"]["rows"]["chunks"]] == [[5, 4], [4, 4]]
+    with tensorfile.CheckpointManager(url, read_only=True, storage_options=options) as reader:
+        back = reader.restore()
+    assert back.step == 2 and back["step"] == 2 and torch.equal(back["rows"], torch.arange(36.0).reshape(9, 4) * 2)
+
+
+def test_manager_distributed_async_save_on_a_memory_url():
+    url = f"memory://tf-{uuid.uuid4().hex[:8]}/run"
+    with tensorfile.CheckpointManager(url, distributed=True, async_save=True, max_to_keep=1) as manager:
+        for step in (1, 2, 3):
+            state = _state(step)
+            assert manager.save(step, state)
+            state["model"]["w"][:] = -1  # after save returned: must not reach the checkpoint
+        manager.wait()
+        assert manager.steps == [3]
+        restored = manager.restore(state=_zeros())
+        assert restored.step == 3
+        _equal(restored, _state(3))
+    names = fsspec.filesystem("memory").find(url)
+    assert len(names) == 3 and sum(n.endswith("/commit.json") for n in names) == 1
+
+
+def test_manager_distributed_restore_of_a_one_process_step_says_so():
+    url = f"memory://tf-{uuid.uuid4().hex[:8]}/run"
+    with tensorfile.CheckpointManager(url, distributed=False) as manager:
+        manager.save(1, _state(1))
+    with tensorfile.CheckpointManager(url, distributed=True) as manager:
+        assert manager.steps == [1]
+        with pytest.raises(tensorfile.errors.IntegrityError, match="step 1 was saved by one process"):
+            manager.restore(1, state=_zeros())
+        manager.save(2, _state(2))
+        _equal(manager.restore(state=_zeros()), _state(2))

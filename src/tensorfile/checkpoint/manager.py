@@ -10,6 +10,8 @@ per rank: :mod:`tensorfile.distributed.steps`). The file's user metadata
 On object storage (an fsspec URL: ``s3://``, ``gs://``, ``memory://``...), where renames
 are not atomic, each step is data objects plus one commit object written last with a
 conditional put (:mod:`.objects`); the commit object also holds that JSON.
+Under ``torch.distributed`` there, the commit object names the manifest of a distributed
+checkpoint uploaded by every rank (:mod:`tensorfile.distributed.object_steps`).
 """
 
 from __future__ import annotations
@@ -116,7 +118,11 @@ class CheckpointManager:
             step restores on another world size), and rank 0 commits the step by renaming
             its folder once every rank's files are in it: a rank killed mid-save never
             leaves a committed partial step. Rank 0 holds the lock, applies retention and
-            picks the step to restore; the other ranks follow its decisions.
+            picks the step to restore; the other ranks follow its decisions. On object
+            storage (a URL) each rank uploads its shard object under ``step_<N>/dist-<16 hex>/``,
+            rank 0 puts the manifest there, then commits the step with its commit object
+            (conditional put; :mod:`tensorfile.distributed.object_steps`) and deletes the commit
+            object first on retention; each rank's restore reads only its slices' byte ranges.
 
     Raises:
         CheckpointLockedError: another manager holds the folder.
@@ -160,15 +166,12 @@ class CheckpointManager:
         self._lock: FolderLock | None = None
         from ..distributed.steps import group_for
 
-        if distributed and self._objects is not None:
-            raise ValueError(f"{self.directory}: distributed checkpoints on object storage are not supported yet; "
-                             "use a folder every rank sees")  # fmt: skip
-        self._group = group_for(distributed) if self._objects is None else None
+        self._group = group_for(distributed)
         self._distributed = distributed
-        if self._objects is not None:  # no lock, no folders: a writer only cleans up after dead writers
+        if self._objects is not None:  # no lock, no folders: a writer (rank 0) only cleans up after dead writers
             if read_only and not self._objects.exists():
                 raise CheckpointNotFoundError(f"{self.directory}: no such checkpoint location (no object under it)")
-            if not read_only:
+            if not read_only and (self._group is None or self._group.rank == 0):
                 self._objects.sweep()
         elif read_only:  # a reader: no lock, no clean-up, nothing written (the folder may be read-only)
             if not os.path.isdir(self.directory):
@@ -328,8 +331,13 @@ class CheckpointManager:
         tree, live, classes = capture(state)
         info = {"step": step, "metrics": {k: float(v) for k, v in (metrics or {}).items()}, "live": live,
                 "classes": classes}  # fmt: skip
-        writer = Writer(self.directory, step, tree, {METADATA_KEY: json.dumps(info)}, self._group_of(state),
-                        lambda: self._retain(step, info))  # fmt: skip
+        group, after = self._group_of(state), lambda: self._retain(step, info)
+        if self._objects is not None:
+            from ..distributed.object_steps import ObjectWriter
+
+            writer: Writer = ObjectWriter(self._objects, step, tree, info, METADATA_KEY, group, after)
+        else:
+            writer = Writer(self.directory, step, tree, {METADATA_KEY: json.dumps(info)}, group, after)
 
         def job() -> None:
             writer.write()
@@ -501,8 +509,13 @@ class CheckpointManager:
         if group is not None:
             from ..distributed.steps import restore
 
+            where, options = None, None
+            if self._objects is not None:
+                from ..distributed.object_steps import manifest_url
+
+                where, options = functools.partial(manifest_url, self._objects), self._objects.storage_options
             step, out, report, reports = restore(self.directory, steps, step, state or {}, strict, group,
-                                                 METADATA_KEY)  # fmt: skip
+                                                 METADATA_KEY, where, options)  # fmt: skip
             restored = Restored(out)
             restored.step, restored.report, restored.reports = step, report, reports
             return restored

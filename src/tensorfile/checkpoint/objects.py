@@ -11,6 +11,16 @@ The commit object is UTF-8 JSON: ``{"tensorfile_commit": 1, "step": N, "writer":
 {"step": N, "metrics": {...}, "live": {...}, "classes": {...}}}`` (``info`` as the data object's
 ``tensorfile.checkpoint`` metadata).
 
+A step saved across the ranks of ``torch.distributed`` (:mod:`tensorfile.distributed.object_steps`) is a
+distributed checkpoint (:mod:`tensorfile.distributed.remote`) in a folder of its attempt instead of a data
+object, and its commit object names that folder's manifest::
+
+    <root>/step_<N:08d>/dist-<writer>/manifest.json        the manifest, put by rank 0 after every shard
+    <root>/step_<N:08d>/dist-<writer>/rank<R>-<hex>.tensorfile   each rank's shard object
+    "files": {"manifest.json": {"object": "dist-<writer>/manifest.json", "size": bytes}}
+
+Readers load it with :func:`tensorfile.distributed.load` (each rank reads the byte ranges it needs).
+
 Writer (:meth:`ObjectSteps.commit`):
 
 1. Refuse at once when step N already has a commit object (a committed step is never replaced).
@@ -68,6 +78,10 @@ KILL_BEFORE_COMMIT = "TENSORFILE_TEST_KILL_BEFORE_COMMIT"
 _STEP = re.compile(r"step_([0-9]{8,})")
 _DATA = re.compile(r"state-[0-9a-f]{16}\.tensorfile")
 _STATE = "state.tensorfile"
+_MANIFEST = "manifest.json"  # tensorfile.distributed.manifest.MANIFEST (not imported: this module stays light)
+_ATTEMPT = re.compile(r"dist-[0-9a-f]{16}")
+#: what a commit object may name: a data object, or a distributed attempt's manifest (never a path outside)
+_NAMED = {_STATE: _DATA, _MANIFEST: re.compile(r"dist-[0-9a-f]{16}/manifest\.json")}
 
 
 def _modified(info: Mapping[str, Any]) -> float | None:
@@ -109,7 +123,8 @@ class ObjectSteps:
         return bool(self.root.fs.exists(self.root.path))
 
     def listing(self) -> dict[int, dict[str, dict[str, Any]]]:
-        """``{step: {object name: fsspec info}}`` of every object in a step folder, committed or not (one listing)."""
+        """``{step: {object name: fsspec info}}`` of every object in a step folder, committed or not (one listing);
+        a distributed attempt's objects as ``dist-<writer>/<name>``."""
         fs = self.root.fs
         fs.invalidate_cache(self.root.path)
         try:
@@ -120,9 +135,10 @@ class ObjectSteps:
         out: dict[int, dict[str, dict[str, Any]]] = {}
         for path, info in found.items():
             parts = path[len(base) :].split("/") if path.startswith(base) else []
-            match = _STEP.fullmatch(parts[0]) if len(parts) == 2 else None
+            nested = len(parts) == 3 and _ATTEMPT.fullmatch(parts[1])  # a distributed attempt's objects
+            match = _STEP.fullmatch(parts[0]) if len(parts) == 2 or nested else None
             if match:
-                out.setdefault(int(match.group(1)), {})[parts[1]] = info
+                out.setdefault(int(match.group(1)), {})["/".join(parts[1:])] = info
         return out
 
     def steps(self) -> list[int]:
@@ -143,18 +159,36 @@ class ObjectSteps:
             raise CheckpointNotFoundError(f"{self.root.url}: no checkpoint for step {step}") from None
         try:
             record = json.loads(raw.decode("utf-8"))
-            name = record["files"][_STATE]["object"]
+            (kind, entry), = record["files"].items()
+            name = entry["object"]
             ok = record.get("tensorfile_commit") == 1 and record.get("step") == step and isinstance(record.get("info"), dict)
+            ok = ok and isinstance(name, str) and bool(_NAMED[kind].fullmatch(name))  # never a path outside its folder
         except (UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError):
-            ok, name = False, None
-        if not ok or not isinstance(name, str) or not _DATA.fullmatch(name):  # never a path outside its folder
-            raise IntegrityError(f"{where.url}: not a commit object of step {step} (expected JSON with "
-                                 f"tensorfile_commit 1, step {step} and a state-<16 hex>.tensorfile object)")  # fmt: skip
+            ok = False
+        if not ok:
+            raise IntegrityError(f"{where.url}: not a commit object of step {step} (expected JSON with tensorfile_commit "
+                                 f"1, step {step} and a state-<16 hex>.tensorfile or dist-<16 hex>/manifest.json)")  # fmt: skip
         return record
 
     def data(self, step: int, record: Mapping[str, Any]) -> Location:
-        """The data object (``state.tensorfile``'s) that ``record``, step ``step``'s commit object, names."""
-        return self.folder(step).child(record["files"][_STATE]["object"])
+        """What ``record``, step ``step``'s commit object, names: the data object (``state.tensorfile``'s), or a
+        distributed step's manifest object (``dist-<writer>/manifest.json``; see :func:`is_distributed`)."""
+        (entry,) = record["files"].values()
+        return self.folder(step).child(entry["object"])
+
+    @staticmethod
+    def is_distributed(record: Mapping[str, Any]) -> bool:
+        """True when ``record`` (a checked commit object) names a distributed checkpoint's manifest."""
+        return _MANIFEST in record["files"]
+
+    def check_free(self, step: int) -> None:
+        """Raise :class:`CheckpointConflictError` when step ``step`` is committed already (never replaced)."""
+        marker = self.folder(step).child(COMMIT_OBJECT)
+        self.root.fs.invalidate_cache(self.folder(step).path)
+        if self.root.fs.exists(marker.path):
+            raise CheckpointConflictError(f"{self.root.url}: step {step} is already committed ({marker.url}); on "
+                                          "object storage a committed step is never replaced: save another step "
+                                          "or delete this one first")  # fmt: skip
 
     def commit(self, step: int, write: Callable[[str], None], info: Mapping[str, Any]) -> None:
         """Write step ``step``: ``write(local_path)`` writes its state file, which is uploaded, then committed.
@@ -165,15 +199,9 @@ class ObjectSteps:
             OSError: an upload or the commit failed (no commit object of this writer exists, unless the
                 store took it and the answer was lost: the step is then committed).
         """
-        fs, folder = self.root.fs, self.folder(step)
-        marker = folder.child(COMMIT_OBJECT)
-        fs.invalidate_cache(folder.path)
-        if fs.exists(marker.path):
-            raise CheckpointConflictError(f"{self.root.url}: step {step} is already committed ({marker.url}); on "
-                                          "object storage a committed step is never replaced: save another step "
-                                          "or delete this one first")  # fmt: skip
+        self.check_free(step)
         writer = secrets.token_hex(8)
-        data = folder.child(f"state-{writer}.tensorfile")
+        data = self.folder(step).child(f"state-{writer}.tensorfile")
         with staged(data) as local:
             with renamed(local, data.url):
                 write(local)
@@ -181,17 +209,40 @@ class ObjectSteps:
             upload(local, data)
         if os.environ.get(KILL_BEFORE_COMMIT) == "1":
             os.kill(os.getpid(), signal.SIGKILL)
-        body = {"tensorfile_commit": 1, "step": step, "writer": writer,
-                "files": {_STATE: {"object": _name(data), "size": size}}, "info": dict(info)}  # fmt: skip
+        self.publish(step, writer, {_STATE: {"object": _name(data), "size": size}}, info)
+
+    def publish(self, step: int, writer: str, files: Mapping[str, Any], info: Mapping[str, Any]) -> None:
+        """Create step ``step``'s commit object naming ``files`` (every object already uploaded), conditionally.
+
+        Raises:
+            CheckpointConflictError: another writer committed the step first (this writer's objects, named
+                by ``files``, are removed).
+            OSError: the put failed (not committed, unless the store took it and the answer was lost).
+        """
+        body = {"tensorfile_commit": 1, "step": step, "writer": writer, "files": dict(files), "info": dict(info)}
         try:
-            put_new(marker, json.dumps(body).encode("utf-8"))
+            put_new(self.folder(step).child(COMMIT_OBJECT), json.dumps(body).encode("utf-8"))
         except FileExistsError:
-            if self._writer_of(step) == writer:  # a retry of our own put, whose first try had landed
+            if self.committed_by(step, writer):  # a retry of our own put, whose first try had landed
                 return
-            with contextlib.suppress(OSError):
-                fs.rm_file(data.path)
+            for entry in files.values():
+                self.discard(step, entry["object"])
             raise CheckpointConflictError(f"{self.root.url}: step {step} was committed by another writer while "
                                           "this one was writing it; this writer's data objects were removed") from None  # fmt: skip
+
+    def discard(self, step: int, name: str) -> None:
+        """Remove an uncommitted attempt's objects: data object ``name``, or a distributed attempt's folder."""
+        fs, where = self.root.fs, self.folder(step).child(name.split("/", 1)[0])
+        with contextlib.suppress(OSError):
+            if "/" in name:
+                fs.rm(where.path, recursive=True)
+            else:
+                fs.rm_file(where.path)
+        fs.invalidate_cache(self.folder(step).path)
+
+    def committed_by(self, step: int, writer: str) -> bool:
+        """True when step ``step``'s commit object is ``writer``'s."""
+        return self._writer_of(step) == writer
 
     def _writer_of(self, step: int) -> str | None:
         self.root.fs.invalidate_cache(self.folder(step).path)
@@ -225,17 +276,20 @@ class ObjectSteps:
         cutoff = time.time() - STALE_AFTER
         removed = []
         for step, objects in self.listing().items():
-            keep = {COMMIT_OBJECT}
+            keep = COMMIT_OBJECT
             if COMMIT_OBJECT in objects:
                 if len(objects) <= 2:  # the commit object and its data object: nothing to look at
                     continue
                 try:
-                    keep.add(_name(self.data(step, self.record(step))))
+                    (entry,) = self.record(step)["files"].values()
+                    keep = entry["object"].split("/", 1)[0]  # its data object, or its attempt's folder
                 except (TensorFileError, OSError):
                     continue  # a folder this protocol does not understand: left alone
             for name, info in objects.items():
                 when = _modified(info)
-                if name in keep or not _DATA.fullmatch(name) or when is None or when > cutoff:
+                top = name.split("/", 1)[0]
+                ours = _DATA.fullmatch(name) or ("/" in name and _ATTEMPT.fullmatch(top))
+                if top in (keep, COMMIT_OBJECT) or not ours or when is None or when > cutoff:
                     continue
                 where = self.folder(step).child(name)
                 with contextlib.suppress(FileNotFoundError):

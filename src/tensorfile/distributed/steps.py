@@ -253,9 +253,13 @@ def _apply(name: str, value: Any, loaded: Any, state: Mapping[str, Any], info: M
     return out
 
 
-def _attempt(folder: str, step: int, state: Mapping[str, Any], strict: bool, key: str) -> tuple[dict[str, Any], dict[str, Any], LoadReport]:
-    """Load step ``step`` into the live objects of ``state``: ``(loaded dict, info, report)``."""
-    manifest = mf.read(os.path.join(folder, mf.MANIFEST))
+def _attempt(folder: str, step: int, state: Mapping[str, Any], strict: bool, key: str,
+             storage_options: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any], LoadReport]:  # fmt: skip
+    """Load step ``step`` (``folder``: a path or URL of its folder or manifest) into the live objects of
+    ``state``: ``(loaded dict, info, report)``."""
+    from .loading import read_manifest
+
+    _, manifest = read_manifest(folder, storage_options=storage_options)
     info = json.loads(manifest.metadata.get(key, "{}"))
     if not isinstance(info, dict) or info.get("step") != step:
         raise IntegrityError(f"{folder}: the folder says step {step}, the checkpoint inside records step "
@@ -271,13 +275,17 @@ def _attempt(folder: str, step: int, state: Mapping[str, Any], strict: bool, key
     saved = {decode_plain(pair[0]) for pair in manifest.structure.get("items", [])}
     dest = {name: _template(name, value, state) for name, value in state.items()}
     dest.update({name: None for name in saved if name not in dest})
-    report = load(dest, folder, strict=strict)
+    report = load(dest, folder, strict=strict, storage_options=storage_options)
     return dest, info, report
 
 
 def restore(directory: str, steps: list[int], step: int | None, state: Mapping[str, Any], strict: bool,
-            group: Group, key: str) -> tuple[int, dict[str, Any], LoadReport, dict[str, LoadReport]]:  # fmt: skip
+            group: Group, key: str, where: Callable[[int], str] | None = None,
+            storage_options: Mapping[str, Any] | None = None) -> tuple[int, dict[str, Any], LoadReport, dict[str, LoadReport]]:  # fmt: skip
     """Every rank: load ``step`` (or the newest step every rank loads) into ``state``'s live objects.
+
+    ``where(step)`` gives a step's folder or manifest (a path or, with ``storage_options``, a URL; default:
+    ``<directory>/step_<N>``); an error it raises counts as the step's.
 
     Rank 0's list of steps is the one tried, newest first; a step that any rank finds corrupt is skipped with a
     warning (only when ``step`` is None). Returns ``(step, loaded dict, report, reports by name)``.
@@ -296,10 +304,12 @@ def restore(directory: str, steps: list[int], step: int | None, state: Mapping[s
         folder = os.path.join(directory, f"step_{candidate:08d}")
         error: BaseException | None = None
         try:
-            loaded, info, report = _attempt(folder, candidate, state, strict, key)
+            folder = where(candidate) if where is not None else folder
+            loaded, info, report = _attempt(folder, candidate, state, strict, key, storage_options)
         except Exception as exc:
             error = exc
-        outcome = json.dumps({"corrupt": isinstance(error, (IntegrityError, OSError)) or _damaged(error),
+        corrupt = isinstance(error, (IntegrityError, OSError, CheckpointNotFoundError)) or _damaged(error)
+        outcome = json.dumps({"corrupt": corrupt,
                               "error": f"{type(error).__name__}: {error}" if error is not None else None})  # fmt: skip
         results = [json.loads(r) for r in group.all_gather(outcome.encode("utf-8"))]
         failed = [(r, res) for r, res in enumerate(results) if res["error"] is not None]
