@@ -149,3 +149,35 @@ def test_ls_shows_the_graph_one_line_a_node(tmp_path):
     assert not any(line.startswith("metadata tensorfile.model") for line in lines)
     bad = run("ls", write(tmp_path / "bad", mlp_graph(nodes=[{"name": "a", "op": "os.system", "inputs": ["x"]}], outputs=["a"])))
     assert bad.returncode == 0 and "model graph: not valid:" in bad.stdout and "not in the vocabulary" in bad.stdout
+
+
+@pytest.mark.parametrize("ref", ["s:00", "s:01", "s:\u0660", "s:\u00b2", "s:2"])
+def test_a_result_index_is_spelled_one_way(tmp_path, ref):
+    graph = mlp_graph(nodes=[{"name": "s", "op": "split", "inputs": ["x"], "attrs": {"axis": 1, "sizes": [2, 2]}},
+                             {"name": "r", "op": "relu", "inputs": [ref]}], outputs=["r"])  # fmt: skip
+    with pytest.raises(UnsupportedArchitectureError, match="not an input or an earlier node"):
+        read_graph(write(tmp_path / "g", graph))
+
+
+def test_a_node_name_cannot_look_like_a_result_index(tmp_path):
+    graph = mlp_graph(nodes=[{"name": "s:0", "op": "relu", "inputs": ["x"]}], outputs=["s:0"])
+    with pytest.raises(UnsupportedArchitectureError, match="bad or repeated name"):
+        read_graph(write(tmp_path / "g", graph))
+
+
+@pytest.mark.parametrize("node", [
+    {"name": "p", "op": "max_pool2d", "inputs": ["x"], "attrs": {"kernel": [1, 1], "padding": [[65536, 65536], [0, 0]]}},
+    {"name": "p", "op": "avg_pool1d", "inputs": ["x"], "attrs": {"kernel": [2], "padding": [[2, 0]]}},
+])  # fmt: skip
+def test_pool_padding_beyond_half_the_kernel_is_refused(tmp_path, node):
+    with pytest.raises(UnsupportedArchitectureError, match="more than half of kernel"):
+        read_graph(write(tmp_path / "g", mlp_graph(nodes=[node], outputs=["p"])))
+
+
+def test_a_node_that_fails_at_run_time_is_named(tmp_path):
+    graph = mlp_graph(nodes=[{"name": "e", "op": "embedding", "inputs": ["x"], "params": {"weight": "hidden.weight"}},
+                             {"name": "a", "op": "adaptive_avg_pool2d", "inputs": ["x"], "attrs": {"output_size": [9, 9]}}],
+                      outputs=["e", "a"])  # fmt: skip
+    model = load_model(write(tmp_path / "g", graph), "numpy")
+    with pytest.raises(ValueError, match="node 'e' \\(embedding\\)"):
+        model(np.full((1, 4), 100, np.float32))  # ids past the table's 8 rows

@@ -95,4 +95,30 @@ def test_a_damaged_tied_copy_is_caught_when_read_on_its_own(tmp_path):
         f["b"]
     checked = run("verify", str(path))
     assert checked.returncode == 1 and "'b'" in checked.stdout + checked.stderr
-    assert tensorfile.load(path)["a"].tolist() == [0.0, 1.0, 2.0, 3.0]  # a load reads "a" once and ties "b" to it
+    with pytest.raises(IntegrityError, match="'b'"):  # load reads "a" once, and checks "b"'s stored copy
+        tensorfile.load(path)
+
+
+def test_load_checks_the_stored_copy_of_a_tied_name(tmp_path):
+    """A damaged or swapped second copy must not load as the first one's values (two readers would disagree)."""
+    a = np.arange(4, dtype=np.float32)
+    path = tmp_path / "t"
+    tensorfile.save({"a": a, "b": a}, path)
+    raw = bytearray(path.read_bytes())
+    raw[-16:] = np.full(4, 666, np.float32).tobytes()  # "b"'s copy only
+    path.write_bytes(bytes(raw))
+    assert st.load_file(str(path))["b"].tolist() == [666.0] * 4  # what a plain reader sees
+    with pytest.raises(IntegrityError, match="'b'"):
+        tensorfile.load(path, framework="numpy")
+
+
+def test_a_record_that_ties_other_bytes_to_a_tensor_is_caught_on_load(tmp_path):
+    path = tmp_path / "t"
+    tensorfile.save({"a": np.ones(3, np.float32), "e": np.zeros(3, np.float32)}, path)
+
+    def tie(record):
+        record["tensors"]["e"] = {**record["tensors"]["a"], "tied_to": "a"}
+
+    rewrite_record(path, tie)
+    with pytest.raises(IntegrityError, match="'e'"):
+        tensorfile.load(path, framework="numpy")

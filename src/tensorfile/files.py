@@ -19,7 +19,8 @@ import numpy as np
 from ._gc import collector_paused
 from .atomic import atomic_write
 from .errors import FormatError, IntegrityError, UnsupportedTypeError
-from .format.dtypes import STORED_AS, dtype_from_name, name_of
+from .format.checksums import checksum
+from .format.dtypes import STORED_AS, byte_view, dtype_from_name, name_of
 from .format.header import TensorEntry
 from .format.reader import SafetensorsReader
 from .format.record import (
@@ -450,6 +451,11 @@ def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any]
                 info = record.tensors[entry.name]
                 _verify(reader.path, entry.name, info["checksum"], found)
                 arrays[entry.name] = _as_logical(array, info, entry)
+        for name in tied:  # not loaded again, but its stored copy is checked: every reader sees the same values
+            entry = reader.entries[name]
+            stored = reader.map(entry) if entry.nbytes else np.empty(0, np.uint8)
+            _verify(reader.path, name, record.tensors[name]["checksum"], checksum(byte_view(stored)))
+            del stored
     objects: dict[str, Any] = {}
     for group in record.shared:
         adapter = pick_adapter(framework, record.tensors[group.members[0].name]["framework"], reader.path)

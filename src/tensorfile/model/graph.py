@@ -37,7 +37,8 @@ MAX_DIMS, MAX_IO = 64, 256
 #: The largest fixed dim of an input.
 MAX_DIM = 1 << 31
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/\-]{0,199}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_./\-]{0,199}")  # no ":": it separates a node from its result index
+_INDEX = re.compile(r"0|[1-9][0-9]{0,3}")
 _DIM = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 
@@ -163,13 +164,13 @@ def _inputs(raw: Any, path: str) -> list[tuple[str, str, tuple[int | str, ...]]]
 def _check_ref(ref: Any, values: Mapping[str, int], path: str, where: str) -> None:
     if not isinstance(ref, str) or len(ref) > 220:
         raise _fail(path, where, f"a value reference must be a string, found {_short(ref)}")
-    base, _, index = ref.rpartition(":") if ref not in values else (ref, "", "")
     if ref in values:
         if values[ref] != 1:
             raise _fail(path, where, f"{ref!r} has {values[ref]} results: name one as '{ref}:0'")
         return
-    if base in values and index.isdigit() and int(index) < values[base] and values[base] != 1:
-        return
+    base, _, index = ref.rpartition(":")
+    if base in values and _INDEX.fullmatch(index) and int(index) < values[base] and values[base] != 1:
+        return  # NAME:i, i in ASCII digits without leading zeros: the one spelling every build looks up
     raise _fail(path, where, f"uses {ref!r}, which is not an input or an earlier node (a cycle or a dangling input)")
 
 
@@ -239,6 +240,14 @@ def _check_shapes(op: str, shapes: Mapping[str, tuple[int, ...]], attrs: Mapping
             raise _fail(path, where, f"bias of shape {list(shapes['bias'])} does not fit weight {list(weight)}")  # type: ignore[arg-type]
         if out % attrs["groups"]:
             raise _fail(path, where, f"{out} output channels do not divide into {attrs['groups']} groups")
+    if op.startswith(("max_pool", "avg_pool")) and isinstance(attrs["padding"], list):
+        if any(side > k // 2 for pair, k in zip(attrs["padding"], attrs["kernel"]) for side in pair):
+            raise _fail(path, where, f"padding {attrs['padding']} is more than half of kernel {attrs['kernel']}")
+    if op in ("conv1d", "conv2d") and isinstance(attrs["padding"], list):
+        spatial = weight[2:] if attrs["kernel_layout"] == "out_in_spatial" else weight[:-2]  # type: ignore[index]
+        extents = [(k - 1) * d for k, d in zip(spatial, attrs["dilation"])]
+        if any(side > e for pair, e in zip(attrs["padding"], extents) for side in pair):
+            raise _fail(path, where, f"padding {attrs['padding']} is more than the kernel covers ({extents})")
     if op == "batch_norm" and len({s for s in shapes.values()}) > 1:
         raise _fail(path, where, f"scale, offset, mean and var must have one shape, found {dict(shapes)}")
     if op == "multi_head_attention":

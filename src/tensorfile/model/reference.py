@@ -107,7 +107,11 @@ def pool(kind: str) -> Callable[[Sequence[np.ndarray], Params, Attrs], np.ndarra
 def adaptive_avg_pool2d(ops: Sequence[np.ndarray], params: Params, attrs: Attrs) -> np.ndarray:
     """torch's adaptive average: output cell i covers [floor(i*H/oh), ceil((i+1)*H/oh))."""
     x = _first(ops[0], attrs)
+    if x.ndim != 4:
+        raise ValueError(f"takes a 4-d input, got shape {list(ops[0].shape)}")
     (oh, ow), (h, w) = attrs["output_size"], x.shape[2:]
+    if oh > h or ow > w:
+        raise ValueError(f"output_size {[oh, ow]} is larger than the input's {[h, w]}")
     rows = []
     for i in range(oh):
         r0, r1 = (i * h) // oh, -(-((i + 1) * h) // oh)
@@ -281,7 +285,8 @@ def run(graph: Graph, params: Mapping[str, np.ndarray], *inputs: np.ndarray) -> 
     """Evaluate ``graph`` on ``inputs`` with the file's tensors ``params`` (name -> array); the outputs, in order.
 
     Raises:
-        ValueError: the inputs' number, ranks or fixed dims differ from the graph's inputs.
+        ValueError: the inputs' number, ranks or fixed dims differ from the graph's inputs, or a node cannot be
+            computed on them (the message names the node and its op; the op's own error is its cause).
     """
     if len(inputs) != len(graph.inputs):
         raise ValueError(f"the graph takes {len(graph.inputs)} inputs, got {len(inputs)}")
@@ -293,7 +298,10 @@ def run(graph: Graph, params: Mapping[str, np.ndarray], *inputs: np.ndarray) -> 
         values[name] = x
     for node in graph.nodes:
         ops = [values[ref] for ref in node.inputs]
-        result = OPS_NUMPY[node.op](ops, {role: params[t] for role, t in node.params.items()}, node.attrs)
+        try:
+            result = OPS_NUMPY[node.op](ops, {role: params[t] for role, t in node.params.items()}, node.attrs)
+        except (ValueError, IndexError, TypeError, ZeroDivisionError, OverflowError, MemoryError) as exc:
+            raise ValueError(f"node {node.name!r} ({node.op}): {str(exc)[:200] or type(exc).__name__}") from exc
         if node.outputs == 1:
             values[node.name] = result
         else:
