@@ -120,6 +120,18 @@ def _key_part(key: Any) -> str:
     return key if type(key) is str else repr(key) if type(key) is tuple else str(key)
 
 
+def unique_name(parts: list[str], taken: set[str]) -> str:
+    """The tensor name of the path ``parts`` (joined by ``.``; ``"tensor"`` for none), with ``#N`` added while it
+    is taken or reserved (docs/FORMAT.md, "Tensor names"); added to ``taken``."""
+    base = ".".join(parts) if parts else "tensor"
+    name, n = base, 0
+    while name in taken or name in RESERVED_NAMES:
+        n += 1
+        name = f"{base}#{n}"
+    taken.add(name)
+    return name
+
+
 class _Flattener:
     def __init__(self, tie_once: bool) -> None:
         self.out = Flattened(root={})
@@ -130,13 +142,7 @@ class _Flattener:
         self.tie_once = tie_once
 
     def _name(self, parts: list[str]) -> str:
-        base = ".".join(parts) if parts else "tensor"
-        name, n = base, 0
-        while name in self.names or name in RESERVED_NAMES:
-            n += 1
-            name = f"{base}#{n}"
-        self.names.add(name)
-        return name
+        return unique_name(parts, self.names)
 
     def _tensor(self, value: Any, adapter: Adapter, where: str, parts: list[str]) -> dict[str, Any]:
         first = self.by_id.get(id(value))

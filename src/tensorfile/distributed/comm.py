@@ -42,12 +42,10 @@ class Group:
         dist.all_gather(sizes, mine, group=self.pg)
         return [int(s.item()) for s in sizes]
 
-    def all_gather(self, data: bytes) -> list[bytes]:
-        """Every rank's ``data``, in rank order, on every rank."""
-        if self.size == 1:
-            return [data]
+    def _padded(self, data: bytes) -> tuple[Any, list[int], int, Any]:
+        """``data`` as a uint8 tensor padded to the longest rank's length, every rank's length, that length and
+        the device the exchange runs on (what both :meth:`all_gather` and :meth:`gather` send)."""
         import torch
-        import torch.distributed as dist
 
         sizes = self._sizes(len(data))
         device = self._device()
@@ -55,7 +53,16 @@ class Group:
         mine = torch.zeros(longest, dtype=torch.uint8)
         if data:
             mine[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        mine = mine.to(device)
+        return mine.to(device), sizes, longest, device
+
+    def all_gather(self, data: bytes) -> list[bytes]:
+        """Every rank's ``data``, in rank order, on every rank."""
+        if self.size == 1:
+            return [data]
+        import torch
+        import torch.distributed as dist
+
+        mine, sizes, longest, device = self._padded(data)
         out = [torch.empty(longest, dtype=torch.uint8, device=device) for _ in range(self.size)]
         dist.all_gather(out, mine, group=self.pg)
         return [bytes(t[:n].cpu().numpy().tobytes()) for t, n in zip(out, sizes)]
@@ -67,13 +74,7 @@ class Group:
         import torch
         import torch.distributed as dist
 
-        sizes = self._sizes(len(data))
-        device = self._device()
-        longest = max(sizes) or 1
-        mine = torch.zeros(longest, dtype=torch.uint8)
-        if data:
-            mine[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        mine = mine.to(device)
+        mine, sizes, longest, device = self._padded(data)
         out = [torch.empty(longest, dtype=torch.uint8, device=device) for _ in range(self.size)] if self.rank == 0 else None
         dist.gather(mine, out, dst=self._global(0), group=self.pg)
         return [bytes(t[:n].cpu().numpy().tobytes()) for t, n in zip(out, sizes)] if out is not None else []

@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import UnsupportedTypeError
 from ..format.dtypes import name_of
 from ..frameworks import adapter_for
-from ..tree import RESERVED_NAMES, _encode_key, _key_part, encode_plain
+from ..tree import _encode_key, _key_part, encode_plain, unique_name
 
 __all__ = ["Leaf", "Plan", "walk", "is_dtensor", "local_region"]
 
@@ -147,13 +147,7 @@ class _Walker:
         self.active: set[int] = set()
 
     def _name(self, parts: list[str]) -> str:
-        base = ".".join(parts) if parts else "tensor"
-        name, n = base, 0
-        while name in self.names or name in RESERVED_NAMES:
-            n += 1
-            name = f"{base}#{n}"
-        self.names.add(name)
-        return name
+        return unique_name(parts, self.names)
 
     def node(self, value: Any, where: str, parts: list[str]) -> dict[str, Any]:
         plain = encode_plain(value, where)
