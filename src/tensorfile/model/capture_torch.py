@@ -4,7 +4,7 @@ How (reference: pytorch/pytorch ``torch/fx/_symbolic_trace.py``, ``torch/fx/prox
 ``torch/fx/interpreter.py``):
 
 1. ``torch.fx`` symbolic tracing, the model in eval mode (its mode is restored afterwards). Standard
-   ``torch.nn`` modules are leaves (``call_module`` nodes, mapped by :mod:`.capture_torch_layers`);
+   ``torch.nn`` modules are leaves (``call_module`` nodes, mapped by :mod:`.capture_torch_modules`);
    containers (``Sequential``, ``ModuleList``, ``ModuleDict``), the user's own modules and classes
    registered with :func:`tensorfile.model.register_composite` are traced through.
 2. The traced graph is run twice by an ``fx.Interpreter`` (no grad), on the example inputs and on
@@ -438,7 +438,8 @@ def capture(model: nn.Module, example_inputs: Sequence[Any]) -> tuple[dict[str, 
             an op or module outside the vocabulary, a custom autograd function or kernel; the message
             names the node and the op.
     """
-    from .capture_torch_layers import FUNCTIONS, METHODS, call_module, static_op
+    from .capture_torch_layers import FUNCTIONS, METHODS, static_op
+    from .capture_torch_modules import call_module
 
     _check_hooks(model)
     was_training = model.training
