@@ -14,7 +14,7 @@ MXSTAMP := $(MXVENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[torch,tensorflow,jax,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[torch,tensorflow,jax,report,dev]'
 	touch $(STAMP)
 
 $(MXSTAMP): pyproject.toml constraints-mxnet.txt
