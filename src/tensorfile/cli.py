@@ -1,7 +1,7 @@
 """The ``tensorfile`` command line: look into tensorfile, safetensors and other tools' files, and convert them.
 
 Commands: ``ls``, ``info``, ``verify``, ``cat``, ``diff``, ``convert`` (``--json`` for scripts
-where it makes sense). Any file :func:`tensorfile.load` reads is accepted. An
+where it makes sense); ``report`` and ``show`` (:mod:`tensorfile.cli_report`). Any file :func:`tensorfile.load` reads is accepted. An
 error prints one line and exits with code 2; ``verify`` exits 1 when a file is
 damaged and ``diff`` exits 1 when the files differ.
 
@@ -420,6 +420,8 @@ def convert_command(src: str, dst: str, fmt: str | None, max_shard_size: str | N
         return
     click.echo(f"{src} -> {dst} ({fmt}{', sharded' if size else ''}): {len(arrays)} tensors, {size_text(total)}")
 
+
+from . import cli_report  # noqa: E402, F401 - registers ``report`` and ``show`` on main
 
 if __name__ == "__main__":  # pragma: no cover
     main()

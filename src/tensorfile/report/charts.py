@@ -1,0 +1,122 @@
+"""The report's large charts, drawn with matplotlib's SVG backend (no display, no network) and returned as
+SVG text to put inline in the page: bars of relative change per tensor, a heatmap of tensors x steps,
+and metric curves over steps.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from typing import Any, Sequence
+
+__all__ = ["change_bars", "move_heatmap", "metric_curves", "HIGHLIGHT", "PLAIN", "BAD"]
+
+#: Colour of the tensor that changed most, of the others, and of NaN / inf.
+HIGHLIGHT, PLAIN, BAD = "#e4572e", "#4c78a8", "#c0392b"
+#: Most tensors in a bar chart or heatmap (the largest changes).
+MOST_ROWS = 40
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # never a window; SVG is written by its own backend
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.fonttype": "none", "font.size": 10, "axes.spines.top": False,
+                         "axes.spines.right": False})  # fmt: skip
+    return plt
+
+
+def _svg(fig: Any) -> str:
+    """``fig`` as an ``<svg>`` element (no XML prolog), sized by its viewBox to fit the page's width."""
+    plt = _pyplot()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    text = text[text.index("<svg") :]
+    return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1 class="chart-svg"', text, count=1)
+
+
+def _percent(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "inf"
+    return f"{100 * value:.3g}%"
+
+
+def change_bars(changes: Sequence[tuple[str, float]], title: str) -> str:
+    """Horizontal bars of each tensor's relative change (``(name, value)``; 0.01 is 1%), largest first,
+    the largest in :data:`HIGHLIGHT` and labelled; NaN / inf drawn full length in :data:`BAD`."""
+    plt = _pyplot()
+    rows = list(changes)[:MOST_ROWS]
+    finite = [v for _, v in rows if math.isfinite(v)]
+    top = max(finite) if finite else 1.0
+    top = top if top > 0 else 1.0
+    fig, ax = plt.subplots(figsize=(8.5, 0.9 + 0.28 * max(len(rows), 1)))
+    names = [n for n, _ in rows][::-1]
+    values = [v if math.isfinite(v) else top for _, v in rows][::-1]
+    colours = [BAD if not math.isfinite(v) else PLAIN for _, v in rows][::-1]
+    first_finite = next((i for i, (_, v) in enumerate(rows) if math.isfinite(v)), None)
+    if first_finite is not None:
+        colours[len(rows) - 1 - first_finite] = HIGHLIGHT
+    ax.barh(range(len(rows)), values, color=colours, height=0.7)
+    ax.set_yticks(range(len(rows)), names, fontsize=9)
+    for y, (_, v) in enumerate(rows[::-1]):
+        ax.text(min(v, top) if math.isfinite(v) else top, y, " " + _percent(v), va="center", fontsize=8,
+                color=BAD if not math.isfinite(v) else "#333333")  # fmt: skip
+    ax.set_xlim(0, top * 1.18)
+    ax.xaxis.set_major_formatter(lambda x, _: f"{100 * x:.3g}%")
+    ax.set_xlabel("relative change  ||b - a|| / ||a||")
+    if first_finite is not None:
+        name, value = rows[first_finite]
+        title = f"{title}\nchanged most: {name} ({_percent(value)})"
+    ax.set_title(title, loc="left", fontsize=11)
+    return _svg(fig)
+
+
+def move_heatmap(names: Sequence[str], steps: Sequence[str], values: Sequence[Sequence[float]]) -> str:
+    """A heatmap of tensors (rows) x step transitions (columns): each cell the tensor's relative change
+    between the two steps, on a log colour scale; grey where not measured (NaN)."""
+    import numpy as np
+
+    plt = _pyplot()
+    from matplotlib.colors import LogNorm
+
+    grid = np.array(values, dtype=np.float64).reshape(len(names), len(steps))
+    shown = np.where(np.isfinite(grid) & (grid > 0), grid, np.nan)
+    positive = shown[np.isfinite(shown)]
+    lo, hi = (float(positive.min()), float(positive.max())) if positive.size else (1e-6, 1.0)
+    hi = hi if hi > lo else lo * 10
+    fig, ax = plt.subplots(figsize=(min(2.5 + 1.1 * len(steps), 12), 1.2 + 0.3 * max(len(names), 1)))
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("#dddddd")
+    image = ax.imshow(np.ma.masked_invalid(shown), aspect="auto", cmap=cmap, norm=LogNorm(lo, hi),
+                      interpolation="nearest")  # fmt: skip
+    ax.set_yticks(range(len(names)), names, fontsize=9)
+    ax.set_xticks(range(len(steps)), steps, fontsize=9)
+    if len(names) * len(steps) <= 400:
+        for (r, c), v in np.ndenumerate(grid):
+            light = math.isfinite(v) and v > 0 and math.log(v / lo) < 0.5 * math.log(hi / lo)
+            ax.text(c, r, _percent(v), ha="center", va="center", fontsize=7, color="white" if light else "black")
+    fig.colorbar(image, ax=ax, label="relative change (log scale)", shrink=0.8)
+    ax.set_title("How far each tensor moved between kept steps", loc="left", fontsize=11)
+    return _svg(fig)
+
+
+def metric_curves(steps: Sequence[int], metrics: dict[str, Sequence[float]], best: int | None, metric: str | None) -> str:
+    """Each metric over the steps (one line each, a missing value a gap), the best step marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.5, 3.4))
+    for name, values in sorted(metrics.items()):
+        ax.plot(steps, [math.nan if v is None else v for v in values], marker="o", label=name)
+    if best is not None:
+        ax.axvline(best, color=HIGHLIGHT, linestyle="--", linewidth=1.2, label=f"best step {best} ({metric})")
+    ax.set_xlabel("step")
+    ax.set_title("Metrics recorded at each kept step", loc="left", fontsize=11)
+    if metrics or best is not None:
+        ax.legend(fontsize=8, frameon=False)
+    return _svg(fig)

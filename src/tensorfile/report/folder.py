@@ -1,0 +1,153 @@
+"""A :class:`tensorfile.CheckpointManager` folder seen whole: steps, their metrics, the best and kept
+steps, and how far each tensor moved from one kept step to the next.
+
+The manager writes ``<folder>/step_<N>/state.tensorfile`` per step (a distributed step: a folder read
+through its manifest), its user metadata ``tensorfile.checkpoint`` holding ``{"step", "metrics", ...}``
+(:mod:`tensorfile.checkpoint.manager`). Every step on disk is one retention kept; the best step is
+ranked as the manager ranks it (:class:`tensorfile.checkpoint.retention.Retention`: NaN never best).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import CheckpointNotFoundError, FormatError
+from ..lazy import open as open_file
+from ..limits import Limits
+from .diff import relative_change
+
+__all__ = ["StepInfo", "FolderView", "is_checkpoint_folder", "read_folder", "folder_pairs", "measure_moves"]
+
+
+@dataclass
+class StepInfo:
+    """One committed step: ``step``, its file ``path``, ``metrics`` recorded at save, data ``nbytes``."""
+
+    step: int
+    path: str
+    metrics: dict[str, float]
+    nbytes: int
+
+
+@dataclass
+class FolderView:
+    """What :func:`read_folder` finds.
+
+    Attributes:
+        path: the folder.
+        steps: every committed step, ascending (each one retention kept).
+        best: the best step by ``metric`` (None when no step records it as a finite number).
+        metric, mode: what ``best`` ranks by (``"min"`` or ``"max"``).
+        moves: tensor name -> relative change (see :mod:`.diff`) from each kept step to the next
+            (``len(steps) - 1`` values; NaN where the tensor is missing in one of the two, or changed
+            shape or dtype).
+    """
+
+    path: str
+    steps: list[StepInfo]
+    best: int | None
+    metric: str | None
+    mode: str
+    moves: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return sorted({k for s in self.steps for k in s.metrics})
+
+    def total_moves(self) -> dict[str, float]:
+        """Each tensor's largest single-step relative change (NaN steps skipped; NaN if all are)."""
+        out = {}
+        for name, values in self.moves.items():
+            finite = [v for v in values if not math.isnan(v)]
+            out[name] = max(finite) if finite else math.nan
+        return out
+
+
+def is_checkpoint_folder(path: str) -> bool:
+    """Whether ``path`` is a folder holding at least one ``step_<N>`` folder of a CheckpointManager."""
+    from ..checkpoint.manager import _STEP
+
+    if not os.path.isdir(path):
+        return False
+    return any(_STEP.fullmatch(e) and os.path.isdir(os.path.join(path, e)) for e in os.listdir(path))
+
+
+def _metrics(f: Any, path: str) -> dict[str, float]:
+    from ..checkpoint.manager import METADATA_KEY
+
+    try:
+        info = json.loads(f.metadata.get(METADATA_KEY, "{}"))
+    except ValueError:
+        raise FormatError(f"{path}: metadata {METADATA_KEY!r} is not JSON") from None
+    metrics = info.get("metrics", {}) if isinstance(info, dict) else {}
+    if not isinstance(metrics, dict):
+        return {}
+    return {str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def read_folder(path: str, best_metric: str | None = None, best_mode: str = "min",
+                limits: Limits | None = None) -> FolderView:  # fmt: skip
+    """The steps of the CheckpointManager folder ``path``, their metrics and the best step (headers only).
+
+    Args:
+        best_metric: the metric to rank steps by; None: ``"loss"`` when recorded, else the first
+            metric name in alphabetical order.
+        best_mode: ``"min"`` or ``"max"``.
+
+    Raises:
+        CheckpointNotFoundError: no committed step in ``path``.
+        TensorFileError: a step's file cannot be read.
+    """
+    from ..checkpoint.manager import CheckpointManager
+    from ..checkpoint.retention import Retention
+
+    with CheckpointManager(path, read_only=True) as manager:
+        numbers = manager.steps
+        files = {s: manager._state_path(s) for s in numbers}
+    if not numbers:
+        raise CheckpointNotFoundError(f"{path}: no committed step_<N> folder in this checkpoint folder")
+    steps = []
+    for step in numbers:
+        with open_file(files[step], framework="numpy", limits=limits) as f:
+            nbytes = sum(f.info(n).nbytes for n in f.keys())
+            steps.append(StepInfo(step, files[step], _metrics(f, files[step]), nbytes))
+    names = sorted({k for s in steps for k in s.metrics})
+    metric = best_metric if best_metric is not None else ("loss" if "loss" in names else (names[0] if names else None))
+    best = None
+    if metric is not None:
+        ranked = Retention(best_metric=metric, best_mode=best_mode).best(numbers, {s.step: s.metrics for s in steps}, 1)
+        best = ranked[0] if ranked else None
+    return FolderView(path, steps, best, metric, best_mode)
+
+
+def folder_pairs(view: FolderView) -> list[tuple[str, str]]:
+    """The files of each kept step and the next, in order."""
+    return [(a.path, b.path) for a, b in zip(view.steps, view.steps[1:])]
+
+
+def measure_moves(view: FolderView, sample_above: int | None = None, limits: Limits | None = None,
+                  progress: Callable[[int], None] | None = None) -> None:  # fmt: skip
+    """Fill ``view.moves``: each numeric tensor's relative change between consecutive steps.
+
+    Raises:
+        TensorFileError: a step's tensor cannot be read (a damaged step names its file and tensor).
+    """
+    from .stats import _numeric
+
+    pairs = folder_pairs(view)
+    moves: dict[str, list[float]] = {}
+    for i, (a, b) in enumerate(pairs):
+        with open_file(a, framework="numpy", limits=limits) as fa, open_file(b, framework="numpy", limits=limits) as fb:
+            before = set(fa.keys())
+            for name in fb.keys():
+                info = fb.info(name)
+                if not _numeric(info.dtype):
+                    continue
+                row = moves.setdefault(name, [math.nan] * len(pairs))
+                if name in before and fa.info(name).dtype == info.dtype and fa.info(name).shape == info.shape:
+                    row[i] = relative_change(fa, name, fb, name, sample_above, progress).relative
+    view.moves = moves

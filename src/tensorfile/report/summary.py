@@ -1,0 +1,68 @@
+"""One file's summary for a report: its format, tensors, bytes, dtypes, framework and checksum status."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .. import formats
+from ..lazyfile import LazyFile
+from .stats import TensorStats
+
+__all__ = ["FileSummary", "summarize"]
+
+
+@dataclass
+class FileSummary:
+    """What the report says of a file as a whole.
+
+    Attributes:
+        path: the file. format: its format's title (``"PyTorch torch.save (zip)"``).
+        tensors: how many; nbytes: their data in bytes. dtypes: dtype name -> number of tensors.
+        frameworks: the frameworks its tensors come from (recorded by tensorfile, else the format's).
+        checksums: the checksum status in words (``"xxh3-64 per tensor: all 12 verified"``).
+        bad: names of tensors holding NaN or infinite values.
+        metadata: the file's user metadata.
+    """
+
+    path: str
+    format: str
+    tensors: int
+    nbytes: int
+    dtypes: dict[str, int]
+    frameworks: list[str]
+    checksums: str = ""
+    bad: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _frameworks(f: LazyFile, fmt: Any) -> list[str]:
+    from ..lazy import TensorFile
+
+    if isinstance(f, TensorFile) and f.has_record:
+        found = {str(f._info(n).get("framework") or "numpy") for n in f.keys()}
+        return sorted(found)
+    return [fmt.framework]
+
+
+def summarize(f: LazyFile, path: str, stats: Sequence[TensorStats]) -> FileSummary:
+    """The :class:`FileSummary` of the opened file ``f`` once ``stats`` (of every tensor) are known."""
+    fmt = formats.get(f.format)
+    if fmt.name == "safetensors" and f.has_record:
+        fmt = formats.get("tensorfile")
+    infos = [f.info(n) for n in f.keys()]
+    dtypes = dict(sorted(Counter(i.dtype for i in infos).items()))
+    out = FileSummary(path, fmt.title, len(infos), sum(i.nbytes for i in infos), dtypes, _frameworks(f, fmt))
+    out.metadata = {k: v for k, v in f.metadata.items()}
+    verified = sum(1 for s in stats if s.verified)
+    if f.has_record:
+        unchecked = len(infos) - verified
+        out.checksums = (f"xxh3-64 per tensor: all {verified} verified" if not unchecked else
+                         f"xxh3-64 per tensor: {verified} verified, {unchecked} sampled (not checked)")  # fmt: skip
+    elif f.format in ("torch", "npz", "keras"):
+        out.checksums = "no per-tensor checksums (zip CRC-32 only: `tensorfile verify` checks it)"
+    else:
+        out.checksums = "none in this format"
+    out.bad = [s.name for s in stats if s.bad]
+    return out
