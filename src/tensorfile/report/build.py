@@ -137,16 +137,18 @@ def report(paths: Sequence[str], output: str, options: Options = Options(), show
         if not os.path.exists(path) and not os.path.exists(path + ".index.json"):
             raise FileNotFoundError(2, "no such file or folder", path)
     work, total = _plan(paths, options)
+    diffs: list[str] = []  # first on the page: what changed is why two files are given
     sections: list[str] = []
     with _progress(total, "report", show_progress) as bar:
         for kind, item in work:
             if kind == "folder":
                 sections += _folder_html(item, options, bar)
             elif kind == "diff":
-                sections.append(_diff_html(*item, options, bar))
+                diffs.append(_diff_html(*item, options, bar))
             else:
                 summary, stats = read_file_stats(item, options, bar)
                 sections.append(page.file_section(summary, stats))
+    sections = diffs + sections
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     html = page.page("tensorfile report", list(paths), sections, stamp)
     with atomic_write(output, durable=False) as out:

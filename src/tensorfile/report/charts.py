@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 from typing import Any, Sequence
 
 __all__ = ["change_bars", "move_heatmap", "metric_curves", "HIGHLIGHT", "PLAIN", "BAD"]
@@ -37,7 +36,7 @@ def _svg(fig: Any) -> str:
     plt.close(fig)
     text = buf.getvalue()
     text = text[text.index("<svg") :]
-    return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1 class="chart-svg"', text, count=1)
+    return text.replace("<svg ", '<svg class="chart-svg" ', 1)
 
 
 def _percent(value: float) -> str:
@@ -98,6 +97,7 @@ def move_heatmap(names: Sequence[str], steps: Sequence[str], values: Sequence[Se
                       interpolation="nearest")  # fmt: skip
     ax.set_yticks(range(len(names)), names, fontsize=9)
     ax.set_xticks(range(len(steps)), steps, fontsize=9)
+    ax.set_xlabel("from step → to step")
     if len(names) * len(steps) <= 400:
         for (r, c), v in np.ndenumerate(grid):
             light = math.isfinite(v) and v > 0 and math.log(v / lo) < 0.5 * math.log(hi / lo)
@@ -107,16 +107,25 @@ def move_heatmap(names: Sequence[str], steps: Sequence[str], values: Sequence[Se
     return _svg(fig)
 
 
-def metric_curves(steps: Sequence[int], metrics: dict[str, Sequence[float]], best: int | None, metric: str | None) -> str:
-    """Each metric over the steps (one line each, a missing value a gap), the best step marked."""
+def metric_curves(steps: Sequence[int], metrics: dict[str, Sequence[float | None]], best: int | None,
+                  metric: str | None) -> str:  # fmt: skip
+    """Each metric over the steps, one small panel each (a missing value leaves a gap), the best step
+    marked by a dashed line."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8.5, 3.4))
-    for name, values in sorted(metrics.items()):
-        ax.plot(steps, [math.nan if v is None else v for v in values], marker="o", label=name)
+    from matplotlib.ticker import MaxNLocator
+
+    names = sorted(metrics)
+    fig, axes = plt.subplots(1, len(names), figsize=(min(4.2 * len(names), 13), 2.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        values = [math.nan if v is None else v for v in metrics[name]]
+        ax.plot(steps, values, marker="o", color=PLAIN)
+        if best is not None:
+            ax.axvline(best, color=HIGHLIGHT, linestyle="--", linewidth=1.2)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+        ax.set_xlabel("step")
+        ax.set_title(name + ("  (ranks the steps)" if name == metric else ""), loc="left", fontsize=10)
     if best is not None:
-        ax.axvline(best, color=HIGHLIGHT, linestyle="--", linewidth=1.2, label=f"best step {best} ({metric})")
-    ax.set_xlabel("step")
-    ax.set_title("Metrics recorded at each kept step", loc="left", fontsize=11)
-    if metrics or best is not None:
-        ax.legend(fontsize=8, frameon=False)
+        fig.suptitle(f"Metrics at each kept step; dashed: best step {best} by {metric}", x=0.01, ha="left",
+                     fontsize=11)  # fmt: skip
+    fig.tight_layout()
     return _svg(fig)
