@@ -91,8 +91,7 @@ def move_heatmap(names: Sequence[str], steps: Sequence[str], values: Sequence[Se
     lo, hi = (float(positive.min()), float(positive.max())) if positive.size else (1e-6, 1.0)
     hi = hi if hi > lo else lo * 10
     fig, ax = plt.subplots(figsize=(min(2.5 + 1.1 * len(steps), 12), 1.2 + 0.3 * max(len(names), 1)))
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     image = ax.imshow(np.ma.masked_invalid(shown), aspect="auto", cmap=cmap, norm=LogNorm(lo, hi),
                       interpolation="nearest")  # fmt: skip
     ax.set_yticks(range(len(names)), names, fontsize=9)
