@@ -19,8 +19,8 @@ import tensorfile
 from tensorfile import cli, cli_fast
 from tensorfile.errors import IntegrityError, TensorFileError
 from tensorfile.report import Options, read, report
-from tensorfile.report.build import read_file_stats
 from tensorfile.report.bins import BINS, histogram
+from tensorfile.report.build import read_file_stats
 from tensorfile.report.diff import diff_opened
 from tensorfile.report.folder import measure_moves, read_folder
 from tensorfile.report.sparks import histogram_blocks

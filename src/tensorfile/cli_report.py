@@ -14,8 +14,8 @@ import sys
 import click
 
 from . import cli, formats
-from .errors import TensorFileError
 from .cli import _fail, _folder_message, _opened, _structure_values, limits_option, main
+from .errors import TensorFileError
 
 __all__ = ["report_command", "show_command"]
 

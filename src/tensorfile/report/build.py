@@ -21,7 +21,7 @@ from ..lazy import open as open_file
 from ..limits import Limits
 from . import charts, page
 from .diff import diff_opened
-from .folder import FolderView, folder_pairs, is_checkpoint_folder, measure_moves, read_folder
+from .folder import FolderView, is_checkpoint_folder, measure_moves, read_folder
 from .stats import TensorStats, tensor_stats
 from .summary import FileSummary, summarize
 
@@ -99,17 +99,20 @@ def _folder_html(view: FolderView, options: Options, progress: Progress | None) 
     curves = charts.metric_curves(steps, {n: [s.metrics.get(n) for s in view.steps] for n in names}, view.best,
                                   view.metric) if names else None  # fmt: skip
     heatmap = bars = None
-    if view.moves:
-        largest = view.total_moves()
-        order = sorted(largest, key=lambda n: (math.isnan(largest[n]), -largest[n] if not math.isnan(largest[n]) else 0))
+    largest = view.total_moves()
+    charted = {n: v for n, v in largest.items() if view.is_weight(n)}
+    others = {n: v for n, v in largest.items() if not view.is_weight(n)}
+    if charted:
+        order = sorted(charted, key=lambda n: (math.isnan(charted[n]), -charted[n] if not math.isnan(charted[n]) else 0))
         order = order[: charts.MOST_ROWS]
         labels = [f"{a.step}→{b.step}" for a, b in zip(view.steps, view.steps[1:])]
         heatmap = charts.move_heatmap(order, labels, [view.moves[n] for n in order])
-        bars = charts.change_bars([(n, largest[n]) for n in order], "Largest move of each tensor between kept steps")
+        what = f"the model's tensors ({', '.join(view.models)})" if view.models else "each tensor"
+        bars = charts.change_bars([(n, charted[n]) for n in order], f"Largest move of {what} between kept steps")
     latest = view.steps[-1]
     summary, stats = read_file_stats(latest.path, options, progress)
     title = f"Latest step {latest.step}: {latest.path}"
-    return [page.folder_section(view, curves, heatmap, bars), page.file_section(summary, stats, title)]
+    return [page.folder_section(view, curves, heatmap, bars, others), page.file_section(summary, stats, title)]
 
 
 def _diff_html(a: str, b: str, options: Options, progress: Progress | None) -> str:

@@ -45,6 +45,8 @@ class FolderView:
         moves: tensor name -> relative change (see :mod:`.diff`) from each kept step to the next
             (``len(steps) - 1`` values; NaN where the tensor is missing in one of the two, or changed
             shape or dtype).
+        models: the names in the saved state of models (torch modules, Keras layers, Flax NNX modules),
+            as the latest step records its live objects; empty when it records none.
     """
 
     path: str
@@ -53,6 +55,11 @@ class FolderView:
     metric: str | None
     mode: str
     moves: dict[str, list[float]] = field(default_factory=dict)
+    models: list[str] = field(default_factory=list)
+
+    def is_weight(self, name: str) -> bool:
+        """Whether tensor ``name`` is a model's (every tensor is, when no model is recorded)."""
+        return not self.models or name.split(".", 1)[0] in self.models
 
     @property
     def metric_names(self) -> list[str]:
@@ -76,17 +83,34 @@ def is_checkpoint_folder(path: str) -> bool:
     return any(_STEP.fullmatch(e) and os.path.isdir(os.path.join(path, e)) for e in os.listdir(path))
 
 
-def _metrics(f: Any, path: str) -> dict[str, float]:
+def _info(f: Any, path: str) -> dict[str, Any]:
     from ..checkpoint.manager import METADATA_KEY
 
     try:
         info = json.loads(f.metadata.get(METADATA_KEY, "{}"))
     except ValueError:
         raise FormatError(f"{path}: metadata {METADATA_KEY!r} is not JSON") from None
-    metrics = info.get("metrics", {}) if isinstance(info, dict) else {}
+    return info if isinstance(info, dict) else {}
+
+
+def _metrics(info: dict[str, Any]) -> dict[str, float]:
+    metrics = info.get("metrics", {})
     if not isinstance(metrics, dict):
         return {}
     return {str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _models(info: dict[str, Any]) -> list[str]:
+    """The state names of the live objects that are models (not optimizers, RNGs, data loaders)."""
+    live, classes = info.get("live", {}), info.get("classes", {})
+    if not isinstance(live, dict) or not isinstance(classes, dict):
+        return []
+    out = []
+    for name, kind in live.items():
+        cls = str(classes.get(name, "")).lower()
+        if kind in ("torch.module", "keras.layer") or (kind == "flax.nnx" and "optim" not in cls and "rngs" not in cls):
+            out.append(str(name))
+    return sorted(out)
 
 
 def read_folder(path: str, best_metric: str | None = None, best_mode: str = "min",
@@ -110,18 +134,19 @@ def read_folder(path: str, best_metric: str | None = None, best_mode: str = "min
         files = {s: manager._state_path(s) for s in numbers}
     if not numbers:
         raise CheckpointNotFoundError(f"{path}: no committed step_<N> folder in this checkpoint folder")
-    steps = []
+    steps, info = [], {}
     for step in numbers:
         with open_file(files[step], framework="numpy", limits=limits) as f:
             nbytes = sum(f.info(n).nbytes for n in f.keys())
-            steps.append(StepInfo(step, files[step], _metrics(f, files[step]), nbytes))
+            info = _info(f, files[step])
+            steps.append(StepInfo(step, files[step], _metrics(info), nbytes))
     names = sorted({k for s in steps for k in s.metrics})
     metric = best_metric if best_metric is not None else ("loss" if "loss" in names else (names[0] if names else None))
     best = None
     if metric is not None:
         ranked = Retention(best_metric=metric, best_mode=best_mode).best(numbers, {s.step: s.metrics for s in steps}, 1)
         best = ranked[0] if ranked else None
-    return FolderView(path, steps, best, metric, best_mode)
+    return FolderView(path, steps, best, metric, best_mode, models=_models(info))
 
 
 def folder_pairs(view: FolderView) -> list[tuple[str, str]]:

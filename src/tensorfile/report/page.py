@@ -104,8 +104,10 @@ def diff_section(a: str, b: str, diff: FileDiff, bars: str | None) -> str:
 <h3>Every tensor in both</h3><table><tr><th>name</th><th>relative change</th><th>max |b − a|</th></tr>{table}</table></section>"""
 
 
-def folder_section(view: FolderView, curves: str | None, heatmap: str | None, bars: str | None) -> str:
-    """A checkpoint folder: its steps (best, kept, latest), metric curves, the move heatmap and bars."""
+def folder_section(view: FolderView, curves: str | None, heatmap: str | None, bars: str | None,
+                   others: dict[str, float] | None = None) -> str:  # fmt: skip
+    """A checkpoint folder: its steps (best, kept, latest), metric curves, the move heatmap and bars of the
+    model's tensors, and a table of the other state's moves (``others``: name -> largest move)."""
     names = view.metric_names
     head = "".join(f"<th>{escape(n)}</th>" for n in names)
     rows = []
@@ -128,6 +130,11 @@ def folder_section(view: FolderView, curves: str | None, heatmap: str | None, ba
         parts.append(chart(bars, "largest move per tensor"))
     if heatmap:
         parts.append(chart(heatmap, "tensors x steps heatmap"))
+    if others:
+        rows = "".join(f"<tr><td><code>{escape(n)}</code></td><td class=num>{_num(100 * v)}%</td></tr>"
+                       for n, v in sorted(others.items()))  # fmt: skip
+        parts.append(f"<h3>Other state (optimizer, schedulers...): largest move between kept steps</h3>"
+                     f"<table><tr><th>name</th><th>largest move</th></tr>{rows}</table>")  # fmt: skip
     parts.append("</section>")
     return "".join(parts)
 

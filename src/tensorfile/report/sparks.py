@@ -49,8 +49,8 @@ def histogram_svg(stats: TensorStats) -> str:
         parts.append(f'<text x="{x + _BAD_BAR / 2}" y="{_HEIGHT + 10}" font-size="8" fill="#c0392b" '
                      f'text-anchor="middle">{escape(label)}</text>')  # fmt: skip
         x += _BAD_BAR + 4
-    if hist is not None:
-        lo, hi = _number(float(hist.edges[0])), _number(float(hist.edges[-2] if hist.exact else hist.edges[-1]))
+    if hist is not None and stats.min is not None and stats.max is not None:
+        lo, hi = _number(float(stats.min)), _number(float(stats.max))
         parts.append(f'<text x="0" y="{_HEIGHT + 10}" font-size="8" fill="#555">{lo}</text>')
         parts.append(f'<text x="{bins_width}" y="{_HEIGHT + 10}" font-size="8" fill="#555" text-anchor="end">{hi}</text>')
     parts.append(f'<line x1="0" y1="{_HEIGHT}" x2="{_WIDTH}" y2="{_HEIGHT}" stroke="#999" stroke-width="0.5"/>')
