@@ -74,7 +74,7 @@ def test_stats_match_numpy(mixed, monkeypatch, pieces):
             assert (s.nan, s.posinf, s.neginf, s.zeros) == (want["nan"], want["posinf"], want["neginf"], want["zeros"]), name
             assert s.min == want["min"] and s.max == want["max"], name
             assert math.isclose(s.mean, want["mean"], rel_tol=1e-9, abs_tol=1e-12), name
-            assert math.isclose(s.std, want["std"], rel_tol=1e-9), name
+            assert math.isclose(s.std, want["std"], rel_tol=1e-6), name  # deviations squared in float32
             assert int(s.hist.counts.sum()) == s.finite == array.size - want["nan"] - want["posinf"] - want["neginf"]
 
 

@@ -42,8 +42,9 @@ class Histogram:
 
 
 def as_values(array: np.ndarray) -> np.ndarray:
-    """``array``'s values as float64 or int64 (bool as 0/1, low-precision floats widened, complex as
-    magnitude), flattened."""
+    """``array``'s values, flattened, as NumPy computes with them: float32 and float64 as they are, float16,
+    bfloat16 and float8 as float32 (which holds each of their values exactly), bool as 0/1 and integers as
+    int64 (uint64 as float64), complex as its magnitude (float64)."""
     flat = array.reshape(-1)
     kind = flat.dtype.kind
     if kind == "b":
@@ -52,7 +53,9 @@ def as_values(array: np.ndarray) -> np.ndarray:
         return flat.astype(np.int64) if flat.dtype.itemsize < 8 or kind == "i" else flat.astype(np.float64)
     if kind == "c":
         return np.abs(flat).astype(np.float64)
-    return flat.astype(np.float64)
+    if flat.dtype in (np.float32, np.float64):
+        return flat
+    return flat.astype(np.float32)
 
 
 def histogram(values: np.ndarray, dtype: str, lo: float, hi: float) -> Histogram:

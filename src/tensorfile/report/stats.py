@@ -1,9 +1,9 @@
 """Per-tensor statistics, computed in one streaming pass (:func:`tensor_stats`).
 
-Mean and standard deviation are over the finite values, combined piece by piece in float64
-(Chan et al.'s pairwise update), so a tensor is never held whole; NaN, +inf, -inf and zeros are
-counted exactly over every value read. A histogram is drawn from an even sample of at most
-:data:`SAMPLE_VALUES` values taken along the way.
+Mean and standard deviation are over the finite values, summed in float64 and combined piece by piece
+(Chan et al.'s pairwise update; a float32 piece's deviations from its mean are squared in float32), so a
+tensor is never held whole; NaN, +inf, -inf and zeros are counted exactly over every value read. A
+histogram is drawn from an even sample of at most :data:`SAMPLE_VALUES` values taken along the way.
 """
 
 from __future__ import annotations
@@ -104,9 +104,12 @@ class _Accumulator:
         lo, hi = values.min(), values.max()
         self.lo = lo.item() if self.lo is None else min(self.lo, lo.item())
         self.hi = hi.item() if self.hi is None else max(self.hi, hi.item())
-        wide = values.astype(np.float64, copy=False)
-        mean = float(wide.mean())
-        m2 = float(np.square(wide - mean).sum())
+        mean = float(values.sum(dtype=np.float64)) / count
+        if values.dtype.kind == "f":  # deviations in the values' own precision, their squares summed in float64
+            deviation = values - values.dtype.type(mean)
+            m2 = float(np.square(deviation, out=deviation).sum(dtype=np.float64))
+        else:
+            m2 = float(np.square(values.astype(np.float64) - mean).sum())
         total = self.finite + count
         delta = mean - self.mean
         self.mean += delta * count / total
