@@ -107,7 +107,7 @@ def _folder_html(view: FolderView, options: Options, progress: Progress | None) 
         order = order[: charts.MOST_ROWS]
         labels = [f"{a.step}→{b.step}" for a, b in zip(view.steps, view.steps[1:])]
         heatmap = charts.move_heatmap(order, labels, [view.moves[n] for n in order])
-        what = f"the model's tensors ({', '.join(view.models)})" if view.models else "each tensor"
+        what = f"each tensor of {', '.join(view.models)}" if view.models else "each tensor"
         bars = charts.change_bars([(n, charted[n]) for n in order], f"Largest move of {what} between kept steps")
     latest = view.steps[-1]
     summary, stats = read_file_stats(latest.path, options, progress)
