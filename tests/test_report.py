@@ -248,3 +248,42 @@ def test_truncated_file_and_bad_folder(tmp_path):
         read_file_stats(str(path), Options())
     result = CliRunner().invoke(cli.main, ["report", str(tmp_path), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 2 and "is a folder, not a file" in result.output and "CheckpointManager" in result.output
+
+
+def test_show_pages_long_output_on_a_terminal(tmp_path):
+    import pty
+
+    tensorfile.save({f"layer{i:02d}": np.full(3, float(i)) for i in range(30)}, tmp_path / "long.tensorfile")
+    env = {**os.environ, "PAGER": "sed s/^/PAGED:/", "LINES": "12", "COLUMNS": "100", "TERM": "xterm"}
+    lines = []
+    for argv in ([str(tmp_path / "long.tensorfile")], [str(tmp_path / "long.tensorfile"), "--no-pager"]):
+        leader, follower = pty.openpty()
+        done = subprocess.run([EXE, "show", *argv], stdin=follower, stdout=follower, stderr=subprocess.PIPE, env=env,
+                              timeout=120)  # fmt: skip
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 1 << 16)
+            except OSError:  # the terminal's other end closed: all read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(leader)
+        assert done.returncode == 0, done.stderr
+        lines.append(b"".join(chunks).decode())
+    paged, plain = lines
+    assert paged.count("PAGED:") >= 32 and "layer29" in paged  # 33 lines on a 12-line terminal: through $PAGER
+    assert "PAGED:" not in plain and "layer29" in plain and "\x1b[" in plain  # a terminal: colours
+
+
+def test_every_hostile_fixture_is_one_error_line(tmp_path):
+    from conftest import FIXTURES
+
+    hostile = sorted(p for p in (FIXTURES / "hostile").iterdir() if p.is_file())
+    assert len(hostile) >= 30
+    for path in hostile:
+        result = CliRunner().invoke(cli.main, ["report", str(path), "-o", str(tmp_path / "r.html")])
+        assert result.exit_code == 2 and result.output.count("\n") == 1 and str(path) in result.output, result.output
+    assert not (tmp_path / "r.html").exists()
