@@ -287,3 +287,12 @@ def test_every_hostile_fixture_is_one_error_line(tmp_path):
         result = CliRunner().invoke(cli.main, ["report", str(path), "-o", str(tmp_path / "r.html")])
         assert result.exit_code == 2 and result.output.count("\n") == 1 and str(path) in result.output, result.output
     assert not (tmp_path / "r.html").exists()
+
+
+def test_progress_bar_on_stderr(tmp_path):
+    tensorfile.save({"w": np.ones((64, 64), np.float32)}, tmp_path / "w.tensorfile")
+    done = subprocess.run([EXE, "report", str(tmp_path / "w.tensorfile"), "-o", str(tmp_path / "w.html"), "--progress"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "report:" in done.stderr and "16.0k" in done.stderr  # tqdm's bar, in bytes, on stderr
+    assert done.stdout == f"wrote {tmp_path / 'w.html'} ({os.path.getsize(tmp_path / 'w.html'):,} bytes)\n"

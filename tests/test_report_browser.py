@@ -58,8 +58,11 @@ def pages(tmp_path_factory):
     for label, paths in {"folder": [root / "run"], "pt": [root / "mlp.pt"],
                          "diff": [root / "before.tensorfile", root / "after.tensorfile"]}.items():  # fmt: skip
         made[label] = report([str(p) for p in paths], str(root / f"{label}.html"), Options(), show_progress=False)
+    broken = root / "broken.html"  # the checks' own check: a blank chart and a console error are seen
+    broken.write_text('<html><body><div data-chart="blank" style="width:300px;height:120px"></div>'
+                      '<script>console.error("boom"); undefinedFunction();</script></body></html>')  # fmt: skip
     with Chromium() as browser:
-        shots = {label: browser.open(path) for label, path in made.items()}
+        shots = {label: browser.open(path) for label, path in {**made, "broken": str(broken)}.items()}
     keep = os.environ.get("TENSORFILE_SCREENSHOTS")
     if keep:
         for label, shot in shots.items():
@@ -68,11 +71,10 @@ def pages(tmp_path_factory):
     return root, made, shots
 
 
-def _drawn(png: bytes, box: dict) -> float:
-    """The fraction of pixels in ``box`` that differ from the page's white."""
-    image = Image.open(io.BytesIO(png)).convert("RGB")
+def _drawn(pixels: np.ndarray, box: dict) -> float:
+    """The fraction of pixels in ``box`` (of the page's RGB ``pixels``) that differ from the page's white."""
     x, y = int(box["x"]), int(box["y"])
-    crop = np.asarray(image.crop((x, y, x + int(box["width"]), y + int(box["height"]))), dtype=np.int16)
+    crop = pixels[y : y + int(box["height"]), x : x + int(box["width"])].astype(np.int16)
     return float((np.abs(crop - 255).sum(axis=2) > 30).mean()) if crop.size else 0.0
 
 
@@ -89,10 +91,20 @@ def test_page_opens_without_errors_and_every_chart_draws(pages, label, charts):
     assert charts <= names
     histograms = [b for b in shot.boxes if b["name"].startswith("histogram of ")]
     assert len(histograms) >= 4  # one per tensor of the chapter's MLP at least
+    pixels = np.asarray(Image.open(io.BytesIO(shot.png)).convert("RGB"))
+    assert pixels.shape[:2] == (shot.size[1], shot.size[0])
     for box in shot.boxes:
         assert box["width"] > 50 and box["height"] > 20, box
         assert box["x"] + box["width"] <= shot.size[0] + 1, box  # inside the page, not cut off
-        assert _drawn(shot.png, box) > 0.02, f"chart {box['name']!r} looks blank"
+        assert _drawn(pixels, box) > 0.02, f"chart {box['name']!r} looks blank"
+
+
+def test_the_checks_see_a_blank_chart_and_console_errors(pages):
+    shot = pages[2]["broken"]
+    assert len(shot.errors) == 2 and "boom" in shot.errors[0] and "undefinedFunction" in shot.errors[1]
+    (box,) = shot.boxes
+    assert (box["width"], box["height"]) == (300, 120)
+    assert _drawn(np.asarray(Image.open(io.BytesIO(shot.png)).convert("RGB")), box) == 0.0
 
 
 def test_which_layer_changed_most_is_named_and_true(pages):
