@@ -296,3 +296,29 @@ def test_progress_bar_on_stderr(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "report:" in done.stderr and "16.0k" in done.stderr  # tqdm's bar, in bytes, on stderr
     assert done.stdout == f"wrote {tmp_path / 'w.html'} ({os.path.getsize(tmp_path / 'w.html'):,} bytes)\n"
+
+
+@pytest.mark.parametrize("parts", [("torch", "checkpoint.pt"), ("torch", "mlp_legacy.pt"), ("numpy", "arrays.npz"),
+                                   ("mxnet", "mlp.params"), ("tensorflow", "mlp.weights.h5"), ("tensorflow", "seq.keras"),
+                                   ("safetensors", "sharded", "model.safetensors.index.json"),
+                                   ("safetensors", "dtypes.safetensors")])  # fmt: skip
+def test_every_format_streams_real_values(parts):
+    from conftest import fixture_path
+
+    path = str(fixture_path(*parts))
+    summary, stats = read_file_stats(path, Options())
+    with tensorfile.open(path, framework="numpy") as f:
+        arrays = {n: np.asarray(f[n]) for n in f.keys()}
+    assert [s.name for s in stats] == sorted(arrays) and summary.tensors == len(arrays) > 0
+    assert summary.nbytes == sum(a.nbytes for a in arrays.values())
+    for s in stats:
+        array = arrays[s.name]
+        if array.dtype.kind not in "biufc" and array.dtype.name not in ("bfloat16",) and not array.dtype.name.startswith("float8"):
+            assert s.mean is None and s.notes
+            continue
+        values = np.abs(array).astype(np.float64) if array.dtype.kind == "c" else array.astype(np.float64)
+        finite = values[np.isfinite(values)]
+        assert s.count == array.size and s.finite == finite.size, s.name
+        if finite.size:
+            assert math.isclose(s.mean, finite.mean(), rel_tol=1e-5, abs_tol=1e-7), s.name
+            assert s.min == finite.min() and s.max == finite.max(), s.name
