@@ -4,7 +4,7 @@
 * bfloat16, float16 and float8: the dtype holds few distinct values, so equal bins would catch
   2 or 3 of them each in turn (a comb): when the values seen are at most :data:`BINS` distinct ones
   each gets its own bar, else the bin edges are rounded to values the dtype holds;
-* integers and bools: one bar per value when the range is narrow, else edges on whole numbers.
+* integers and bools: one bar per value when the range is narrow, else bins of equal whole widths.
 
 NaN, +inf and -inf are never binned: :class:`Histogram` counts them apart, and the charts show them
 as bars of their own, in red.
@@ -79,8 +79,8 @@ def histogram(values: np.ndarray, dtype: str, lo: float, hi: float) -> Histogram
 
         edges = np.unique(edges.astype(np.dtype(dtype)).astype(np.float64))
         edges[0], edges[-1] = min(edges[0], lo), max(edges[-1], hi)
-    elif np.dtype(values.dtype).kind in "iu":
-        edges = np.unique(np.floor(edges))
-        edges[-1] = hi + 1
+    elif np.dtype(values.dtype).kind in "iu":  # bins of equal whole widths: no bin holds one more value than the next
+        width = -(-(int(hi) - int(lo) + 1) // BINS)
+        edges = np.arange(int(lo), int(hi) + width + 1, width, dtype=np.float64)
     counts, edges = np.histogram(values, bins=edges)
     return Histogram(edges, counts.astype(np.int64))

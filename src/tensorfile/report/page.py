@@ -28,7 +28,7 @@ table{border-collapse:collapse;font-size:12.5px}td,th{padding:3px 9px;border-bot
 vertical-align:middle}th{background:#f5f7fa;position:sticky;top:0}td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.summary td:first-child{color:#52606d;width:120px}code{font-size:12px}
 .alert{background:#fdecea;border:2px solid #c0392b;color:#8e1b10;border-radius:6px;padding:10px 14px;margin:10px 0;
-font-weight:600}.bad{background:#fdecea;color:#c0392b;font-weight:700}.badge{display:inline-block;border-radius:10px;
+font-weight:600}.bad{background:#fdecea;color:#c0392b;font-weight:700}.badrow{background:#fdf1ef}.badge{display:inline-block;border-radius:10px;
 padding:0 8px;font-size:11.5px;font-weight:600}.best{background:#e4572e;color:#fff}.kept{background:#d9f0d3;color:#1e6b1e}
 .latest{background:#dbe9f6;color:#1f4e79}.note{color:#7b8794;font-size:11.5px}.chart{margin:8px 0;overflow-x:auto}
 .chart-svg{max-width:100%;height:auto}.ok{color:#1e6b1e}
@@ -57,7 +57,7 @@ def _tensor_rows(stats: Sequence[TensorStats]) -> str:
         inf_cell = f'<td class="num bad">{inf:,}</td>' if inf else '<td class="num">0</td>'
         notes = "; ".join(s.notes)
         rows.append(
-            f'<tr{" class=bad" if s.bad else ""}><td><code>{escape(s.name)}</code>'
+            f'<tr{" class=badrow" if s.bad else ""}><td><code>{escape(s.name)}</code>'
             f'{f"<div class=note>{escape(notes)}</div>" if notes else ""}</td>'
             f"<td>{escape(str(list(s.shape)))}</td><td>{escape(s.dtype)}</td>"
             f'<td class="num">{_num(s.mean)}</td><td class="num">{_num(s.std)}</td><td class="num">{_num(s.min)}</td>'
