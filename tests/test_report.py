@@ -101,6 +101,7 @@ def test_bins_low_precision_and_integers():
     ints = np.arange(-5, 95, dtype=np.int64)
     hist = histogram(ints, "int16", -5, 94)
     assert np.all(hist.edges == np.floor(hist.edges)) and hist.counts.sum() == 100
+    assert len(set(np.diff(hist.edges))) == 1 and len(hist.counts) <= BINS  # equal whole widths: no comb
     nan_only = histogram(np.array([np.nan, np.inf]), "float32", 0.0, 0.0)
     assert nan_only.counts.sum() == 0
 
@@ -248,6 +249,10 @@ def test_truncated_file_and_bad_folder(tmp_path):
         read_file_stats(str(path), Options())
     result = CliRunner().invoke(cli.main, ["report", str(tmp_path), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 2 and "is a folder, not a file" in result.output and "CheckpointManager" in result.output
+    _numpy_run(tmp_path / "run")
+    result = CliRunner().invoke(cli.main, ["show", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "tensorfile report" in result.output
+    assert os.path.join(str(tmp_path / "run"), "step_00000004", "state.tensorfile") in result.output
 
 
 def test_show_pages_long_output_on_a_terminal(tmp_path):

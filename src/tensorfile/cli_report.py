@@ -89,7 +89,12 @@ def show_command(file: str, sample_above: str, pager: bool | None, progress: boo
     except ImportError as exc:
         _fail(f"tensorfile show needs rich ({exc}); {_INSTALL}")
     from .files import _progress
+    from .report.folder import is_checkpoint_folder
 
+    if is_checkpoint_folder(file):
+        steps = sorted(e for e in os.listdir(file) if e.startswith("step_"))
+        _fail(f"{file}: is a CheckpointManager folder; see it whole with `tensorfile report {file}`, or show one "
+              f"step: {os.path.join(file, steps[-1], 'state.tensorfile')}")  # fmt: skip
     limit = _size(sample_above)
     with _opened(file) as f:
         names = sorted(f.keys())
