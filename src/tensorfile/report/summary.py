@@ -43,6 +43,8 @@ def _frameworks(f: LazyFile, fmt: Any) -> list[str]:
     if isinstance(f, TensorFile) and f.has_record:
         found = {str(f._info(n).get("framework") or "numpy") for n in f.keys()}
         return sorted(found)
+    if fmt.name in ("safetensors", "sharded"):  # plain safetensors files do not say
+        return ["not recorded"]
     return [fmt.framework]
 
 
@@ -57,9 +59,14 @@ def summarize(f: LazyFile, path: str, stats: Sequence[TensorStats]) -> FileSumma
     out.metadata = {k: v for k, v in f.metadata.items()}
     verified = sum(1 for s in stats if s.verified)
     if f.has_record:
-        unchecked = len(infos) - verified
-        out.checksums = (f"xxh3-64 per tensor: all {verified} verified" if not unchecked else
-                         f"xxh3-64 per tensor: {verified} verified, {unchecked} sampled (not checked)")  # fmt: skip
+        sampled = sum(1 for s in stats if s.sampled)
+        rest = len(infos) - verified - sampled
+        parts = [f"all {verified} verified" if verified == len(infos) else f"{verified} verified"]
+        if sampled:
+            parts.append(f"{sampled} sampled (not checked)")
+        if rest:
+            parts.append(f"{rest} not checked here (`tensorfile verify` checks them)")
+        out.checksums = "xxh3-64 per tensor: " + ", ".join(parts)
     elif f.format in ("torch", "npz", "keras"):
         out.checksums = "no per-tensor checksums (zip CRC-32 only: `tensorfile verify` checks it)"
     else:
