@@ -37,6 +37,10 @@ class FileSummary:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+#: Formats whose tensors load as NumPy arrays but were written by another framework.
+_WRITERS = {"hdf5": "keras", "keras": "keras", "gguf": "llama.cpp (GGUF)"}
+
+
 def _frameworks(f: LazyFile, fmt: Any) -> list[str]:
     from ..lazy import TensorFile
 
@@ -45,7 +49,7 @@ def _frameworks(f: LazyFile, fmt: Any) -> list[str]:
         return sorted(found)
     if fmt.name in ("safetensors", "sharded"):  # plain safetensors files do not say
         return ["not recorded"]
-    return [fmt.framework]
+    return [_WRITERS.get(fmt.name, fmt.framework)]
 
 
 def summarize(f: LazyFile, path: str, stats: Sequence[TensorStats]) -> FileSummary:
