@@ -1,0 +1,76 @@
+"""Every code block of README.md, README.ko.md and docs/**/*.md runs as written (conventions: tests/docs_blocks.py).
+
+One test per document, so a failure names the file; the message names the block's line and shows its traceback
+and output.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from docs_blocks import MXNET_PYTHON, ROOT, DocBlockError, blocks, documents, matches, needs_mxnet, run_document
+
+DOCUMENTS = documents()
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=[str(p.relative_to(ROOT)) for p in DOCUMENTS])
+def test_every_block_runs(path, tmp_path):
+    if needs_mxnet(path) and not MXNET_PYTHON.exists():
+        pytest.skip(f"{path.name} has MXNet blocks and {MXNET_PYTHON} is missing: `make test` builds it")
+    workdir = tmp_path / "doc"
+    workdir.mkdir()
+    try:
+        run_document(path, workdir)
+        failure = None
+    except DocBlockError as exc:
+        failure = str(exc)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
+
+
+def test_the_documents_include_both_readmes_and_the_chapter_in_both_languages():
+    names = {str(p.relative_to(ROOT)) for p in DOCUMENTS}
+    assert {"README.md", "README.ko.md", "docs/en/file-io.md", "docs/ko/file-io.md"} <= names
+    runnable = [b for b in blocks(ROOT / "docs" / "en" / "file-io.md") if b.language != "text"]
+    assert {"python", "console"} <= {b.language for b in runnable}
+    assert any("mxnet" in b.flags for b in runnable)
+
+
+def test_the_readmes_link_to_each_other():
+    assert "README.ko.md" in (ROOT / "README.md").read_text().split("\n\n", 2)[1]
+    assert "README.md" in (ROOT / "README.ko.md").read_text().split("\n\n", 2)[1]
+
+
+def _fresh(tmp_path):
+    workdir = tmp_path / f"w{len(list(tmp_path.glob('w*')))}"
+    workdir.mkdir()
+    return workdir
+
+
+def test_a_failing_block_is_reported_with_its_file_and_line(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("# t\n\n```python\nx = 1\n```\n\n```sh\ntest -f made\n```\n\n```python\nmade = open('made', 'w')\n"
+                   "made.close()\nprint('x is', x)\nx / 0\n```\n")  # fmt: skip
+    with pytest.raises(DocBlockError, match=r"doc.md:8 \(```sh\) failed:\nexit code 1"):
+        run_document(doc, _fresh(tmp_path))
+    doc.write_text(doc.read_text().replace("test -f made", "test ! -f made"))
+    workdir = _fresh(tmp_path)
+    with pytest.raises(DocBlockError) as info:
+        run_document(doc, workdir)
+    message = str(info.value)
+    assert "doc.md:12 (```python) failed" in message and f'File "{doc}", line 15' in message
+    assert "ZeroDivisionError" in message and "x is 1" in message  # the names of the first block, its output
+    assert os.path.exists(workdir / "made")
+
+
+def test_console_output_is_compared_and_unknown_languages_refused(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("```console\n$ printf 'a\\nb\\nc\\n'\na\n...\nc\n$ echo hi\nhello\n```\n")
+    with pytest.raises(DocBlockError, match=r"line 6: `echo hi` printed\nhi\nbut the document shows\nhello"):
+        run_document(doc, _fresh(tmp_path))
+    for fence in ("```\nx\n```\n", "```ruby\nputs 1\n```\n"):
+        doc.write_text(fence)
+        with pytest.raises(DocBlockError, match="use python, python mxnet, sh, console, text or json"):
+            run_document(doc, _fresh(tmp_path))
+    assert matches(["a", "...", "c"], ["a", "c"]) and not matches(["a"], ["a", "b"])
