@@ -10,8 +10,9 @@ The conventions, by a fenced block's info string (its first word is the language
 - ```console: lines starting with ``$ `` are commands, run one by one with bash; the lines after a command are
   its expected output (standard output, each line compared with trailing spaces removed; a line ``...`` stands
   for any number of lines). A command with no lines after it is only required to succeed.
-- ```text and ```json: shown to the reader (output, file contents), never run. Any other language, or a fence
-  without one, is an error: every block says what it is.
+- ```text and ```json: shown to the reader (output, file contents), never run. ```text output is the standard
+  output of the block just before it, compared as a console block's output is (``...`` for any lines). Any other
+  language, or a fence without one, is an error: every block says what it is.
 
 Every block of a document runs in one fresh temporary folder, in document order (Python, MXNet and shell blocks
 interleaved), so a block may read the files an earlier block wrote. The folder looks like the top of a checkout:
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import select
 import subprocess
 import sys
@@ -112,9 +112,9 @@ def console_commands(block: Block) -> list[tuple[int, str, list[str]]]:
 class Session:
     """A Python process that runs blocks in one namespace (tests/docs_session.py)."""
 
-    def __init__(self, python: Path | str, cwd: Path, env: dict[str, str], log: IO[bytes]) -> None:
+    def __init__(self, python: Path | str, cwd: Path, env: dict[str, str], out: IO[bytes], log: IO[bytes]) -> None:
         read, write = os.pipe()
-        self.process = subprocess.Popen([str(python), str(SESSION), str(write)], stdin=subprocess.PIPE, stdout=log,
+        self.process = subprocess.Popen([str(python), str(SESSION), str(write)], stdin=subprocess.PIPE, stdout=out,
                                         stderr=log, cwd=cwd, env=env, pass_fds=(write,))  # fmt: skip
         os.close(write)
         self.answers = os.fdopen(read, "r")
@@ -166,18 +166,28 @@ def run_document(path: Path, workdir: Path, *, mxnet_python: Path = MXNET_PYTHON
     env = environment()
     sessions: dict[str, Session] = {}
     ran = []
-    log_path = workdir.parent / f"{workdir.name}.log"
-    with open(log_path, "ab") as log:
+    out_path, log_path = workdir.parent / f"{workdir.name}.out", workdir.parent / f"{workdir.name}.err"
+    printed = ""  # the standard output of the last block run
+    with open(out_path, "ab") as out, open(log_path, "ab") as log:
         try:
             for block in blocks(path):
+                if block.language == "text" and block.flags == ("output",):
+                    expected = [line.rstrip() for line in block.source.splitlines()]
+                    if not ran or not matches(expected, [line.rstrip() for line in printed.splitlines()]):
+                        raise DocBlockError(f"{block.where}: the block before printed\n{printed}but this block shows\n"
+                                            f"{block.source}")  # fmt: skip
+                    continue
                 if block.language in NOT_RUN:
                     continue
-                start = log.tell()
-                error = _run_block(block, workdir, env, log, sessions, mxnet_python)
+                start_out, start_log = out.tell(), log.tell()
+                error = _run_block(block, workdir, env, out, log, sessions, mxnet_python)
+                out.flush()
                 log.flush()
+                printed = out_path.read_bytes()[start_out:].decode(errors="replace")
                 if error is not None:
-                    output = log_path.read_bytes()[start:].decode(errors="replace")[-4000:]
-                    raise DocBlockError(f"{block.where} failed:\n{error}\n--- output of the block ---\n{output}")
+                    stderr = log_path.read_bytes()[start_log:].decode(errors="replace")
+                    raise DocBlockError(f"{block.where} failed:\n{error}\n--- standard output ---\n{printed[-3000:]}"
+                                        f"--- standard error ---\n{stderr[-3000:]}")  # fmt: skip
                 ran.append(block)
         finally:
             for session in sessions.values():
@@ -185,32 +195,30 @@ def run_document(path: Path, workdir: Path, *, mxnet_python: Path = MXNET_PYTHON
     return ran
 
 
-def _run_block(block: Block, cwd: Path, env: dict[str, str], log: IO[bytes], sessions: dict[str, Session],
-               mxnet_python: Path) -> str | None:  # fmt: skip
+def _run_block(block: Block, cwd: Path, env: dict[str, str], out: IO[bytes], log: IO[bytes],
+               sessions: dict[str, Session], mxnet_python: Path) -> str | None:  # fmt: skip
     if block.language == "python":
         unknown = set(block.flags) - {"mxnet"}
         if unknown:
             raise DocBlockError(f"{block.where}: unknown flag(s) {sorted(unknown)}; the only one is 'mxnet'")
         kind = "mxnet" if "mxnet" in block.flags else "python"
         if kind not in sessions:
-            sessions[kind] = Session(mxnet_python if kind == "mxnet" else sys.executable, cwd, env, log)
+            sessions[kind] = Session(mxnet_python if kind == "mxnet" else sys.executable, cwd, env, out, log)
         return sessions[kind].run(block)
     if block.language in SHELL:
         if any(line.startswith("$ ") for line in block.source.splitlines()):
             raise DocBlockError(f"{block.where}: '$ ' prompts belong in a ```console block")
-        out = subprocess.run(["bash", "-euo", "pipefail", "-c", block.source], cwd=cwd, env=env, stdout=log,
-                             stderr=log, timeout=BLOCK_TIMEOUT)  # fmt: skip
-        return None if out.returncode == 0 else f"exit code {out.returncode}"
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.source], cwd=cwd, env=env, stdout=out,
+                              stderr=log, timeout=BLOCK_TIMEOUT)  # fmt: skip
+        return None if done.returncode == 0 else f"exit code {done.returncode}"
     if block.language == "console":
         for line, command, expected in console_commands(block):
-            log.flush()
-            out = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                 stderr=log, timeout=BLOCK_TIMEOUT)  # fmt: skip
-            text = out.stdout.decode(errors="replace")
-            log.write(out.stdout)
-            if out.returncode != 0:
-                return f"line {line}: `{command}` exited with {out.returncode}"
-            actual = [re.sub(r"\s+$", "", s) for s in text.splitlines()]
+            done = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                  stderr=log, timeout=BLOCK_TIMEOUT)  # fmt: skip
+            out.write(done.stdout)
+            if done.returncode != 0:
+                return f"line {line}: `{command}` exited with {done.returncode}"
+            actual = [s.rstrip() for s in done.stdout.decode(errors="replace").splitlines()]
             if expected and not matches(expected, actual):
                 return (f"line {line}: `{command}` printed\n" + "\n".join(actual) + "\nbut the document shows\n"
                         + "\n".join(expected))  # fmt: skip

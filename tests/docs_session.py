@@ -3,8 +3,9 @@
 Started by ``tests/docs_blocks.py`` with the Python a block asks for (``.venv`` or ``.venv-mxnet``), standard
 library only. Protocol: one JSON request per line on standard input (``{"source", "path", "line"}``), one JSON
 answer per line on the file descriptor given as ``argv[1]`` (``{"ok": true}`` or ``{"ok": false, "error":
-traceback}``). Everything a block prints goes to standard error, which the test collects. Each block is compiled
-under the Markdown file's path with its own line numbers, so a traceback points into the document.
+traceback}``), sent once the block's output is flushed. What a block prints goes to standard output and standard
+error, which the test collects. Each block is compiled under the Markdown file's path with its own line numbers,
+so a traceback points into the document.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ def main() -> None:
     answers = os.fdopen(int(sys.argv[1]), "w", buffering=1)
     requests = sys.stdin
     sys.stdin = open(os.devnull)  # noqa: SIM115  # a block reading input gets EOF, not the next request
-    os.dup2(2, 1)  # a block's prints (and its subprocesses') go where the test collects them
-    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     for line in requests:
         request = json.loads(line)

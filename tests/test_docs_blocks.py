@@ -74,3 +74,13 @@ def test_console_output_is_compared_and_unknown_languages_refused(tmp_path):
         with pytest.raises(DocBlockError, match="use python, python mxnet, sh, console, text or json"):
             run_document(doc, _fresh(tmp_path))
     assert matches(["a", "...", "c"], ["a", "c"]) and not matches(["a"], ["a", "b"])
+
+
+def test_an_output_block_is_compared_with_what_the_block_before_printed(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("```python\nprint('a'); print('b')\n```\n\n```text output\na\nb\n```\n\n```sh\necho c\n```\n\n"
+                   "```text output\nd\n```\n")  # fmt: skip
+    with pytest.raises(DocBlockError, match=r"doc.md:15 \(```text output\): the block before printed\nc\nbut"):
+        run_document(doc, _fresh(tmp_path))
+    doc.write_text(doc.read_text().replace("\nd\n", "\nc\n"))
+    assert [b.line for b in run_document(doc, _fresh(tmp_path))] == [2, 10]
