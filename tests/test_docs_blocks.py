@@ -83,4 +83,4 @@ def test_an_output_block_is_compared_with_what_the_block_before_printed(tmp_path
     with pytest.raises(DocBlockError, match=r"doc.md:15 \(```text output\): the block before printed\nc\nbut"):
         run_document(doc, _fresh(tmp_path))
     doc.write_text(doc.read_text().replace("\nd\n", "\nc\n"))
-    assert [b.line for b in run_document(doc, _fresh(tmp_path))] == [2, 10]
+    assert [b.line for b in run_document(doc, _fresh(tmp_path))] == [2, 11]
