@@ -7,24 +7,41 @@ and output.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from docs_blocks import MXNET_PYTHON, ROOT, DocBlockError, blocks, documents, matches, needs_mxnet, run_document
 
 DOCUMENTS = documents()
+#: Documents run two at a time (their blocks run in subprocesses): the docs test takes about half as long on CI's
+#: two cores. Each test waits for its own document.
+WORKERS = 2
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory):
+    def run(path):
+        workdir = tmp_path_factory.mktemp("doc") / "work"
+        workdir.mkdir()
+        try:
+            run_document(path, workdir)
+        except DocBlockError as exc:
+            return str(exc)
+        return None
+
+    chosen = {item.callspec.params["path"] for item in request.session.items
+              if item.originalname == "test_every_block_runs"}  # fmt: skip  # the documents pytest selected
+    todo = [p for p in DOCUMENTS if p in chosen and not (needs_mxnet(p) and not MXNET_PYTHON.exists())]
+    todo.sort(key=lambda p: -p.stat().st_size)  # the longest first
+    with ThreadPoolExecutor(WORKERS) as pool:
+        yield {path: pool.submit(run, path) for path in todo}
 
 
 @pytest.mark.parametrize("path", DOCUMENTS, ids=[str(p.relative_to(ROOT)) for p in DOCUMENTS])
-def test_every_block_runs(path, tmp_path):
-    if needs_mxnet(path) and not MXNET_PYTHON.exists():
+def test_every_block_runs(path, runs):
+    if path not in runs:
         pytest.skip(f"{path.name} has MXNet blocks and {MXNET_PYTHON} is missing: `make test` builds it")
-    workdir = tmp_path / "doc"
-    workdir.mkdir()
-    try:
-        run_document(path, workdir)
-        failure = None
-    except DocBlockError as exc:
-        failure = str(exc)
+    failure = runs[path].result()
     if failure is not None:
         pytest.fail(failure, pytrace=False)
 
