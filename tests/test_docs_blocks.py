@@ -7,6 +7,7 @@ and output.
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -101,3 +102,14 @@ def test_an_output_block_is_compared_with_what_the_block_before_printed(tmp_path
         run_document(doc, _fresh(tmp_path))
     doc.write_text(doc.read_text().replace("\nd\n", "\nc\n"))
     assert [b.line for b in run_document(doc, _fresh(tmp_path))] == [2, 11]
+
+
+def _code(path):
+    """A document's blocks with comments removed: what must be the same in each language."""
+    return [(b.language, b.flags, [re.sub(r"\s+#.*$|^#.*$", "", line).rstrip() for line in b.source.splitlines()])
+            for b in blocks(path)]  # fmt: skip
+
+
+@pytest.mark.parametrize("english, korean", [("README.md", "README.ko.md"), ("docs/en/file-io.md", "docs/ko/file-io.md")])
+def test_the_korean_pages_run_the_same_code_as_the_english_ones(english, korean):
+    assert _code(ROOT / korean) == _code(ROOT / english)
