@@ -31,7 +31,7 @@ def runs(request, tmp_path_factory):
         return None
 
     chosen = {item.callspec.params["path"] for item in request.session.items
-              if item.originalname == "test_every_block_runs"}  # fmt: skip  # the documents pytest selected
+              if getattr(item, "originalname", None) == "test_every_block_runs"}  # fmt: skip  # those pytest selected
     todo = [p for p in DOCUMENTS if p in chosen and not (needs_mxnet(p) and not MXNET_PYTHON.exists())]
     todo.sort(key=lambda p: -p.stat().st_size)  # the longest first
     with ThreadPoolExecutor(WORKERS) as pool:
