@@ -17,6 +17,7 @@ from pathlib import Path
 #: The public modules, in the order the reference lists them.
 MODULES = [
     "tensorfile",
+    "tensorfile.lazy",  # tensorfile.open (left out of tensorfile.__all__: it would shadow the built-in)
     "tensorfile.errors",
     "tensorfile.limits",
     "tensorfile.parameters",
