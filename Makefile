@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 MXVENV := .venv-mxnet
 MXSTAMP := $(MXVENV)/.installed
 
-.PHONY: demo test test-gpu bench bench-full clean fuzz crash-long
+.PHONY: demo test docs test-gpu bench bench-full clean fuzz crash-long
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: $(STAMP) $(MXSTAMP)
 test: $(STAMP) $(MXSTAMP)
 	$(BIN)/python -m pytest -q
 	$(MXVENV)/bin/python -m pytest -q tests/mxnet
+
+# The API reference, generated from the docstrings with pdoc into build/api (git-ignored); any warning fails it.
+docs: $(STAMP)
+	$(BIN)/python tools/api_docs.py build/api
 
 # Checks that need a CUDA device (not part of `make test`).
 test-gpu: $(STAMP)

@@ -8,6 +8,9 @@ turns it into a torch.save file, an .npz and an MXNet file that torch, NumPy and
 their own loaders. Last, the
 chapter's MLP trains on scikit-learn's digits with a checkpoint every step, is killed
 with SIGKILL at random instants, resumes, and ends bit-identical to an uninterrupted run.
+
+`python examples/chapter.py TensorFlow JAX` runs only those frameworks' cells. TensorFlow's start-up log
+lines are left out of the output (examples/quiet_logs.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from quiet_logs import in_child, run_filtered  # noqa: E402  # examples/ is on sys.path: this script's folder
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -72,9 +77,14 @@ def banner(title: str) -> None:
     print(f"\n{'=' * 20} {title} {'=' * (56 - len(title))}", flush=True)
 
 
-def main() -> None:
+def main(only: list[str]) -> None:
+    unknown = set(only) - {title for title, _ in SECTIONS}
+    if unknown:
+        sys.exit(f"unknown section(s) {sorted(unknown)}; expected some of {[title for title, _ in SECTIONS]}")
     with tempfile.TemporaryDirectory(prefix="tensorfile-demo-") as root:
         for title, script in SECTIONS:
+            if only and title not in only:
+                continue
             banner(f"File I/O in {title}")
             folder = Path(root) / title.lower()
             folder.mkdir()
@@ -83,6 +93,9 @@ def main() -> None:
                 continue
             os.chdir(folder)
             runpy.run_path(str(HERE / script), run_name="__main__")
+        if only:
+            os.chdir(HERE)
+            return
         torch_file = Path(root) / "pytorch" / "mlp.params"
         banner("tensorfile ls mlp.params (PyTorch)")
         exe = Path(sys.executable).with_name("tensorfile")
@@ -125,4 +138,6 @@ def train_and_kill(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if not in_child():
+        sys.exit(run_filtered([__file__, *sys.argv[1:]]))
+    main(sys.argv[1:])

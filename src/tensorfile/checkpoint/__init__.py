@@ -14,5 +14,6 @@ def __getattr__(name: str) -> Any:
     if name == "ResumableLoader":  # imports torch: only when asked for
         from .torch_data import ResumableLoader
 
+        globals()[name] = ResumableLoader
         return ResumableLoader
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
