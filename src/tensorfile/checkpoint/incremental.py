@@ -53,8 +53,7 @@ def counter(value: Any) -> tuple[Any, ...] | None:
     if not type(value).__module__.startswith("torch"):
         return None
     try:
-        return (value._version, value.data_ptr(), tuple(value.shape), tuple(value.stride()), str(value.dtype),
-                str(value.device))  # fmt: skip
+        return value._version, value.data_ptr(), value.shape, value.stride(), value.dtype, value.device
     except (AttributeError, RuntimeError, TypeError, NotImplementedError):
         return None
 

@@ -37,6 +37,8 @@ __all__ = ["Staging"]
 
 #: Copies of at least this many bytes go to the copy threads.
 PARALLEL_COPY_MIN = 1 << 20
+#: :meth:`Staging.stage` starts copy threads only for at least this many bytes (starting them costs milliseconds).
+PARALLEL_STAGE_MIN = 64 << 20
 
 
 class _Tensor:
@@ -170,10 +172,11 @@ class Staging:
                 used.add(key)
                 pairs.append((buffer, array))
             large = sorted((p for p in pairs if p[0].nbytes >= PARALLEL_COPY_MIN), key=lambda p: -p[0].nbytes)
+            threads = len(large) > 1 and READERS > 1 and sum(p[0].nbytes for p in large) >= PARALLEL_STAGE_MIN
             for buffer, array in pairs:
-                if buffer.nbytes < PARALLEL_COPY_MIN or len(large) < 2 or READERS < 2:
+                if buffer.nbytes < PARALLEL_COPY_MIN or not threads:
                     np.copyto(buffer, array)
-            if len(large) > 1 and READERS > 1:
+            if threads:
                 with ThreadPoolExecutor(READERS, thread_name_prefix="tensorfile-stage") as pool:
                     list(pool.map(lambda p: np.copyto(*p), large))
             for key in set(self._buffers) - used:
