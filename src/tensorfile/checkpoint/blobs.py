@@ -9,8 +9,8 @@ it names the blobs of older steps for the tensors it shares with them.
 Local disk (:class:`LocalBlobs`): a step folder holds its manifest and a *hard link* to every blob it
 names, so each folder is a complete distributed checkpoint on its own (``tensorfile.load`` of the folder,
 ``tensorfile ls/info/verify``), and deleting any other step only drops a link. Commit order: the new blob
-written and fsynced, the links made, the manifest written and fsynced, the folder fsynced, renamed into
-place and its parent fsynced (:func:`.commit.commit`).
+written and fsynced, the links made, the manifest written and fsynced, the folder fsynced (every entry:
+blob, links, manifest), renamed into place and its parent fsynced (:func:`.commit.commit`).
 
 Object storage (:class:`ObjectBlobs`): blobs live under ``<root>/blobs/``; a step's manifest is the object
 ``step_<N>/manifest-<writer>.json`` named by its commit object (:mod:`.objects`), its files named in
@@ -33,7 +33,6 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..atomic import atomic_write
 from ..distributed import manifest as mf
 from ..errors import TensorFileError
 from ..files import _save
@@ -90,7 +89,9 @@ def base_of(step: int, manifest: mf.Manifest) -> Base | None:
 def write_blob(path: str, arrays: Mapping[str, np.ndarray], durable: bool) -> dict[str, str]:
     """Write ``arrays`` (name -> host array) as a tensorfile file at ``path``; returns ``{name: checksum}`` as
     recorded in it (XXH3-64, 16 hex digits)."""
-    _save(dict(arrays), path, None, durable=durable)
+    _save(dict(arrays), path, None, durable=False)
+    if durable:  # its folder entry is fsynced by the step commit (one fsync of the folder for every file)
+        _fsync(path)
     reader = SafetensorsReader(path)
     try:
         record = read_record(reader.header, path)
@@ -133,13 +134,20 @@ class LocalBlobs:
                     written = write_blob(os.path.join(folder, name), new, durable=True)
                 else:
                     _link(os.path.join(source or "", name), os.path.join(folder, name))
-            data = memoryview(manifest(written))
-            with atomic_write(os.path.join(folder, mf.MANIFEST)) as f:
-                while data:
-                    data = data[f.write(data) :]
+            with open(os.path.join(folder, mf.MANIFEST), "xb") as f:  # the folder is fresh: no file to replace
+                f.write(manifest(written))
+            _fsync(os.path.join(folder, mf.MANIFEST))
 
         new_names = {files[-1]} if new else set()
         commit(self.directory, os.path.basename(self.step_path(step)), fill)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _link(source: str, target: str) -> None:
@@ -151,8 +159,9 @@ def _link(source: str, target: str) -> None:
         raise
     except OSError:  # EPERM / ENOTSUP / EMLINK: a filesystem without (more) hard links
         pass
-    with open(source, "rb") as src, atomic_write(target) as dst:
+    with open(source, "rb") as src, open(target, "xb") as dst:
         shutil.copyfileobj(src, dst, 1 << 22)
+    _fsync(target)
 
 
 class ObjectBlobs:
