@@ -222,3 +222,25 @@ def test_object_storage_references_and_collection(async_save):
     with CheckpointManager(url, incremental=True) as m:  # a new writer: its base is the newest step
         m.save(5, {"model": model, "opt": opt})
         assert m._incremental.written_bytes == 0 and m.steps == [3, 4, 5]
+
+
+def test_async_without_counters_and_without_trust(tmp_path):
+    """NumPy arrays have no version counter: an async save copies them all and writes only the changed ones.
+    trust_version_counter=False: a change behind a torch counter is written at once, no step is skipped."""
+    state = {"big": np.arange(10_000, dtype=np.float32), "small": np.zeros(3)}
+    with CheckpointManager(tmp_path / "np", incremental=True, async_save=True) as m:
+        m.save(0, state)
+        state["small"] += 1  # in place: the staged copy of step 0 must not see it
+        m.save(1, state)
+        m.wait()
+        assert m._incremental.written_bytes == 24
+        assert m.restore(0)["small"].tolist() == [0, 0, 0] and m.restore(1)["small"].tolist() == [1, 1, 1]
+    model, _ = _fine_tuning()
+    with CheckpointManager(tmp_path / "torch", incremental=True, async_save=True, trust_version_counter=False) as m:
+        m.save(0, {"model": model})
+        model[0][0].weight.data.add_(1.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            m.save(1, {"model": model})
+            m.wait()
+        assert m.steps == [0, 1] and m._incremental.written_bytes == 64 * 64 * 4

@@ -60,8 +60,9 @@ def _commit(manager: Any, step: int, plan: Plan, info: dict[str, Any]) -> None:
     else:
         committed = tracker.write(step, plan, metadata, store.commit)
     if committed:
+        before = set(manager._metrics)
         manager._retain(step, info)
-        if isinstance(store, ObjectBlobs):
+        if isinstance(store, ObjectBlobs) and before - set(manager._metrics):  # retention deleted a step
             store.collect()
 
 
