@@ -12,6 +12,9 @@ are not atomic, each step is data objects plus one commit object written last wi
 conditional put (:mod:`.objects`); the commit object also holds that JSON.
 Under ``torch.distributed`` there, the commit object names the manifest of a distributed
 checkpoint uploaded by every rank (:mod:`tensorfile.distributed.object_steps`).
+
+With ``incremental=True`` a step is a manifest naming blobs shared with older steps (:mod:`.blobs`; which
+tensors a step writes: :mod:`.incremental`; the save flow: :mod:`.incremental_saves`).
 """
 
 from __future__ import annotations

@@ -21,6 +21,12 @@ object, and its commit object names that folder's manifest::
 
 Readers load it with :func:`tensorfile.distributed.load` (each rank reads the byte ranges it needs).
 
+An incremental step (:mod:`tensorfile.checkpoint.blobs`) is a manifest object in its folder whose files are
+blobs under ``<root>/blobs/``; its commit object names the manifest::
+
+    <root>/step_<N:08d>/manifest-<writer>.json
+    "files": {"incremental.json": {"object": "manifest-<writer>.json", "size": bytes}}
+
 Writer (:meth:`ObjectSteps.commit`):
 
 1. Refuse at once when step N already has a commit object (a committed step is never replaced).
