@@ -244,3 +244,20 @@ def test_async_without_counters_and_without_trust(tmp_path):
             m.save(1, {"model": model})
             m.wait()
         assert m.steps == [0, 1] and m._incremental.written_bytes == 64 * 64 * 4
+
+
+def test_tied_weights_stay_tied_across_async_steps(tmp_path):
+    """A weight shared by two modules is stored once and named twice in every step, including the steps whose
+    stall reused the previous stall's host views."""
+    torch.manual_seed(0)
+    emb, out = torch.nn.Embedding(10, 8), torch.nn.Linear(8, 10, bias=False)
+    out.weight = emb.weight
+    model = torch.nn.ModuleDict({"emb": emb, "out": out})
+    with CheckpointManager(tmp_path, incremental=True, async_save=True) as m:
+        for step in range(3):
+            m.save(step, {"model": model})
+            m.wait()
+        manifest = json.loads(open(_folder(tmp_path, 2) / "manifest.json").read())
+        assert sorted(manifest["tensors"]) == ["model.emb.weight"]
+        loaded = m.restore(2)["model"]
+        assert loaded["emb.weight"] is loaded["out.weight"] and torch.equal(loaded["emb.weight"], emb.weight)
