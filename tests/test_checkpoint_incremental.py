@@ -261,3 +261,21 @@ def test_tied_weights_stay_tied_across_async_steps(tmp_path):
         assert sorted(manifest["tensors"]) == ["model.emb.weight"]
         loaded = m.restore(2)["model"]
         assert loaded["emb.weight"] is loaded["out.weight"] and torch.equal(loaded["emb.weight"], emb.weight)
+
+
+def test_a_failed_step_resets_the_base(tmp_path):
+    """The newest step deleted by hand: the next save cannot link its blobs and fails (nothing committed); the
+    one after takes the newest remaining step as its base and writes what differs from it."""
+    import shutil
+
+    state = {"a": np.arange(100.0), "b": np.zeros(5)}
+    with CheckpointManager(tmp_path, incremental=True) as m:
+        m.save(0, state)
+        state["b"] = state["b"] + 1
+        m.save(1, state)
+        shutil.rmtree(_folder(tmp_path, 1))
+        with pytest.raises(FileNotFoundError):
+            m.save(2, state)
+        assert m.steps == [0]
+        m.save(3, state)
+        assert m._incremental.written_bytes == 40 and m.restore(3)["b"].tolist() == [1.0] * 5
