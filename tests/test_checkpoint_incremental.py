@@ -222,6 +222,9 @@ def test_object_storage_references_and_collection(async_save):
     with CheckpointManager(url, incremental=True) as m:  # a new writer: its base is the newest step
         m.save(5, {"model": model, "opt": opt})
         assert m._incremental.written_bytes == 0 and m.steps == [3, 4, 5]
+    reader = CheckpointManager(url, read_only=True)  # a plain reader restores incremental steps too
+    fresh, _ = _fine_tuning(seed=6)
+    assert reader.restore(state={"model": fresh}).step == 5 and torch.equal(fresh[1].weight, model[1].weight)
 
 
 def test_async_without_counters_and_without_trust(tmp_path):
