@@ -282,3 +282,34 @@ def test_a_failed_step_resets_the_base(tmp_path):
         assert m.steps == [0]
         m.save(3, state)
         assert m._incremental.written_bytes == 40 and m.restore(3)["b"].tolist() == [1.0] * 5
+
+
+def test_object_storage_writer_dies_before_its_commit(monkeypatch):
+    """memory://: a writer stops after uploading its blob and manifest, before the commit object (as a kill
+    there would): the step is not visible, older steps restore, and once a later step is committed and retention
+    runs, the dead attempt's blob is collected while the blobs the kept step names stay."""
+    pytest.importorskip("fsspec")
+    import fsspec
+
+    from tensorfile.checkpoint import objects
+
+    url = f"memory://tf-{uuid.uuid4().hex[:8]}/run"
+    root = url[len("memory://"):]
+    fs = fsspec.filesystem("memory")
+    state = {"frozen": np.arange(1000.0), "head": np.zeros(10)}
+    with CheckpointManager(url, incremental=True, max_to_keep=1) as m:
+        m.save(0, state)
+    state["head"] = state["head"] + 1
+    with monkeypatch.context() as patch:
+        patch.setattr(objects.ObjectSteps, "publish", lambda *a, **k: (_ for _ in ()).throw(OSError("killed")))
+        with CheckpointManager(url, incremental=True, max_to_keep=1) as m, pytest.raises(OSError, match="killed"):
+            m.save(1, state)
+    assert len(fs.ls(root + "/blobs")) == 2  # the dead attempt's blob is there, named by no step
+    monkeypatch.setattr(objects, "STALE_AFTER", 0.0)
+    with CheckpointManager(url, incremental=True, max_to_keep=1) as m:
+        assert m.steps == [0] and m.restore()["head"].tolist() == [0.0] * 10
+        assert not [p for p in fs.find(root) if "step_00000001/manifest-" in p]  # swept: stale, uncommitted
+        m.save(1, state)
+        assert m.steps == [1] and m.restore()["head"].tolist() == [1.0] * 10
+        blobs = sorted(p.rsplit("/", 1)[-1][:13] for p in fs.ls(root + "/blobs", detail=False))
+        assert blobs == ["blob-00000000", "blob-00000001"]  # step 0's (named by step 1) and step 1's own

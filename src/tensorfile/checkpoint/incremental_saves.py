@@ -60,9 +60,10 @@ def _commit(manager: Any, step: int, plan: Plan, info: dict[str, Any]) -> None:
     else:
         committed = tracker.write(step, plan, metadata, store.commit)
     if committed:
-        before = set(manager._metrics)
+        objects = isinstance(store, ObjectBlobs)
+        before = set(manager.steps) if objects else set()
         manager._retain(step, info)
-        if isinstance(store, ObjectBlobs) and before - set(manager._metrics):  # retention deleted a step
+        if objects and before - set(manager.steps):  # retention deleted a step: collect the blobs none names
             store.collect()
 
 
