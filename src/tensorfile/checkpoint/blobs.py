@@ -103,6 +103,10 @@ def write_blob(path: str, arrays: Mapping[str, np.ndarray], durable: bool) -> di
 class LocalBlobs:
     """Incremental steps in a local checkpoint folder (hard-linked blobs; see the module docs)."""
 
+    #: a synchronous save may hash the tensors it shares while it writes its blob (a late change found by that
+    #: hash only costs the temporary folder: :meth:`commit` calls ``manifest`` before anything is committed)
+    overlaps = True
+
     def __init__(self, directory: str, step_path: Callable[[int], str]) -> None:
         self.directory = directory
         self.step_path = step_path

@@ -182,7 +182,7 @@ class Tracker:
             array = leaf.array
             flags = {k: True for k in _FLAGS if leaf.record.get(k)}
             entries[leaf.name] = (name_of(array.dtype), tuple(array.shape), leaf.framework, flags)
-            key = counter(leaf.source) if staging is not None else None
+            key = counter(leaf.source)
             if key is not None:
                 seen[leaf.name] = key
             still = key is not None and self.trust and self._seen.get(leaf.name) == key
@@ -218,33 +218,61 @@ class Tracker:
             dtype, shape = plan.entries[name][:2]
             return ref if ref is not None and ref.dtype == dtype and ref.shape == shape else None
 
-        sums = digests({n: a for n, a in {**plan.copied, **plan.clean}.items() if matching(n) is not None})
-        kept: dict[str, Ref] = {}
-        new: dict[str, np.ndarray] = {}
-        behind = []
-        for name in plan.entries:
-            ref = matching(name)
-            if ref is not None and (ref.checksum == sums[name] or not ref.blob):
-                kept[name] = ref
-            elif name in plan.clean and not plan.sync:
-                behind.append(name)
-            elif int(np.prod(plan.entries[name][1])):
-                new[name] = plan.copied.get(name, plan.clean.get(name))
-            else:  # no elements: nothing to store
-                kept[name] = Ref("", digest(np.zeros(0, np.uint8)), *plan.entries[name][:2])
-        if behind:
-            self.untrusted.update(behind)
-            self.reset()
-            warnings.warn(f"checkpoint step {step} was not committed: {', '.join(repr(n) for n in behind[:5])}"
-                          f"{' ...' if len(behind) > 5 else ''} changed though its torch version counter had not "
-                          "moved (an in-place write through .data, a NumPy view or the storage, or a change while "
-                          "the step was being written); from now on each save copies it", RuntimeWarning,
-                          stacklevel=2)  # fmt: skip
-            return False
+        # sync, local: the tensors whose counter did not move are hashed while the step's blob is written
+        deferred = {n: a for n, a in plan.clean.items() if matching(n) is not None} if plan.sync and getattr(
+            self.store, "overlaps", False) else {}  # fmt: skip
+        pool = ThreadPoolExecutor(1, thread_name_prefix="tensorfile-verify") if deferred else None
+        pending = pool.submit(digests, deferred) if pool is not None else None
+        try:
+            sums = digests({n: a for n, a in {**plan.copied, **plan.clean}.items()
+                            if n not in deferred and matching(n) is not None})  # fmt: skip
+            kept: dict[str, Ref] = {}
+            new: dict[str, np.ndarray] = {}
+            behind = []
+            for name in plan.entries:
+                ref = matching(name)
+                if name in deferred or (ref is not None and (ref.checksum == sums[name] or not ref.blob)):
+                    kept[name] = ref  # type: ignore[assignment]
+                elif name in plan.clean and not plan.sync:
+                    behind.append(name)
+                elif int(np.prod(plan.entries[name][1])):
+                    new[name] = plan.copied.get(name, plan.clean.get(name))
+                else:  # no elements: nothing to store
+                    kept[name] = Ref("", digest(np.zeros(0, np.uint8)), *plan.entries[name][:2])
+            if behind:
+                self.untrusted.update(behind)
+                self.reset()
+                warnings.warn(f"checkpoint step {step} was not committed: {', '.join(repr(n) for n in behind[:5])}"
+                              f"{' ...' if len(behind) > 5 else ''} changed though its torch version counter had not "
+                              "moved (an in-place write through .data, a NumPy view or the storage, or a change "
+                              "while the step was being written); from now on each save copies it", RuntimeWarning,
+                              stacklevel=2)  # fmt: skip
+                return False
+            try:
+                self._commit(step, plan, metadata, commit, base, kept, new, pending)
+            except _Changed as changed:  # written behind its counter: write it too (rare: a second try)
+                for name in changed.names:
+                    new[name] = plan.clean[name]
+                    del kept[name]
+                self._commit(step, plan, metadata, commit, base, kept, new, None)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        self.written_bytes = sum(a.nbytes for a in new.values())
+        return True
+
+    def _commit(self, step: int, plan: Plan, metadata: Mapping[str, str], commit: Callable[..., None],
+                base: Base | None, kept: dict[str, Ref], new: dict[str, np.ndarray], pending: Any) -> None:  # fmt: skip
+        """Commit the step: ``new`` into its blob, ``kept`` named in older ones. ``pending``: the checksums of
+        tensors in ``kept`` still being computed; checked before the manifest is written (:class:`_Changed`)."""
         shared = sorted({r.blob for r in kept.values() if r.blob})
         files = shared + ([blob_name(step)] if new else [])
 
         def manifest(written: Mapping[str, str]) -> bytes:
+            if pending is not None:
+                changed = [n for n, checksum in pending.result().items() if checksum != kept[n].checksum]
+                if changed:
+                    raise _Changed(changed)
             index = {name: i for i, name in enumerate(files)}
             entries = {}
             checksums = {}
@@ -261,6 +289,11 @@ class Tracker:
 
         commit(step, base, new, files, manifest)
         self._base, self._loaded = self._next, True
-        self.written_bytes = sum(a.nbytes for a in new.values())
-        return True
 
+
+class _Changed(Exception):
+    """Tensors whose counter did not move were found changed while their step was being written (sync)."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"changed behind their version counter: {names}")
+        self.names = names
