@@ -8,7 +8,11 @@ when:
 
 * a synchronous save hashes every tensor that has a counterpart of the same dtype and shape in the base
   (on :data:`~tensorfile.format.reader.READERS` threads; ``xxhash`` releases the GIL) and writes those whose
-  checksum differs, plus the new ones. Nothing moves during the save, so the step is exact.
+  checksum differs, plus the new ones. Nothing moves during the save, so the step is exact. On a local disk the
+  tensors whose torch version counter did not move since the previous save are hashed *while* the blob of the
+  others is written and fsynced; the manifest is written only once those hashes match the base, and a tensor
+  found changed behind its counter makes the save start the step again with it in the blob (the temporary
+  folder of the first try is discarded: nothing was committed).
 * an asynchronous save must copy, during the training step's stall, what it will write. It copies the
   tensors whose torch version counter moved since the previous save (and every tensor without a counter:
   NumPy, TensorFlow, JAX, MXNet), and no others. In the background it hashes the copies (writing the ones that
