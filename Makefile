@@ -82,11 +82,14 @@ bench-full: $(STAMP)
 	$(BIN)/python benchmarks/cli.py --size full --repeat 5 $(BENCH_OK)
 	$(BIN)/python benchmarks/distributed.py --size full --repeat 7 $(BENCH_OK)
 
-# The long crash runs quoted in docs/RELIABILITY.md: 200 SIGKILLs mid-epoch (torch), 50 for Flax NNX, 30 for Keras.
+# The long crash runs quoted in docs/RELIABILITY.md: 200 SIGKILLs mid-epoch (torch), 50 for Flax NNX, 30 for Keras;
+# 100 each for incremental checkpoints (sync, and async mid-epoch).
 crash-long: $(STAMP)
 	$(BIN)/python benchmarks/crash_harness.py --mode torch-epochs --kills 200 --epochs 150
 	$(BIN)/python benchmarks/crash_harness.py --mode nnx-epochs --kills 50 --epochs 120 --max-delay 2.5 --async
 	$(BIN)/python benchmarks/crash_harness.py --mode keras-epochs --kills 30 --epochs 1500 --max-delay 8
+	$(BIN)/python benchmarks/crash_harness.py --mode torch --kills 100 --incremental
+	$(BIN)/python benchmarks/crash_harness.py --mode torch-epochs --kills 100 --epochs 110 --incremental --async
 
 COLD_LOADS = tensorfile.load;torch.load(weights_only=True);safetensors load_file + write touch;safetensors load_file + read touch;.pt by tensorfile, no torch;CheckpointManager.restore;tensorfile verify;raw preadv, one thread
 

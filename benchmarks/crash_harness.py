@@ -14,6 +14,10 @@ was never interrupted.
     python benchmarks/crash_harness.py --kills 200          # the long run (docs/RELIABILITY.md)
     python benchmarks/crash_harness.py --kills 12 --async   # asynchronous saves
     python benchmarks/crash_harness.py --kills 50 --mode torch-epochs --epochs 60
+    python benchmarks/crash_harness.py --kills 12 --incremental --async   # incremental checkpoints
+
+``--incremental`` runs the children with ``CheckpointManager(incremental=True)`` (the torch modes freeze the
+first layer, so every step shares its blob by hard link and retention deletes the step that wrote it).
 
 Prints one line per kill and a summary; exits 1 if the weights differ.
 """
@@ -35,10 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = ROOT / "examples" / "train_with_checkpoints.py"
 
 
-def _child(directory: Path, steps: int, async_save: bool, mode: str = "torch") -> subprocess.Popen:
+def _child(directory: Path, steps: int, async_save: bool, mode: str = "torch", incremental: bool = False) -> subprocess.Popen:
     length = ["--steps", str(steps)] if mode == "torch" else ["--epochs", str(steps)]
     data = ["--data", str(directory.parent / "digits.tensorfile")]
     args = [sys.executable, str(CHILD), mode, str(directory), *length, *data] + (["--async"] if async_save else [])
+    args += ["--incremental"] if incremental else []
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -62,13 +67,13 @@ def _weights(path: Path) -> dict[str, bytes]:
 
 
 def run(kills: int, steps: int, async_save: bool, seed: int, folder: Path, log=print, mode: str = "torch",
-        max_delay: float = 0.4) -> dict:  # fmt: skip
+        max_delay: float = 0.4, incremental: bool = False) -> dict:  # fmt: skip
     """Kill ``kills`` children, then let one finish; compare with an uninterrupted run. ``steps``: training
     steps (mode ``torch``) or epochs (the epoch modes)."""
     rng = random.Random(seed)
     reference, crashed = folder / "reference", folder / "crashed"
     _save_digits(folder / "digits.tensorfile")
-    ref = _child(reference, steps, async_save, mode)
+    ref = _child(reference, steps, async_save, mode, incremental)
     out, err = ref.communicate(timeout=600)
     if ref.returncode != 0:
         raise RuntimeError(f"the uninterrupted run failed: {err}")
@@ -78,7 +83,7 @@ def run(kills: int, steps: int, async_save: bool, seed: int, folder: Path, log=p
     fresh_starts = 0  # training finished between two kills: the crashed run starts over (more steps avoid it)
     while True:
         committed = sorted(int(p.name[5:]) for p in crashed.glob("step_*")) if crashed.exists() else []
-        child = _child(crashed, steps, async_save, mode)
+        child = _child(crashed, steps, async_save, mode, incremental)
         line = child.stdout.readline()  # "ready: starting at step N" once restored
         if not line.startswith("ready"):
             child.kill()
@@ -124,6 +129,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the epoch modes (default: 1 per kill + 5)")
     parser.add_argument("--max-delay", type=float, default=0.4, help="seconds: kills come 0 to this long after ready")
     parser.add_argument("--async", dest="async_save", action="store_true")
+    parser.add_argument("--incremental", action="store_true", help="CheckpointManager(incremental=True)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tensorfile-crash-") as tmp:
@@ -132,9 +138,10 @@ def main() -> None:
             steps = args.steps or 50 * args.kills + 300
         else:
             steps = args.epochs or args.kills + 5
-        result = run(args.kills, steps, args.async_save, args.seed, Path(tmp), mode=args.mode, max_delay=args.max_delay)
+        result = run(args.kills, steps, args.async_save, args.seed, Path(tmp), mode=args.mode, max_delay=args.max_delay,
+                     incremental=args.incremental)
         elapsed = time.perf_counter() - start
-    mode = f"{args.mode}, {'async' if args.async_save else 'sync'}"
+    mode = f"{args.mode}, {'async' if args.async_save else 'sync'}{', incremental' if args.incremental else ''}"
     print(f"{mode}: {result['kills']} SIGKILLs, {result['restarts']} runs, resumed at steps "
           f"{sorted(set(result['resumed_from']))[:10]}...; final weights identical to the uninterrupted run: "
           f"{result['identical']}; every run resumed after the latest committed step: {not result['not_latest']}; "

@@ -19,6 +19,8 @@ data position kept as two ints.
 Keras: tensorfile's callback does what ModelCheckpoint plus BackupAndRestore do.
 ``keras-epochs``: dropout, shuffled epochs through ``checkpoint.keras.batches``, a
 checkpoint every 5 batches: a kill in mid-epoch resumes at the next batch.
+``--incremental``: incremental checkpoints (each step writes only what changed); the torch modes then
+freeze the first layer (a fine-tuning run), so its tensors are shared by every step's blobs.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ import numpy as np  # noqa: E402
 import tensorfile  # noqa: E402
 
 DATA: str | None = None  # --data: a tensorfile file of {"X", "y"} to use instead of scikit-learn's digits
+INCREMENTAL = False  # --incremental: CheckpointManager(incremental=True), torch's first layer frozen
+
+
+def _manager(directory: str, **options: Any) -> Any:
+    return tensorfile.CheckpointManager(directory, max_to_keep=3, incremental=INCREMENTAL, **options)
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
@@ -56,6 +63,8 @@ def _torch_mlp() -> tuple[Any, Any, Any, Any]:
     X, y = (torch.from_numpy(a) for a in digits())
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Dropout(0.1), nn.Linear(256, 10))
+    if INCREMENTAL:  # fine-tuning: the first layer frozen, its tensors written once and shared by later steps
+        net[0].requires_grad_(False)
     return X, y, net, torch.optim.Adam(net.parameters(), lr=1e-3)
 
 
@@ -78,7 +87,7 @@ def train_torch(directory: str, steps: int, async_save: bool) -> None:
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=50, gamma=0.5)
     order = torch.Generator().manual_seed(1)  # which examples each batch takes: the data position
     start = 0
-    with tensorfile.CheckpointManager(directory, max_to_keep=3, async_save=async_save) as manager:
+    with _manager(directory, async_save=async_save) as manager:
         if manager.latest_step is not None:
             state = manager.restore(state={"model": net, "optimizer": opt, "scheduler": sched})
             order.set_state(state["data_order"])
@@ -104,7 +113,7 @@ def train_torch_epochs(directory: str, epochs: int, async_save: bool) -> None:
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[40, 80], gamma=0.5)
     loader = ResumableLoader(TensorDataset(X, y), 64, shuffle=True, seed=0)
     step = 0
-    with tensorfile.CheckpointManager(directory, max_to_keep=3, async_save=async_save) as manager:
+    with _manager(directory, async_save=async_save) as manager:
         if manager.latest_step is not None:
             state = manager.restore(state={"model": net, "optimizer": opt, "scheduler": sched, "data": loader})
             tensorfile.set_rng_state(state["rng"])
@@ -145,7 +154,7 @@ def train_nnx_epochs(directory: str, epochs: int, async_save: bool) -> None:
     model = MLP(nnx.Rngs(params=0, dropout=1))
     opt = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
     epoch, batch, step, size = 0, 0, 0, 64
-    with tensorfile.CheckpointManager(directory, max_to_keep=3, async_save=async_save) as manager:
+    with _manager(directory, async_save=async_save) as manager:
         if manager.latest_step is not None:
             state = manager.restore(state={"model": model, "optimizer": opt})
             epoch, batch, step = state["epoch"], state["batch"], state["step"] + 1
@@ -176,7 +185,7 @@ def train_keras(directory: str, epochs: int) -> None:
     model = keras.Sequential([keras.layers.Input((64,)), keras.layers.Dense(256, activation="relu"),
                               keras.layers.Dense(10)])  # fmt: skip
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    with tensorfile.CheckpointManager(directory, max_to_keep=3) as manager:
+    with _manager(directory) as manager:
         model.fit(X, y, epochs=epochs, batch_size=64, shuffle=False, verbose=0, callbacks=[CheckpointCallback(manager)])
     tensorfile.save_parameters(model, os.path.join(directory, "final.tensorfile"))
     print(f"done: {epochs} epochs", flush=True)
@@ -193,7 +202,7 @@ def train_keras_epochs(directory: str, epochs: int) -> None:
                               keras.layers.Dropout(0.1), keras.layers.Dense(10)])  # fmt: skip
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     per_epoch = steps_per_epoch(len(X), 64)
-    with tensorfile.CheckpointManager(directory, max_to_keep=3) as manager:
+    with _manager(directory) as manager:
         callback = CheckpointCallback(manager, every_n_batches=5)
         done = callback.resume(model)
         print(f"ready: starting at step {done}", flush=True)
@@ -211,10 +220,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--async", dest="async_save", action="store_true")
+    parser.add_argument("--incremental", action="store_true", help="incremental checkpoints (torch: first layer frozen)")
     parser.add_argument("--data", help="a tensorfile file of X and y, saved from digits() (default: scikit-learn's)")
     args = parser.parse_args(argv)
-    global DATA
-    DATA = args.data
+    global DATA, INCREMENTAL
+    DATA, INCREMENTAL = args.data, args.incremental
     if args.framework == "torch":
         train_torch(args.directory, args.steps, args.async_save)
     elif args.framework == "torch-epochs":

@@ -243,14 +243,16 @@ def test_disk_full_keeps_previous_steps(tmp_path):
 # ---------------------------------------------------------------- exact resume
 
 
-@pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
-def test_crash_harness_sigkill_resume_is_bit_identical(tmp_path, async_save):
-    """20 random SIGKILLs each, sync and async (52 in all with the mid-epoch runs below): every run resumes after
-    the latest committed step, the final weights are bit-identical to an uninterrupted run's, and no temporary
-    or trash folder is left."""
-    result = crash_harness.run(kills=20, steps=600, async_save=async_save, seed=int(async_save), folder=tmp_path,
-                               log=lambda *_: None, max_delay=0.25)  # fmt: skip
-    assert result["kills"] == 20 and result["identical"]
+@pytest.mark.parametrize("async_save, incremental", [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["sync", "async", "sync-incremental", "async-incremental"])  # fmt: skip
+def test_crash_harness_sigkill_resume_is_bit_identical(tmp_path, async_save, incremental):
+    """10 random SIGKILLs each, sync and async, full and incremental steps (52 in all with the mid-epoch runs
+    below): every run resumes after the latest committed step, the final weights are bit-identical to an
+    uninterrupted run's, and no temporary or trash folder is left. Incremental: the first layer is frozen, so its
+    blob is shared by hard links and the step that wrote it is deleted by retention (max_to_keep=3)."""
+    result = crash_harness.run(kills=10, steps=300, async_save=async_save, seed=int(async_save) + 2 * incremental,
+                               folder=tmp_path, log=lambda *_: None, max_delay=0.25, incremental=incremental)  # fmt: skip
+    assert result["kills"] == 10 and result["identical"]
     assert result["not_latest"] == [] and result["left_behind"] == []
     assert max(result["resumed_from"]) > 0  # it did resume from checkpoints
 

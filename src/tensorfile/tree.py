@@ -66,6 +66,8 @@ class Leaf:
     #: the leaf this one is tied to (the same tensor met again under another name): written again under its own
     #: name, so every name is a tensor of the file, and loaded as that one tensor
     tied_to: str | None = None
+    #: the value the leaf was made from (a framework tensor; incremental checkpoints read its version counter)
+    source: Any = None
 
 
 @dataclass
@@ -156,7 +158,7 @@ class _Flattener:
                 view_key = (storage.key, storage.offset, storage.strides, array.shape, array.dtype.str, repr(record))
                 first = self.by_view.get(view_key)
             if first is None:
-                leaf = Leaf(self._name(parts), array, adapter.name, record, storage)
+                leaf = Leaf(self._name(parts), array, adapter.name, record, storage, source=value)
                 self.by_id[id(value)] = leaf
                 if view_key is not None:
                     self.by_view[view_key] = leaf

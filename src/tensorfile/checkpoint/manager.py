@@ -12,6 +12,9 @@ are not atomic, each step is data objects plus one commit object written last wi
 conditional put (:mod:`.objects`); the commit object also holds that JSON.
 Under ``torch.distributed`` there, the commit object names the manifest of a distributed
 checkpoint uploaded by every rank (:mod:`tensorfile.distributed.object_steps`).
+
+With ``incremental=True`` a step is a manifest naming blobs shared with older steps (:mod:`.blobs`; which
+tensors a step writes: :mod:`.incremental`; the save flow: :mod:`.incremental_saves`).
 """
 
 from __future__ import annotations
@@ -123,6 +126,17 @@ class CheckpointManager:
             rank 0 puts the manifest there, then commits the step with its commit object
             (conditional put; :mod:`tensorfile.distributed.object_steps`) and deletes the commit
             object first on retention; each rank's restore reads only its slices' byte ranges.
+        incremental: each step writes only the tensors whose bytes changed since the newest committed
+            step (XXH3-64 checksums; an async save copies in its stall only the torch tensors whose version
+            counter moved and checks the others in the background: :mod:`tensorfile.checkpoint.incremental`).
+            A step is a manifest naming one blob per step that wrote a tensor it holds
+            (:mod:`tensorfile.checkpoint.blobs`): on a local disk the step folder holds hard links to them, so
+            it is complete on its own (``tensorfile.load(step folder)`` reads it); on object storage blobs
+            live under ``<directory>/blobs/`` and are deleted when no committed step names them. Not under
+            ``torch.distributed``.
+        trust_version_counter: with ``incremental`` and ``async_save``: False copies every tensor in the
+            stall (as a full async save does) and writes only the changed ones, which is exact even for
+            tensors changed behind their version counter and changed back before the write.
 
     Raises:
         CheckpointLockedError: another manager holds the folder.
@@ -148,6 +162,8 @@ class CheckpointManager:
         read_only: bool = False,
         storage_options: Mapping[str, Any] | None = None,
         distributed: bool | None = None,
+        incremental: bool = False,
+        trust_version_counter: bool = True,
     ) -> None:
         directory = local_path(directory)
         self.directory = directory.rstrip("/") if is_url(directory) else os.fspath(directory)
@@ -196,6 +212,13 @@ class CheckpointManager:
         if not read_only:
             getattr(threading, "_register_atexit", atexit.register)(self._at_exit)
         self._metrics: dict[int, dict[str, float]] = {}
+        self._incremental = None
+        if incremental:
+            if self._group is not None:
+                raise ValueError("incremental=True is not supported under torch.distributed")
+            from .incremental_saves import tracker_for
+
+            self._incremental = tracker_for(self, trust_version_counter)
 
     # ------------------------------------------------------------ what is there
 
@@ -295,6 +318,11 @@ class CheckpointManager:
             tree[name] = value
         info = {"step": step, "metrics": {k: float(v) for k, v in (metrics or {}).items()}, "live": live,
                 "classes": classes}  # fmt: skip
+        if self._incremental is not None:
+            from .incremental_saves import save
+
+            save(self, step, tree, info)
+            return True
         if not self.async_save:
             self._write(step, tree, info)
             return True
@@ -550,9 +578,14 @@ class CheckpointManager:
             if recorded != step:  # a folder renamed by hand, another run's or another tool's file copied in
                 raise IntegrityError(f"{path}: the folder says step {step}, the checkpoint inside records step "
                                      f"{recorded!r}")  # fmt: skip
-            return load(path), info
         except IntegrityError:
             raise
+        except (TensorFileError, OSError, ValueError) as exc:  # a folder, another tool's file, unreadable, damaged
+            raise IntegrityError(f"checkpoint step {step} is corrupt or incomplete: {exc}") from exc
+        try:
+            return load(path), info
+        except IntegrityError as exc:  # a checksum (of a blob shared with other steps, for an incremental step)
+            raise IntegrityError(f"checkpoint step {step}: {exc}") from exc
         except (TensorFileError, OSError, ValueError) as exc:  # a folder, another tool's file, unreadable, damaged
             raise IntegrityError(f"checkpoint step {step} is corrupt or incomplete: {exc}") from exc
 
@@ -561,8 +594,12 @@ class CheckpointManager:
         record = self._objects.record(step)  # type: ignore[union-attr]
         data = self._objects.data(step, record)  # type: ignore[union-attr]
         try:
+            if self._objects.is_incremental(record):  # type: ignore[union-attr]
+                from .incremental_saves import load_object
+
+                return load_object(self, step, record), record["info"]
             return load(data.url, storage_options=self._objects.storage_options), record["info"]  # type: ignore[union-attr]
-        except IntegrityError:
-            raise
+        except IntegrityError as exc:
+            raise IntegrityError(f"checkpoint step {step}: {exc}") from exc
         except (TensorFileError, OSError, ValueError) as exc:  # the data object gone, damaged or another file
             raise IntegrityError(f"checkpoint step {step} is corrupt or incomplete: {exc}") from exc

@@ -21,6 +21,12 @@ object, and its commit object names that folder's manifest::
 
 Readers load it with :func:`tensorfile.distributed.load` (each rank reads the byte ranges it needs).
 
+An incremental step (:mod:`tensorfile.checkpoint.blobs`) is a manifest object in its folder whose files are
+blobs under ``<root>/blobs/``; its commit object names the manifest::
+
+    <root>/step_<N:08d>/manifest-<writer>.json
+    "files": {"incremental.json": {"object": "manifest-<writer>.json", "size": bytes}}
+
 Writer (:meth:`ObjectSteps.commit`):
 
 1. Refuse at once when step N already has a commit object (a committed step is never replaced).
@@ -81,7 +87,9 @@ _STATE = "state.tensorfile"
 _MANIFEST = "manifest.json"  # tensorfile.distributed.manifest.MANIFEST (not imported: this module stays light)
 _ATTEMPT = re.compile(r"dist-[0-9a-f]{16}")
 #: what a commit object may name: a data object, or a distributed attempt's manifest (never a path outside)
-_NAMED = {_STATE: _DATA, _MANIFEST: re.compile(r"dist-[0-9a-f]{16}/manifest\.json")}
+_INCREMENTAL = "incremental.json"  # an incremental step: its manifest object (tensorfile.checkpoint.blobs)
+_INCREMENTAL_OBJECT = re.compile(r"manifest-[0-9a-f]{16}\.json")
+_NAMED = {_STATE: _DATA, _MANIFEST: re.compile(r"dist-[0-9a-f]{16}/manifest\.json"), _INCREMENTAL: _INCREMENTAL_OBJECT}
 
 
 def _modified(info: Mapping[str, Any]) -> float | None:
@@ -167,7 +175,8 @@ class ObjectSteps:
             ok = False
         if not ok:
             raise IntegrityError(f"{where.url}: not a commit object of step {step} (expected JSON with tensorfile_commit "
-                                 f"1, step {step} and a state-<16 hex>.tensorfile or dist-<16 hex>/manifest.json)")  # fmt: skip
+                                 f"1, step {step} and a state-<16 hex>.tensorfile, dist-<16 hex>/manifest.json or "
+                                 "manifest-<16 hex>.json)")  # fmt: skip
         return record
 
     def data(self, step: int, record: Mapping[str, Any]) -> Location:
@@ -175,6 +184,25 @@ class ObjectSteps:
         distributed step's manifest object (``dist-<writer>/manifest.json``; see :func:`is_distributed`)."""
         (entry,) = record["files"].values()
         return self.folder(step).child(entry["object"])
+
+    @staticmethod
+    def is_incremental(record: Mapping[str, Any]) -> bool:
+        """True when ``record`` (a checked commit object) names an incremental step's manifest
+        (:mod:`tensorfile.checkpoint.blobs`: its blobs live under ``<root>/blobs/``)."""
+        return _INCREMENTAL in record["files"]
+
+    def commit_incremental(self, step: int, manifest: bytes, info: Mapping[str, Any]) -> None:
+        """Upload an incremental step's manifest (its blobs uploaded already), then commit the step.
+
+        Raises:
+            CheckpointConflictError: another writer committed the step first. OSError: an upload failed.
+        """
+        writer = secrets.token_hex(8)
+        where = self.folder(step).child(f"manifest-{writer}.json")
+        self.root.fs.pipe_file(where.path, manifest)
+        if os.environ.get(KILL_BEFORE_COMMIT) == "1":
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.publish(step, writer, {_INCREMENTAL: {"object": _name(where), "size": len(manifest)}}, info)
 
     @staticmethod
     def is_distributed(record: Mapping[str, Any]) -> bool:
@@ -288,7 +316,7 @@ class ObjectSteps:
             for name, info in objects.items():
                 when = _modified(info)
                 top = name.split("/", 1)[0]
-                ours = _DATA.fullmatch(name) or ("/" in name and _ATTEMPT.fullmatch(top))
+                ours = _DATA.fullmatch(name) or _INCREMENTAL_OBJECT.fullmatch(name) or ("/" in name and _ATTEMPT.fullmatch(top))
                 if top in (keep, COMMIT_OBJECT) or not ours or when is None or when > cutoff:
                     continue
                 where = self.folder(step).child(name)

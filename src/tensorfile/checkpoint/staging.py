@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -37,6 +37,8 @@ __all__ = ["Staging"]
 
 #: Copies of at least this many bytes go to the copy threads.
 PARALLEL_COPY_MIN = 1 << 20
+#: :meth:`Staging.stage` starts copy threads only for at least this many bytes (starting them costs milliseconds).
+PARALLEL_STAGE_MIN = 64 << 20
 
 
 class _Tensor:
@@ -153,6 +155,33 @@ class Staging:
         tensor = by_id[id(value)] = _Tensor(adapter, array, buffer, record)
         tensors.append(tensor)
         return tensor
+
+    def stage(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Copies of ``arrays`` (name -> host array) in this staging's buffers, one reused per name, shape and
+        dtype (incremental checkpoints stage only the tensors that changed); buffers of names not given are freed.
+        Large copies run on the copy threads, as :meth:`snapshot`'s do."""
+        with self._lock:
+            pairs = []
+            used = set()
+            for name, array in arrays.items():
+                dtype = array.dtype.newbyteorder("=")
+                key = ("incremental", name, array.shape, name_of(dtype), dtype.str)
+                buffer = self._buffers.get(key)
+                if buffer is None:
+                    buffer = self._buffers[key] = empty_array(array.shape, dtype)
+                used.add(key)
+                pairs.append((buffer, array))
+            large = sorted((p for p in pairs if p[0].nbytes >= PARALLEL_COPY_MIN), key=lambda p: -p[0].nbytes)
+            threads = len(large) > 1 and READERS > 1 and sum(p[0].nbytes for p in large) >= PARALLEL_STAGE_MIN
+            for buffer, array in pairs:
+                if buffer.nbytes < PARALLEL_COPY_MIN or not threads:
+                    np.copyto(buffer, array)
+            if threads:
+                with ThreadPoolExecutor(READERS, thread_name_prefix="tensorfile-stage") as pool:
+                    list(pool.map(lambda p: np.copyto(*p), large))
+            for key in set(self._buffers) - used:
+                del self._buffers[key]
+            return {name: buffer for name, (buffer, _) in zip(arrays, pairs)}
 
     def prefault(self, like: "Staging") -> None:
         """Allocate and fault in buffers of ``like``'s layout, so that a first snapshot here copies into mapped pages."""

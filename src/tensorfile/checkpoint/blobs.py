@@ -1,0 +1,254 @@
+"""Where the blobs and manifests of incremental steps live: a local folder, or an object store.
+
+An incremental step (``docs/FORMAT.md``, "Incremental checkpoints") is a manifest in the format of a
+distributed checkpoint (:mod:`tensorfile.distributed.manifest`, ``world_size`` 1, one chunk per tensor)
+whose files are *blobs*: ordinary tensorfile files, each holding the tensors one step wrote (the ones that
+changed), under their names in the state, with their XXH3-64 checksums. A step writes at most one blob;
+it names the blobs of older steps for the tensors it shares with them.
+
+Local disk (:class:`LocalBlobs`): a step folder holds its manifest and a *hard link* to every blob it
+names, so each folder is a complete distributed checkpoint on its own (``tensorfile.load`` of the folder,
+``tensorfile ls/info/verify``), and deleting any other step only drops a link. Commit order: the new blob
+written and fsynced, the links made, the manifest written and fsynced, the folder fsynced (every entry:
+blob, links, manifest), renamed into place and its parent fsynced (:func:`.commit.commit`).
+
+Object storage (:class:`ObjectBlobs`): blobs live under ``<root>/blobs/``; a step's manifest is the object
+``step_<N>/manifest-<writer>.json`` named by its commit object (:mod:`.objects`), its files named in
+``<root>/blobs/``. A blob is deleted when no committed step's manifest names it (references are counted
+over the manifests of the committed steps after each retention), and it was written by a step no newer
+than the newest committed one or :data:`.objects.STALE_AFTER` seconds ago or more (a writer at work).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ..distributed import manifest as mf
+from ..errors import TensorFileError
+from ..files import _save
+from ..format.reader import SafetensorsReader
+from ..format.record import read_record
+from .commit import commit
+
+__all__ = ["Ref", "Base", "LocalBlobs", "ObjectBlobs", "INCREMENTAL_KEY", "BLOB_FILE", "blob_name"]
+
+#: Manifest metadata key of an incremental step: JSON ``{"checksums": {name: 16 hex}, "written": [names]}``.
+INCREMENTAL_KEY = "tensorfile.incremental"
+BLOB_FILE = re.compile(r"blob-([0-9]{8,})-[0-9a-f]{8,16}\.tensorfile")
+BLOBS = "blobs"
+_MANIFEST_OBJECT = re.compile(r"manifest-[0-9a-f]{16}\.json")
+
+
+def blob_name(step: int, hex_digits: int = 8) -> str:
+    """A fresh blob file name for step ``step`` (random part: no two attempts share one)."""
+    return f"blob-{step:08d}-{secrets.token_hex(hex_digits // 2)}.tensorfile"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Where a tensor of a committed step is stored: its blob and its XXH3-64 checksum, dtype name and shape."""
+
+    blob: str
+    checksum: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass
+class Base:
+    """The newest committed incremental step: its number and each tensor's :class:`Ref`."""
+
+    step: int
+    refs: dict[str, Ref]
+
+
+def base_of(step: int, manifest: mf.Manifest) -> Base | None:
+    """The :class:`Base` recorded by an incremental step's manifest (None: not an incremental step, or its
+    record is unreadable: the next step then writes every tensor)."""
+    try:
+        sums = json.loads(manifest.metadata[INCREMENTAL_KEY])["checksums"]
+        refs = {}
+        for name, entry in manifest.tensors.items():
+            blob = manifest.files[entry.chunks[0].file] if entry.chunks else ""
+            refs[name] = Ref(blob, str(sums[name]), entry.dtype, tuple(entry.shape))
+    except (KeyError, ValueError, TypeError, IndexError):
+        return None
+    return Base(step, refs)
+
+
+def write_blob(path: str, arrays: Mapping[str, np.ndarray], durable: bool) -> dict[str, str]:
+    """Write ``arrays`` (name -> host array) as a tensorfile file at ``path``; returns ``{name: checksum}`` as
+    recorded in it (XXH3-64, 16 hex digits)."""
+    _save(dict(arrays), path, None, durable=False)
+    if durable:  # its folder entry is fsynced by the step commit (one fsync of the folder for every file)
+        _fsync(path)
+    reader = SafetensorsReader(path)
+    try:
+        record = read_record(reader.header, path)
+    finally:
+        reader.close()
+    return {name: record.tensors[name]["checksum"] for name in arrays}
+
+
+class LocalBlobs:
+    """Incremental steps in a local checkpoint folder (hard-linked blobs; see the module docs)."""
+
+    #: a synchronous save may hash the tensors it shares while it writes its blob (a late change found by that
+    #: hash only costs the temporary folder: :meth:`commit` calls ``manifest`` before anything is committed)
+    overlaps = True
+
+    def __init__(self, directory: str, step_path: Callable[[int], str]) -> None:
+        self.directory = directory
+        self.step_path = step_path
+
+    def base(self, steps: list[int]) -> Base | None:
+        """The newest committed step as a base, if it is an incremental one."""
+        if not steps:
+            return None
+        folder = self.step_path(steps[-1])
+        try:
+            return base_of(steps[-1], mf.read(os.path.join(folder, mf.MANIFEST)))
+        except (OSError, TensorFileError):
+            return None
+
+    def commit(self, step: int, base: Base | None, new: Mapping[str, np.ndarray], files: list[str],
+               manifest: Callable[[dict[str, str]], bytes]) -> None:  # fmt: skip
+        """Write step ``step``: the blob of ``new`` (if any) as ``files[-1]``, links to the other ``files`` (blobs
+        of ``base``'s folder), the manifest ``manifest(checksums of the new blob)``; then commit the folder.
+
+        Raises:
+            OSError: a write, link or rename failed (no step is visible; earlier steps are untouched).
+        """
+        source = self.step_path(base.step) if base is not None else None
+
+        def fill(folder: str) -> None:
+            written: dict[str, str] = {}
+            for name in files:
+                if name in new_names:
+                    written = write_blob(os.path.join(folder, name), new, durable=True)
+                else:
+                    _link(os.path.join(source or "", name), os.path.join(folder, name))
+            with open(os.path.join(folder, mf.MANIFEST), "xb") as f:  # the folder is fresh: no file to replace
+                f.write(manifest(written))
+            _fsync(os.path.join(folder, mf.MANIFEST))
+
+        new_names = {files[-1]} if new else set()
+        commit(self.directory, os.path.basename(self.step_path(step)), fill)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _link(source: str, target: str) -> None:
+    """Hard-link ``source`` as ``target``; where the filesystem has no hard links, copy it (fsynced)."""
+    try:
+        os.link(source, target)
+        return
+    except FileNotFoundError:
+        raise
+    except OSError:  # EPERM / ENOTSUP / EMLINK: a filesystem without (more) hard links
+        pass
+    with open(source, "rb") as src, open(target, "xb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 22)
+    _fsync(target)
+
+
+class ObjectBlobs:
+    """Incremental steps on object storage (blobs under ``<root>/blobs/``; see the module docs).
+
+    Args:
+        objects: the location's :class:`.objects.ObjectSteps`.
+    """
+
+    def __init__(self, objects: Any) -> None:
+        self.objects = objects
+        self.folder = objects.root.child(BLOBS)
+
+    def manifest(self, step: int, record: Mapping[str, Any]) -> mf.Manifest:
+        """Step ``step``'s manifest (``record``: its commit object).
+
+        Raises:
+            FormatError: not a manifest. FileNotFoundError: the manifest object is gone.
+        """
+        where = self.objects.data(step, record)
+        return mf.parse(where.url, self.objects.root.fs.cat_file(where.path))
+
+    def base(self, steps: list[int]) -> Base | None:
+        """The newest committed step as a base, if it is an incremental one."""
+        if not steps:
+            return None
+        try:
+            record = self.objects.record(steps[-1])
+            if not self.objects.is_incremental(record):
+                return None
+            return base_of(steps[-1], self.manifest(steps[-1], record))
+        except (OSError, TensorFileError):
+            return None
+
+    def commit(self, step: int, base: Base | None, new: Mapping[str, np.ndarray], files: list[str],
+               manifest: Callable[[dict[str, str]], bytes], info: Mapping[str, Any]) -> None:  # fmt: skip
+        """Upload the blob of ``new`` (if any) as ``files[-1]`` under ``blobs/``, then the manifest, then commit
+        the step with its commit object (:meth:`.objects.ObjectSteps.commit_incremental`).
+
+        Raises:
+            CheckpointConflictError: the step is committed already (or another writer won). OSError: an upload failed.
+        """
+        from ..storage.transfer import renamed, staged, upload
+
+        self.objects.check_free(step)
+        written: dict[str, str] = {}
+        if new:
+            blob = self.folder.child(files[-1])
+            with staged(blob) as local:
+                with renamed(local, blob.url):
+                    written = write_blob(local, new, durable=False)
+                upload(local, blob)
+        self.objects.commit_incremental(step, manifest(written), info)
+
+    def collect(self) -> list[str]:
+        """Delete blobs no committed step names (see the module docs); returns their URLs."""
+        from .objects import STALE_AFTER, _modified
+
+        fs = self.folder.fs
+        steps = self.objects.steps()
+        named: set[str] = set()
+        for step in steps:
+            try:
+                named.update(self.manifest(step, self.objects.record(step)).files)
+            except (OSError, TensorFileError):
+                return []  # a step unreadable now: delete nothing rather than something it needs
+        fs.invalidate_cache(self.folder.path)
+        try:
+            found = fs.ls(self.folder.path, detail=True)
+        except FileNotFoundError:
+            return []
+        newest = steps[-1] if steps else -1
+        cutoff = time.time() - STALE_AFTER
+        removed = []
+        for info in found:
+            name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+            match = BLOB_FILE.fullmatch(name)
+            if match is None or name in named:
+                continue
+            when = _modified(info)
+            if int(match.group(1)) <= newest or (when is not None and when <= cutoff):
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm_file(self.folder.child(name).path)
+                    removed.append(self.folder.child(name).url)
+        fs.invalidate_cache(self.folder.path)
+        return removed
