@@ -39,7 +39,17 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fresh import Op, Table, cache_mode, drop_caches, machine_line, rounds, touch_code, warm, write_touch_code  # noqa: E402
+from fresh import (  # noqa: E402
+    Op,
+    Table,
+    cache_mode,
+    drop_caches,
+    machine_line,
+    rounds,
+    touch_code,
+    warm,
+    write_touch_code,
+)
 
 RAW_READ = """
 fd = os.open({path!r}, os.O_RDONLY)

@@ -45,12 +45,12 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import xxhash
 
+from .. import tree
 from ..distributed import manifest as mf
 from ..errors import UnsupportedTypeError
 from ..format.dtypes import name_of
 from ..format.reader import READERS
 from ..format.writer import tensor_chunks
-from .. import tree
 from .blobs import INCREMENTAL_KEY, Base, Ref, blob_name
 
 __all__ = ["Tracker", "Plan", "counter", "digest", "digests"]
