@@ -235,9 +235,12 @@ def load_parameters(
                 except Exception as exc:
                     raise TensorFileError(f"could not load parameter {name!r} from {os.fspath(path)!r}: it cannot be "
                                           f"written ({exc}); nothing was loaded") from exc  # fmt: skip
-        # Pass 2: fill, one tensor at a time.
+        # Pass 2: fill, one tensor at a time; torch parameters on a GPU straight from the file (.device_fill).
+        todo = [name for name in target.params if name in incoming and name not in bad]
+        filled = set(_fill_on_device(f, target, incoming, todo, bool(source) and source != target.framework, path))
+        report.loaded.extend(name for name in todo if name in filled)
         for name, param in target.params.items():
-            if name in incoming and name not in bad:
+            if name in incoming and name not in bad and name not in filled:
                 out = converted(incoming[name].seen_as, f[incoming[name].file_name])
                 try:
                     param.set(out[1])  # type: ignore[index]
@@ -249,6 +252,20 @@ def load_parameters(
                 del out
                 report.loaded.append(name)
     return report
+
+
+def _fill_on_device(f: "_Source", target: Any, incoming: Mapping[str, "_Incoming"], todo: list[str], converts: bool,
+                    path: Any) -> list[str]:  # fmt: skip
+    """:func:`.device_fill.fill_on_device` for a torch model (the names filled); nothing for other models."""
+    if target.framework != "torch" or f._file is None:
+        return []
+    from .device_fill import fill_on_device
+
+    try:
+        return fill_on_device(f._file, target.tensors, [(n, incoming[n].file_name) for n in todo], converts)
+    except Exception as exc:
+        raise TensorFileError(f"could not load parameters from {os.fspath(path)!r} onto their device ({exc}); every "
+                              "check had passed: the model may be partly loaded") from exc  # fmt: skip
 
 
 @dataclass(frozen=True)
