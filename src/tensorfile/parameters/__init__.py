@@ -251,6 +251,9 @@ def load_parameters(
                     ) from exc
                 del out
                 report.loaded.append(name)
+        if filled:  # in the model's order, as without a device
+            done = set(report.loaded)
+            report.loaded = [name for name in todo if name in done]
     return report
 
 
