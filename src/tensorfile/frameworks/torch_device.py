@@ -181,6 +181,8 @@ def load_streamed(reader: Any, entries: Sequence[TensorEntry], infos: Mapping[st
         map_location = options.get("device")
     if callable(map_location) and not isinstance(map_location, (str, torch.device, dict)):
         return {}
+    if isinstance(map_location, (str, torch.device)) and not streams_to(torch.device(map_location)):
+        return {}  # one target for every tensor, on the host path: nothing to look at per tensor
     targets: dict[str, torch.device] = {}
     seen: dict[str, tuple[torch.device, bool]] = {}
     for entry in entries:
