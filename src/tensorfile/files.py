@@ -33,7 +33,7 @@ from .format.record import (
 from .format.writer import Tensor, layout_order, write_tensors
 from .formats._write import flat_tensors
 from .frameworks import get_adapter
-from .handoff import check_framework, convert_tree, installed, pick_adapter, source_framework, to_framework
+from .handoff import check_framework, convert_tree, on_device, pick_adapter, source_framework, to_framework
 from .limits import DEFAULT_LIMITS, Limits, out_of_memory
 from .storage import is_url, local_path
 from .tree import flatten, shared_groups, unflatten
@@ -428,24 +428,6 @@ def _load_path(path: str, framework: str | None, options: dict[str, Any], limits
     return convert_tree(value, get_adapter(framework), path, options, limits.max_depth)
 
 
-def _streamed(reader: SafetensorsReader, entries: list[TensorEntry], infos: Mapping[str, Mapping[str, Any]],
-              framework: str | None, options: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """torch tensors bound for an accelerator, loaded onto it through pinned buffers, the read overlapped with the
-    copy (:mod:`tensorfile.frameworks.torch_device`); ``{}`` (without importing torch) when none is."""
-    if framework not in (None, "torch") or not entries:
-        return {}
-    if options.get("map_location") is None and options.get("device") is None and not any(
-            "device" in infos.get(e.name, ()) for e in entries):  # fmt: skip
-        return {}  # every tensor goes back to the host
-    if framework is None:
-        entries = [e for e in entries if infos.get(e.name, {}).get("framework") == "torch"]
-        if not entries or not installed("torch"):
-            return {}
-    from .frameworks import torch_device
-
-    return torch_device.load_streamed(reader, entries, infos, options, _verify if infos else None)
-
-
 @collector_paused
 def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any], limits: Limits) -> Any:
     """:func:`load` of a tensorfile or safetensors file: checksums verified, structure and shared storage rebuilt."""
@@ -458,12 +440,13 @@ def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any]
             budget.charge(entry.nbytes, f"tensor {entry.name!r}")
         if record is None:
             adapter = pick_adapter(framework, None, reader.path)
-            streamed = _streamed(reader, list(reader.entries.values()), {}, adapter.name, options)
+            streamed = on_device(reader, list(reader.entries.values()), {}, adapter.name, options, None)
             loaded = {e.name: to_framework(adapter, reader.path, e.name, array, {}, options) for e, array, _ in
                       reader.read_all(e for e in reader.entries.values() if e.name not in streamed)}  # fmt: skip
             return {name: streamed[name] if name in streamed else loaded[name] for name in reader.entries}
         shared = {m.name for group in record.shared for m in group.members}  # rebuilt from host arrays below
-        streamed = _streamed(reader, [e for e in read if e.name not in shared], record.tensors, framework, options)
+        streamed = on_device(reader, [e for e in read if e.name not in shared], record.tensors, framework, options,
+                             _verify)  # fmt: skip
         arrays: dict[str, np.ndarray] = {}
         total = sum(e.nbytes for e in read if e.name not in streamed)
         with _progress(total, f"loading {os.path.basename(reader.path)}") as bar:
