@@ -365,7 +365,10 @@ def load(
             a dict mapping saved to target device strings, or a callable
             ``(tensor, saved_location) -> tensor``. Used for torch tensors only.
             By default a tensor returns to the device it was saved from, or to
-            the CPU when that device is absent.
+            the CPU when that device is absent. Tensors bound for a CUDA device
+            are read through a few reused pinned host buffers (at most 64 MiB),
+            the disk read overlapped with the copy to the device
+            (:mod:`tensorfile.frameworks.torch_device`).
         device: where TensorFlow, JAX and MXNet tensors go: ``"/GPU:0"`` (TF),
             a ``jax.Device`` or ``"gpu:0"`` (JAX), an ``mx.Context`` (MXNet).
             Default: each framework's default device (MXNet: the CPU).

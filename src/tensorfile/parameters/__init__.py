@@ -136,7 +136,8 @@ def load_parameters(
     (:mod:`tensorfile.parameters.convert`); match against the model's
     parameters by name, shape and dtype (Keras layers named automatically match
     when only their numbers differ, :mod:`tensorfile.parameters.counters`); load
-    what matches, each layer whole or not at all.
+    what matches, each layer whole or not at all. torch parameters on a CUDA device are filled in place
+    from the file's bytes through pinned host buffers (:mod:`.device_fill`).
 
     Args:
         model: as for :func:`save_parameters`.
