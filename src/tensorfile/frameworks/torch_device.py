@@ -131,11 +131,11 @@ class _HostToDevice:
 
 
 def _stream_into(items: Sequence[tuple[Any, int]], targets: Mapping[Any, torch.Tensor],
-                 read: Callable[[Any, int, np.ndarray], None], check: Callable[[Any, str | None], None] | None,
-                 devices: Iterable[torch.device]) -> RingStats:  # fmt: skip
+                 read: Callable[[Any, int, np.ndarray], None],
+                 check: Callable[[Any, str | None], None] | None) -> RingStats:  # fmt: skip
     """Read each item's bytes through the pinned ring into ``targets[item]`` (a flat ``uint8`` device tensor)."""
     copier = _HostToDevice()
-    copier.prepare(devices)
+    copier.prepare({t.device for t in targets.values()})  # as tensors name them: cuda:0, never a bare cuda
 
     def send(piece: Piece) -> _EventFence | None:
         if piece.last and check is not None:
@@ -203,7 +203,7 @@ def load_streamed(reader: Any, entries: Sequence[TensorEntry], infos: Mapping[st
             verify(reader.path, name, infos[name]["checksum"], found)
 
     _stream_into([(e.name, e.nbytes) for e in chosen], flat, lambda name, start, out: reader.read_range(
-        reader.entries[name], start, out), check, set(targets.values()))  # fmt: skip
+        reader.entries[name], start, out), check)  # fmt: skip
     out: dict[str, Any] = {}
     for entry in chosen:
         info = infos.get(entry.name, {})
@@ -223,7 +223,7 @@ def fill_streamed(reader: Any, fills: Sequence[tuple[TensorEntry, torch.Tensor]]
     """
     targets = {entry.name: _bytes_of(tensor.detach()) for entry, tensor in fills}
     return _stream_into([(e.name, e.nbytes) for e, _ in fills], targets, lambda name, start, out: reader.read_range(
-        reader.entries[name], start, out), check, {t.device for _, t in fills})  # fmt: skip
+        reader.entries[name], start, out), check)  # fmt: skip
 
 
 def fillable(tensor: Any, entry: TensorEntry, info: Mapping[str, Any]) -> bool:
