@@ -169,3 +169,19 @@ def test_async_checkpoints_of_device_state_restore_bit_identical(tmp_path, on_de
             state = manager.restore(step)
             for name, value in saved[step].items():
                 assert torch.equal(state["model"][name], value), (step, name)
+
+
+def test_model_params_of_a_device_model_read_no_values():
+    from tensorfile.parameters import models
+
+    adapter = torch_device.ADAPTER
+    shape_only = models._shape_only(adapter, torch.ones(3, 4, dtype=torch.bfloat16), "w")
+    assert shape_only.shape == (3, 4) and shape_only.dtype.name == "bfloat16" and shape_only.strides == (0, 0)
+    assert not shape_only.flags.writeable
+    with pytest.raises(tensorfile.UnsupportedTypeError, match="meta device"):
+        models._shape_only(adapter, torch.ones(2, device="meta"), "w")
+    with torch.inference_mode():
+        frozen = torch.ones(3)
+    with pytest.raises(RuntimeError, match="inference tensor"):
+        models._rewrite(frozen)
+    models._rewrite(torch.nn.Linear(2, 2).weight)  # an ordinary parameter: no error, no change

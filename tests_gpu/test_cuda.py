@@ -218,3 +218,13 @@ def test_a_cuda_load_holds_a_few_slots_of_host_memory_not_the_state(tmp_path):
     assert runs["tensorfile"]["device"] <= size + 8 * MiB, runs  # every byte lands in its tensor, no device copy
     print(f"host peak above baseline: tensorfile {runs['tensorfile']['peak'] / MiB:.0f} MiB, torch.load "
           f"{runs['torch']['peak'] / MiB:.0f} MiB, for a {size // MiB} MiB state")
+
+
+def test_load_parameters_into_an_inference_model_on_cuda_changes_nothing(tmp_path):
+    tensorfile.save_parameters(_model(), tmp_path / "m.params")
+    with torch.inference_mode():
+        model = _model().cuda()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(tensorfile.TensorFileError, match="cannot be written"):
+        tensorfile.load_parameters(model, tmp_path / "m.params")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

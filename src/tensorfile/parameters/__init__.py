@@ -232,7 +232,7 @@ def load_parameters(
         for name, param in target.params.items():
             if name in incoming and name not in bad and param.value is not None:
                 try:
-                    param.set(param.value)
+                    param.check() if param.check is not None else param.set(param.value)
                 except Exception as exc:
                     raise TensorFileError(f"could not load parameter {name!r} from {os.fspath(path)!r}: it cannot be "
                                           f"written ({exc}); nothing was loaded") from exc  # fmt: skip
