@@ -57,14 +57,17 @@ def _pinning() -> bool:
 def pinned_bytes(nbytes: int) -> np.ndarray:
     """A writable ``uint8`` array of ``nbytes`` bytes in pinned host memory (ordinary memory without CUDA).
 
-    The array keeps the torch tensor owning the memory alive (``Tensor.numpy()`` sets it as its base).
-
-    Raises:
-        RuntimeError: CUDA cannot pin that much memory.
+    The array keeps the torch tensor owning the memory alive (``Tensor.numpy()`` sets it as its base). It comes
+    from torch's caching host allocator, which rounds each block up to a power of two (a 24 MiB tensor's buffer
+    holds 32 MiB of page-locked memory) and keeps freed blocks for reuse. Where CUDA refuses to pin more (the
+    limit of locked memory), ordinary memory is returned: copies from it are then synchronous, still correct.
     """
     if not _pinning():
         return empty_bytes(nbytes)
-    return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True).numpy()
+    try:
+        return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True).numpy()
+    except RuntimeError:  # cudaHostAlloc refused
+        return empty_bytes(nbytes)
 
 
 def pinned_array(shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
