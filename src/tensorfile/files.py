@@ -451,9 +451,9 @@ def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any]
         streamed = on_device(reader, [e for e in read if e.name not in shared], record.tensors, framework, options,
                              _verify)  # fmt: skip
         arrays: dict[str, np.ndarray] = {}
-        total = sum(e.nbytes for e in read if e.name not in streamed)
-        with _progress(total, f"loading {os.path.basename(reader.path)}") as bar:
-            for entry, array, found in reader.read_all([e for e in read if e.name not in streamed], hash=True):
+        host = [e for e in read if e.name not in streamed]
+        with _progress(sum(e.nbytes for e in host), f"loading {os.path.basename(reader.path)}") as bar:
+            for entry, array, found in reader.read_all(host, hash=True):
                 if bar is not None:
                     bar(entry.nbytes)
                 info = record.tensors[entry.name]
