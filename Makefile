@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 MXVENV := .venv-mxnet
 MXSTAMP := $(MXVENV)/.installed
 
-.PHONY: demo test docs test-gpu bench bench-full clean fuzz crash-long
+.PHONY: demo test docs test-gpu bench bench-gpu bench-full clean fuzz crash-long
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,13 @@ test: $(STAMP) $(MXSTAMP)
 docs: $(STAMP)
 	$(BIN)/python tools/api_docs.py build/api
 
-# Checks that need a CUDA device (not part of `make test`).
+# Checks that need a CUDA device (not part of `make test`); both fail, never skip, without one.
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -q tests_gpu
+
+# The GPU path against torch.load, safetensors and DCP's async_save (docs/PERFORMANCE.md, "The GPU path").
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu.py --size full --repeat 5
 
 # Coverage-guided fuzzing of every reader with atheris (not part of `make test`): each target of
 # fuzz/targets.py runs for FUZZ_SECONDS, one process at a time; failures land in fuzz/crashes/<target>/,

@@ -33,7 +33,7 @@ from .format.record import (
 from .format.writer import Tensor, layout_order, write_tensors
 from .formats._write import flat_tensors
 from .frameworks import get_adapter
-from .handoff import check_framework, convert_tree, pick_adapter, source_framework, to_framework
+from .handoff import check_framework, convert_tree, on_device, pick_adapter, source_framework, to_framework
 from .limits import DEFAULT_LIMITS, Limits, out_of_memory
 from .storage import is_url, local_path
 from .tree import flatten, shared_groups, unflatten
@@ -365,7 +365,10 @@ def load(
             a dict mapping saved to target device strings, or a callable
             ``(tensor, saved_location) -> tensor``. Used for torch tensors only.
             By default a tensor returns to the device it was saved from, or to
-            the CPU when that device is absent.
+            the CPU when that device is absent. Tensors bound for a CUDA device
+            are read through a few reused pinned host buffers (at most 64 MiB),
+            the disk read overlapped with the copy to the device
+            (:mod:`tensorfile.frameworks.torch_device`).
         device: where TensorFlow, JAX and MXNet tensors go: ``"/GPU:0"`` (TF),
             a ``jax.Device`` or ``"gpu:0"`` (JAX), an ``mx.Context`` (MXNet).
             Default: each framework's default device (MXNet: the CPU).
@@ -440,12 +443,17 @@ def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any]
             budget.charge(entry.nbytes, f"tensor {entry.name!r}")
         if record is None:
             adapter = pick_adapter(framework, None, reader.path)
-            return {e.name: to_framework(adapter, reader.path, e.name, array, {}, options)
-                    for e, array, _ in reader.read_all(reader.entries.values())}  # fmt: skip
+            streamed = on_device(reader, list(reader.entries.values()), {}, adapter.name, options, None)
+            loaded = {e.name: to_framework(adapter, reader.path, e.name, array, {}, options) for e, array, _ in
+                      reader.read_all(e for e in reader.entries.values() if e.name not in streamed)}  # fmt: skip
+            return {name: streamed[name] if name in streamed else loaded[name] for name in reader.entries}
+        shared = {m.name for group in record.shared for m in group.members}  # rebuilt from host arrays below
+        streamed = on_device(reader, [e for e in read if e.name not in shared], record.tensors, framework, options,
+                             _verify)  # fmt: skip
         arrays: dict[str, np.ndarray] = {}
-        total = sum(e.nbytes for e in read)
-        with _progress(total, f"loading {os.path.basename(reader.path)}") as bar:
-            for entry, array, found in reader.read_all(read, hash=True):
+        host = [e for e in read if e.name not in streamed]
+        with _progress(sum(e.nbytes for e in host), f"loading {os.path.basename(reader.path)}") as bar:
+            for entry, array, found in reader.read_all(host, hash=True):
                 if bar is not None:
                     bar(entry.nbytes)
                 info = record.tensors[entry.name]
@@ -456,7 +464,7 @@ def load_tensorfile(path: str, framework: str | None, options: Mapping[str, Any]
             stored = reader.map(entry) if entry.nbytes else np.empty(0, np.uint8)
             _verify(reader.path, name, record.tensors[name]["checksum"], checksum(byte_view(stored)))
             del stored
-    objects: dict[str, Any] = {}
+    objects: dict[str, Any] = dict(streamed)
     for group in record.shared:
         adapter = pick_adapter(framework, record.tensors[group.members[0].name]["framework"], reader.path)
         if group.nbytes > budget.allowed - budget.used:

@@ -13,7 +13,7 @@ import importlib.util
 import os
 import sys
 import warnings
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -22,7 +22,8 @@ from .format.dtypes import code_of
 from .frameworks import FRAMEWORKS, Adapter, get_adapter
 from .tree import map_leaves
 
-__all__ = ["check_framework", "pick_adapter", "to_framework", "imported", "installed", "source_framework", "convert_tree"]
+__all__ = ["check_framework", "pick_adapter", "to_framework", "imported", "installed", "source_framework", "convert_tree",
+           "on_device"]  # fmt: skip
 
 
 def check_framework(framework: str | None) -> None:
@@ -116,3 +117,23 @@ def convert_tree(value: Any, adapter: Adapter, path: str, options: Mapping[str, 
         return to_framework(adapter, path, "tensor", np.asarray(array), record, options)
 
     return map_leaves(value, lambda node: isinstance(node, np.ndarray), convert, max_depth=max_depth, what=path)
+
+
+def on_device(reader: Any, entries: Sequence[Any], infos: Mapping[str, Mapping[str, Any]], framework: str | None,
+              options: Mapping[str, Any], verify: Callable[[str, str, str, str | None], None] | None,
+              ) -> dict[str, Any]:  # fmt: skip
+    """torch tensors of ``entries`` bound for an accelerator, loaded onto it through pinned buffers, the read
+    overlapped with the copy (:func:`tensorfile.frameworks.torch_device.load_streamed`, which takes the same
+    arguments); ``{}`` without importing torch when none is (another framework, every tensor for the host)."""
+    if framework not in (None, "torch") or not entries:
+        return {}
+    if options.get("map_location") is None and options.get("device") is None and not any(
+            "device" in infos.get(e.name, ()) for e in entries):  # fmt: skip
+        return {}  # every tensor goes back to the host
+    if framework is None:
+        entries = [e for e in entries if infos.get(e.name, {}).get("framework") == "torch"]
+        if not entries or not installed("torch"):
+            return {}
+    from .frameworks import torch_device
+
+    return torch_device.load_streamed(reader, entries, infos, options, verify)

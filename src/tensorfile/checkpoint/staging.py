@@ -61,6 +61,23 @@ def _build(shape: Any) -> Any:
     return shape
 
 
+# Device tensors (CUDA): copied device-to-host straight into pinned buffers (tensorfile.frameworks.torch_device).
+def _source(adapter: Any, value: Any, where: str) -> tuple[Any, Any]:
+    """What a tensor is staged from (a host array, or the adapter's device copier) and how its buffer is allocated."""
+    device = adapter.device_source(value, where)
+    if device is None:
+        return adapter.to_numpy(value, where), empty_array
+    from ..frameworks.torch_device import pinned_array
+
+    return device, pinned_array
+
+
+def _device_copies(tensors: list["_Tensor"]) -> list[Any]:
+    """Start the device-to-host copy of each device tensor into its buffer; their fences, to wait for."""
+    fences = [t.source.copy_to(t.buffer) for t in tensors if not isinstance(t.source, np.ndarray)]
+    return [f for f in fences if f is not None]
+
+
 def _where(path: tuple[Any, ...]) -> str:
     return "state" + "".join(f"[{p!r}]" for p in path)
 
@@ -97,8 +114,10 @@ class Staging:
             shape = self._plan(tree, (), tensors, by_id, used)
         except RecursionError:  # as a synchronous save says it (tensorfile.tree.flatten)
             raise UnsupportedTypeError("obj: containers nested too deeply to store") from None
-        small = [t for t in tensors if t.buffer.nbytes < PARALLEL_COPY_MIN]
-        large = [t for t in tensors if t.buffer.nbytes >= PARALLEL_COPY_MIN]
+        fences = _device_copies(tensors)  # started first: they run while the host copies below do
+        host = [t for t in tensors if isinstance(t.source, np.ndarray)]
+        small = [t for t in host if t.buffer.nbytes < PARALLEL_COPY_MIN]
+        large = [t for t in host if t.buffer.nbytes >= PARALLEL_COPY_MIN]
         for t in small:
             np.copyto(t.buffer, t.source)
         if len(large) > 1 and READERS > 1:
@@ -107,6 +126,8 @@ class Staging:
         else:
             for t in large:
                 np.copyto(t.buffer, t.source)
+        for fence in fences:  # the device copies are done before anyone reads the buffers
+            fence.wait()
         for key in set(self._buffers) - used:  # places gone from the state
             del self._buffers[key]
         for t in tensors:
@@ -144,12 +165,12 @@ class Staging:
             raise UnsupportedTypeError(f"{_where(path)}: {kind.__module__}.{kind.__qualname__} is not supported")
         if id(value) in by_id:  # the same tensor twice (tied weights): one copy, seen twice, as in a sync save
             return by_id[id(value)]
-        array = adapter.to_numpy(value, _where(path))
+        array, allocate = _source(adapter, value, _where(path))
         dtype = array.dtype.newbyteorder("=")
-        key = (path, array.shape, name_of(dtype), dtype.str)  # float8 kinds share one dtype.str ('<V1')
+        key = (path, array.shape, name_of(dtype), dtype.str, allocate)  # float8 kinds share one dtype.str ('<V1')
         buffer = self._buffers.get(key)
         if buffer is None:
-            buffer = self._buffers[key] = empty_array(array.shape, dtype)
+            buffer = self._buffers[key] = allocate(array.shape, dtype)
         used.add(key)
         record = {k: v for k, v in adapter.record(value).items() if k != "device"}
         tensor = by_id[id(value)] = _Tensor(adapter, array, buffer, record)
@@ -191,7 +212,7 @@ class Staging:
             with self._lock:
                 if key in self._buffers:
                     continue
-                mine = self._buffers[key] = empty_array(buffer.shape, buffer.dtype)
+                mine = self._buffers[key] = key[-1](buffer.shape, buffer.dtype)  # pinned for device tensors
                 if mine.nbytes:
                     mine.reshape(-1).view(np.uint8)[::4096] = 0  # one write per page faults it in
 

@@ -105,6 +105,19 @@ class SafetensorsReader:
                 hasher.update(piece)
         return array, (hasher.hexdigest() if hasher is not None else None)
 
+    def read_range(self, entry: TensorEntry, start: int, out: np.ndarray) -> None:
+        """Fill ``out`` (a writable C-contiguous array) with the tensor's bytes from byte ``start`` on.
+
+        Raises:
+            ValueError: the range does not lie inside the tensor. FormatError: the file ended early.
+        """
+        self._check_open()
+        if start < 0 or start + out.nbytes > entry.nbytes:
+            raise ValueError(f"{self.path}: tensor {entry.name!r}: bytes {start}:{start + out.nbytes} lie outside "
+                             f"its {entry.nbytes} bytes")  # fmt: skip
+        if out.nbytes:
+            self._read_piece(entry, byte_view(out), self.header.data_start + entry.begin + start)
+
     def _read_piece(self, entry: TensorEntry, piece: memoryview, offset: int) -> None:
         pread_exact(self._fd, piece, offset, self.path, entry.name)
 

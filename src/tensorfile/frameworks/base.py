@@ -78,6 +78,16 @@ class Adapter:
         """Where ``value`` lies in shared memory, or None if it owns no shareable storage."""
         return None
 
+    def device_source(self, value: Any, where: str) -> Any | None:
+        """For a tensor on an accelerator that this adapter copies to the host itself (asynchronously, into
+        pinned memory: :class:`tensorfile.frameworks.torch_device.DeviceSource`), that copier; else None, and
+        :meth:`to_numpy` gives the host copy.
+
+        Raises:
+            UnsupportedTypeError: as :meth:`to_numpy`.
+        """
+        return None
+
     def from_numpy(self, array: np.ndarray, record: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
         """A framework tensor holding ``array`` (may share its memory)."""
         raise NotImplementedError

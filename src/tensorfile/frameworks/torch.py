@@ -68,8 +68,7 @@ class TorchAdapter(Adapter):
     def is_tensor(self, value: Any) -> bool:
         return isinstance(value, torch.Tensor)
 
-    def to_numpy(self, value: Any, where: str) -> np.ndarray:
-        t = value
+    def _check(self, t: Any, where: str) -> None:
         kind = type(t).__qualname__
         if t.layout != torch.strided:
             raise UnsupportedTypeError(f"{where}: sparse torch tensor ({t.layout}) is not supported; call .to_dense()")
@@ -83,7 +82,10 @@ class TorchAdapter(Adapter):
             raise UnsupportedTypeError(f"{where}: torch dtype {t.dtype} is not supported")
         if t.device.type == "meta":
             raise UnsupportedTypeError(f"{where}: a tensor on the meta device has no data")
-        t = t.detach()
+
+    def to_numpy(self, value: Any, where: str) -> np.ndarray:
+        self._check(value, where)
+        t = value.detach()
         if t.device.type != "cpu":
             t = t.cpu()
         t = t.resolve_conj().resolve_neg()
@@ -91,6 +93,14 @@ class TorchAdapter(Adapter):
         if name in _NATIVE:
             return t.numpy()
         return t.view(_CARRIER[t.element_size()]).numpy().view(dtype_from_name(name))
+
+    def device_source(self, value: Any, where: str) -> Any | None:
+        from .torch_device import DeviceSource, streams_to
+
+        if not streams_to(value.device):  # a host tensor: staged from to_numpy's array
+            return None
+        self._check(value, where)
+        return DeviceSource(value)
 
     def record(self, value: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -136,7 +136,8 @@ def load_parameters(
     (:mod:`tensorfile.parameters.convert`); match against the model's
     parameters by name, shape and dtype (Keras layers named automatically match
     when only their numbers differ, :mod:`tensorfile.parameters.counters`); load
-    what matches, each layer whole or not at all.
+    what matches, each layer whole or not at all. torch parameters on a CUDA device are filled in place
+    from the file's bytes through pinned host buffers (:mod:`.device_fill`).
 
     Args:
         model: as for :func:`save_parameters`.
@@ -231,13 +232,16 @@ def load_parameters(
         for name, param in target.params.items():
             if name in incoming and name not in bad and param.value is not None:
                 try:
-                    param.set(param.value)
+                    param.check() if param.check is not None else param.set(param.value)
                 except Exception as exc:
                     raise TensorFileError(f"could not load parameter {name!r} from {os.fspath(path)!r}: it cannot be "
                                           f"written ({exc}); nothing was loaded") from exc  # fmt: skip
-        # Pass 2: fill, one tensor at a time.
+        # Pass 2: fill, one tensor at a time; torch parameters on a GPU straight from the file (.device_fill).
+        todo = [name for name in target.params if name in incoming and name not in bad]
+        filled = set(_fill_on_device(f, target, incoming, todo, bool(source) and source != target.framework, path))
+        report.loaded.extend(name for name in todo if name in filled)
         for name, param in target.params.items():
-            if name in incoming and name not in bad:
+            if name in incoming and name not in bad and name not in filled:
                 out = converted(incoming[name].seen_as, f[incoming[name].file_name])
                 try:
                     param.set(out[1])  # type: ignore[index]
@@ -248,7 +252,24 @@ def load_parameters(
                     ) from exc
                 del out
                 report.loaded.append(name)
+        if filled:  # in the model's order, as without a device
+            done = set(report.loaded)
+            report.loaded = [name for name in todo if name in done]
     return report
+
+
+def _fill_on_device(f: "_Source", target: Any, incoming: Mapping[str, "_Incoming"], todo: list[str], converts: bool,
+                    path: Any) -> list[str]:  # fmt: skip
+    """:func:`.device_fill.fill_on_device` for a torch model (the names filled); nothing for other models."""
+    if target.framework != "torch" or f._file is None:
+        return []
+    from .device_fill import fill_on_device
+
+    try:
+        return fill_on_device(f._file, target.tensors, [(n, incoming[n].file_name) for n in todo], converts)
+    except Exception as exc:
+        raise TensorFileError(f"could not load parameters from {os.fspath(path)!r} onto their device ({exc}); every "
+                              "check had passed: the model may be partly loaded") from exc  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ Each parameter also has the class name of the layer that owns it (``Linear``,
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -45,6 +46,7 @@ class Param:
     kind: str
     set: Callable[[np.ndarray], None]
     source: Any = None  # the framework's own variable, where one exists (a Keras variable, a Gluon Parameter)
+    check: Callable[[], None] | None = None  # raises when it cannot be written (else: set(value) is the check)
 
 
 @dataclass
@@ -141,10 +143,32 @@ def _torch(model: Any) -> ModelParams:
             with torch.no_grad():
                 tensor.copy_(torch_adapter.from_numpy(_host(array), {}, {"map_location": tensor.device}))
 
-        value = torch_adapter.to_numpy(tensor, name)
-        out.params[name] = Param(value, tuple(value.shape), value.dtype.name, kind, setter)
+        if tensor.device.type == "cpu":
+            value, check = torch_adapter.to_numpy(tensor, name), None
+        else:  # on a GPU: no host copy of the whole model just to learn shapes (a checkpoint's capture, pass 1)
+            value, check = _shape_only(torch_adapter, tensor, name), functools.partial(_rewrite, tensor)
+        out.params[name] = Param(value, tuple(value.shape), value.dtype.name, kind, setter, check=check)
         out.tensors[name] = tensor.detach()
     return out
+
+
+def _shape_only(adapter: Any, tensor: Any, name: str) -> np.ndarray:
+    """A read-only array of a device tensor's shape and NumPy dtype that holds no memory (every element is one
+    zero): its values stay on the device. Raises UnsupportedTypeError as ``to_numpy`` would."""
+    from ..format.dtypes import dtype_from_name
+    from ..frameworks.torch import TORCH_TO_NAME
+
+    adapter._check(tensor, name)
+    one = np.zeros(1, dtype_from_name(TORCH_TO_NAME[tensor.dtype]))
+    return np.lib.stride_tricks.as_strided(one, tuple(tensor.shape), (0,) * tensor.dim(), writeable=False)
+
+
+def _rewrite(tensor: Any) -> None:
+    """Write a tensor with its own value, on its device: raises as a load into it would (an inference tensor)."""
+    import torch
+
+    with torch.no_grad():
+        tensor.copy_(tensor)
 
 
 def _torch_dtype_name(dtype: Any) -> str:
