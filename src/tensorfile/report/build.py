@@ -22,6 +22,7 @@ from ..limits import Limits
 from . import charts, page
 from .diff import diff_opened
 from .folder import FolderView, is_checkpoint_folder, measure_moves, read_folder
+from .names import chart_label
 from .stats import TensorStats, tensor_stats
 from .summary import FileSummary, summarize
 
@@ -107,7 +108,7 @@ def _folder_html(view: FolderView, options: Options, progress: Progress | None) 
         order = order[: charts.MOST_ROWS]
         labels = [f"{a.step}→{b.step}" for a, b in zip(view.steps, view.steps[1:])]
         heatmap = charts.move_heatmap(order, labels, [view.moves[n] for n in order])
-        what = f"each tensor of {', '.join(view.models)}" if view.models else "each tensor"
+        what = f"each tensor of {', '.join(chart_label(m) for m in view.models)}" if view.models else "each tensor"
         bars = charts.change_bars([(n, charted[n]) for n in order], f"Largest move of {what} between kept steps")
     latest = view.steps[-1]
     summary, stats = read_file_stats(latest.path, options, progress)

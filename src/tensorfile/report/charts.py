@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from typing import Any, Sequence
+
+from .names import chart_label
 
 __all__ = ["change_bars", "move_heatmap", "metric_curves", "HIGHLIGHT", "PLAIN", "BAD"]
 
@@ -32,7 +35,9 @@ def _svg(fig: Any) -> str:
     """``fig`` as an ``<svg>`` element (no XML prolog), sized by its viewBox to fit the page's width."""
     plt = _pyplot()
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    with warnings.catch_warnings():  # text is drawn by the browser (svg.fonttype none), with fonts that have
+        warnings.filterwarnings("ignore", "Glyph .* missing from font")  # Hangul: matplotlib's own need not
+        fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
     text = buf.getvalue()
     text = text[text.index("<svg") :]
@@ -56,7 +61,7 @@ def change_bars(changes: Sequence[tuple[str, float]], title: str) -> str:
     top = max(finite) if finite else 1.0
     top = top if top > 0 else 1.0
     fig, ax = plt.subplots(figsize=(8.5, 0.9 + 0.28 * max(len(rows), 1)))
-    names = [n for n, _ in rows][::-1]
+    names = [chart_label(n) for n, _ in rows][::-1]
     values = [v if math.isfinite(v) else top for _, v in rows][::-1]
     colours = [BAD if not math.isfinite(v) else PLAIN for _, v in rows][::-1]
     first_finite = next((i for i, (_, v) in enumerate(rows) if math.isfinite(v)), None)
@@ -72,7 +77,7 @@ def change_bars(changes: Sequence[tuple[str, float]], title: str) -> str:
     ax.set_xlabel("relative change  ||b - a|| / ||a||")
     if first_finite is not None:
         name, value = rows[first_finite]
-        title = f"{title}\nchanged most: {name} ({_percent(value)})"
+        title = f"{title}\nchanged most: {chart_label(name)} ({_percent(value)})"
     ax.set_title(title, loc="left", fontsize=11)
     return _svg(fig)
 
@@ -94,7 +99,7 @@ def move_heatmap(names: Sequence[str], steps: Sequence[str], values: Sequence[Se
     cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     image = ax.imshow(np.ma.masked_invalid(shown), aspect="auto", cmap=cmap, norm=LogNorm(lo, hi),
                       interpolation="nearest")  # fmt: skip
-    ax.set_yticks(range(len(names)), names, fontsize=9)
+    ax.set_yticks(range(len(names)), [chart_label(n) for n in names], fontsize=9)
     ax.set_xticks(range(len(steps)), steps, fontsize=9)
     ax.set_xlabel("from step → to step")
     if len(names) * len(steps) <= 400:
@@ -122,9 +127,9 @@ def metric_curves(steps: Sequence[int], metrics: dict[str, Sequence[float | None
             ax.axvline(best, color=HIGHLIGHT, linestyle="--", linewidth=1.2)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
         ax.set_xlabel("step")
-        ax.set_title(name + ("  (ranks the steps)" if name == metric else ""), loc="left", fontsize=10)
+        ax.set_title(chart_label(name) + ("  (ranks the steps)" if name == metric else ""), loc="left", fontsize=10)
     if best is not None:
-        fig.suptitle(f"Metrics at each kept step; dashed: best step {best} by {metric}", x=0.01, ha="left",
+        fig.suptitle(f"Metrics at each kept step; dashed: best step {best} by {chart_label(str(metric))}", x=0.01, ha="left",
                      fontsize=11)  # fmt: skip
     fig.tight_layout()
     return _svg(fig)

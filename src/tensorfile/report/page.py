@@ -5,12 +5,13 @@ them so)."""
 from __future__ import annotations
 
 import math
-from html import escape
+from html import escape as _escape
 from typing import Sequence
 
 from ..cli_ls import size_text
 from .diff import FileDiff
 from .folder import FolderView
+from .names import shown
 from .sparks import histogram_svg
 from .stats import TensorStats
 from .summary import FileSummary
@@ -26,13 +27,19 @@ section{background:#fff;border:1px solid #e4e7eb;border-radius:6px;padding:14px 
 h2{font-size:17px;margin:0 0 10px;word-break:break-all}h3{font-size:15px;margin:18px 0 8px}
 table{border-collapse:collapse;font-size:12.5px}td,th{padding:3px 9px;border-bottom:1px solid #eef0f2;text-align:left;
 vertical-align:middle}th{background:#f5f7fa;position:sticky;top:0}td.num{text-align:right;font-variant-numeric:tabular-nums}
-table.summary td:first-child{color:#52606d;width:120px}code{font-size:12px}
+table.summary td:first-child{color:#52606d;width:120px}code{font-size:12px;overflow-wrap:anywhere}
 .alert{background:#fdecea;border:2px solid #c0392b;color:#8e1b10;border-radius:6px;padding:10px 14px;margin:10px 0;
 font-weight:600}.bad{background:#fdecea;color:#c0392b;font-weight:700}.badrow{background:#fdf1ef}.badge{display:inline-block;border-radius:10px;
 padding:0 8px;font-size:11.5px;font-weight:600}.best{background:#e4572e;color:#fff}.kept{background:#d9f0d3;color:#1e6b1e}
 .latest{background:#dbe9f6;color:#1f4e79}.note{color:#7b8794;font-size:11.5px}.chart{margin:8px 0;overflow-x:auto}
 .chart-svg{max-width:100%;height:auto}.ok{color:#1e6b1e}
 """
+
+
+def escape(text: str) -> str:
+    """``text`` (a name, a path, metadata) for HTML: unprintable characters as escapes (:func:`.names.shown`),
+    then ``& < > " '`` as entities."""
+    return _escape(shown(text))
 
 
 def _num(value: float | None) -> str:

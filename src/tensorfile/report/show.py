@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from typing import Any, Callable, Iterable, Mapping
 
+from .names import shown
 from .sparks import histogram_blocks
 from .stats import TensorStats
 from .summary import FileSummary
@@ -21,7 +22,7 @@ def _leaf(label: str, s: TensorStats) -> Any:
     from rich.text import Text
 
     text = Text()
-    text.append(label, style="bold")
+    text.append(shown(label), style="bold")
     text.append(f"  {s.dtype} {list(s.shape)}", style="cyan")
     if s.mean is not None:
         text.append(f"  mean {_num(s.mean)} std {_num(s.std)} [{_num(s.min)}, {_num(s.max)}]")
@@ -44,7 +45,7 @@ def tree_of(title: str, stats: Iterable[TensorStats], values: Mapping[str, Any] 
     from rich.text import Text
     from rich.tree import Tree
 
-    root = Tree(Text(title, style="bold"))
+    root = Tree(Text(shown(title), style="bold"))
     branches: dict[str, Any] = {"": root}
 
     def branch(parts: list[str]) -> Any:
@@ -53,7 +54,7 @@ def tree_of(title: str, stats: Iterable[TensorStats], values: Mapping[str, Any] 
         for part in parts:
             key = f"{key}.{part}" if key else part
             if key not in branches:
-                branches[key] = node.add(Text(part, style="bold blue"))
+                branches[key] = node.add(Text(shown(part), style="bold blue"))
             node = branches[key]
         return node
 
@@ -61,9 +62,11 @@ def tree_of(title: str, stats: Iterable[TensorStats], values: Mapping[str, Any] 
     for s in stats:
         leaves.append((s.name, lambda node, label, s=s: node.add(_leaf(label, s))))
     for name, value in (values or {}).items():
-        leaves.append((name, lambda node, label, v=value: node.add(Text(f"{label} = {v!r}", style="magenta"))))
+        leaves.append((name, lambda node, label, v=value: node.add(Text(f"{shown(label)} = {v!r}", style="magenta"))))
     for name, add in sorted(leaves, key=lambda item: item[0]):
         parts = name.split(".")
+        if "" in parts:  # ".", "a..b", "x.": no tree to draw from it; the name whole, at the top
+            parts = [name]
         add(branch(parts[:-1]), parts[-1])
     return root
 
@@ -83,6 +86,7 @@ def render(summary: FileSummary, stats: list[TensorStats], values: Mapping[str, 
                 f"{', '.join(summary.frameworks)}; checksums: {summary.checksums}")  # fmt: skip
     console.print(head)
     if summary.bad:
-        console.print(Text(f"⚠ {len(summary.bad)} tensor(s) hold NaN or inf: {', '.join(summary.bad)}", style="bold red"))
+        bad = ", ".join(shown(n) for n in summary.bad)
+        console.print(Text(f"⚠ {len(summary.bad)} tensor(s) hold NaN or inf: {bad}", style="bold red"))
     console.print(tree_of(summary.path, stats, values))
     return buffer.getvalue()
