@@ -113,19 +113,32 @@ def move_heatmap(names: Sequence[str], steps: Sequence[str], values: Sequence[Se
 
 def metric_curves(steps: Sequence[int], metrics: dict[str, Sequence[float | None]], best: int | None,
                   metric: str | None) -> str:  # fmt: skip
-    """Each metric over the steps, one small panel each (a missing value leaves a gap), the best step
-    marked by a dashed line."""
+    """Each metric over the steps, one small panel each, on the same step axis (a missing value leaves a
+    gap; a NaN or infinite one is a red triangle at the panel's top, labelled), the best step marked by a
+    dashed line."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
     names = sorted(metrics)
+    pad = max(0.5, 0.04 * (max(steps) - min(steps))) if steps else 0.5
     fig, axes = plt.subplots(1, len(names), figsize=(min(4.2 * len(names), 13), 2.8), squeeze=False)
     for ax, name in zip(axes[0], names):
         values = [math.nan if v is None else v for v in metrics[name]]
-        ax.plot(steps, values, marker="o", color=PLAIN)
+        ax.plot(steps, [v if math.isfinite(v) else math.nan for v in values], marker="o", color=PLAIN)
+        if steps:
+            ax.set_xlim(min(steps) - pad, max(steps) + pad)
+        for x, v in zip(steps, metrics[name]):
+            if v is not None and not math.isfinite(v):  # a diverged step: loud, never silently left out
+                ax.plot([x], [0.97], marker="v", color=BAD, markersize=8, transform=ax.get_xaxis_transform(),
+                        clip_on=False)  # fmt: skip
+                ax.text(x, 0.86, _percent(v).replace("inf", "-inf" if v < 0 else "inf"), color=BAD, fontsize=8,
+                        fontweight="bold", ha="center", va="top", transform=ax.get_xaxis_transform())  # fmt: skip
         if best is not None:
             ax.axvline(best, color=HIGHLIGHT, linestyle="--", linewidth=1.2)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+        if len(steps) <= 8:  # each step its tick (a locator gives 0.75, 1.05... around a single step)
+            ax.set_xticks(list(steps))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
         ax.set_xlabel("step")
         ax.set_title(chart_label(name) + ("  (ranks the steps)" if name == metric else ""), loc="left", fontsize=10)
     if best is not None:

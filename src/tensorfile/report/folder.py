@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import CheckpointNotFoundError, FormatError
+from ..errors import CheckpointNotFoundError, FormatError, TensorFileError
 from ..lazy import open as open_file
 from ..limits import Limits
 from .diff import relative_change
@@ -47,6 +47,8 @@ class FolderView:
             shape or dtype).
         models: the names in the saved state of models (torch modules, Keras layers, Flax NNX modules),
             as the latest step records its live objects; empty when it records none.
+        damaged: ``(step, why)`` for each step folder that cannot be read (a crashed or damaged save:
+            an empty folder, a truncated file); left out of ``steps``, as ``restore`` skips them.
     """
 
     path: str
@@ -56,6 +58,7 @@ class FolderView:
     mode: str
     moves: dict[str, list[float]] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)
+    damaged: list[tuple[int, str]] = field(default_factory=list)
 
     def is_weight(self, name: str) -> bool:
         """Whether tensor ``name`` is a model's (every tensor is, when no model is recorded)."""
@@ -123,8 +126,7 @@ def read_folder(path: str, best_metric: str | None = None, best_mode: str = "min
         best_mode: ``"min"`` or ``"max"``.
 
     Raises:
-        CheckpointNotFoundError: no committed step in ``path``.
-        TensorFileError: a step's file cannot be read.
+        CheckpointNotFoundError: no committed step in ``path``, or none that can be read.
     """
     from ..checkpoint.manager import CheckpointManager
     from ..checkpoint.retention import Retention
@@ -134,19 +136,38 @@ def read_folder(path: str, best_metric: str | None = None, best_mode: str = "min
         files = {s: manager._state_path(s) for s in numbers}
     if not numbers:
         raise CheckpointNotFoundError(f"{path}: no committed step_<N> folder in this checkpoint folder")
-    steps, info = [], {}
+    steps, info, damaged = [], {}, []
     for step in numbers:
-        with open_file(files[step], framework="numpy", limits=limits) as f:
-            nbytes = sum(f.info(n).nbytes for n in f.keys())
-            info = _info(f, files[step])
-            steps.append(StepInfo(step, files[step], _metrics(info), nbytes))
+        try:
+            with open_file(files[step], framework="numpy", limits=limits) as f:
+                nbytes = sum(f.info(n).nbytes for n in f.keys())
+                step_info = _info(f, files[step])
+        except (TensorFileError, OSError, ValueError) as exc:  # an empty or half-written step folder, a damaged file
+            damaged.append((step, _why(files[step], exc)))
+            continue
+        info = step_info
+        steps.append(StepInfo(step, files[step], _metrics(info), nbytes))
+    if not steps:
+        raise CheckpointNotFoundError(f"{path}: no step can be read: " + "; ".join(f"step {s}: {w}" for s, w in damaged))
+    numbers = [s.step for s in steps]
     names = sorted({k for s in steps for k in s.metrics})
     metric = best_metric if best_metric is not None else ("loss" if "loss" in names else (names[0] if names else None))
     best = None
     if metric is not None:
         ranked = Retention(best_metric=metric, best_mode=best_mode).best(numbers, {s.step: s.metrics for s in steps}, 1)
         best = ranked[0] if ranked else None
-    return FolderView(path, steps, best, metric, best_mode, models=_models(info))
+    return FolderView(path, steps, best, metric, best_mode, models=_models(info), damaged=damaged)
+
+
+def _why(path: str, exc: BaseException) -> str:
+    """Why a step's file cannot be read, in words."""
+    from ..checkpoint.manager import STATE_FILE
+
+    if os.path.isdir(path):
+        return f"{path} holds no {STATE_FILE} (nor a distributed checkpoint): the save never finished"
+    if isinstance(exc, FileNotFoundError):
+        return f"{path}: no such file"
+    return str(exc)
 
 
 def folder_pairs(view: FolderView) -> list[tuple[str, str]]:

@@ -111,6 +111,15 @@ def diff_section(a: str, b: str, diff: FileDiff, bars: str | None) -> str:
 <h3>Every tensor in both</h3><table><tr><th>name</th><th>relative change</th><th>max |b − a|</th></tr>{table}</table></section>"""
 
 
+def _damaged(damaged: Sequence[tuple[int, str]]) -> str:
+    """A loud box naming each step that cannot be read (left out of the charts), or nothing."""
+    if not damaged:
+        return ""
+    items = "".join(f"<li>step {step}: {escape(why)}</li>" for step, why in damaged)
+    return (f'<div class="alert">⚠ {len(damaged)} step folder{"s" if len(damaged) > 1 else ""} cannot be read '
+            f"(a crashed or damaged save; left out below, as restore skips them):<ul>{items}</ul></div>")
+
+
 def folder_section(view: FolderView, curves: str | None, heatmap: str | None, bars: str | None,
                    others: dict[str, float] | None = None) -> str:  # fmt: skip
     """A checkpoint folder: its steps (best, kept, latest), metric curves, the move heatmap and bars of the
@@ -130,6 +139,7 @@ def folder_section(view: FolderView, curves: str | None, heatmap: str | None, ba
             else "No step records a finite metric to rank by.")  # fmt: skip
     parts = [f'<section class="folder"><h2>Checkpoint folder: {escape(view.path)}</h2>',
              f"<p>{len(view.steps)} kept step{'s' if len(view.steps) != 1 else ''} on disk. {best}</p>",
+             _damaged(view.damaged),
              f"<table><tr><th>step</th>{head}<th>data</th><th></th></tr>{''.join(rows)}</table>"]  # fmt: skip
     if curves:
         parts.append(chart(curves, "metrics over steps"))
