@@ -107,13 +107,14 @@ def _folder_html(view: FolderView, options: Options, progress: Progress | None) 
         order = sorted(charted, key=lambda n: (math.isnan(charted[n]), -charted[n] if not math.isnan(charted[n]) else 0))
         order = order[: charts.MOST_ROWS]
         labels = [f"{a.step}→{b.step}" for a, b in zip(view.steps, view.steps[1:])]
-        heatmap = charts.move_heatmap(order, labels, [view.moves[n] for n in order])
+        heatmap = charts.move_heatmap(order, labels, [view.moves[n] for n in order], [view.gaps[n] for n in order])
         what = f"each tensor of {', '.join(chart_label(m) for m in view.models)}" if view.models else "each tensor"
         bars = charts.change_bars([(n, charted[n]) for n in order], f"Largest move of {what} between kept steps")
     latest = view.steps[-1]
     summary, stats = read_file_stats(latest.path, options, progress)
     title = f"Latest step {latest.step}: {latest.path}"
-    return [page.folder_section(view, curves, heatmap, bars, others), page.file_section(summary, stats, title)]
+    skipped = view.never_compared()
+    return [page.folder_section(view, curves, heatmap, bars, others, skipped), page.file_section(summary, stats, title)]
 
 
 def _diff_html(a: str, b: str, options: Options, progress: Progress | None) -> str:

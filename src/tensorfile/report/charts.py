@@ -65,6 +65,9 @@ def change_bars(changes: Sequence[tuple[str, float]], title: str) -> str:
     values = [v if math.isfinite(v) else top for _, v in rows][::-1]
     colours = [BAD if not math.isfinite(v) else PLAIN for _, v in rows][::-1]
     first_finite = next((i for i, (_, v) in enumerate(rows) if math.isfinite(v)), None)
+    if first_finite is not None and rows[first_finite][1] == 0:  # nothing moved: no tensor "changed most"
+        first_finite = None
+        title = f"{title}\nno tensor changed: every one is identical" if len(finite) == len(rows) else title
     if first_finite is not None:
         colours[len(rows) - 1 - first_finite] = HIGHLIGHT
     ax.barh(range(len(rows)), values, color=colours, height=0.7)
@@ -82,9 +85,11 @@ def change_bars(changes: Sequence[tuple[str, float]], title: str) -> str:
     return _svg(fig)
 
 
-def move_heatmap(names: Sequence[str], steps: Sequence[str], values: Sequence[Sequence[float]]) -> str:
+def move_heatmap(names: Sequence[str], steps: Sequence[str], values: Sequence[Sequence[float]],
+                 gaps: Sequence[Sequence[str | None]] | None = None) -> str:  # fmt: skip
     """A heatmap of tensors (rows) x step transitions (columns): each cell the tensor's relative change
-    between the two steps, on a log colour scale; grey where not measured (NaN)."""
+    between the two steps, on a log colour scale; red, labelled NaN, where the values hold NaN or inf;
+    grey, labelled with why (``gaps``: "new", "reshaped"), where the two could not be compared."""
     import numpy as np
 
     plt = _pyplot()
@@ -102,10 +107,18 @@ def move_heatmap(names: Sequence[str], steps: Sequence[str], values: Sequence[Se
     ax.set_yticks(range(len(names)), [chart_label(n) for n in names], fontsize=9)
     ax.set_xticks(range(len(steps)), steps, fontsize=9)
     ax.set_xlabel("from step → to step")
+    from matplotlib.patches import Rectangle
+
+    why = [list(g) for g in gaps] if gaps is not None else [[None] * len(steps) for _ in names]
+    for (r, c), v in np.ndenumerate(grid):
+        if math.isnan(v) and why[r][c] is None:  # measured, and gone bad: loud
+            ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, color=BAD))
     if len(names) * len(steps) <= 400:
         for (r, c), v in np.ndenumerate(grid):
             light = math.isfinite(v) and v > 0 and math.log(v / lo) < 0.5 * math.log(hi / lo)
-            ax.text(c, r, _percent(v), ha="center", va="center", fontsize=7, color="white" if light else "black")
+            bad = math.isnan(v) and why[r][c] is None
+            ax.text(c, r, why[r][c] or _percent(v), ha="center", va="center", fontsize=7,
+                    color="white" if light or bad else "black", fontweight="bold" if bad else "normal")  # fmt: skip
     fig.colorbar(image, ax=ax, label="relative change (log scale)", shrink=0.8)
     ax.set_title("How far each tensor moved between kept steps", loc="left", fontsize=11)
     return _svg(fig)

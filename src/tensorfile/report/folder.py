@@ -43,8 +43,10 @@ class FolderView:
         best: the best step by ``metric`` (None when no step records it as a finite number).
         metric, mode: what ``best`` ranks by (``"min"`` or ``"max"``).
         moves: tensor name -> relative change (see :mod:`.diff`) from each kept step to the next
-            (``len(steps) - 1`` values; NaN where the tensor is missing in one of the two, or changed
-            shape or dtype).
+            (``len(steps) - 1`` values; NaN where either step's values hold NaN or inf, and where
+            ``gaps`` says why the two could not be compared).
+        gaps: tensor name -> for each pair of steps, None where compared, else why not: ``"new"``
+            (not in the earlier step), ``"reshaped"`` (another shape or dtype).
         models: the names in the saved state of models (torch modules, Keras layers, Flax NNX modules),
             as the latest step records its live objects; empty when it records none.
         damaged: ``(step, why)`` for each step folder that cannot be read (a crashed or damaged save:
@@ -57,6 +59,7 @@ class FolderView:
     metric: str | None
     mode: str
     moves: dict[str, list[float]] = field(default_factory=dict)
+    gaps: dict[str, list[str | None]] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)
     damaged: list[tuple[int, str]] = field(default_factory=list)
 
@@ -69,12 +72,22 @@ class FolderView:
         return sorted({k for s in self.steps for k in s.metrics})
 
     def total_moves(self) -> dict[str, float]:
-        """Each tensor's largest single-step relative change (NaN steps skipped; NaN if all are)."""
+        """Each tensor's largest single-step relative change (NaN steps skipped; NaN if every step
+        compared is). A tensor never compared (added at the last step, or reshaped at each) is left out:
+        :meth:`never_compared` names it."""
         out = {}
         for name, values in self.moves.items():
-            finite = [v for v in values if not math.isnan(v)]
+            gaps = self.gaps.get(name, [None] * len(values))
+            measured = [v for v, gap in zip(values, gaps) if gap is None]
+            if not measured:
+                continue
+            finite = [v for v in measured if not math.isnan(v)]
             out[name] = max(finite) if finite else math.nan
         return out
+
+    def never_compared(self) -> dict[str, str]:
+        """Tensors no two kept steps could be compared on: name -> why (``"new"``, ``"reshaped"``)."""
+        return {n: next(g for g in gaps if g) for n, gaps in self.gaps.items() if gaps and all(gaps)}
 
 
 def is_checkpoint_folder(path: str) -> bool:
@@ -186,6 +199,7 @@ def measure_moves(view: FolderView, sample_above: int | None = None, limits: Lim
 
     pairs = folder_pairs(view)
     moves: dict[str, list[float]] = {}
+    gaps: dict[str, list[str | None]] = {}
     for i, (a, b) in enumerate(pairs):
         with open_file(a, framework="numpy", limits=limits) as fa, open_file(b, framework="numpy", limits=limits) as fb:
             before = set(fa.keys())
@@ -194,6 +208,12 @@ def measure_moves(view: FolderView, sample_above: int | None = None, limits: Lim
                 if not _numeric(info.dtype):
                     continue
                 row = moves.setdefault(name, [math.nan] * len(pairs))
-                if name in before and fa.info(name).dtype == info.dtype and fa.info(name).shape == info.shape:
+                gap = gaps.setdefault(name, ["new"] * len(pairs))
+                if name not in before:
+                    continue
+                if fa.info(name).dtype == info.dtype and tuple(fa.info(name).shape) == tuple(info.shape):
                     row[i] = relative_change(fa, name, fb, name, sample_above, progress).relative
-    view.moves = moves
+                    gap[i] = None
+                else:
+                    gap[i] = "reshaped"
+    view.moves, view.gaps = moves, gaps

@@ -104,6 +104,10 @@ def diff_section(a: str, b: str, diff: FileDiff, bars: str | None) -> str:
             f"<li><code>{escape(n)}</code>: {escape(x)} → {escape(y)}</li>" for n, x, y in diff.retyped) + "</ul>")  # fmt: skip
     if not items:
         items.append("<p>No tensor added, removed, or changed in shape or dtype.</p>")
+    if diff.changes and all(c.relative == 0 for c in diff.changes):
+        items.append(f"<p>Every tensor in both ({len(diff.changes)}) holds the same values.</p>")
+    if not diff.changes and not diff.retyped:
+        items.append("<p><b>No tensor is in both files</b>: nothing to compare by name.</p>")
     table = "".join(f"<tr><td><code>{escape(c.name)}</code></td><td class=num>{_num(100 * c.relative)}%</td>"
                     f"<td class=num>{_num(c.max_abs)}</td></tr>" for c in diff.most(len(diff.changes)))  # fmt: skip
     return f"""<section class="diff"><h2>Diff: {escape(a)} → {escape(b)}</h2>{"".join(items)}
@@ -121,9 +125,10 @@ def _damaged(damaged: Sequence[tuple[int, str]]) -> str:
 
 
 def folder_section(view: FolderView, curves: str | None, heatmap: str | None, bars: str | None,
-                   others: dict[str, float] | None = None) -> str:  # fmt: skip
+                   others: dict[str, float] | None = None, skipped: dict[str, str] | None = None) -> str:  # fmt: skip
     """A checkpoint folder: its steps (best, kept, latest), metric curves, the move heatmap and bars of the
-    model's tensors, and a table of the other state's moves (``others``: name -> largest move)."""
+    model's tensors, a table of the other state's moves (``others``: name -> largest move), and the
+    tensors no two steps could be compared on (``skipped``: name -> "new" or "reshaped")."""
     names = view.metric_names
     head = "".join(f"<th>{escape(n)}</th>" for n in names)
     rows = []
@@ -152,6 +157,10 @@ def folder_section(view: FolderView, curves: str | None, heatmap: str | None, ba
                        for n, v in sorted(others.items()))  # fmt: skip
         parts.append(f"<h3>Other state (optimizer, schedulers...): largest move between kept steps</h3>"
                      f"<table><tr><th>name</th><th>largest move</th></tr>{rows}</table>")  # fmt: skip
+    if skipped:
+        listed = ", ".join(f"<code>{escape(n)}</code> ({escape(w)})" for n, w in sorted(skipped.items()))
+        parts.append(f"<p>Not compared between any two kept steps (added at the last, or another shape or dtype "
+                     f"at each): {listed}</p>")  # fmt: skip
     parts.append("</section>")
     return "".join(parts)
 
