@@ -173,3 +173,36 @@ def test_nan_loss_and_reshaped_tensors_in_a_folder(tmp_path):
     assert ">reshaped<" in html and "Not compared between any two kept steps" in html and "<code>late</code> (new)" in html
     svg = metric_curves([1, 2, 3], {"loss": [1.0, 0.5, math.nan]}, 2, "loss")
     assert ">NaN<" in svg  # the diverged step is marked, not left out
+
+
+def test_show_draws_the_tree_as_rich_tree_would(tmp_path):
+    """``show`` draws its tree line by line (rich's Tree took 6 s for 10,000 tensors): the same text, guides
+    and wrapping of a long name included, with and without colour."""
+    from rich.console import Console
+    from rich.text import Text
+    from rich.tree import Tree
+
+    from tensorfile.report.show import _leaf, render
+    from tensorfile.report.summary import summarize
+
+    path = tmp_path / "t.tensorfile"
+    names = ["a.b.w", "a.b.v", "a.c", "a", "z" * 150, "m.n.o.p", "m.q"]
+    tensorfile.save({n: np.arange(i + 2.0) for i, n in enumerate(names)}, path)
+    with tensorfile.open(path, framework="numpy") as f:
+        stats = [tensor_stats(f, n) for n in sorted(f.keys())]
+        summary = summarize(f, str(path), stats)
+    for colour in (False, True):
+        root, nodes = Tree(Text(str(path), style="bold")), {}
+        for s in stats:
+            node, key = root, ""
+            for part in s.name.split(".")[:-1]:
+                key += "." + part
+                if key not in nodes:
+                    nodes[key] = node.add(Text(part, style="bold blue"))
+                node = nodes[key]
+            node.add(_leaf(s.name.split(".")[-1], s))
+        console = Console(width=70, force_terminal=colour, color_system="standard" if colour else None, highlight=False,
+                          record=False, file=__import__("io").StringIO())  # fmt: skip
+        console.print(root)
+        drawn = render(summary, stats, None, 70, colour)
+        assert drawn.endswith(console.file.getvalue()), colour

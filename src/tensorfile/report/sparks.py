@@ -73,9 +73,10 @@ def histogram_blocks(stats: TensorStats, width: int = 24) -> str:
     counts = hist.counts.astype(np.float64)
     group = -(-counts.size // width)
     if group > 1:
-        counts = np.pad(counts, (0, (-counts.size) % group)).reshape(-1, group).sum(axis=1)
+        counts = np.concatenate([counts, np.zeros((-counts.size) % group)]).reshape(-1, group).sum(axis=1)
     top = counts.max() or 1.0
-    return "".join(BLOCKS[0 if c == 0 else max(1, int(round(8 * c / top)))] for c in counts)
+    levels = np.where(counts == 0, 0, np.maximum(1, np.rint(8 * counts / top))).astype(np.int64)
+    return "".join([BLOCKS[i] for i in levels.tolist()])
 
 
 def histogram_line(stats: TensorStats, width: int = 24) -> str:
