@@ -206,3 +206,26 @@ def test_show_draws_the_tree_as_rich_tree_would(tmp_path):
         console.print(root)
         drawn = render(summary, stats, None, 70, colour)
         assert drawn.endswith(console.file.getvalue()), colour
+
+
+def test_output_never_replaces_an_input(tmp_path):
+    """``-o model.pt`` given with ``model.pt`` (or a step's file of the folder reported) once replaced the
+    model with the page; now one error line and the input untouched. The folder's top level is fine."""
+    model = tmp_path / "m.tensorfile"
+    tensorfile.save({"w": np.ones(3)}, model)
+    before = model.read_bytes()
+    os.symlink(model, tmp_path / "link.tensorfile")
+    for given in (str(model), str(tmp_path / "link.tensorfile")):
+        result = CliRunner().invoke(cli.main, ["report", given, "-o", str(model)])
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert "is one of the inputs: the page would replace it; give -o another file" in result.output
+    assert model.read_bytes() == before
+    run = tmp_path / "run"
+    _run(run, [{"w": np.ones(2)}], [{"loss": 1.0}])
+    state = run / "step_00000001" / "state.tensorfile"
+    before = state.read_bytes()
+    result = CliRunner().invoke(cli.main, ["report", str(run), "-o", str(state)])
+    assert result.exit_code == 2 and "is inside a step of the input folder" in result.output
+    assert state.read_bytes() == before
+    result = CliRunner().invoke(cli.main, ["report", str(run), "-o", str(run / "report.html")])
+    assert result.exit_code == 0 and (run / "report.html").read_text().startswith("<!DOCTYPE html>")

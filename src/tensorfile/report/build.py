@@ -11,6 +11,7 @@ tensor's statistics' temporaries, whatever the files' sizes.
 from __future__ import annotations
 
 import datetime
+import errno
 import math
 import os
 from dataclasses import dataclass
@@ -125,6 +126,19 @@ def _diff_html(a: str, b: str, options: Options, progress: Progress | None) -> s
     return page.diff_section(a, b, diff, bars)
 
 
+def _refuse_to_replace_an_input(output: str, paths: Sequence[str]) -> None:
+    """Raise FileExistsError when writing ``output`` would replace one of ``paths`` (``-o model.pt`` given
+    with ``model.pt``) or a file in the subfolders of one (a step's file in a checkpoint folder; the
+    folder's top level, ``runs/mlp/report.html``, is fine)."""
+    target = os.path.realpath(output)
+    for path in paths:
+        source = os.path.realpath(path)
+        inside = os.path.isdir(source) and os.path.dirname(target).startswith(source.rstrip(os.sep) + os.sep)
+        if target == source or inside:
+            what = "is one of the inputs" if target == source else f"is inside a step of the input folder {path}"
+            raise FileExistsError(errno.EEXIST, f"{what}: the page would replace it; give -o another file", output)
+
+
 def report(paths: Sequence[str], output: str, options: Options = Options(), show_progress: bool | None = None) -> str:
     """Write the HTML report of ``paths`` to ``output`` (atomically) and return ``output``.
 
@@ -135,12 +149,14 @@ def report(paths: Sequence[str], output: str, options: Options = Options(), show
     Raises:
         TensorFileError: a file is damaged, hostile or not a tensor file (nothing is written).
         FileNotFoundError: a path does not exist.
+        FileExistsError: ``output`` is one of ``paths`` or inside one of them (it would be replaced).
     """
     from ..files import _progress
 
     for path in paths:
         if not os.path.exists(path) and not os.path.exists(path + ".index.json"):
             raise FileNotFoundError(2, "no such file or folder", path)
+    _refuse_to_replace_an_input(output, paths)
     work, total = _plan(paths, options)
     diffs: list[str] = []  # first on the page: what changed is why two files are given
     sections: list[str] = []
