@@ -229,3 +229,14 @@ def test_output_never_replaces_an_input(tmp_path):
     assert state.read_bytes() == before
     result = CliRunner().invoke(cli.main, ["report", str(run), "-o", str(run / "report.html")])
     assert result.exit_code == 0 and (run / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_a_file_without_tensors(tmp_path):
+    tensorfile.save({"epoch": 3}, tmp_path / "e.tensorfile")
+    result = CliRunner().invoke(cli.main, ["show", str(tmp_path / "e.tensorfile")])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == ("tensorfile (safetensors with structure and checksums): 0 tensors, 0 bytes; "
+                                             "checksums: no tensors to check")  # fmt: skip
+    assert result.output.endswith("└── epoch = 3\n")
+    html = open(report([str(tmp_path / "e.tensorfile")] * 2, str(tmp_path / "e.html"), Options(), False)).read()
+    assert "No tensor is in both files" in html and "no tensors to check" in html

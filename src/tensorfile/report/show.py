@@ -102,8 +102,9 @@ def render(summary: FileSummary, stats: list[TensorStats], values: Mapping[str, 
                       highlight=False, soft_wrap=False)  # fmt: skip
     dtypes = ", ".join(f"{k} × {v}" for k, v in summary.dtypes.items())
     head = Text(summary.format, style="bold")
-    head.append(f": {summary.tensors} tensors, {summary.nbytes:,} bytes ({dtypes}); framework "
-                f"{', '.join(summary.frameworks)}; checksums: {summary.checksums}")  # fmt: skip
+    head.append(f": {summary.tensors} tensors, {summary.nbytes:,} bytes" + (f" ({dtypes})" if dtypes else "")
+                + (f"; framework {', '.join(summary.frameworks)}" if summary.frameworks else "")
+                + f"; checksums: {summary.checksums}")  # fmt: skip
     console.print(head)
     if summary.bad:
         bad = ", ".join(shown(n) for n in summary.bad)
