@@ -240,3 +240,17 @@ def test_a_file_without_tensors(tmp_path):
     assert result.output.endswith("└── epoch = 3\n")
     html = open(report([str(tmp_path / "e.tensorfile")] * 2, str(tmp_path / "e.html"), Options(), False)).read()
     assert "No tensor is in both files" in html and "no tensors to check" in html
+
+
+def test_many_metrics_and_huge_ones_draw_quietly():
+    """30 metrics were 30 panels in one row (matplotlib: "Tight layout not applied"); a loss near 1e308 made
+    its transforms overflow. Now rows of 3 panels, the ranking metric first, and no warning."""
+    metrics = {f"m{i:02d}": [float(i), float(2 * i), None] for i in range(30)}
+    metrics["loss"] = [1e308, 5e307, 3e307]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        svg = metric_curves([1, 2, 3], metrics, 3, "loss")
+    titles = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    assert titles.index("loss  (ranks the steps)") < titles.index("m00") < titles.index("m29")
+    width, height = map(float, re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', svg).groups())
+    assert height > 2 * width  # 11 rows of 3 (one row: a third of its width)

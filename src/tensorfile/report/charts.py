@@ -5,10 +5,11 @@ and metric curves over steps.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import warnings
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .names import chart_label
 
@@ -31,12 +32,22 @@ def _pyplot() -> Any:
     return plt
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """matplotlib's warnings that say nothing about the page: text is drawn by the browser (svg.fonttype
+    none), with fonts that have Hangul where matplotlib's own have not; ticks of values near 1e308."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Glyph .* missing from font")
+        warnings.filterwarnings("ignore", "overflow", RuntimeWarning)
+        warnings.filterwarnings("ignore", "invalid value", RuntimeWarning)
+        yield
+
+
 def _svg(fig: Any) -> str:
     """``fig`` as an ``<svg>`` element (no XML prolog), sized by its viewBox to fit the page's width."""
     plt = _pyplot()
     buf = io.StringIO()
-    with warnings.catch_warnings():  # text is drawn by the browser (svg.fonttype none), with fonts that have
-        warnings.filterwarnings("ignore", "Glyph .* missing from font")  # Hangul: matplotlib's own need not
+    with _quiet():
         fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
     text = buf.getvalue()
@@ -126,16 +137,27 @@ def move_heatmap(names: Sequence[str], steps: Sequence[str], values: Sequence[Se
 
 def metric_curves(steps: Sequence[int], metrics: dict[str, Sequence[float | None]], best: int | None,
                   metric: str | None) -> str:  # fmt: skip
+    """Each metric over the steps, one small panel each (see :func:`_metric_curves`)."""
+    with _quiet():  # a metric near 1e308 makes matplotlib's transforms overflow while it places ticks
+        return _metric_curves(steps, metrics, best, metric)
+
+
+def _metric_curves(steps: Sequence[int], metrics: dict[str, Sequence[float | None]], best: int | None,
+                   metric: str | None) -> str:  # fmt: skip
     """Each metric over the steps, one small panel each, on the same step axis (a missing value leaves a
     gap; a NaN or infinite one is a red triangle at the panel's top, labelled), the best step marked by a
     dashed line."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    names = sorted(metrics)
+    names = sorted(metrics, key=lambda n: (n != metric, n))  # the metric that ranks the steps first
     pad = max(0.5, 0.04 * (max(steps) - min(steps))) if steps else 0.5
-    fig, axes = plt.subplots(1, len(names), figsize=(min(4.2 * len(names), 13), 2.8), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    cols = min(len(names), 3)  # rows of at most 3 panels: 30 metrics stay readable
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
         values = [math.nan if v is None else v for v in metrics[name]]
         ax.plot(steps, [v if math.isfinite(v) else math.nan for v in values], marker="o", color=PLAIN)
         if steps:
@@ -157,5 +179,5 @@ def metric_curves(steps: Sequence[int], metrics: dict[str, Sequence[float | None
     if best is not None:
         fig.suptitle(f"Metrics at each kept step; dashed: best step {best} by {chart_label(str(metric))}", x=0.01, ha="left",
                      fontsize=11)  # fmt: skip
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (2.8 * rows)) if best is not None else None)  # room for the title
     return _svg(fig)

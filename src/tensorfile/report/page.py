@@ -23,7 +23,7 @@ body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:
 header{background:#1f2933;color:#fff;padding:14px 28px}header h1{margin:0;font-size:20px}
 header p{margin:4px 0 0;color:#cbd2d9;font-size:13px}
 main{padding:8px 28px 40px;max-width:1400px}
-section{background:#fff;border:1px solid #e4e7eb;border-radius:6px;padding:14px 20px;margin:18px 0}
+section{background:#fff;border:1px solid #e4e7eb;border-radius:6px;padding:14px 20px;margin:18px 0;overflow-x:auto}
 h2{font-size:17px;margin:0 0 10px;word-break:break-all}h3{font-size:15px;margin:18px 0 8px}
 table{border-collapse:collapse;font-size:12.5px}td,th{padding:3px 9px;border-bottom:1px solid #eef0f2;text-align:left;
 vertical-align:middle}th{background:#f5f7fa;position:sticky;top:0}td.num{text-align:right;font-variant-numeric:tabular-nums}
