@@ -39,7 +39,8 @@ _SAMPLE_HELP = "Tensors larger than SIZE are sampled (evenly spaced runs of rows
 @main.command("report")
 @limits_option
 @click.argument("paths", nargs=-1, required=True)
-@click.option("-o", "--output", default="report.html", show_default=True, help="The HTML file to write (replaced atomically).")
+@click.option("-o", "--output", default="report.html", show_default=True,
+              help="The HTML file to write (replaced atomically); '-': the page to stdout.")  # fmt: skip
 @click.option("--sample-above", metavar="SIZE", default="256MiB", show_default=True, help=_SAMPLE_HELP)
 @click.option("--best-metric", default=None, help="Metric that ranks a checkpoint folder's steps (default: loss, if recorded).")
 @click.option("--best-mode", type=click.Choice(["min", "max"]), default="min", show_default=True,
@@ -61,6 +62,11 @@ def report_command(paths: tuple[str, ...], output: str, sample_above: str, best_
                 and formats.detect_folder(path) is None:  # fmt: skip
             _fail(_folder_message(path) + "; or a CheckpointManager folder (step_<N> folders)")
     options = Options(_size(sample_above), best_metric, best_mode, cli._LIMITS[0])
+    if not output:
+        _fail("-o: give the HTML file to write (or '-' for stdout)")
+    if output == "-":
+        _report_to_stdout(list(paths), options, progress)
+        return
     try:
         report(list(paths), output, options, progress)
     except IsADirectoryError as exc:
@@ -70,6 +76,26 @@ def report_command(paths: tuple[str, ...], output: str, sample_above: str, best_
     except ImportError as exc:
         _fail(f"tensorfile report: {exc}; {_INSTALL}")
     click.echo(f"wrote {output} ({os.path.getsize(output):,} bytes)")
+
+
+def _report_to_stdout(paths: list[str], options: object, progress: bool | None) -> None:
+    """``-o -``: the page made in a temporary folder, then written to stdout (never a file named "-")."""
+    import tempfile
+
+    from .report import report
+
+    with tempfile.TemporaryDirectory(prefix="tensorfile-report-") as folder:
+        page = os.path.join(folder, "report.html")
+        try:
+            report(paths, page, options, progress)  # type: ignore[arg-type]
+        except FileNotFoundError as exc:
+            _fail(f"{exc.filename}: no such file or folder" if exc.filename else str(exc))
+        try:
+            with open(page, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # `| head`: the reader has what it wanted; quiet, as click is on a closed pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @main.command("show")
