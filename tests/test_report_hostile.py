@@ -274,3 +274,14 @@ def test_output_to_stdout_and_an_empty_output(tmp_path, monkeypatch):
     assert not (tmp_path / "-").exists()
     result = CliRunner().invoke(cli.main, ["report", str(model), "-o", ""])
     assert result.exit_code == 2 and result.output == "tensorfile: error: -o: give the HTML file to write (or '-' for stdout)\n"
+
+
+def test_heatmap_of_many_steps_keeps_its_labels_apart():
+    """59 step pairs once had 59 overlapping "a→b" labels and a percentage in each sliver of a cell."""
+    from tensorfile.report.charts import move_heatmap
+
+    steps = [f"{i}→{i + 1}" for i in range(59)]
+    svg = move_heatmap(["b", "w"], steps, [[math.inf] + [0.1] * 58, [0.2] * 59])
+    texts = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    assert sum("→" in t and t != "from step → to step" for t in texts) <= 12
+    assert not any(t.endswith("%") for t in texts)

@@ -111,12 +111,14 @@ def move_heatmap(names: Sequence[str], steps: Sequence[str], values: Sequence[Se
     positive = shown[np.isfinite(shown)]
     lo, hi = (float(positive.min()), float(positive.max())) if positive.size else (1e-6, 1.0)
     hi = hi if hi > lo else lo * 10
+    shown = np.where(np.isposinf(grid), hi, shown)  # from all zeros to not: as far as the farthest, labelled inf
     fig, ax = plt.subplots(figsize=(min(2.5 + 1.1 * len(steps), 12), 1.2 + 0.3 * max(len(names), 1)))
     cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     image = ax.imshow(np.ma.masked_invalid(shown), aspect="auto", cmap=cmap, norm=LogNorm(lo, hi),
                       interpolation="nearest")  # fmt: skip
     ax.set_yticks(range(len(names)), [chart_label(n) for n in names], fontsize=9)
-    ax.set_xticks(range(len(steps)), steps, fontsize=9)
+    every = -(-len(steps) // 12)  # at most 12 labels along the bottom
+    ax.set_xticks(range(0, len(steps), every), list(steps)[::every], fontsize=9)
     ax.set_xlabel("from step → to step")
     from matplotlib.patches import Rectangle
 
@@ -124,7 +126,7 @@ def move_heatmap(names: Sequence[str], steps: Sequence[str], values: Sequence[Se
     for (r, c), v in np.ndenumerate(grid):
         if math.isnan(v) and why[r][c] is None:  # measured, and gone bad: loud
             ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, color=BAD))
-    if len(names) * len(steps) <= 400:
+    if len(names) * len(steps) <= 400 and len(steps) <= 12:  # labels that fit their cells (12 inches at most)
         for (r, c), v in np.ndenumerate(grid):
             light = math.isfinite(v) and v > 0 and math.log(v / lo) < 0.5 * math.log(hi / lo)
             bad = math.isnan(v) and why[r][c] is None
@@ -179,5 +181,5 @@ def _metric_curves(steps: Sequence[int], metrics: dict[str, Sequence[float | Non
     if best is not None:
         fig.suptitle(f"Metrics at each kept step; dashed: best step {best} by {chart_label(str(metric))}", x=0.01, ha="left",
                      fontsize=11)  # fmt: skip
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (2.8 * rows)) if best is not None else None)  # room for the title
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / (2.8 * rows)) if best is not None else None)  # room for the title
     return _svg(fig)
