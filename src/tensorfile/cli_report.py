@@ -118,9 +118,13 @@ def show_command(file: str, sample_above: str, pager: bool | None, progress: boo
     from .report.folder import is_checkpoint_folder
 
     if is_checkpoint_folder(file):
-        steps = sorted(e for e in os.listdir(file) if e.startswith("step_"))
-        _fail(f"{file}: is a CheckpointManager folder; see it whole with `tensorfile report {file}`, or show one "
-              f"step: {os.path.join(file, steps[-1], 'state.tensorfile')}")  # fmt: skip
+        from .checkpoint.manager import CheckpointManager
+
+        with CheckpointManager(file, read_only=True) as manager:  # the latest step whose file is there
+            paths = [manager._state_path(s) for s in manager.steps]
+        found = [p for p in paths if os.path.isfile(p) or formats.in_folder(p) is not None]
+        step = f", or show one step: {found[-1]}" if found else " (no step's file is there)"
+        _fail(f"{file}: is a CheckpointManager folder; see it whole with `tensorfile report {file}`{step}")
     limit = _size(sample_above)
     with _opened(file) as f:
         names = sorted(f.keys())
