@@ -156,7 +156,7 @@ def test_crashed_step_folders_are_listed_not_fatal(tmp_path):
     result = CliRunner().invoke(cli.main, ["report", str(empty), "-o", str(out)])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "no step can be read: step 1:" in result.output
     assert "⚠ 2 step folders" in out.read_text()  # the good report is still there
-    result = CliRunner().invoke(cli.main, ["show", str(empty)])  # once: an IndexError-free guess at a missing file
+    result = CliRunner().invoke(cli.main, ["show", str(empty)])  # once: pointed at a file not there
     assert result.exit_code == 2 and result.output.endswith("(no step's file is there)\n")
     result = CliRunner().invoke(cli.main, ["show", str(run)])
     assert result.output.endswith(f"or show one step: {state}\n")  # step 4 has no file: the latest that has
