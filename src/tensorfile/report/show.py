@@ -107,7 +107,7 @@ def render(summary: FileSummary, stats: list[TensorStats], values: Mapping[str, 
                 + f"; checksums: {summary.checksums}")  # fmt: skip
     console.print(head)
     if summary.bad:
-        bad = ", ".join(shown(n) for n in summary.bad)
+        bad = ", ".join(shown(n) for n in summary.bad[:20]) + (f" and {len(summary.bad) - 20:,} more" if len(summary.bad) > 20 else "")
         console.print(Text(f"⚠ {len(summary.bad)} tensor(s) hold NaN or inf: {bad}", style="bold red"))
     out = []
     for guide, continuation, label in tree_lines(summary.path, stats, values):
