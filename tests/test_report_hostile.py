@@ -294,5 +294,15 @@ def test_heatmap_of_many_steps_keeps_its_labels_apart():
 def test_show_names_at_most_20_bad_tensors_at_the_top(tmp_path):
     tensorfile.save({f"t{i:03d}": np.full(2, np.nan) for i in range(150)}, tmp_path / "nan.tensorfile")
     result = CliRunner().invoke(cli.main, ["show", str(tmp_path / "nan.tensorfile")])
-    text = " ".join(result.output.split())  # the line wraps at 160 columns
+    text = " ".join(result.output.split())
     assert "⚠ 150 tensor(s) hold NaN or inf: t000, t001," in text and ", t019 and 130 more /" in text
+
+
+def test_show_into_a_pipe_keeps_each_line_whole(tmp_path):
+    """Not a terminal: no wrapping at 160 columns, so `tensorfile show f | grep name` finds a tensor's stats."""
+    name = "encoder.layers.0.self_attention.query_key_value." + "very_long_" * 20 + "weight"
+    tensorfile.save({name: np.arange(6.0)}, tmp_path / "l.tensorfile")
+    result = CliRunner().invoke(cli.main, ["show", str(tmp_path / "l.tensorfile")])
+    line = next(x for x in result.output.splitlines() if "very_long_weight" in x)
+    assert re.search(r"└── (very_long_){20}weight  float64 \[6\]  mean 2.5 std 1.708 \[0, 5\]  zeros 16.7%  [█ ]+$", line)
+    assert len(result.output.splitlines()[0]) > 160
