@@ -134,7 +134,8 @@ def show_command(file: str, sample_above: str, pager: bool | None, progress: boo
         values = _structure_values(f, file)
     terminal = sys.stdout.isatty()
     size = shutil.get_terminal_size((120, 40))
-    text = render(summary, stats, values, size.columns if terminal else 1 << 16, colour=terminal)  # a pipe: lines whole, for grep
+    width = size.columns if terminal else 1 << 16  # a pipe: each line whole, for grep
+    text = render(summary, stats, values, width, colour=terminal)
     if pager if pager is not None else (terminal and text.count("\n") > size.lines - 2):
         click.echo_via_pager(text, color=terminal)
     else:

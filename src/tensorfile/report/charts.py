@@ -179,7 +179,7 @@ def _metric_curves(steps: Sequence[int], metrics: dict[str, Sequence[float | Non
         ax.set_xlabel("step")
         ax.set_title(chart_label(name) + ("  (ranks the steps)" if name == metric else ""), loc="left", fontsize=10)
     if best is not None:
-        fig.suptitle(f"Metrics at each kept step; dashed: best step {best} by {chart_label(str(metric))}", x=0.01, ha="left",
-                     fontsize=11)  # fmt: skip
+        fig.suptitle(f"Metrics at each kept step; dashed: best step {best} by {chart_label(str(metric))}",
+                     x=0.01, ha="left", fontsize=11)  # fmt: skip
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / (2.8 * rows)) if best is not None else None)  # room for the title
     return _svg(fig)

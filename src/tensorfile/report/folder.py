@@ -161,7 +161,8 @@ def read_folder(path: str, best_metric: str | None = None, best_mode: str = "min
         info = step_info
         steps.append(StepInfo(step, files[step], _metrics(info), nbytes))
     if not steps:
-        raise CheckpointNotFoundError(f"{path}: no step can be read: " + "; ".join(f"step {s}: {w}" for s, w in damaged))
+        why = "; ".join(f"step {s}: {w}" for s, w in damaged)
+        raise CheckpointNotFoundError(f"{path}: no step can be read: {why}")
     numbers = [s.step for s in steps]
     names = sorted({k for s in steps for k in s.metrics})
     metric = best_metric if best_metric is not None else ("loss" if "loss" in names else (names[0] if names else None))

@@ -49,7 +49,8 @@ class _Branch:
         self.branches: dict[str, _Branch] = {}
 
 
-def tree_lines(title: str, stats: Iterable[TensorStats], values: Mapping[str, Any] | None = None) -> list[tuple[str, str, Any]]:
+def tree_lines(title: str, stats: Iterable[TensorStats],
+               values: Mapping[str, Any] | None = None) -> list[tuple[str, str, Any]]:  # fmt: skip
     """The tree drawn as lines: names split at dots into branches, each tensor a leaf with its statistics;
     ``values`` (the file's values other than tensors: an epoch, a learning rate) as leaves too.
 
@@ -107,7 +108,8 @@ def render(summary: FileSummary, stats: list[TensorStats], values: Mapping[str, 
                 + f"; checksums: {summary.checksums}")  # fmt: skip
     console.print(head)
     if summary.bad:
-        bad = ", ".join(shown(n) for n in summary.bad[:20]) + (f" and {len(summary.bad) - 20:,} more" if len(summary.bad) > 20 else "")
+        more = len(summary.bad) - 20
+        bad = ", ".join(shown(n) for n in summary.bad[:20]) + (f" and {more:,} more" if more > 0 else "")
         console.print(Text(f"⚠ {len(summary.bad)} tensor(s) hold NaN or inf: {bad}", style="bold red"))
     out = []
     for guide, continuation, label in tree_lines(summary.path, stats, values):
@@ -124,5 +126,6 @@ def render(summary: FileSummary, stats: list[TensorStats], values: Mapping[str, 
     parts = [buffer.getvalue()]
     for line in out:
         for piece in line.render(console, end="\n"):
-            parts.append(piece.style.render(piece.text, color_system=ColorSystem.STANDARD) if piece.style else piece.text)
+            style = piece.style
+            parts.append(style.render(piece.text, color_system=ColorSystem.STANDARD) if style else piece.text)
     return "".join(parts)
