@@ -81,7 +81,8 @@ def _plan(paths: Sequence[str], options: Options) -> tuple[list[tuple[str, Any]]
         if is_checkpoint_folder(path):
             view = read_folder(path, options.best_metric, options.best_mode, options.limits)
             work.append(("folder", view))
-            total += 2 * sum(s.nbytes for s in view.steps[:-1]) + view.steps[-1].nbytes
+            sizes = [s.nbytes for s in view.steps]  # each pair of steps read, then the latest step whole
+            total += 2 * sum(sizes) - sizes[0]
             previous = None
             continue
         size = _bytes_of(path, options)
