@@ -39,7 +39,8 @@ _SAMPLE_HELP = "Tensors larger than SIZE are sampled (evenly spaced runs of rows
 @main.command("report")
 @limits_option
 @click.argument("paths", nargs=-1, required=True)
-@click.option("-o", "--output", default="report.html", show_default=True, help="The HTML file to write (replaced atomically).")
+@click.option("-o", "--output", default="report.html", show_default=True,
+              help="The HTML file to write (replaced atomically); '-': the page to stdout.")  # fmt: skip
 @click.option("--sample-above", metavar="SIZE", default="256MiB", show_default=True, help=_SAMPLE_HELP)
 @click.option("--best-metric", default=None, help="Metric that ranks a checkpoint folder's steps (default: loss, if recorded).")
 @click.option("--best-mode", type=click.Choice(["min", "max"]), default="min", show_default=True,
@@ -61,6 +62,11 @@ def report_command(paths: tuple[str, ...], output: str, sample_above: str, best_
                 and formats.detect_folder(path) is None:  # fmt: skip
             _fail(_folder_message(path) + "; or a CheckpointManager folder (step_<N> folders)")
     options = Options(_size(sample_above), best_metric, best_mode, cli._LIMITS[0])
+    if not output:
+        _fail("-o: give the HTML file to write (or '-' for stdout)")
+    if output == "-":
+        _report_to_stdout(list(paths), options, progress)
+        return
     try:
         report(list(paths), output, options, progress)
     except IsADirectoryError as exc:
@@ -70,6 +76,26 @@ def report_command(paths: tuple[str, ...], output: str, sample_above: str, best_
     except ImportError as exc:
         _fail(f"tensorfile report: {exc}; {_INSTALL}")
     click.echo(f"wrote {output} ({os.path.getsize(output):,} bytes)")
+
+
+def _report_to_stdout(paths: list[str], options: object, progress: bool | None) -> None:
+    """``-o -``: the page made in a temporary folder, then written to stdout (never a file named "-")."""
+    import tempfile
+
+    from .report import report
+
+    with tempfile.TemporaryDirectory(prefix="tensorfile-report-") as folder:
+        page = os.path.join(folder, "report.html")
+        try:
+            report(paths, page, options, progress)  # type: ignore[arg-type]
+        except FileNotFoundError as exc:
+            _fail(f"{exc.filename}: no such file or folder" if exc.filename else str(exc))
+        try:
+            with open(page, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # `| head`: the reader has what it wanted; quiet, as click is on a closed pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @main.command("show")
@@ -92,9 +118,13 @@ def show_command(file: str, sample_above: str, pager: bool | None, progress: boo
     from .report.folder import is_checkpoint_folder
 
     if is_checkpoint_folder(file):
-        steps = sorted(e for e in os.listdir(file) if e.startswith("step_"))
-        _fail(f"{file}: is a CheckpointManager folder; see it whole with `tensorfile report {file}`, or show one "
-              f"step: {os.path.join(file, steps[-1], 'state.tensorfile')}")  # fmt: skip
+        from .checkpoint.manager import CheckpointManager
+
+        with CheckpointManager(file, read_only=True) as manager:  # the latest step whose file is there
+            paths = [manager._state_path(s) for s in manager.steps]
+        found = [p for p in paths if os.path.isfile(p) or formats.in_folder(p) is not None]
+        step = f", or show one step: {found[-1]}" if found else " (no step's file is there)"
+        _fail(f"{file}: is a CheckpointManager folder; see it whole with `tensorfile report {file}`{step}")
     limit = _size(sample_above)
     with _opened(file) as f:
         names = sorted(f.keys())
@@ -104,7 +134,8 @@ def show_command(file: str, sample_above: str, pager: bool | None, progress: boo
         values = _structure_values(f, file)
     terminal = sys.stdout.isatty()
     size = shutil.get_terminal_size((120, 40))
-    text = render(summary, stats, values, size.columns if terminal else 160, colour=terminal)
+    width = size.columns if terminal else 1 << 16  # a pipe: each line whole, for grep
+    text = render(summary, stats, values, width, colour=terminal)
     if pager if pager is not None else (terminal and text.count("\n") > size.lines - 2):
         click.echo_via_pager(text, color=terminal)
     else:

@@ -68,12 +68,12 @@ def histogram(values: np.ndarray, dtype: str, lo: float, hi: float) -> Histogram
     if discrete:
         distinct, counts = np.unique(values, return_counts=True)
         if distinct.size <= BINS:
-            step = float(np.min(np.diff(distinct))) if distinct.size > 1 else 1.0
+            step = float(np.min(np.diff(distinct.astype(np.float64)))) if distinct.size > 1 else 1.0
             edges = np.append(distinct.astype(np.float64), float(distinct[-1]) + step)
             return Histogram(edges, counts.astype(np.int64), exact=True)
     if hi <= lo:
         return Histogram(np.array([lo, lo + 1.0]), np.array([values.size], dtype=np.int64))
-    edges = np.linspace(lo, hi, BINS + 1)
+    edges = np.linspace(lo / 2, hi / 2, BINS + 1) * 2  # halves: hi - lo may pass float64's max (1e308 - -1e308)
     if dtype in LOW_PRECISION:
         import ml_dtypes  # noqa: F401 - registers bfloat16 and float8 with NumPy
 

@@ -11,6 +11,7 @@ tensor's statistics' temporaries, whatever the files' sizes.
 from __future__ import annotations
 
 import datetime
+import errno
 import math
 import os
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from ..limits import Limits
 from . import charts, page
 from .diff import diff_opened
 from .folder import FolderView, is_checkpoint_folder, measure_moves, read_folder
+from .names import chart_label
 from .stats import TensorStats, tensor_stats
 from .summary import FileSummary, summarize
 
@@ -79,7 +81,8 @@ def _plan(paths: Sequence[str], options: Options) -> tuple[list[tuple[str, Any]]
         if is_checkpoint_folder(path):
             view = read_folder(path, options.best_metric, options.best_mode, options.limits)
             work.append(("folder", view))
-            total += 2 * sum(s.nbytes for s in view.steps[:-1]) + view.steps[-1].nbytes
+            sizes = [s.nbytes for s in view.steps]  # each pair of steps read, then the latest step whole
+            total += 2 * sum(sizes) - sizes[0]
             previous = None
             continue
         size = _bytes_of(path, options)
@@ -106,13 +109,14 @@ def _folder_html(view: FolderView, options: Options, progress: Progress | None) 
         order = sorted(charted, key=lambda n: (math.isnan(charted[n]), -charted[n] if not math.isnan(charted[n]) else 0))
         order = order[: charts.MOST_ROWS]
         labels = [f"{a.step}→{b.step}" for a, b in zip(view.steps, view.steps[1:])]
-        heatmap = charts.move_heatmap(order, labels, [view.moves[n] for n in order])
-        what = f"each tensor of {', '.join(view.models)}" if view.models else "each tensor"
+        heatmap = charts.move_heatmap(order, labels, [view.moves[n] for n in order], [view.gaps[n] for n in order])
+        what = f"each tensor of {', '.join(chart_label(m) for m in view.models)}" if view.models else "each tensor"
         bars = charts.change_bars([(n, charted[n]) for n in order], f"Largest move of {what} between kept steps")
     latest = view.steps[-1]
     summary, stats = read_file_stats(latest.path, options, progress)
     title = f"Latest step {latest.step}: {latest.path}"
-    return [page.folder_section(view, curves, heatmap, bars, others), page.file_section(summary, stats, title)]
+    skipped = view.never_compared()
+    return [page.folder_section(view, curves, heatmap, bars, others, skipped), page.file_section(summary, stats, title)]
 
 
 def _diff_html(a: str, b: str, options: Options, progress: Progress | None) -> str:
@@ -121,6 +125,19 @@ def _diff_html(a: str, b: str, options: Options, progress: Progress | None) -> s
     ranked = diff.most(len(diff.changes))
     bars = charts.change_bars([(c.name, c.relative) for c in ranked], "Relative change per tensor") if ranked else None
     return page.diff_section(a, b, diff, bars)
+
+
+def _refuse_to_replace_an_input(output: str, paths: Sequence[str]) -> None:
+    """Raise FileExistsError when writing ``output`` would replace one of ``paths`` (``-o model.pt`` given
+    with ``model.pt``) or a file in the subfolders of one (a step's file in a checkpoint folder; the
+    folder's top level, ``runs/mlp/report.html``, is fine)."""
+    target = os.path.realpath(output)
+    for path in paths:
+        source = os.path.realpath(path)
+        inside = os.path.isdir(source) and os.path.dirname(target).startswith(source.rstrip(os.sep) + os.sep)
+        if target == source or inside:
+            what = "is one of the inputs" if target == source else f"is inside a step of the input folder {path}"
+            raise FileExistsError(errno.EEXIST, f"{what}: the page would replace it; give -o another file", output)
 
 
 def report(paths: Sequence[str], output: str, options: Options = Options(), show_progress: bool | None = None) -> str:
@@ -133,12 +150,14 @@ def report(paths: Sequence[str], output: str, options: Options = Options(), show
     Raises:
         TensorFileError: a file is damaged, hostile or not a tensor file (nothing is written).
         FileNotFoundError: a path does not exist.
+        FileExistsError: ``output`` is one of ``paths`` or inside one of them (it would be replaced).
     """
     from ..files import _progress
 
     for path in paths:
         if not os.path.exists(path) and not os.path.exists(path + ".index.json"):
             raise FileNotFoundError(2, "no such file or folder", path)
+    _refuse_to_replace_an_input(output, paths)
     work, total = _plan(paths, options)
     diffs: list[str] = []  # first on the page: what changed is why two files are given
     sections: list[str] = []

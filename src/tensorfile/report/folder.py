@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import CheckpointNotFoundError, FormatError
+from ..errors import CheckpointNotFoundError, FormatError, TensorFileError
 from ..lazy import open as open_file
 from ..limits import Limits
 from .diff import relative_change
@@ -43,10 +43,14 @@ class FolderView:
         best: the best step by ``metric`` (None when no step records it as a finite number).
         metric, mode: what ``best`` ranks by (``"min"`` or ``"max"``).
         moves: tensor name -> relative change (see :mod:`.diff`) from each kept step to the next
-            (``len(steps) - 1`` values; NaN where the tensor is missing in one of the two, or changed
-            shape or dtype).
+            (``len(steps) - 1`` values; NaN where either step's values hold NaN or inf, and where
+            ``gaps`` says why the two could not be compared).
+        gaps: tensor name -> for each pair of steps, None where compared, else why not: ``"new"``
+            (not in the earlier step), ``"reshaped"`` (another shape or dtype).
         models: the names in the saved state of models (torch modules, Keras layers, Flax NNX modules),
             as the latest step records its live objects; empty when it records none.
+        damaged: ``(step, why)`` for each step folder that cannot be read (a crashed or damaged save:
+            an empty folder, a truncated file); left out of ``steps``, as ``restore`` skips them.
     """
 
     path: str
@@ -55,7 +59,9 @@ class FolderView:
     metric: str | None
     mode: str
     moves: dict[str, list[float]] = field(default_factory=dict)
+    gaps: dict[str, list[str | None]] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)
+    damaged: list[tuple[int, str]] = field(default_factory=list)
 
     def is_weight(self, name: str) -> bool:
         """Whether tensor ``name`` is a model's (every tensor is, when no model is recorded)."""
@@ -66,12 +72,22 @@ class FolderView:
         return sorted({k for s in self.steps for k in s.metrics})
 
     def total_moves(self) -> dict[str, float]:
-        """Each tensor's largest single-step relative change (NaN steps skipped; NaN if all are)."""
+        """Each tensor's largest single-step relative change (NaN steps skipped; NaN if every step
+        compared is). A tensor never compared (added at the last step, or reshaped at each) is left out:
+        :meth:`never_compared` names it."""
         out = {}
         for name, values in self.moves.items():
-            finite = [v for v in values if not math.isnan(v)]
+            gaps = self.gaps.get(name, [None] * len(values))
+            measured = [v for v, gap in zip(values, gaps) if gap is None]
+            if not measured:
+                continue
+            finite = [v for v in measured if not math.isnan(v)]
             out[name] = max(finite) if finite else math.nan
         return out
+
+    def never_compared(self) -> dict[str, str]:
+        """Tensors no two kept steps could be compared on: name -> why (``"new"``, ``"reshaped"``)."""
+        return {n: next(g for g in gaps if g) for n, gaps in self.gaps.items() if gaps and all(gaps)}
 
 
 def is_checkpoint_folder(path: str) -> bool:
@@ -123,8 +139,7 @@ def read_folder(path: str, best_metric: str | None = None, best_mode: str = "min
         best_mode: ``"min"`` or ``"max"``.
 
     Raises:
-        CheckpointNotFoundError: no committed step in ``path``.
-        TensorFileError: a step's file cannot be read.
+        CheckpointNotFoundError: no committed step in ``path``, or none that can be read.
     """
     from ..checkpoint.manager import CheckpointManager
     from ..checkpoint.retention import Retention
@@ -134,19 +149,39 @@ def read_folder(path: str, best_metric: str | None = None, best_mode: str = "min
         files = {s: manager._state_path(s) for s in numbers}
     if not numbers:
         raise CheckpointNotFoundError(f"{path}: no committed step_<N> folder in this checkpoint folder")
-    steps, info = [], {}
+    steps, info, damaged = [], {}, []
     for step in numbers:
-        with open_file(files[step], framework="numpy", limits=limits) as f:
-            nbytes = sum(f.info(n).nbytes for n in f.keys())
-            info = _info(f, files[step])
-            steps.append(StepInfo(step, files[step], _metrics(info), nbytes))
+        try:
+            with open_file(files[step], framework="numpy", limits=limits) as f:
+                nbytes = sum(f.info(n).nbytes for n in f.keys())
+                step_info = _info(f, files[step])
+        except (TensorFileError, OSError, ValueError) as exc:  # an empty or half-written step folder, a damaged file
+            damaged.append((step, _why(files[step], exc)))
+            continue
+        info = step_info
+        steps.append(StepInfo(step, files[step], _metrics(info), nbytes))
+    if not steps:
+        why = "; ".join(f"step {s}: {w}" for s, w in damaged)
+        raise CheckpointNotFoundError(f"{path}: no step can be read: {why}")
+    numbers = [s.step for s in steps]
     names = sorted({k for s in steps for k in s.metrics})
     metric = best_metric if best_metric is not None else ("loss" if "loss" in names else (names[0] if names else None))
     best = None
     if metric is not None:
         ranked = Retention(best_metric=metric, best_mode=best_mode).best(numbers, {s.step: s.metrics for s in steps}, 1)
         best = ranked[0] if ranked else None
-    return FolderView(path, steps, best, metric, best_mode, models=_models(info))
+    return FolderView(path, steps, best, metric, best_mode, models=_models(info), damaged=damaged)
+
+
+def _why(path: str, exc: BaseException) -> str:
+    """Why a step's file cannot be read, in words."""
+    from ..checkpoint.manager import STATE_FILE
+
+    if os.path.isdir(path):
+        return f"{path} holds no {STATE_FILE} (nor a distributed checkpoint): the save never finished"
+    if isinstance(exc, FileNotFoundError):
+        return f"{path}: no such file"
+    return str(exc)
 
 
 def folder_pairs(view: FolderView) -> list[tuple[str, str]]:
@@ -165,6 +200,7 @@ def measure_moves(view: FolderView, sample_above: int | None = None, limits: Lim
 
     pairs = folder_pairs(view)
     moves: dict[str, list[float]] = {}
+    gaps: dict[str, list[str | None]] = {}
     for i, (a, b) in enumerate(pairs):
         with open_file(a, framework="numpy", limits=limits) as fa, open_file(b, framework="numpy", limits=limits) as fb:
             before = set(fa.keys())
@@ -173,6 +209,12 @@ def measure_moves(view: FolderView, sample_above: int | None = None, limits: Lim
                 if not _numeric(info.dtype):
                     continue
                 row = moves.setdefault(name, [math.nan] * len(pairs))
-                if name in before and fa.info(name).dtype == info.dtype and fa.info(name).shape == info.shape:
+                gap = gaps.setdefault(name, ["new"] * len(pairs))
+                if name not in before:
+                    continue
+                if fa.info(name).dtype == info.dtype and tuple(fa.info(name).shape) == tuple(info.shape):
                     row[i] = relative_change(fa, name, fb, name, sample_above, progress).relative
-    view.moves = moves
+                    gap[i] = None
+                else:
+                    gap[i] = "reshaped"
+    view.moves, view.gaps = moves, gaps

@@ -5,12 +5,13 @@ them so)."""
 from __future__ import annotations
 
 import math
-from html import escape
+from html import escape as _escape
 from typing import Sequence
 
 from ..cli_ls import size_text
 from .diff import FileDiff
 from .folder import FolderView
+from .names import shown
 from .sparks import histogram_svg
 from .stats import TensorStats
 from .summary import FileSummary
@@ -22,17 +23,23 @@ body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:
 header{background:#1f2933;color:#fff;padding:14px 28px}header h1{margin:0;font-size:20px}
 header p{margin:4px 0 0;color:#cbd2d9;font-size:13px}
 main{padding:8px 28px 40px;max-width:1400px}
-section{background:#fff;border:1px solid #e4e7eb;border-radius:6px;padding:14px 20px;margin:18px 0}
+section{background:#fff;border:1px solid #e4e7eb;border-radius:6px;padding:14px 20px;margin:18px 0;overflow-x:auto}
 h2{font-size:17px;margin:0 0 10px;word-break:break-all}h3{font-size:15px;margin:18px 0 8px}
 table{border-collapse:collapse;font-size:12.5px}td,th{padding:3px 9px;border-bottom:1px solid #eef0f2;text-align:left;
 vertical-align:middle}th{background:#f5f7fa;position:sticky;top:0}td.num{text-align:right;font-variant-numeric:tabular-nums}
-table.summary td:first-child{color:#52606d;width:120px}code{font-size:12px}
+table.summary td:first-child{color:#52606d;width:120px}code{font-size:12px;overflow-wrap:anywhere}
 .alert{background:#fdecea;border:2px solid #c0392b;color:#8e1b10;border-radius:6px;padding:10px 14px;margin:10px 0;
 font-weight:600}.bad{background:#fdecea;color:#c0392b;font-weight:700}.badrow{background:#fdf1ef}.badge{display:inline-block;border-radius:10px;
 padding:0 8px;font-size:11.5px;font-weight:600}.best{background:#e4572e;color:#fff}.kept{background:#d9f0d3;color:#1e6b1e}
 .latest{background:#dbe9f6;color:#1f4e79}.note{color:#7b8794;font-size:11.5px}.chart{margin:8px 0;overflow-x:auto}
 .chart-svg{max-width:100%;height:auto}.ok{color:#1e6b1e}
 """
+
+
+def escape(text: str) -> str:
+    """``text`` (a name, a path, metadata) for HTML: unprintable characters as escapes (:func:`.names.shown`),
+    then ``& < > " '`` as entities."""
+    return _escape(shown(text))
 
 
 def _num(value: float | None) -> str:
@@ -97,6 +104,10 @@ def diff_section(a: str, b: str, diff: FileDiff, bars: str | None) -> str:
             f"<li><code>{escape(n)}</code>: {escape(x)} → {escape(y)}</li>" for n, x, y in diff.retyped) + "</ul>")  # fmt: skip
     if not items:
         items.append("<p>No tensor added, removed, or changed in shape or dtype.</p>")
+    if diff.changes and all(c.relative == 0 for c in diff.changes):
+        items.append(f"<p>Every tensor in both ({len(diff.changes)}) holds the same values.</p>")
+    if not diff.changes and not diff.retyped:
+        items.append("<p><b>No tensor is in both files</b>: nothing to compare by name.</p>")
     table = "".join(f"<tr><td><code>{escape(c.name)}</code></td><td class=num>{_num(100 * c.relative)}%</td>"
                     f"<td class=num>{_num(c.max_abs)}</td></tr>" for c in diff.most(len(diff.changes)))  # fmt: skip
     return f"""<section class="diff"><h2>Diff: {escape(a)} → {escape(b)}</h2>{"".join(items)}
@@ -104,10 +115,20 @@ def diff_section(a: str, b: str, diff: FileDiff, bars: str | None) -> str:
 <h3>Every tensor in both</h3><table><tr><th>name</th><th>relative change</th><th>max |b − a|</th></tr>{table}</table></section>"""
 
 
+def _damaged(damaged: Sequence[tuple[int, str]]) -> str:
+    """A loud box naming each step that cannot be read (left out of the charts), or nothing."""
+    if not damaged:
+        return ""
+    items = "".join(f"<li>step {step}: {escape(why)}</li>" for step, why in damaged)
+    return (f'<div class="alert">⚠ {len(damaged)} step folder{"s" if len(damaged) > 1 else ""} cannot be read '
+            f"(a crashed or damaged save; left out below, as restore skips them):<ul>{items}</ul></div>")
+
+
 def folder_section(view: FolderView, curves: str | None, heatmap: str | None, bars: str | None,
-                   others: dict[str, float] | None = None) -> str:  # fmt: skip
+                   others: dict[str, float] | None = None, skipped: dict[str, str] | None = None) -> str:  # fmt: skip
     """A checkpoint folder: its steps (best, kept, latest), metric curves, the move heatmap and bars of the
-    model's tensors, and a table of the other state's moves (``others``: name -> largest move)."""
+    model's tensors, a table of the other state's moves (``others``: name -> largest move), and the
+    tensors no two steps could be compared on (``skipped``: name -> "new" or "reshaped")."""
     names = view.metric_names
     head = "".join(f"<th>{escape(n)}</th>" for n in names)
     rows = []
@@ -123,6 +144,7 @@ def folder_section(view: FolderView, curves: str | None, heatmap: str | None, ba
             else "No step records a finite metric to rank by.")  # fmt: skip
     parts = [f'<section class="folder"><h2>Checkpoint folder: {escape(view.path)}</h2>',
              f"<p>{len(view.steps)} kept step{'s' if len(view.steps) != 1 else ''} on disk. {best}</p>",
+             _damaged(view.damaged),
              f"<table><tr><th>step</th>{head}<th>data</th><th></th></tr>{''.join(rows)}</table>"]  # fmt: skip
     if curves:
         parts.append(chart(curves, "metrics over steps"))
@@ -135,6 +157,10 @@ def folder_section(view: FolderView, curves: str | None, heatmap: str | None, ba
                        for n, v in sorted(others.items()))  # fmt: skip
         parts.append(f"<h3>Other state (optimizer, schedulers...): largest move between kept steps</h3>"
                      f"<table><tr><th>name</th><th>largest move</th></tr>{rows}</table>")  # fmt: skip
+    if skipped:
+        listed = ", ".join(f"<code>{escape(n)}</code> ({escape(w)})" for n, w in sorted(skipped.items()))
+        parts.append(f"<p>Not compared between any two kept steps (added at the last, or another shape or dtype "
+                     f"at each): {listed}</p>")  # fmt: skip
     parts.append("</section>")
     return "".join(parts)
 

@@ -9,6 +9,7 @@ from html import escape
 
 import numpy as np
 
+from .names import shown
 from .stats import TensorStats
 
 __all__ = ["histogram_svg", "histogram_blocks", "histogram_line", "BLOCKS"]
@@ -56,7 +57,7 @@ def histogram_svg(stats: TensorStats) -> str:
         parts.append(f'<text x="0" y="{base + 10}" font-size="8" fill="#555">{lo}</text>')
         parts.append(f'<text x="{bins_width}" y="{base + 10}" font-size="8" fill="#555" text-anchor="end">{hi}</text>')
     parts.append(f'<line x1="0" y1="{base}" x2="{_WIDTH}" y2="{base}" stroke="#999" stroke-width="0.5"/>')
-    title = escape(f"histogram of {stats.name}")
+    title = escape(f"histogram of {shown(stats.name)}")
     height = base + 12
     return (f'<svg class="spark" data-chart="{title}" width="{_WIDTH}" height="{height}" '
             f'viewBox="0 0 {_WIDTH} {height}" role="img" aria-label="{title}">{"".join(parts)}</svg>')  # fmt: skip
@@ -72,9 +73,10 @@ def histogram_blocks(stats: TensorStats, width: int = 24) -> str:
     counts = hist.counts.astype(np.float64)
     group = -(-counts.size // width)
     if group > 1:
-        counts = np.pad(counts, (0, (-counts.size) % group)).reshape(-1, group).sum(axis=1)
+        counts = np.concatenate([counts, np.zeros((-counts.size) % group)]).reshape(-1, group).sum(axis=1)
     top = counts.max() or 1.0
-    return "".join(BLOCKS[0 if c == 0 else max(1, int(round(8 * c / top)))] for c in counts)
+    levels = np.where(counts == 0, 0, np.maximum(1, np.rint(8 * counts / top))).astype(np.int64)
+    return "".join([BLOCKS[i] for i in levels.tolist()])
 
 
 def histogram_line(stats: TensorStats, width: int = 24) -> str:

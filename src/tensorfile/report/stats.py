@@ -22,6 +22,10 @@ __all__ = ["SAMPLE_VALUES", "TensorStats", "tensor_stats", "stats_of_array", "fi
 
 #: Most values a histogram is drawn from.
 SAMPLE_VALUES = 1 << 18
+#: float32 values beyond this are summed as float64 (the square of a deviation would pass float32's max).
+_FLOAT32_SQUARE = 1e18
+#: float64 values are scaled to at most 2**this (their squared deviations, summed, stay finite).
+_FLOAT64_EXPONENT = 400
 
 
 @dataclass
@@ -77,6 +81,7 @@ class _Accumulator:
         self.offset = 0  # the next sampled value's place in the values seen so far
         self.n = self.nan = self.posinf = self.neginf = self.zeros = self.finite = 0
         self.mean = self.m2 = 0.0
+        self.shift = 0  # float64 values are summed as value * 2**-shift (see _in_range)
         self.lo: float | None = None
         self.hi: float | None = None
         self.sample: list[np.ndarray] = []
@@ -104,6 +109,7 @@ class _Accumulator:
         lo, hi = values.min(), values.max()
         self.lo = lo.item() if self.lo is None else min(self.lo, lo.item())
         self.hi = hi.item() if self.hi is None else max(self.hi, hi.item())
+        values = self._in_range(values, max(abs(float(lo)), abs(float(hi))))
         mean = float(values.sum(dtype=np.float64)) / count
         if values.dtype.kind == "f":  # deviations in the values' own precision, their squares summed in float64
             deviation = values - values.dtype.type(mean)
@@ -116,11 +122,28 @@ class _Accumulator:
         self.m2 += m2 + delta * delta * self.finite * count / total
         self.finite = total
 
+    def _in_range(self, values: np.ndarray, largest: float) -> np.ndarray:
+        """``values`` in a form whose sums and squared deviations cannot overflow: float32 values beyond
+        :data:`_FLOAT32_SQUARE` as float64; float64 values (and all values after them) scaled by
+        ``2**-self.shift``, a power of two chosen so that the largest is at most ``2**_FLOAT64_EXPONENT``
+        (exact: only the exponent changes; the running mean and M2 are rescaled to match)."""
+        if values.dtype == np.float32 and largest > _FLOAT32_SQUARE:
+            values = values.astype(np.float64)
+        if values.dtype != np.float64:
+            return values
+        shift = max(0, math.frexp(largest)[1] - _FLOAT64_EXPONENT)
+        if shift > self.shift:
+            self.mean = math.ldexp(self.mean, self.shift - shift)
+            self.m2 = math.ldexp(self.m2, 2 * (self.shift - shift))
+            self.shift = shift
+        return np.ldexp(values, -self.shift) if self.shift else values
+
     def into(self, stats: TensorStats) -> TensorStats:
         stats.count, stats.nan, stats.posinf, stats.neginf = self.n, self.nan, self.posinf, self.neginf
         stats.zeros, stats.finite = self.zeros, self.finite
         if self.finite:
-            stats.mean, stats.std = self.mean, math.sqrt(self.m2 / self.finite)
+            stats.mean = math.ldexp(self.mean, self.shift)
+            stats.std = math.ldexp(math.sqrt(self.m2 / self.finite), self.shift)
             stats.min, stats.max = self.lo, self.hi
             sample = np.concatenate(self.sample) if self.sample else np.zeros(0)
             stats.hist = histogram(sample, stats.dtype, float(self.lo), float(self.hi))  # type: ignore[arg-type]

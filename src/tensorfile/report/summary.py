@@ -62,7 +62,9 @@ def summarize(f: LazyFile, path: str, stats: Sequence[TensorStats]) -> FileSumma
     out = FileSummary(path, fmt.title, len(infos), sum(i.nbytes for i in infos), dtypes, _frameworks(f, fmt))
     out.metadata = {k: v for k, v in f.metadata.items()}
     verified = sum(1 for s in stats if s.verified)
-    if f.has_record:
+    if not infos:
+        out.checksums = "no tensors to check"
+    elif f.has_record:
         sampled = sum(1 for s in stats if s.sampled)
         rest = len(infos) - verified - sampled
         parts = [f"all {verified} verified" if verified == len(infos) else f"{verified} verified"]
