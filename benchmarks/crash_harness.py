@@ -97,6 +97,8 @@ def run(kills: int, steps: int, async_save: bool, seed: int, folder: Path, log=p
             if child.returncode != 0:
                 raise RuntimeError(f"the last run failed: {err}")
             break
+        if mode == "nnx-epochs":  # jit compiles the first step, seconds on a busy machine: kills come after it
+            child.stdout.readline()
         delay = rng.uniform(0.0, max_delay)
         time.sleep(delay)
         if child.poll() is not None:  # it finished before the kill: start over with a fresh folder

@@ -160,6 +160,7 @@ def train_nnx_epochs(directory: str, epochs: int, async_save: bool) -> None:
             epoch, batch, step = state["epoch"], state["batch"], state["step"] + 1
         print(f"ready: starting at step {step}", flush=True)
         batches = -(-len(X) // size)
+        compiled = False
         while epoch < epochs:
             order = np.random.default_rng(epoch).permutation(len(X))  # the epoch's order: from the epoch alone
             while batch < batches:
@@ -169,6 +170,9 @@ def train_nnx_epochs(directory: str, epochs: int, async_save: bool) -> None:
                 done = batch == batches
                 manager.save(step, {"model": model, "optimizer": opt, "epoch": epoch + done,
                                     "batch": 0 if done else batch, "step": step})  # fmt: skip
+                if not compiled:  # the first step compiled train_step: the crash harness times its kills from here
+                    print("training", flush=True)
+                    compiled = True
                 step += 1
             epoch, batch = epoch + 1, 0
     tensorfile.save_parameters(model, os.path.join(directory, "final.tensorfile"))
