@@ -84,14 +84,13 @@ def _itemsize(dtype: str) -> int:
 
 
 def is_dtensor(value: Any) -> bool:
-    """True for a ``torch.distributed.tensor.DTensor`` (nothing is imported for other values)."""
-    if "torch" not in sys.modules or not type(value).__module__.startswith("torch"):
+    """True for a ``torch.distributed.tensor.DTensor`` (nothing is imported: no DTensor exists before
+    ``torch.distributed.tensor`` is)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    if module is None or not type(value).__module__.startswith("torch"):
         return False
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # a torch built without distributed
-        return False
-    return isinstance(value, DTensor)
+    dtensor = getattr(module, "DTensor", None)
+    return dtensor is not None and isinstance(value, dtensor)
 
 
 def local_region(value: Any, where: str) -> tuple[tuple[int, ...], tuple[int, ...], bool] | None:
