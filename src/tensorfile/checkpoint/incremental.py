@@ -25,7 +25,8 @@ when:
   background hash read it. ``trust_version_counter=False`` closes it: every stall copies every tensor (the
   stall of a full async save) and only the write is incremental.
 
-A counter is ``(tensor._version, data_ptr, storage_offset, shape, stride, dtype, device, requires_grad, type)``;
+A counter is ``(tensor._version, data_ptr, storage_offset, shape, stride, dtype, device, requires_grad, is_neg,
+is_conj, type)`` (the neg and conj bits: ``x.conj().imag`` is the memory of ``x.imag``, read negated);
 a tensor met under a name that had another counter at the previous stall, or a new name, is copied. For a CPU
 tensor whose counter did not move, the stall also reuses the previous stall's host view of it (same memory), so
 it costs about 15 us instead of 60 (:class:`_Flattener`). Measured (``benchmarks/incremental.py``,
@@ -65,7 +66,7 @@ def counter(value: Any) -> tuple[Any, ...] | None:
         return None
     try:
         return (value._version, value.data_ptr(), value.storage_offset(), value.shape, value.stride(), value.dtype,
-                value.device, value.requires_grad, type(value))  # fmt: skip
+                value.device, value.requires_grad, value.is_neg(), value.is_conj(), type(value))  # fmt: skip
     except (AttributeError, RuntimeError, TypeError, NotImplementedError):
         return None
 
@@ -222,7 +223,7 @@ class Tracker:
         clean: dict[str, np.ndarray] = {}
         for leaf, i in zip(layout.leaves, layout.first):
             source = tensors[i]
-            key = seen[leaf.name] = (source._version, *layout.identities[i][:7], type(source))  # counter(source)
+            key = seen[leaf.name] = (source._version, *layout.identities[i], type(source))  # counter(source)
             if trust and previous.get(leaf.name) == key and leaf.name not in untrusted:
                 clean[leaf.name] = leaf.array
             else:

@@ -42,7 +42,7 @@ _KEYS = (str, int)
 
 def identity(value: Any) -> tuple[Any, ...]:
     """What must stay equal for a torch tensor's previous host view to still be its bytes (everything of
-    :func:`.incremental.counter` but the version counter and the type, plus the neg and conj bits)."""
+    :func:`.incremental.counter` but the version counter and the type)."""
     return (value.data_ptr(), value.storage_offset(), value.shape, value.stride(), value.dtype, value.device,
             value.requires_grad, value.is_neg(), value.is_conj())  # fmt: skip
 
