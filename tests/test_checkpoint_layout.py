@@ -98,7 +98,8 @@ def test_structure_and_identity_changes_are_seen_and_every_step_restores(tmp_pat
         ("a tensor becomes a dict", lambda: extra.update(new={1: 2}), False),
         ("same structure again", lambda: extra.update(new={1: 3}), True),
         ("a key of another type equal to it", lambda: extra.update(new={True: 3}), False),
-        ("a neg view of the same memory", lambda: extra.update(imag=cplx.conj().imag), False),  # then no layout (no storage view)
+        # last: a neg view has no storage view, so no layout is kept after it
+        ("a neg view of the same memory", lambda: extra.update(imag=cplx.conj().imag), False),
     ]
     spy = _Spy(monkeypatch)
     saved = {}
