@@ -162,3 +162,29 @@ def test_a_state_outside_the_layout_is_flattened_each_save(tmp_path, monkeypatch
             m.save(5, {"t": torch.ones(2)})  # another tensor of the same shape and bytes (other memory)
             m.wait()
             assert spy.hits == [True, False] and m.restore(4)["t"].tolist() == [1.0, 1.0]
+
+
+def test_the_writer_thread_is_reused_ends_when_idle_and_starts_again(tmp_path, monkeypatch):
+    import time
+
+    from tensorfile.checkpoint import writer
+
+    monkeypatch.setattr(writer, "IDLE_SECONDS", 0.2)
+    with CheckpointManager(tmp_path, incremental=True, async_save=True) as m:
+        t = torch.ones(3)
+        m.save(0, {"t": t})
+        first = m._writer._thread
+        m.save(1, {"t": t})
+        assert m._writer._thread is first and first.is_alive()
+        m.wait()
+        deadline = time.monotonic() + 10
+        while first.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not first.is_alive() and m._writer._thread is None
+        t.add_(1)
+        m.save(2, {"t": t})
+        second = m._writer._thread
+        m.wait()
+        assert second is not first and m.steps == [0, 1, 2] and m.restore(2)["t"].tolist() == [2.0] * 3
+    second.join(10)
+    assert not second.is_alive()  # close() ended it

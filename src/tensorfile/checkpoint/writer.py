@@ -1,14 +1,20 @@
 """The background thread of an asynchronous :class:`~tensorfile.CheckpointManager`: one per manager, started by
-its first async save and reused by every later one, so that a save's stall does not include starting a thread
-(which waits for the new thread to be scheduled: 0.1 to 2 ms, more on a busy machine)."""
+its first async save and reused by later ones, so that a save's stall does not include starting a thread
+(which waits for the new thread to be scheduled: 0.1 to 2 ms, more on a busy machine). It ends after
+:data:`IDLE_SECONDS` without work (a manager dropped without ``close()`` leaves no thread behind for long), at
+``close()``, and is started again when needed (also in a process forked from the one that started it)."""
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from typing import Callable
 
-__all__ = ["Writer", "Job"]
+__all__ = ["Writer", "Job", "IDLE_SECONDS"]
+
+#: seconds the thread waits for the next write before it ends
+IDLE_SECONDS = 300.0
 
 
 class Job:
@@ -34,22 +40,35 @@ class Writer:
 
     def __init__(self, name: str) -> None:
         self._name = name
+        self._lock = threading.Lock()  # a submit and the thread ending when idle
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
 
     def submit(self, run: Callable[[], None], name: str) -> Job:
-        """Queue ``run`` (which must catch its own errors); the thread is started by the first call."""
+        """Queue ``run`` (which must catch its own errors); starts the thread if none runs."""
         job = Job(run, name)
-        self._jobs.put(job)
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, daemon=True, name=self._name)
-            self._thread.start()
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the thread stayed in the parent
+                self._jobs, self._thread, self._pid = queue.SimpleQueue(), None, os.getpid()
+            self._jobs.put(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, args=(self._jobs,), daemon=True, name=self._name)
+                self._thread.start()
         return job
 
-    def _loop(self) -> None:
+    def _loop(self, jobs: "queue.SimpleQueue[Job | None]") -> None:
         me = threading.current_thread()
         while True:
-            job = self._jobs.get()
+            try:
+                job = jobs.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if jobs.empty():
+                        if self._thread is me:
+                            self._thread = None
+                        return
+                continue
             if job is None:
                 return
             me.name = job.name
@@ -61,6 +80,7 @@ class Writer:
 
     def stop(self) -> None:
         """End the thread once the queued jobs have run (returns at once)."""
-        if self._thread is not None:
-            self._jobs.put(None)
-            self._thread = None
+        with self._lock:
+            if self._thread is not None:
+                self._jobs.put(None)
+                self._thread = None
