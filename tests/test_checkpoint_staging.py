@@ -138,13 +138,12 @@ def test_tensorflow_tensors_are_snapshotted_after_the_copy(tmp_path):
 
 
 def test_an_interrupted_close_keeps_the_folder_locked_until_the_write_ends(tmp_path, monkeypatch):
-    import threading
-
+    from tensorfile.checkpoint.writer import Job
     from tensorfile.errors import CheckpointLockedError
 
     m = CheckpointManager(tmp_path, async_save=True)
     m.save(0, _state(0))
-    real_join = threading.Thread.join
+    real_join = Job.join
     calls = []
 
     def interrupted_join(self, *args, **kwargs):
@@ -153,7 +152,7 @@ def test_an_interrupted_close_keeps_the_folder_locked_until_the_write_ends(tmp_p
             raise KeyboardInterrupt
         return real_join(self, *args, **kwargs)
 
-    monkeypatch.setattr(threading.Thread, "join", interrupted_join)
+    monkeypatch.setattr(Job, "join", interrupted_join)
     with pytest.raises(KeyboardInterrupt):
         m.close()
     monkeypatch.undo()

@@ -25,13 +25,15 @@ when:
   background hash read it. ``trust_version_counter=False`` closes it: every stall copies every tensor (the
   stall of a full async save) and only the write is incremental.
 
-A counter is ``(tensor._version, data_ptr, storage_offset, shape, stride, dtype, device, requires_grad, type)``;
-a tensor met under a name that had another counter at the previous stall, or a new name, is copied. For a CPU
-tensor whose counter did not move, the stall also reuses the previous stall's host view of it (same memory), so
-it costs about 15 us instead of 60 (:class:`_Flattener`). Measured (``benchmarks/incremental.py``,
-``docs/PERFORMANCE.md``): XXH3-64 runs at about 7 GB/s per core here, so a synchronous step of a 256 MiB frozen
-backbone spends 25 to 36 ms hashing it on an idle machine; an async stall of 136 tensors, 3 MiB of them
-changed, is about 5 ms of CPU.
+A counter is ``(tensor._version, data_ptr, storage_offset, shape, stride, dtype, device, requires_grad, is_neg,
+is_conj, type)`` (the neg and conj bits: ``x.conj().imag`` is the memory of ``x.imag``, read negated);
+a tensor met under a name that had another counter at the previous stall, or a new name, is copied. A stall of a
+state with the previous stall's structure and tensor identities skips the flatten altogether
+(:mod:`.layout`); otherwise, for a CPU tensor whose counter did not move, the flatten reuses the previous
+stall's host view of it (same memory), about 15 us instead of 60 (:class:`_Flattener`). Measured
+(``benchmarks/incremental.py``, ``docs/PERFORMANCE.md``): XXH3-64 runs at about 7 GB/s per core here, so a
+synchronous step of a 256 MiB frozen backbone spends 25 to 36 ms hashing it on an idle machine; an async stall
+of 136 tensors, 3 MiB of them changed, is about 2 to 3 ms of CPU with the layout (10 without).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from ..format.dtypes import name_of
 from ..format.reader import READERS
 from ..format.writer import tensor_chunks
 from .blobs import INCREMENTAL_KEY, Base, Ref, blob_name
+from .layout import Layout
 
 __all__ = ["Tracker", "Plan", "counter", "digest", "digests"]
 
@@ -64,7 +67,7 @@ def counter(value: Any) -> tuple[Any, ...] | None:
         return None
     try:
         return (value._version, value.data_ptr(), value.storage_offset(), value.shape, value.stride(), value.dtype,
-                value.device, value.requires_grad, type(value))  # fmt: skip
+                value.device, value.requires_grad, value.is_neg(), value.is_conj(), type(value))  # fmt: skip
     except (AttributeError, RuntimeError, TypeError, NotImplementedError):
         return None
 
@@ -148,6 +151,8 @@ class Tracker:
         self.store, self._steps, self.trust = store, steps, trust_version_counter
         self._seen: dict[str, tuple[Any, ...]] = {}  # counters at the previous stall
         self._views: dict[tuple[str, ...], tuple[Any, Any]] = {}  # path -> (counter, leaf) of the previous stall
+        self._layout: Layout | None = None  # async: the previous stall's layout (a save of the same structure
+        # skips the flatten: :mod:`.layout`)
         self.untrusted: set[str] = set()  # tensors found changed behind their counter: copied at every stall
         self._base: Base | None = None
         self._loaded = False
@@ -157,7 +162,7 @@ class Tracker:
     def reset(self) -> None:
         """Forget the counters and the base (after a failed or discarded save): the next save copies every
         tensor and reads the base back from the newest committed step."""
-        self._seen, self._views, self._base, self._loaded = {}, {}, None, False
+        self._seen, self._views, self._base, self._loaded, self._layout = {}, {}, None, False, None
 
     def base(self) -> Base | None:
         """The newest committed step as a base (read from storage after a reset)."""
@@ -171,6 +176,11 @@ class Tracker:
         Raises:
             UnsupportedTypeError: a value cannot be stored (names its place).
         """
+        if staging is not None and self._layout is not None:
+            plan = self._prepare_cached(state, staging, self._layout)
+            if plan is not None:
+                return plan
+        self._layout = None
         flattener = _Flattener(self._views if staging is not None else {})
         try:
             flattener.out.root = flattener.node(state, "obj", [])
@@ -195,9 +205,33 @@ class Tracker:
             else:
                 copy[leaf.name] = array
         if staging is not None:
+            self._layout = Layout.build(state, flat.root, flat.leaves, entries)
             copy = staging.stage(copy)
         self._seen = seen
         return Plan(flat.root, entries, copy, clean, staging is None)
+
+    def _prepare_cached(self, state: Any, staging: Any, layout: Layout) -> Plan | None:
+        """:meth:`prepare` (async) of a state of the previous save's layout, without its flatten: the same
+        decisions per tensor (counter moved or untrusted: copied; else checked in the background). None when
+        ``state`` does not have that layout."""
+        found = layout.match(state)
+        if found is None:
+            return None
+        root, tensors = found
+        previous, untrusted, trust = self._seen, self.untrusted, self.trust
+        seen: dict[str, tuple[Any, ...]] = {}
+        copy: dict[str, np.ndarray] = {}
+        clean: dict[str, np.ndarray] = {}
+        for leaf, i in zip(layout.leaves, layout.first):
+            source = tensors[i]
+            key = seen[leaf.name] = (source._version, *layout.identities[i], type(source))  # counter(source)
+            if trust and previous.get(leaf.name) == key and leaf.name not in untrusted:
+                clean[leaf.name] = leaf.array
+            else:
+                copy[leaf.name] = leaf.array
+        copied = staging.stage(copy)
+        self._seen = seen
+        return Plan(root, dict(layout.entries), copied, clean, False)
 
     def write(self, step: int, plan: Plan, metadata: Mapping[str, str], commit: Callable[..., None]) -> bool:
         """Write step ``step`` of ``plan``: compare, write what changed, commit with ``commit(step, base, new,

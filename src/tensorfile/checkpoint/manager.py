@@ -43,6 +43,7 @@ from .objects import ObjectSteps
 from .restore import Restored, fill
 from .retention import Retention
 from .staging import Staging
+from .writer import Job, Writer
 
 __all__ = ["CheckpointManager", "Restored"]
 
@@ -202,7 +203,8 @@ class CheckpointManager:
             remove_temporaries(self.directory)
         self._error: BaseException | None = None
         self._free: list[Staging] = []  # staging buffers not used by a write in flight
-        self._inflight: deque[tuple[threading.Thread, Staging]] = deque()  # the write in flight, if any
+        self._inflight: deque[tuple[Job, Staging]] = deque()  # the write in flight, if any
+        self._writer = Writer("tensorfile-checkpoint")  # the thread of async writes (started by the first)
         self._stagings = 0
         self._prefault: threading.Thread | None = None
         # An async save still writing when the script ends is committed at interpreter exit (not lost). The
@@ -347,10 +349,8 @@ class CheckpointManager:
         return True
 
     def _start(self, step: int, job: Callable[[], None], staging: Staging) -> None:
-        thread = threading.Thread(target=self._write_async, args=(step, job), daemon=True,
-                                  name=f"tensorfile-checkpoint-{step}")  # fmt: skip
-        self._inflight.append((thread, staging))
-        thread.start()
+        handle = self._writer.submit(functools.partial(self._write_async, step, job), f"tensorfile-checkpoint-{step}")
+        self._inflight.append((handle, staging))
 
     def _save_group(self, step: int, state: Mapping[str, Any], metrics: Mapping[str, float] | None) -> None:
         """:meth:`save` across the ranks (see ``distributed``): every rank writes its slices, rank 0 commits."""
@@ -401,8 +401,8 @@ class CheckpointManager:
         return Staging()
 
     def _retire(self) -> None:
-        thread, staging = self._inflight[0]
-        thread.join()  # an interrupt here (Ctrl-C) leaves the write listed as in flight
+        job, staging = self._inflight[0]
+        job.join()  # an interrupt here (Ctrl-C) leaves the write listed as in flight
         self._inflight.popleft()
         self._free.append(staging)
 
@@ -479,6 +479,7 @@ class CheckpointManager:
 
     def _release(self) -> None:
         """Free the staging buffers and the folder (every write has ended)."""
+        self._writer.stop()
         if self._prefault is not None:
             self._prefault.join()
         for staging in self._free:

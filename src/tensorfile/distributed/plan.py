@@ -84,13 +84,12 @@ def _itemsize(dtype: str) -> int:
 
 
 def is_dtensor(value: Any) -> bool:
-    """True for a ``torch.distributed.tensor.DTensor`` (never imports anything)."""
-    if not type(value).__module__.startswith("torch"):
-        return False
-    # A DTensor exists only once torch.distributed.tensor (where its class lives) has been imported: looking it
-    # up instead of importing it spares a save of a plain torch state that import (seconds on a small machine).
+    """True for a ``torch.distributed.tensor.DTensor`` (nothing is imported: no DTensor exists before
+    ``torch.distributed.tensor`` is)."""
     module = sys.modules.get("torch.distributed.tensor")
-    dtensor = getattr(module, "DTensor", None) if module is not None else None
+    if module is None or not type(value).__module__.startswith("torch"):
+        return False
+    dtensor = getattr(module, "DTensor", None)
     return dtensor is not None and isinstance(value, dtensor)
 
 
