@@ -304,7 +304,9 @@ class ObjectBlobs:
         named: set[str] = set()
         for step in steps:
             try:
-                named.update(self.manifest(step, self.objects.record(step)).files)
+                record = self.objects.record(step)
+                if self.objects.is_incremental(record):  # a full step (incremental=False) names no blob
+                    named.update(self.manifest(step, record).files)
             except (OSError, TensorFileError):
                 return []  # a step unreadable now: delete nothing rather than something it needs
         fs.invalidate_cache(self.folder.path)

@@ -583,11 +583,15 @@ class CheckpointManager:
         except (TensorFileError, OSError, ValueError) as exc:  # a folder, another tool's file, unreadable, damaged
             raise IntegrityError(f"checkpoint step {step} is corrupt or incomplete: {exc}") from exc
         try:
-            return load(path), info
+            loaded = load(path)
         except IntegrityError as exc:  # a checksum (of a blob shared with other steps, for an incremental step)
             raise IntegrityError(f"checkpoint step {step}: {exc}") from exc
         except (TensorFileError, OSError, ValueError) as exc:  # a folder, another tool's file, unreadable, damaged
             raise IntegrityError(f"checkpoint step {step} is corrupt or incomplete: {exc}") from exc
+        if not isinstance(loaded, dict):  # a manifest or file edited by hand: save() always writes a dict
+            raise IntegrityError(f"{path}: checkpoint step {step} holds a {type(loaded).__name__}, not the dict of "
+                                 "names a CheckpointManager saves")  # fmt: skip
+        return loaded, info
 
     def _load_object(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """:meth:`_load` on object storage: the commit object, then the data object it names."""
@@ -597,7 +601,11 @@ class CheckpointManager:
             if self._objects.is_incremental(record):  # type: ignore[union-attr]
                 from .incremental_saves import load_object
 
-                return load_object(self, step, record), record["info"]
+                loaded = load_object(self, step, record)
+                if not isinstance(loaded, dict):  # a manifest edited by hand: save() always writes a dict
+                    raise IntegrityError(f"{data.url}: checkpoint step {step} holds a {type(loaded).__name__}, "
+                                         "not the dict of names a CheckpointManager saves")  # fmt: skip
+                return loaded, record["info"]
             return load(data.url, storage_options=self._objects.storage_options), record["info"]  # type: ignore[union-attr]
         except IntegrityError as exc:
             raise IntegrityError(f"checkpoint step {step}: {exc}") from exc
