@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tensorfile
-from tensorfile import CheckpointManager, IntegrityError, TensorFileError
+from tensorfile import CheckpointManager, IntegrityError
 from tensorfile.checkpoint import blobs as blobs_mod
 from tensorfile.checkpoint import commit as commit_mod
 
@@ -318,3 +318,36 @@ def test_live_model_and_optimizer_with_keep_best(tmp_path):
             m.restore(step, {"model": fresh, "opt": fresh_opt})
             assert _equal(fresh.state_dict(), snaps[step][0])
             assert _equal(fresh_opt.state_dict()["state"][0], snaps[step][1])
+
+
+@pytest.mark.parametrize("where", ["base", "every folder"])
+@pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
+def test_a_swapped_blob_is_never_linked_into_a_new_step(tmp_path, where, async_save):
+    """A save links a shared blob only from a folder where its header records the base's checksums: swapped in
+    the base's folder alone, it is linked from step 0's; swapped everywhere, a synchronous save writes every
+    tensor, and an async one (its unchanged tensors not copied) fails once, naming the blob, the next one
+    writing everything."""
+    state = _state()
+    m = CheckpointManager(tmp_path, incremental=True, async_save=async_save)
+    m.save(0, state)
+    state["head"] += 1
+    m.save(1, state)
+    m.wait()
+    for step in (1,) if where == "base" else (0, 1):
+        path = _blob(tmp_path, step, 0)
+        os.unlink(path)
+        tensorfile.save({"bb": torch.zeros(32, 32), "head": torch.zeros(4, 32), "n": np.zeros(5, np.int64)}, path)
+    state["head"] += 1  # the same tensors: the backbone's counter has not moved
+    if where == "every folder" and async_save:
+        m.save(2, state)
+        with pytest.raises(blobs_mod.BlobLostError, match=r"step 2: blob blob-00000000-.* damaged or replaced"):
+            m.wait()
+        assert m.steps == [0, 1]
+    m.save(2, state)
+    m.wait()
+    if where == "base":
+        assert os.path.samefile(_blob(tmp_path, 2, 0), _blob(tmp_path, 0, 0))
+    else:
+        assert len(os.listdir(_folder(tmp_path, 2))) == 2 and not [n for n in os.listdir(_folder(tmp_path, 2)) if n.startswith("blob-00000000-")]
+    assert _equal(m.restore(2), state)
+    m.close()

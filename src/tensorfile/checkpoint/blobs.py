@@ -186,7 +186,8 @@ class LocalBlobs:
                 if name in new_names:
                     written = write_blob(os.path.join(folder, name), new, durable=True)
                 else:
-                    _link(self._source(source, name, step), os.path.join(folder, name))
+                    expected = {n: r.checksum for n, r in base.refs.items() if r.blob == name} if base else {}
+                    _link(self._source(source, name, step, expected), os.path.join(folder, name))
             with open(os.path.join(folder, mf.MANIFEST), "xb") as f:  # the folder is fresh: no file to replace
                 f.write(manifest(written))
             _fsync(os.path.join(folder, mf.MANIFEST))
@@ -194,11 +195,11 @@ class LocalBlobs:
         new_names = {files[-1]} if new else set()
         commit(self.directory, os.path.basename(self.step_path(step)), fill)
 
-    def _source(self, first: str | None, name: str, step: int) -> str:
+    def _source(self, first: str | None, name: str, step: int, expected: Mapping[str, str]) -> str:
         """Blob ``name`` in a committed step folder, to link: in ``first`` (the base's folder), else in the newest
         other step folder holding it (the base deleted by hand, or by retention after an older step was saved).
-        Only a regular file is linked (:func:`check_regular`); blob names are unique, so every copy found is
-        the same inode (its checksums are checked on restore all the same).
+        Only a regular file whose header records the checksums ``expected`` (tensor name -> 16 hex, the base's)
+        is linked: a blob replaced by a symbolic link or by another file is never passed on to a new step.
 
         Raises:
             BlobLostError: no committed step folder holds it (nothing was committed).
@@ -213,12 +214,24 @@ class LocalBlobs:
             path = os.path.join(folder, name)
             try:
                 check_regular(path)
-            except (OSError, UnsafeFileError):
+                if _recorded(path, expected) == dict(expected):
+                    return path
+            except (OSError, TensorFileError):
                 continue
-            return path
         raise BlobLostError(f"{self.directory}: step {step}: blob {name} of the step it shares tensors with is in no "
-                            "committed step folder as a regular file (deleted or replaced by hand?); the step was "
-                            "not committed")  # fmt: skip
+                            "committed step folder as the regular file its step recorded (deleted, damaged or "
+                            "replaced by hand?); the step was not committed")  # fmt: skip
+
+
+def _recorded(path: str, names: Mapping[str, str]) -> dict[str, str | None]:
+    """The checksums the tensorfile file at ``path`` records for ``names`` (its header only)."""
+    reader = SafetensorsReader(path)
+    try:
+        record = read_record(reader.header, path)
+    finally:
+        reader.close()
+    tensors = record.tensors if record is not None else {}
+    return {n: tensors.get(n, {}).get("checksum") for n in names}
 
 
 def _fsync(path: str) -> None:

@@ -60,10 +60,14 @@ def _commit(manager: Any, step: int, plan: Plan, info: dict[str, Any]) -> None:
     else:
         try:
             committed = tracker.write(step, plan, metadata, store.commit)
-        except BlobLostError:  # its base's blob is gone from every step folder (the tracker was reset)
-            if not plan.sync:  # the tensors not copied in the stall may have moved since: the next save copies all
+        except BlobLostError:  # a blob of its base is in no step folder as recorded (the tracker was reset)
+            if not plan.sync and plan.clean:  # tensors not copied in the stall may have moved: the next save copies all
                 raise
-            committed = tracker.write(step, plan, metadata, store.commit)  # against the newest step on disk now
+            try:
+                committed = tracker.write(step, plan, metadata, store.commit)  # against the newest step on disk now
+            except BlobLostError:  # that one is damaged too: no base, every tensor written
+                tracker._base, tracker._loaded = None, True
+                committed = tracker.write(step, plan, metadata, store.commit)
     if committed:
         objects = isinstance(store, ObjectBlobs)
         before = set(manager.steps) if objects else set()
