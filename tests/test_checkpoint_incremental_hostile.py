@@ -351,3 +351,23 @@ def test_a_swapped_blob_is_never_linked_into_a_new_step(tmp_path, where, async_s
         assert len(os.listdir(_folder(tmp_path, 2))) == 2 and not [n for n in os.listdir(_folder(tmp_path, 2)) if n.startswith("blob-00000000-")]
     assert _equal(m.restore(2), state)
     m.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+@pytest.mark.parametrize("what", ["manifest", "blob"])
+def test_a_fifo_in_a_step_folder_never_blocks(tmp_path, what):
+    """A FIFO in the place of the newest step's manifest or of a blob: restore falls back to the older step and
+    the next save (whose base that step was) commits without blocking on the FIFO."""
+    state = {"a": np.arange(10.0), "b": np.zeros(3)}
+    with CheckpointManager(tmp_path, incremental=True) as m:
+        m.save(0, state)
+        state["b"] = state["b"] + 1
+        m.save(1, state)
+    path = os.path.join(_folder(tmp_path, 1), "manifest.json") if what == "manifest" else _blob(tmp_path, 1, 0)
+    os.unlink(path)
+    os.mkfifo(path)
+    with CheckpointManager(tmp_path, incremental=True) as m:
+        with pytest.warns(UserWarning, match="step 1 is corrupt"):
+            assert m.restore().step == 0
+        m.save(2, state)
+        assert m.restore(2)["b"].tolist() == [1.0] * 3 and m.restore(2)["a"].tolist() == list(range(10))
