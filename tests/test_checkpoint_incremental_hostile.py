@@ -371,3 +371,36 @@ def test_a_fifo_in_a_step_folder_never_blocks(tmp_path, what):
             assert m.restore().step == 0
         m.save(2, state)
         assert m.restore(2)["b"].tolist() == [1.0] * 3 and m.restore(2)["a"].tolist() == list(range(10))
+
+
+def test_object_storage_reader_during_a_writers_retention_and_collection(monkeypatch):
+    """memory://: a reader's restore() reads step 1's commit object; before it reads the manifest, the writer commits
+    step 2, and retention (max_to_keep=1) deletes steps 0 and 1 and collects their blobs. The reader neither
+    fails nor reads a wrong byte: it lists the steps again and restores step 2."""
+    pytest.importorskip("fsspec")
+    from tensorfile.checkpoint import incremental_saves as saves_mod
+
+    url = f"memory://hostile-{uuid.uuid4().hex}"
+    state = _state()
+    writer = CheckpointManager(url, incremental=True, max_to_keep=2)
+    writer.save(0, state)
+    state["head"] += 1
+    writer.save(1, state)
+    reader = CheckpointManager(url, read_only=True)
+    real = saves_mod.load_object
+    fired = []
+
+    def midway(*args, **kwargs):
+        if not fired:
+            fired.append(True)
+            writer.retention = type(writer.retention)(max_to_keep=1)
+            state["bb"] += 1
+            writer.save(2, state)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(saves_mod, "load_object", midway)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a step deleted under the reader is no corrupt step
+        restored = reader.restore()
+    assert fired and writer.steps == [2] and restored.step == 2 and _equal(restored, state)
+    writer.close()

@@ -552,18 +552,28 @@ class CheckpointManager:
                 raise CheckpointNotFoundError(f"{self.directory}: no checkpoint for step {step} (have {steps})")
             loaded, info = self._load(step)
         else:
-            for candidate in reversed(steps):
-                try:
-                    loaded, info = self._load(candidate)
-                    step = candidate
+            tried: set[int] = set()
+            for _ in range(3):  # a writer's retention may delete the steps listed while they are read: list again
+                for candidate in reversed([s for s in steps if s not in tried]):
+                    tried.add(candidate)
+                    try:
+                        loaded, info = self._load(candidate)
+                        step = candidate
+                        break
+                    except CheckpointNotFoundError:  # deleted since it was listed (object storage)
+                        continue
+                    except IntegrityError as exc:
+                        if candidate not in self.steps:  # deleted since it was listed: nothing to warn about
+                            continue
+                        warnings.warn(
+                            f"{self.directory}: checkpoint step {candidate} is corrupt or incomplete ({exc}); "
+                            "falling back to the previous step",
+                            stacklevel=2,
+                        )
+                if step is not None or set(self.steps) <= tried:
                     break
-                except IntegrityError as exc:
-                    warnings.warn(
-                        f"{self.directory}: checkpoint step {candidate} is corrupt or incomplete ({exc}); "
-                        "falling back to the previous step",
-                        stacklevel=2,
-                    )
-            else:
+                steps = self.steps
+            if step is None:
                 raise CheckpointNotFoundError(f"{self.directory}: no valid checkpoint to restore")
         return fill(self.directory, step, loaded, info, state or {}, strict)
 
