@@ -69,6 +69,13 @@ def test_a_swapped_blob_is_caught_naming_step_and_tensor(tmp_path):
     assert "another file is in the place of the blob" in str(info.value)
     with pytest.raises(IntegrityError, match="'bb'"):
         tensorfile.load(_folder(tmp_path, 1))
+    from click.testing import CliRunner
+
+    from tensorfile.cli import main
+
+    result = CliRunner().invoke(main, ["verify", _folder(tmp_path, 1)])
+    assert result.exit_code == 1 and "tensor 'bb': the file records checksum" in result.output
+    assert CliRunner().invoke(main, ["verify", _folder(tmp_path, 0)]).exit_code == 0
     with pytest.warns(UserWarning, match="step 1 is corrupt"):
         assert m.restore().step == 0  # falls back to the older step, whose blob is intact
     m.close()
