@@ -283,7 +283,8 @@ def test_object_storage_collects_with_full_steps_among_incremental_ones():
         saved[step] = _copy(state)
 
     def blobs() -> list[int]:
-        return sorted(int(p.rsplit("/", 1)[-1].split("-")[1]) for p in fs.ls(url[len("memory:/") :] + "/blobs", detail=False))
+        names = fs.ls(url[len("memory:/") :] + "/blobs", detail=False)
+        return sorted(int(p.rsplit("/", 1)[-1].split("-")[1]) for p in names)
 
     with CheckpointManager(url, incremental=True, max_to_keep=3) as m:
         save(m, 0)
@@ -355,7 +356,8 @@ def test_a_swapped_blob_is_never_linked_into_a_new_step(tmp_path, where, async_s
     if where == "base":
         assert os.path.samefile(_blob(tmp_path, 2, 0), _blob(tmp_path, 0, 0))
     else:
-        assert len(os.listdir(_folder(tmp_path, 2))) == 2 and not [n for n in os.listdir(_folder(tmp_path, 2)) if n.startswith("blob-00000000-")]
+        names = os.listdir(_folder(tmp_path, 2))
+        assert len(names) == 2 and not [n for n in names if n.startswith("blob-00000000-")]
     assert _equal(m.restore(2), state)
     m.close()
 

@@ -41,8 +41,8 @@ from ..format.reader import SafetensorsReader
 from ..format.record import read_record
 from .commit import commit
 
-__all__ = ["Ref", "Base", "LocalBlobs", "ObjectBlobs", "INCREMENTAL_KEY", "BLOB_FILE", "blob_name", "recorded_checksums",
-           "check_regular", "BlobLostError"]
+__all__ = ["Ref", "Base", "LocalBlobs", "ObjectBlobs", "INCREMENTAL_KEY", "BLOB_FILE", "blob_name",
+           "recorded_checksums", "check_regular", "BlobLostError"]
 
 #: Manifest metadata key of an incremental step: JSON ``{"checksums": {name: 16 hex}, "written": [names]}``.
 INCREMENTAL_KEY = "tensorfile.incremental"

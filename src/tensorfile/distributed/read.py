@@ -110,8 +110,9 @@ class Shards:
             raise FormatError(f"{where}: the manifest expects a chunk of shape {list(chunk.lengths)} {entry.dtype}, "
                               f"the file holds {list(shape)} {dtype.name}")  # fmt: skip
         if self._expected is not None and info.get("checksum") != self._expected[entry.name]:
-            raise IntegrityError(f"{where}: the file records checksum {info.get('checksum')}, the step's manifest "
-                                 f"{self._expected[entry.name]}: another file is in the place of the blob it names")  # fmt: skip
+            raise IntegrityError(f"{where}: the file records checksum {info.get('checksum')}, the step's "
+                                 f"manifest {self._expected[entry.name]}: another file is in the place of the blob "
+                                 "it names")  # fmt: skip
         return reader, record, stored, dtype
 
     def whole(self, entry: Entry, chunk: Chunk, out: np.ndarray | None = None) -> np.ndarray:
