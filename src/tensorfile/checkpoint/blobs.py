@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -34,19 +35,67 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..distributed import manifest as mf
-from ..errors import TensorFileError
+from ..errors import FormatError, TensorFileError, UnsafeFileError
 from ..files import _save
 from ..format.reader import SafetensorsReader
 from ..format.record import read_record
 from .commit import commit
 
-__all__ = ["Ref", "Base", "LocalBlobs", "ObjectBlobs", "INCREMENTAL_KEY", "BLOB_FILE", "blob_name"]
+__all__ = ["Ref", "Base", "LocalBlobs", "ObjectBlobs", "INCREMENTAL_KEY", "BLOB_FILE", "blob_name",
+           "recorded_checksums", "check_regular", "BlobLostError"]
 
 #: Manifest metadata key of an incremental step: JSON ``{"checksums": {name: 16 hex}, "written": [names]}``.
 INCREMENTAL_KEY = "tensorfile.incremental"
 BLOB_FILE = re.compile(r"blob-([0-9]{8,})-[0-9a-f]{8,16}\.tensorfile")
 BLOBS = "blobs"
 _MANIFEST_OBJECT = re.compile(r"manifest-[0-9a-f]{16}\.json")
+_CHECKSUM = re.compile(r"[0-9a-f]{16}")
+
+
+def recorded_checksums(where: str, manifest: mf.Manifest) -> dict[str, str] | None:
+    """The XXH3-64 checksum (16 hex) an incremental step's manifest records for each tensor, or None for a
+    manifest that is not an incremental step's. A reader compares each with the one the blob records, so that
+    a blob swapped for another file holding tensors of the same names (another step's blob, a copy) is caught.
+
+    Raises:
+        FormatError: the record is not JSON ``{"checksums": {name: 16 hex}}`` covering every stored tensor
+            (``where`` names the manifest).
+    """
+    raw = manifest.metadata.get(INCREMENTAL_KEY)
+    if raw is None:
+        return None
+    try:
+        sums = json.loads(raw)["checksums"]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        sums = None
+    if not isinstance(sums, dict) or not all(isinstance(v, str) and _CHECKSUM.fullmatch(v) for v in sums.values()):
+        raise FormatError(f"{where}: metadata {INCREMENTAL_KEY!r}: expected JSON {{\"checksums\": {{name: 16 hex "
+                          "digits}}, ...}}")  # fmt: skip
+    missing = [n for n, e in manifest.tensors.items() if e.chunks and n not in sums]
+    if missing:
+        raise FormatError(f"{where}: metadata {INCREMENTAL_KEY!r} records no checksum for tensor {missing[0]!r}")
+    return sums
+
+
+_STEP_FOLDER = re.compile(r"step_[0-9]{8,}")
+
+
+class BlobLostError(TensorFileError, FileNotFoundError):
+    """A blob the new step shares with its base is in no committed step folder (the save may start again
+    from the step folders on disk: :mod:`.incremental_saves`)."""
+
+
+def check_regular(path: str) -> None:
+    """Refuse a blob that is not a regular file (a symbolic link to another file, a FIFO, a device): a step
+    folder holds hard links only, so anything else was put there by another hand and is never read.
+
+    Raises:
+        FileNotFoundError: no such file. UnsafeFileError: not a regular file.
+    """
+    mode = os.lstat(path).st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+        raise UnsafeFileError(f"{path}: a blob of an incremental checkpoint is {kind}; refused (never followed)")
 
 
 def blob_name(step: int, hex_digits: int = 8) -> str:
@@ -137,13 +186,52 @@ class LocalBlobs:
                 if name in new_names:
                     written = write_blob(os.path.join(folder, name), new, durable=True)
                 else:
-                    _link(os.path.join(source or "", name), os.path.join(folder, name))
+                    expected = {n: r.checksum for n, r in base.refs.items() if r.blob == name} if base else {}
+                    _link(self._source(source, name, step, expected), os.path.join(folder, name))
             with open(os.path.join(folder, mf.MANIFEST), "xb") as f:  # the folder is fresh: no file to replace
                 f.write(manifest(written))
             _fsync(os.path.join(folder, mf.MANIFEST))
 
         new_names = {files[-1]} if new else set()
         commit(self.directory, os.path.basename(self.step_path(step)), fill)
+
+    def _source(self, first: str | None, name: str, step: int, expected: Mapping[str, str]) -> str:
+        """Blob ``name`` in a committed step folder, to link: in ``first`` (the base's folder), else in the newest
+        other step folder holding it (the base deleted by hand, or by retention after an older step was saved).
+        Only a regular file whose header records the checksums ``expected`` (tensor name -> 16 hex, the base's)
+        is linked: a blob replaced by a symbolic link or by another file is never passed on to a new step.
+
+        Raises:
+            BlobLostError: no committed step folder holds it (nothing was committed).
+        """
+        folders = [first] if first else []
+        try:
+            folders += [os.path.join(self.directory, e) for e in sorted(os.listdir(self.directory), reverse=True)
+                        if _STEP_FOLDER.fullmatch(e) and os.path.join(self.directory, e) != first]  # fmt: skip
+        except OSError:
+            pass
+        for folder in folders:
+            path = os.path.join(folder, name)
+            try:
+                check_regular(path)
+                if _recorded(path, expected) == dict(expected):
+                    return path
+            except (OSError, TensorFileError):
+                continue
+        raise BlobLostError(f"{self.directory}: step {step}: blob {name} of the step it shares tensors with is in no "
+                            "committed step folder as the regular file its step recorded (deleted, damaged or "
+                            "replaced by hand?); the step was not committed")  # fmt: skip
+
+
+def _recorded(path: str, names: Mapping[str, str]) -> dict[str, str | None]:
+    """The checksums the tensorfile file at ``path`` records for ``names`` (its header only)."""
+    reader = SafetensorsReader(path)
+    try:
+        record = read_record(reader.header, path)
+    finally:
+        reader.close()
+    tensors = record.tensors if record is not None else {}
+    return {n: tensors.get(n, {}).get("checksum") for n in names}
 
 
 def _fsync(path: str) -> None:
@@ -229,7 +317,9 @@ class ObjectBlobs:
         named: set[str] = set()
         for step in steps:
             try:
-                named.update(self.manifest(step, self.objects.record(step)).files)
+                record = self.objects.record(step)
+                if self.objects.is_incremental(record):  # a full step (incremental=False) names no blob
+                    named.update(self.manifest(step, record).files)
             except (OSError, TensorFileError):
                 return []  # a step unreadable now: delete nothing rather than something it needs
         fs.invalidate_cache(self.folder.path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from .blobs import LocalBlobs, ObjectBlobs
+from .blobs import BlobLostError, LocalBlobs, ObjectBlobs
 from .incremental import Plan, Tracker
 
 __all__ = ["tracker_for", "save", "load_object"]
@@ -58,7 +58,16 @@ def _commit(manager: Any, step: int, plan: Plan, info: dict[str, Any]) -> None:
     if isinstance(store, ObjectBlobs):
         committed = tracker.write(step, plan, metadata, lambda *args: store.commit(*args, info))
     else:
-        committed = tracker.write(step, plan, metadata, store.commit)
+        try:
+            committed = tracker.write(step, plan, metadata, store.commit)
+        except BlobLostError:  # a blob of its base is in no step folder as recorded (the tracker was reset)
+            if not plan.sync and plan.clean:  # tensors not copied in the stall may have moved: the next save copies all
+                raise
+            try:
+                committed = tracker.write(step, plan, metadata, store.commit)  # against the newest step on disk now
+            except BlobLostError:  # that one is damaged too: no base, every tensor written
+                tracker._base, tracker._loaded = None, True
+                committed = tracker.write(step, plan, metadata, store.commit)
     if committed:
         objects = isinstance(store, ObjectBlobs)
         before = set(manager.steps) if objects else set()

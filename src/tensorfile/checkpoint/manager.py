@@ -553,18 +553,28 @@ class CheckpointManager:
                 raise CheckpointNotFoundError(f"{self.directory}: no checkpoint for step {step} (have {steps})")
             loaded, info = self._load(step)
         else:
-            for candidate in reversed(steps):
-                try:
-                    loaded, info = self._load(candidate)
-                    step = candidate
+            tried: set[int] = set()
+            for _ in range(3):  # a writer's retention may delete the steps listed while they are read: list again
+                for candidate in reversed([s for s in steps if s not in tried]):
+                    tried.add(candidate)
+                    try:
+                        loaded, info = self._load(candidate)
+                        step = candidate
+                        break
+                    except CheckpointNotFoundError:  # deleted since it was listed (object storage)
+                        continue
+                    except IntegrityError as exc:
+                        if candidate not in self.steps:  # deleted since it was listed: nothing to warn about
+                            continue
+                        warnings.warn(
+                            f"{self.directory}: checkpoint step {candidate} is corrupt or incomplete ({exc}); "
+                            "falling back to the previous step",
+                            stacklevel=2,
+                        )
+                if step is not None or set(self.steps) <= tried:
                     break
-                except IntegrityError as exc:
-                    warnings.warn(
-                        f"{self.directory}: checkpoint step {candidate} is corrupt or incomplete ({exc}); "
-                        "falling back to the previous step",
-                        stacklevel=2,
-                    )
-            else:
+                steps = self.steps
+            if step is None:
                 raise CheckpointNotFoundError(f"{self.directory}: no valid checkpoint to restore")
         return fill(self.directory, step, loaded, info, state or {}, strict)
 
@@ -584,11 +594,15 @@ class CheckpointManager:
         except (TensorFileError, OSError, ValueError) as exc:  # a folder, another tool's file, unreadable, damaged
             raise IntegrityError(f"checkpoint step {step} is corrupt or incomplete: {exc}") from exc
         try:
-            return load(path), info
+            loaded = load(path)
         except IntegrityError as exc:  # a checksum (of a blob shared with other steps, for an incremental step)
             raise IntegrityError(f"checkpoint step {step}: {exc}") from exc
         except (TensorFileError, OSError, ValueError) as exc:  # a folder, another tool's file, unreadable, damaged
             raise IntegrityError(f"checkpoint step {step} is corrupt or incomplete: {exc}") from exc
+        if not isinstance(loaded, dict):  # a manifest or file edited by hand: save() always writes a dict
+            raise IntegrityError(f"{path}: checkpoint step {step} holds a {type(loaded).__name__}, not the dict of "
+                                 "names a CheckpointManager saves")  # fmt: skip
+        return loaded, info
 
     def _load_object(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """:meth:`_load` on object storage: the commit object, then the data object it names."""
@@ -598,7 +612,11 @@ class CheckpointManager:
             if self._objects.is_incremental(record):  # type: ignore[union-attr]
                 from .incremental_saves import load_object
 
-                return load_object(self, step, record), record["info"]
+                loaded = load_object(self, step, record)
+                if not isinstance(loaded, dict):  # a manifest edited by hand: save() always writes a dict
+                    raise IntegrityError(f"{data.url}: checkpoint step {step} holds a {type(loaded).__name__}, "
+                                         "not the dict of names a CheckpointManager saves")  # fmt: skip
+                return loaded, record["info"]
             return load(data.url, storage_options=self._objects.storage_options), record["info"]  # type: ignore[union-attr]
         except IntegrityError as exc:
             raise IntegrityError(f"checkpoint step {step}: {exc}") from exc

@@ -34,6 +34,7 @@ import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -152,10 +153,13 @@ def read(path: str, limits: Limits = DEFAULT_LIMITS) -> Manifest:
         LimitError: larger than ``limits.max_header_bytes`` or :data:`MAX_MANIFEST_BYTES`, or more chunks than
             ``limits.max_tensors``.
     """
-    size = os.path.getsize(path)
-    check_size(path, size, limits)
-    with open(path, "rb") as f:
-        data = f.read(size + 1)
+    # non-blocking open: a FIFO put in a manifest's place must not hang the reader (or a checkpoint writer)
+    with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+        status = os.fstat(f.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise FormatError(f"{path}: not a regular file (a FIFO, a device or a folder in a manifest's place)")
+        check_size(path, status.st_size, limits)
+        data = f.read(status.st_size + 1)
     return parse(path, data, limits)
 
 

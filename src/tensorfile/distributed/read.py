@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import FormatError, IntegrityError
 from ..files import _as_logical, _verify
 from ..format.dtypes import dtype_from_name
 from ..format.memory import empty_array
@@ -72,12 +72,20 @@ class Shards:
         size = self._objects.total if self._objects is not None else checkpoint_size(folder, manifest)
         self.budget = budget or limits.budget(os.path.join(folder, MANIFEST), size)
         self._open: dict[int, tuple[SafetensorsReader, Any]] = {}
+        from ..checkpoint.blobs import recorded_checksums
+
+        #: an incremental step's checksums per tensor, matched against its blobs' (None: another checkpoint)
+        self._expected = recorded_checksums(os.path.join(folder, MANIFEST), manifest)
 
     def _reader(self, index: int) -> tuple[SafetensorsReader, Any]:
         found = self._open.get(index)
         if found is None:
             path = os.path.join(self.folder, self.manifest.files[index])
             try:
+                if self._expected is not None and self._objects is None:  # a blob: a hard link, never a symlink
+                    from ..checkpoint.blobs import check_regular
+
+                    check_regular(path)
                 reader = self._objects.open(index, self.limits) if self._objects else SafetensorsReader(path, self.limits)
             except FileNotFoundError:
                 raise FormatError(f"{path}: named by the checkpoint's manifest, but missing") from None
@@ -101,6 +109,10 @@ class Shards:
         if shape != chunk.lengths or dtype != dtype_from_name(entry.dtype):
             raise FormatError(f"{where}: the manifest expects a chunk of shape {list(chunk.lengths)} {entry.dtype}, "
                               f"the file holds {list(shape)} {dtype.name}")  # fmt: skip
+        if self._expected is not None and info.get("checksum") != self._expected[entry.name]:
+            raise IntegrityError(f"{where}: the file records checksum {info.get('checksum')}, the step's "
+                                 f"manifest {self._expected[entry.name]}: another file is in the place of the blob "
+                                 "it names")  # fmt: skip
         return reader, record, stored, dtype
 
     def whole(self, entry: Entry, chunk: Chunk, out: np.ndarray | None = None) -> np.ndarray:
