@@ -177,7 +177,9 @@ def _errors(events: list[dict[str, Any]], session: str) -> list[str]:
             continue
         method, params = event.get("method"), event.get("params", {})
         if method == "Runtime.exceptionThrown":
-            out.append(json.dumps(params.get("exceptionDetails", {}))[:500])
+            details = params.get("exceptionDetails", {})  # the message first: the page's path can be long
+            message = details.get("exception", {}).get("description") or details.get("text", "")
+            out.append(f"{message[:500]} ({json.dumps(details)[:500]})")
         elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
             out.append(json.dumps(params.get("args", []))[:500])
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":

@@ -18,7 +18,7 @@ class FileSummary:
     """What the report says of a file as a whole.
 
     Attributes:
-        path: the file. format: its format's title (``"PyTorch torch.save (zip)"``).
+        path: the file. format: its format's title (e.g. ``PyTorch torch.save (zip)``).
         tensors: how many; nbytes: their data in bytes. dtypes: dtype name -> number of tensors.
         frameworks: the frameworks its tensors come from (recorded by tensorfile, else the format's).
         checksums: the checksum status in words (``"xxh3-64 per tensor: all 12 verified"``).
