@@ -27,7 +27,7 @@ demo: $(STAMP) $(MXSTAMP)
 	$(BIN)/python examples/chapter.py
 
 test: $(STAMP) $(MXSTAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 	$(MXVENV)/bin/python -m pytest -q tests/mxnet
 
 # The API reference, generated from the docstrings with pdoc into build/api (git-ignored); any warning fails it.

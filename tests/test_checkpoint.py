@@ -16,8 +16,6 @@ import tensorfile
 from conftest import ROOT
 from tensorfile import CheckpointManager, CheckpointNotFoundError, IntegrityError
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import crash_harness  # noqa: E402
 
 
 def _state(step: int) -> dict:
@@ -241,33 +239,6 @@ def test_disk_full_keeps_previous_steps(tmp_path):
 
 
 # ---------------------------------------------------------------- exact resume
-
-
-@pytest.mark.parametrize("async_save, incremental", [(False, False), (True, False), (False, True), (True, True)],
-                         ids=["sync", "async", "sync-incremental", "async-incremental"])  # fmt: skip
-def test_crash_harness_sigkill_resume_is_bit_identical(tmp_path, async_save, incremental):
-    """10 random SIGKILLs each, sync and async, full and incremental steps (52 in all with the mid-epoch runs
-    below): every run resumes after the latest committed step, the final weights are bit-identical to an
-    uninterrupted run's, and no temporary or trash folder is left. Incremental: the first layer is frozen, so its
-    blob is shared by hard links and the step that wrote it is deleted by retention (max_to_keep=3)."""
-    result = crash_harness.run(kills=10, steps=300, async_save=async_save, seed=int(async_save) + 2 * incremental,
-                               folder=tmp_path, log=lambda *_: None, max_delay=0.25, incremental=incremental)  # fmt: skip
-    assert result["kills"] == 10 and result["identical"]
-    assert result["not_latest"] == [] and result["left_behind"] == []
-    assert max(result["resumed_from"]) > 0  # it did resume from checkpoints
-
-
-@pytest.mark.parametrize("mode, epochs, delay", [("torch-epochs", 20, 1.0), ("nnx-epochs", 20, 2.0)])
-def test_crash_harness_mid_epoch_resume_is_bit_identical(tmp_path, mode, epochs, delay):
-    """Kills in mid-epoch over shuffled data (torch: ResumableLoader, MultiStepLR; Flax NNX: nnx.Optimizer and
-    dropout RNG streams): the resumed runs end with the uninterrupted run's weights, bit for bit."""
-    if mode == "nnx-epochs":
-        pytest.importorskip("flax")
-    result = crash_harness.run(kills=6, steps=epochs, async_save=mode == "nnx-epochs", seed=5, folder=tmp_path,
-                               log=lambda *_: None, mode=mode, max_delay=delay)  # fmt: skip
-    assert result["kills"] == 6 and result["identical"], result
-    assert result["not_latest"] == [] and result["left_behind"] == []
-    assert any(r % 29 for r in result["resumed_from"] if r)  # some run resumed inside an epoch (29 batches each)
 
 
 def test_rng_state_round_trip(tmp_path):

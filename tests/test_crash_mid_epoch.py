@@ -1,0 +1,26 @@
+"""SIGKILLs in mid-epoch (benchmarks/crash_harness.py epoch modes): exact resume over shuffled data.
+
+In a file of its own so that pytest-xdist (`--dist loadfile`) runs it beside the other crash runs."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import crash_harness  # noqa: E402
+
+
+@pytest.mark.parametrize("mode, epochs, delay", [("torch-epochs", 20, 1.0), ("nnx-epochs", 20, 2.0)])
+def test_crash_harness_mid_epoch_resume_is_bit_identical(tmp_path, mode, epochs, delay):
+    """Kills in mid-epoch over shuffled data (torch: ResumableLoader, MultiStepLR; Flax NNX: nnx.Optimizer and
+    dropout RNG streams): the resumed runs end with the uninterrupted run's weights, bit for bit."""
+    if mode == "nnx-epochs":
+        pytest.importorskip("flax")
+    result = crash_harness.run(kills=4, steps=epochs, async_save=mode == "nnx-epochs", seed=5, folder=tmp_path,
+                               log=lambda *_: None, mode=mode, max_delay=delay)  # fmt: skip
+    assert result["kills"] == 4 and result["identical"], result
+    assert result["not_latest"] == [] and result["left_behind"] == []
+    assert any(r % 29 for r in result["resumed_from"] if r)  # some run resumed inside an epoch (29 batches each)
