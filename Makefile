@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 MXVENV := .venv-mxnet
 MXSTAMP := $(MXVENV)/.installed
 
-.PHONY: demo test docs test-gpu bench bench-gpu bench-full clean fuzz crash-long
+.PHONY: demo test test-bench docs test-gpu bench bench-gpu bench-full clean fuzz crash-long
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: $(STAMP) $(MXSTAMP)
 test: $(STAMP) $(MXSTAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 	$(MXVENV)/bin/python -m pytest -q tests/mxnet
+
+# The benchmark scripts' smoke runs (tests_bench/: minutes of fresh processes; run by .ci/run after make test).
+test-bench: $(STAMP)
+	$(BIN)/python -m pytest -q tests_bench
 
 # The API reference, generated from the docstrings with pdoc into build/api (git-ignored); any warning fails it.
 docs: $(STAMP)

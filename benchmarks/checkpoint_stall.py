@@ -15,7 +15,7 @@ of the others, the ratio async / sync (target, issue 10: at most 0.20 at full si
 a plain ``np.copyto`` of the same bytes into memory already faulted in (the floor of a
 snapshot), and the resident memory the manager adds (RSS after the saves minus before).
 
-Usage: python benchmarks/checkpoint_stall.py [--size small|full] [--repeat 7]
+Usage: python benchmarks/checkpoint_stall.py [--size small|full|tiny] [--repeat 7]
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def run_child(size: str, mode: str, repeat: int, train: float, folder: str) -> d
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=["small", "full"], default="full")
+    parser.add_argument("--size", choices=["tiny", "small", "full"], default="full")
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tensorfile-stall-") as folder:

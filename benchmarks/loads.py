@@ -26,7 +26,7 @@ Targets (issue 10), as the peer's median time over ours: ``tensorfile.load`` >= 
 ``torch.load``; ``restore`` >= 0.9x ``torch.load``; and no round of any load slower
 than 1.5x its own median. Exit status 3 when one is missed (1 is a crash).
 
-Usage: python benchmarks/loads.py [--size full|small] [--repeat 7] [--cold] [--dir DIR] [--only 'A;B']
+Usage: python benchmarks/loads.py [--size full|small|tiny] [--repeat 7] [--cold] [--dir DIR] [--only 'A;B']
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ TARGETS = [
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=["small", "full"], default="full")
+    parser.add_argument("--size", choices=["tiny", "small", "full"], default="full")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--cold", action="store_true", help="empty the page cache before each load")
     parser.add_argument("--dir", default=None, help="folder for the files (default: a temporary folder)")

@@ -18,7 +18,7 @@ Targets: ``tensorfile.save`` at most 1.3x the raw new file + fsync + rename (iss
 ratio >= 0.77); at least 0.9x the raw in-place write; peak memory above the state while
 saving at most 64 MiB + 5% of the state. Exit status 3 when one is missed (1 is a crash).
 
-Usage: python benchmarks/saves.py [--size full|small] [--repeat 7] [--dir DIR]
+Usage: python benchmarks/saves.py [--size full|small|tiny] [--repeat 7] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def ops_for(folder: str, size: str) -> tuple[list[Op], dict[str, str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=["small", "full"], default="full")
+    parser.add_argument("--size", choices=["tiny", "small", "full"], default="full")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--dir", default=None, help="folder for the files (default: a temporary folder)")
     args = parser.parse_args()

@@ -6,9 +6,11 @@ import torch
 
 
 def gpt2_state_dict(size: str) -> dict[str, torch.Tensor]:
-    """GPT-2 medium (24 layers, d=1024, vocab 50257: 292 float32 tensors, 1.32 GiB) or, for ``"small"``,
-    a cousin with 2 layers and a vocabulary of 20000 (178 MiB). Seeded: the same values every run."""
-    layers, d, vocab, ctx = (24, 1024, 50257, 1024) if size == "full" else (2, 1024, 20000, 1024)
+    """GPT-2 medium (24 layers, d=1024, vocab 50257: 292 float32 tensors, 1.32 GiB); for ``"small"``, a cousin
+    with 2 layers and a vocabulary of 20000 (178 MiB); for ``"tiny"`` (the tests' smoke runs), 2 layers of width
+    256 and a vocabulary of 2000 (8.5 MiB). Seeded: the same values every run."""
+    layers, d, vocab, ctx = {"full": (24, 1024, 50257, 1024), "small": (2, 1024, 20000, 1024),
+                             "tiny": (2, 256, 2000, 256)}[size]  # fmt: skip
     g = torch.Generator().manual_seed(0)
     sd = {"wte.weight": torch.randn(vocab, d, generator=g), "wpe.weight": torch.randn(ctx, d, generator=g)}
     for i in range(layers):

@@ -78,4 +78,5 @@ def test_files_written_by_mxnet_come_back_as_mxnet_arrays():
     net = MLP()
     assert tensorfile.load_parameters(net, os.path.join(fixtures, "mlp.params")).ok
     io = tensorfile.load(os.path.join(fixtures, "mlp-io"))
-    assert (net(io["X"].as_np_ndarray()) == io["Y"].as_np_ndarray()).all()
+    # the recorded output was computed on another CPU: MXNet's kernels can differ there by an ulp
+    onp.testing.assert_allclose(net(io["X"].as_np_ndarray()).asnumpy(), io["Y"].asnumpy(), rtol=1e-5, atol=1e-6)

@@ -18,7 +18,7 @@ def _run(script: str, *args: str, timeout: int = 300) -> str:
 
 
 def test_loads_benchmark_runs_every_reader_in_fresh_processes():
-    text = _run("loads.py", "--size", "small", "--repeat", "1")
+    text = _run("loads.py", "--size", "tiny", "--repeat", "1")
     for row in ("| tensorfile.load |", "| torch.load(weights_only=True) |", "| safetensors load_file + write touch |",
                 "| .pt by tensorfile, no torch |", "| CheckpointManager.restore |", "| tensorfile verify |",
                 "| .npz by tensorfile |", "| shards by tensorfile |", "| .params by tensorfile, no MXNet |",
@@ -29,12 +29,12 @@ def test_loads_benchmark_runs_every_reader_in_fresh_processes():
 
 
 def test_loads_benchmark_cold_mode_says_how_the_cache_was_emptied():
-    text = _run("loads.py", "--size", "small", "--repeat", "1", "--cold", "--only", "tensorfile.load;raw preadv, one thread")
+    text = _run("loads.py", "--size", "tiny", "--repeat", "1", "--cold", "--only", "tensorfile.load;raw preadv, one thread")
     assert "cache: cold page cache" in text and "| tensorfile.load vs raw preadv |" in text and "| torch.load" not in text
 
 
 def test_saves_benchmark_replaces_cached_files():
-    text = _run("saves.py", "--size", "small", "--repeat", "1")
+    text = _run("saves.py", "--size", "tiny", "--repeat", "1")
     for row in ("| tensorfile.save |", "| raw new file + fsync + rename |", "| raw write in place + fsync |",
                 "save vs raw new file + fsync + rename (replacing a cached file)", "peak memory above the state"):
         assert row in text, row
@@ -47,7 +47,7 @@ def test_tiny_benchmark_compares_with_torch_and_safetensors():
 
 
 def test_checkpoint_stall_benchmark_reports_first_save_and_memory():
-    text = _run("checkpoint_stall.py", "--size", "small", "--repeat", "2")
+    text = _run("checkpoint_stall.py", "--size", "tiny", "--repeat", "2")
     assert "| async, 1 buffer |" in text and "host memory held" in text and "target async / sync" in text
 
 
