@@ -38,24 +38,13 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fresh import machine_line, warm  # noqa: E402
+from fresh import PEAK_PREAMBLE, machine_line, warm  # noqa: E402
 
 SIZES = {"full": 1 << 30, "small": 128 << 20, "tiny": 16 << 20}
 COUNT, COLS = 16, 2048
 MiB = 1 << 20
 
-#: Runs before every measured process' own code: records its peak resident memory (KiB) at exit.
-_PREAMBLE = """
-import atexit as _atexit, os as _os, sys
-
-def _record():
-    with open("/proc/self/status") as f:
-        kib = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
-    with open(_os.environ["TF_BENCH_PEAK"], "w") as out:
-        out.write(kib)
-
-_atexit.register(_record)
-"""
+_PREAMBLE = PEAK_PREAMBLE  # records the measured process' peak resident memory (KiB) at exit
 #: What the console script runs (pyproject.toml's ``[project.scripts]``).
 CLI = "sys.argv = ['tensorfile', *{args!r}]\nfrom tensorfile.cli_fast import main\nsys.exit(main())"
 SAFE_OPEN = """

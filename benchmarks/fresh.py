@@ -32,7 +32,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
-__all__ = ["Op", "measure", "rounds", "Table", "drop_caches", "cache_mode", "machine_line", "touch_code", "write_touch_code"]
+__all__ = ["PEAK_PREAMBLE", "Op", "measure", "rounds", "Table", "drop_caches", "cache_mode", "machine_line", "touch_code", "write_touch_code"]
 
 _CHILD = """\
 import json, os, sys, time
@@ -66,6 +66,20 @@ _probe()
 """
 
 #: Python that reads one byte of every page of every array in ``result`` (a dict or list of tensors or arrays).
+#: Runs before a measured process' own code: writes its peak resident memory (KiB) at exit to the file
+#: named by the environment variable TF_BENCH_PEAK.
+PEAK_PREAMBLE = """
+import atexit as _atexit, os as _os, sys
+
+def _record():
+    with open("/proc/self/status") as f:
+        kib = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    with open(_os.environ["TF_BENCH_PEAK"], "w") as out:
+        out.write(kib)
+
+_atexit.register(_record)
+"""
+
 touch_code = """
 import numpy as _np
 def _touch(values):

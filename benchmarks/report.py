@@ -25,20 +25,12 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fresh import PEAK_PREAMBLE as _PEAK  # noqa: E402  # records the peak resident memory (KiB) at exit
+
 MiB = 1 << 20
 TARGET_SECONDS, TARGET_EXTRA_MIB = 30.0, 512.0
 
-_PEAK = """
-import atexit as _atexit, os as _os, sys
-
-def _record():
-    with open("/proc/self/status") as f:
-        kib = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
-    with open(_os.environ["TF_BENCH_PEAK"], "w") as out:
-        out.write(kib)
-
-_atexit.register(_record)
-"""
 REPORT = "sys.argv = ['tensorfile', 'report', {path!r}, '-o', {out!r}, '--no-progress']\n" \
          "from tensorfile.cli_fast import main\nsys.exit(main())"  # fmt: skip
 BASELINE = "import tensorfile.cli, tensorfile.report.build, tensorfile.report.charts, matplotlib.pyplot"
