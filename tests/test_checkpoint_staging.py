@@ -229,3 +229,24 @@ def test_live_models_restore_the_last_async_step(tmp_path, which):
         m.restore(state={"model": fresh})
     weights = fresh.get_weights() if which == "keras" else [np.asarray(fresh.kernel[...]), np.asarray(fresh.bias[...])]
     assert all(np.all(np.asarray(w) == 3.0) for w in weights)
+
+
+def test_close_ends_the_writer_thread_and_no_ended_job_holds_its_snapshot(tmp_path):
+    """A daemon thread still freeing a snapshot's torch tensors while the interpreter exits aborts the process
+    ("terminate called without an active exception", seen once in CI in the crash harness's last run): each job
+    drops its callable (and the snapshot in it) in the thread before it is marked done, and close() returns only
+    once the thread has ended."""
+    import threading
+
+    m = CheckpointManager(tmp_path, async_save=True)
+    m.save(0, _state(0))
+    job, _ = m._inflight[0]
+    thread = m._writer._thread
+    m.wait()
+    assert job.run.__name__ == "_ended"  # the write's closure, and its snapshot, already dropped
+    m.save(1, _state(1))
+    m.close()
+    assert thread is not None and not thread.is_alive()
+    assert not [t for t in threading.enumerate() if t.name.startswith("tensorfile-checkpoint")]
+    with CheckpointManager(tmp_path) as again:
+        np.testing.assert_array_equal(again.restore()["big"], np.full((3 << 20) // 4, 1, np.float32))

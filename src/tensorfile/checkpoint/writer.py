@@ -75,12 +75,24 @@ class Writer:
             try:
                 job.run()
             finally:
+                # Drop what the job holds (its snapshot: framework tensors) here, before anyone is told it
+                # ended: a daemon thread freeing torch tensors while the interpreter exits aborts the process
+                # ("terminate called without an active exception", pytorch/pytorch#38228).
+                job.run = _ended
                 me.name = self._name
                 job._done.set()
+                job = None
 
-    def stop(self) -> None:
-        """End the thread once the queued jobs have run (returns at once)."""
+    def stop(self, wait: bool = True) -> None:
+        """End the thread once the queued jobs have run; with ``wait``, return only when it has ended (so that
+        no thread of ours runs framework code while the interpreter exits)."""
         with self._lock:
-            if self._thread is not None:
+            thread, self._thread = self._thread, None
+            if thread is not None:
                 self._jobs.put(None)
-                self._thread = None
+        if wait and thread is not None and thread is not threading.current_thread() and self._pid == os.getpid():
+            thread.join()
+
+
+def _ended() -> None:
+    """What an ended :class:`Job` runs: nothing (its own callable is dropped once it has run)."""
