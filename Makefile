@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 MXVENV := .venv-mxnet
 MXSTAMP := $(MXVENV)/.installed
 
-.PHONY: demo test test-bench docs test-gpu bench bench-gpu bench-full clean fuzz crash-long
+.PHONY: envs demo test test-bench docs test-gpu bench bench-gpu bench-full clean fuzz crash-long
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,15 @@ $(MXSTAMP): pyproject.toml constraints-mxnet.txt
 	$(MXVENV)/bin/pip install --quiet -c constraints-mxnet.txt mxnet numpy pytest -e .
 	touch $(MXSTAMP)
 
-demo: $(STAMP) $(MXSTAMP)
+# Both environments, made side by side (pip waits on downloads and unpacking as much as on the CPU).
+envs:
+	$(MAKE) --no-print-directory -j2 $(STAMP) $(MXSTAMP)
+
+demo: envs
 	$(BIN)/python examples/chapter.py
 
-test: $(STAMP) $(MXSTAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+test: envs
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 	$(MXVENV)/bin/python -m pytest -q tests/mxnet
 
 # The benchmark scripts' smoke runs (tests_bench/: minutes of fresh processes; run by .ci/run after make test).

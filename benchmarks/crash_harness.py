@@ -35,13 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tensorfile.atomic import TEMP_MARK
+
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = ROOT / "examples" / "train_with_checkpoints.py"
 
 
-def _child(directory: Path, steps: int, async_save: bool, mode: str = "torch", incremental: bool = False) -> subprocess.Popen:
+def _child(directory: Path, steps: int, async_save: bool, mode: str, incremental: bool, digits: Path) -> subprocess.Popen:
     length = ["--steps", str(steps)] if mode == "torch" else ["--epochs", str(steps)]
-    data = ["--data", str(directory.parent / "digits.tensorfile")]
+    data = ["--data", str(digits)]
     args = [sys.executable, str(CHILD), mode, str(directory), *length, *data] + (["--async"] if async_save else [])
     args += ["--incremental"] if incremental else []
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -67,23 +69,26 @@ def _weights(path: Path) -> dict[str, bytes]:
 
 
 def run(kills: int, steps: int, async_save: bool, seed: int, folder: Path, log=print, mode: str = "torch",
-        max_delay: float = 0.4, incremental: bool = False) -> dict:  # fmt: skip
+        max_delay: float = 0.4, incremental: bool = False, reference: Path | None = None) -> dict:  # fmt: skip
     """Kill ``kills`` children, then let one finish; compare with an uninterrupted run. ``steps``: training
-    steps (mode ``torch``) or epochs (the epoch modes)."""
+    steps (mode ``torch``) or epochs (the epoch modes). ``reference``: the folder of the uninterrupted run, made
+    if it holds no ``final.tensorfile`` yet (runs with the same mode, steps and ``incremental`` but sync or async
+    saves end with the same weights, so they can share it)."""
     rng = random.Random(seed)
-    reference, crashed = folder / "reference", folder / "crashed"
+    reference, crashed = reference or folder / "reference", folder / "crashed"
     _save_digits(folder / "digits.tensorfile")
-    ref = _child(reference, steps, async_save, mode, incremental)
-    out, err = ref.communicate(timeout=600)
-    if ref.returncode != 0:
-        raise RuntimeError(f"the uninterrupted run failed: {err}")
+    if not (reference / "final.tensorfile").exists():
+        ref = _child(reference, steps, async_save, mode, incremental, folder / "digits.tensorfile")
+        out, err = ref.communicate(timeout=600)
+        if ref.returncode != 0:
+            raise RuntimeError(f"the uninterrupted run failed: {err}")
     done = 0
     resumed_from = []
     not_latest = []  # (latest committed step, step the next run resumed after): must never differ
     fresh_starts = 0  # training finished between two kills: the crashed run starts over (more steps avoid it)
     while True:
         committed = sorted(int(p.name[5:]) for p in crashed.glob("step_*")) if crashed.exists() else []
-        child = _child(crashed, steps, async_save, mode, incremental)
+        child = _child(crashed, steps, async_save, mode, incremental, folder / "digits.tensorfile")
         line = child.stdout.readline()  # "ready: starting at step N" once restored
         if not line.startswith("ready"):
             child.kill()
@@ -118,7 +123,11 @@ def run(kills: int, steps: int, async_save: bool, seed: int, folder: Path, log=p
         done += 1
         log(f"kill {done}/{kills}: SIGKILL after {delay:.3f}s (this run had resumed at step {resumed_from[-1]})")
     same = _weights(reference / "final.tensorfile") == _weights(crashed / "final.tensorfile")
-    left = sorted(p.name for p in crashed.iterdir() if not (p.name.startswith("step_") or p.name in (".lock", "final.tensorfile")))
+    # A kill inside the example's last `tensorfile.save(..., "final.tensorfile")` (not a checkpoint) leaves that
+    # save's temporary: the next save removes it once it is STALE_AFTER seconds old, so it is not counted here.
+    final_temp = ".final.tensorfile" + TEMP_MARK
+    left = sorted(p.name for p in crashed.iterdir() if not (p.name.startswith(("step_", final_temp))
+                                                            or p.name in (".lock", "final.tensorfile")))  # fmt: skip
     return {"kills": done, "restarts": len(resumed_from), "resumed_from": resumed_from, "identical": same,
             "not_latest": not_latest, "left_behind": left, "fresh_starts": fresh_starts}  # fmt: skip
 
