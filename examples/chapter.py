@@ -130,7 +130,8 @@ def train_and_kill(folder: Path) -> None:
     folder.mkdir()
     print("training examples/train_with_checkpoints.py (MLP, Adam, LR schedule, dropout; a checkpoint every step)")
     print("once uninterrupted, then again while killing it with SIGKILL at random instants...", flush=True)
-    result = crash_harness.run(kills=3, steps=200, async_save=False, seed=7, folder=folder, log=lambda line: print(" ", line))
+    result = crash_harness.run(kills=3, steps=200, async_save=False, seed=7, folder=folder, log=lambda line: print(" ", line),
+                               fork=True)  # the runs to be killed are forks of a process that imported torch once
     resumed = ", ".join(str(s) for s in result["resumed_from"][1:])
     print(f"killed {result['kills']} times; the runs resumed at steps {resumed} and finished")
     print(f"final weights bit-identical to the uninterrupted run: {result['identical']}")

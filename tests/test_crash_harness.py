@@ -23,14 +23,15 @@ def references(tmp_path_factory):
 @pytest.mark.parametrize("async_save, incremental", [(False, False), (True, False), (False, True), (True, True)],
                          ids=["sync", "async", "sync-incremental", "async-incremental"])  # fmt: skip
 def test_crash_harness_sigkill_resume_is_bit_identical(tmp_path, references, async_save, incremental):
-    """3 random SIGKILLs each, sync and async, full and incremental steps (18 in all with the mid-epoch runs of
+    """3 random SIGKILLs each, sync and async, full and incremental steps (17 in all with the mid-epoch runs of
     test_crash_mid_epoch.py, 3 more in the chapter demo; `make crash-long` runs hundreds): every run resumes after
     the latest committed step, the final weights are bit-identical to an uninterrupted run's, and no temporary or
     trash folder is left. Incremental: the first layer is frozen, so its blob is shared by hard links and the step
-    that wrote it is deleted by retention (max_to_keep=3)."""
+    that wrote it is deleted by retention (max_to_keep=3). The runs that get killed are forks of a process that
+    imported torch once (benchmarks/crash_forks.py); the last run is a fresh process."""
     result = crash_harness.run(kills=3, steps=150, async_save=async_save, seed=int(async_save) + 2 * incremental,
                                folder=tmp_path, log=lambda *_: None, max_delay=0.25, incremental=incremental,
-                               reference=references[incremental])  # fmt: skip
+                               reference=references[incremental], fork=True)  # fmt: skip
     assert result["kills"] == 3 and result["identical"]
     assert result["not_latest"] == [] and result["left_behind"] == []
     assert max(result["resumed_from"]) > 0  # it did resume from checkpoints
