@@ -30,7 +30,7 @@ def test_crash_harness_sigkill_resume_is_bit_identical(tmp_path, references, asy
     that wrote it is deleted by retention (max_to_keep=3). The runs that get killed are forks of a process that
     imported torch once (benchmarks/crash_forks.py); the last run is a fresh process."""
     result = crash_harness.run(kills=3, steps=150, async_save=async_save, seed=int(async_save) + 2 * incremental,
-                               folder=tmp_path, log=lambda *_: None, max_delay=0.25, incremental=incremental,
+                               folder=tmp_path, log=lambda *_: None, max_delay=0.5, incremental=incremental,
                                reference=references[incremental], fork=True)  # fmt: skip
     assert result["kills"] == 3 and result["identical"]
     assert result["not_latest"] == [] and result["left_behind"] == []
