@@ -14,18 +14,33 @@ MXSTAMP := $(MXVENV)/.installed
 
 .PHONY: envs demo test test-bench docs test-gpu bench bench-gpu bench-full clean fuzz crash-long
 
-$(STAMP): pyproject.toml constraints.txt
+# Bytecode of every module of an environment on every core, then a check that it is there (torch's).
+COMPILE = -m compileall -q -j 0 $$(PY -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') > /dev/null
+HAS_BYTECODE = -c 'import importlib.util as u, os, sysconfig; p = os.path.join(sysconfig.get_paths()["purelib"], "$(1)", "__init__.py"); assert os.path.exists(u.cache_from_source(p)), "no bytecode for " + p'
+
+# The editable install of the project (setuptools writes src/*.egg-info) runs in one environment at a time:
+# the side environment's third-party packages install beside .venv's, its `-e .` after.
+$(VENV)/.pip: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --no-compile -c constraints.txt -e '.[torch,tensorflow,jax,report,dev]'
-	$(BIN)/python -m compileall -q -j 0 $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') > /dev/null || true  # a module that does not compile (a package's test data) is skipped, as pip does
+	touch $@
+
+$(STAMP): $(VENV)/.pip
+	$(subst PY,$(BIN)/python,$(BIN)/python $(COMPILE)) || true  # a module that does not compile (test data) is skipped, as pip does
+	$(BIN)/python $(call HAS_BYTECODE,torch)
 	touch $(STAMP)
 
-$(MXSTAMP): pyproject.toml constraints-mxnet.txt
+$(MXVENV)/.pip: constraints-mxnet.txt
 	$(PYTHON) -m venv $(MXVENV)
 	$(MXVENV)/bin/pip install --quiet --upgrade pip
-	$(MXVENV)/bin/pip install --quiet --no-compile -c constraints-mxnet.txt mxnet numpy pytest -e .
-	$(MXVENV)/bin/python -m compileall -q -j 0 $$($(MXVENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') > /dev/null || true  # a module that does not compile (a package's test data) is skipped, as pip does
+	$(MXVENV)/bin/pip install --quiet --no-compile -c constraints-mxnet.txt mxnet numpy pytest
+	touch $@
+
+$(MXSTAMP): pyproject.toml $(MXVENV)/.pip $(VENV)/.pip
+	$(MXVENV)/bin/pip install --quiet --no-compile -c constraints-mxnet.txt -e .
+	$(subst PY,$(MXVENV)/bin/python,$(MXVENV)/bin/python $(COMPILE)) || true
+	$(MXVENV)/bin/python $(call HAS_BYTECODE,mxnet)
 	touch $(MXSTAMP)
 
 # Both environments, made side by side (pip waits on downloads and unpacking as much as on the CPU).

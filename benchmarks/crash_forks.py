@@ -9,6 +9,8 @@ starts with the imports done and nothing else: no model, no checkpoint folder op
 It is killed with ``SIGKILL`` like any process; what it left on disk is all the next run sees.
 
 Only the torch modes use it (JAX and TensorFlow start threads when imported: forking after that is unsafe).
+A fork sees the environment of the moment the forkserver started, and what the forkserver itself prints (a
+preload that failed to import) goes to the harness's stderr of that moment, not to the run's.
 The harness still runs the run that must finish as a fresh process, so interpreter exit is exercised too.
 """
 
@@ -60,7 +62,8 @@ class Forked:
         context = _forkserver()
         out_r, out_w = context.Pipe(duplex=False)  # one-way Pipes are os.pipe()s: plain byte streams
         err_r, err_w = context.Pipe(duplex=False)
-        self.process = context.Process(target=_run, args=(argv, out_w, err_w), daemon=False)
+        # daemon: a run the harness left behind (it raised before the kill) is ended when the harness exits
+        self.process = context.Process(target=_run, args=(argv, out_w, err_w), daemon=True)
         self.process.start()
         out_w.close()
         err_w.close()
@@ -87,16 +90,21 @@ class Forked:
         self.process.kill()
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
-        out = self.stdout.read()
+        out: list[str] = []
+        reader = threading.Thread(target=lambda: out.append(self.stdout.read()), daemon=True)
+        reader.start()
         self.process.join(timeout)
-        if self.process.exitcode is None:
+        timed_out = self.process.exitcode is None
+        if timed_out:
             self.process.kill()
             self.process.join()
-            raise TimeoutError(f"the forked run {self.pid} did not end within {timeout} s")
+        reader.join()  # the pipes reach their end once the run has ended
         self._reader.join()
         self.stdout.close()
         self.stderr.close()
-        return out, "".join(self._err)
+        if timed_out:
+            raise TimeoutError(f"the forked run {self.pid} did not end within {timeout} s: {''.join(self._err)[-2000:]}")
+        return "".join(out), "".join(self._err)
 
 
 def start(argv: list[str]) -> Forked:

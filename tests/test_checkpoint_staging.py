@@ -250,3 +250,35 @@ def test_close_ends_the_writer_thread_and_no_ended_job_holds_its_snapshot(tmp_pa
     assert not [t for t in threading.enumerate() if t.name.startswith("tensorfile-checkpoint")]
     with CheckpointManager(tmp_path) as again:
         np.testing.assert_array_equal(again.restore()["big"], np.full((3 << 20) // 4, 1, np.float32))
+
+
+def test_a_process_forked_during_an_async_save_closes_without_waiting_for_the_parents_write(tmp_path, monkeypatch):
+    """A DataLoader worker forked while a save is in flight inherits the manager (and its exit hook) but not the
+    writer thread: its close() must not wait for a write that only the parent runs; the parent commits it."""
+    import os
+    import threading
+
+    m = CheckpointManager(tmp_path, async_save=True)
+    go = threading.Event()
+    real_write = m._write
+    monkeypatch.setattr(m, "_write", lambda *args: (go.wait(), real_write(*args)))
+    m.save(0, _state(0))
+    pid = os.fork()
+    if pid == 0:  # the child: close() and the exit hook must both return at once
+        import signal
+
+        signal.alarm(20)
+        try:
+            m.close()
+            from tensorfile.checkpoint.manager import _close_at_exit
+            import weakref
+
+            _close_at_exit(weakref.ref(m))
+        finally:
+            os._exit(0)
+    go.set()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    m.close()
+    with CheckpointManager(tmp_path) as again:
+        assert again.steps == [0]

@@ -55,7 +55,7 @@ _STEP = re.compile(r"step_([0-9]{8,})")  # ASCII digits only: \d also takes othe
 def _close_at_exit(ref: "weakref.ref[CheckpointManager]") -> None:
     """At interpreter exit: finish a manager's background saves; say so on stderr if the last one failed."""
     manager = ref()
-    if manager is None or manager._closed:
+    if manager is None or manager._closed or manager._pid != os.getpid():  # a fork's copy: the parent commits
         return
     try:
         manager.close()
@@ -180,6 +180,7 @@ class CheckpointManager:
         self.async_buffers = async_buffers
         self.read_only = read_only
         self._closed = False
+        self._pid = os.getpid()  # a forked child (a DataLoader worker) never waits for its parent's writes
         self._lock: FolderLock | None = None
         from ..distributed.steps import group_for
 
@@ -457,7 +458,10 @@ class CheckpointManager:
             raise RuntimeError(f"{self.directory}: this CheckpointManager is closed")
 
     def wait(self) -> None:
-        """Wait for background saves to finish; raise the first error, if any."""
+        """Wait for background saves to finish; raise the first error, if any. (In a process forked while a save
+        was in flight, that save is the parent's: its thread did not come along, so it is not waited for.)"""
+        if self._pid != os.getpid():
+            self._inflight.clear()
         while self._inflight:
             self._retire()
         self._raise_pending()
@@ -467,6 +471,11 @@ class CheckpointManager:
         if self._closed:
             return
         self._closed = True
+        if self._pid != os.getpid():  # a forked copy: the writes, buffers and threads are the parent's (their locks
+            if self._lock is not None:  # may have been held at the fork); only this process's descriptor is closed
+                self._lock.close()
+                self._lock = None
+            return
         try:
             self.wait()
         except BaseException:
