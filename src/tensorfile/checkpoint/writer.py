@@ -83,14 +83,14 @@ class Writer:
                 job._done.set()
                 job = None
 
-    def stop(self, wait: bool = True) -> None:
-        """End the thread once the queued jobs have run; with ``wait``, return only when it has ended (so that
-        no thread of ours runs framework code while the interpreter exits)."""
+    def stop(self) -> None:
+        """End the thread once the queued jobs have run, and return when it has ended (so that no thread of ours
+        runs framework code while the interpreter exits); from the thread itself or a forked child, at once."""
         with self._lock:
             thread, self._thread = self._thread, None
             if thread is not None:
                 self._jobs.put(None)
-        if wait and thread is not None and thread is not threading.current_thread() and self._pid == os.getpid():
+        if thread is not None and thread is not threading.current_thread() and self._pid == os.getpid():
             thread.join()
 
 
