@@ -144,9 +144,21 @@ def measure(op: Op, timeout: float = 900) -> dict[str, float]:
 
 
 def rounds(ops: Sequence[Op], repeat: int, *, seed: int = 0, before: Callable[[Op], None] | None = None,
-           echo: bool = True) -> dict[str, list[dict[str, float]]]:  # fmt: skip
-    """Run every op ``repeat`` times, in rounds of shuffled order; results by op name, in round order."""
+           echo: bool = True, warmup: int = 0) -> dict[str, list[dict[str, float]]]:  # fmt: skip
+    """Run every op ``repeat`` times, in rounds of shuffled order; results by op name, in round order.
+
+    ``warmup`` rounds run first, in shuffled order too, and are not counted (as hyperfine's ``--warmup``):
+    their times are printed to stderr, so that a slow first round stays visible."""
     rng = random.Random(seed)
+    for r in range(warmup):
+        order = list(ops)
+        rng.shuffle(order)
+        times = []
+        for op in order:
+            if before is not None:
+                before(op)
+            times.append(f"{op.name} {measure(op)['op_s']:.3f} s")
+        print(f"  warm-up round {r + 1}/{warmup} (not counted): " + "; ".join(times), file=sys.stderr, flush=True)
     out: dict[str, list[dict[str, float]]] = {op.name: [] for op in ops}
     for r in range(repeat):
         order = list(ops)

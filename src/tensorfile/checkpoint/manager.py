@@ -15,6 +15,8 @@ checkpoint uploaded by every rank (:mod:`tensorfile.distributed.object_steps`).
 
 With ``incremental=True`` a step is a manifest naming blobs shared with older steps (:mod:`.blobs`; which
 tensors a step writes: :mod:`.incremental`; the save flow: :mod:`.incremental_saves`).
+
+Reading steps back: :mod:`.reading` (one step, or the newest that verifies); filling live objects: :mod:`.restore`.
 """
 
 from __future__ import annotations
@@ -32,14 +34,15 @@ import weakref
 from collections import deque
 from typing import Any, Callable, Mapping
 
-from ..errors import CheckpointNotFoundError, IntegrityError, TensorFileError
-from ..files import _save, load
+from ..errors import CheckpointNotFoundError, TensorFileError
+from ..files import _save
 from ..lazy import open as open_file
 from ..storage import is_url, local_path
 from .commit import commit, delete, remove_temporaries
 from .live import capture, class_of, kind_of
 from .lock import FolderLock
 from .objects import ObjectSteps
+from .reading import load_newest, load_step
 from .restore import Restored, fill
 from .retention import Retention
 from .staging import Staging
@@ -560,74 +563,7 @@ class CheckpointManager:
         if step is not None:
             if step not in steps:
                 raise CheckpointNotFoundError(f"{self.directory}: no checkpoint for step {step} (have {steps})")
-            loaded, info = self._load(step)
+            loaded, info = load_step(self, step)
         else:
-            tried: set[int] = set()
-            for _ in range(3):  # a writer's retention may delete the steps listed while they are read: list again
-                for candidate in reversed([s for s in steps if s not in tried]):
-                    tried.add(candidate)
-                    try:
-                        loaded, info = self._load(candidate)
-                        step = candidate
-                        break
-                    except CheckpointNotFoundError:  # deleted since it was listed (object storage)
-                        continue
-                    except IntegrityError as exc:
-                        if candidate not in self.steps:  # deleted since it was listed: nothing to warn about
-                            continue
-                        warnings.warn(
-                            f"{self.directory}: checkpoint step {candidate} is corrupt or incomplete ({exc}); "
-                            "falling back to the previous step",
-                            stacklevel=2,
-                        )
-                if step is not None or set(self.steps) <= tried:
-                    break
-                steps = self.steps
-            if step is None:
-                raise CheckpointNotFoundError(f"{self.directory}: no valid checkpoint to restore")
+            step, loaded, info = load_newest(self, steps)
         return fill(self.directory, step, loaded, info, state or {}, strict)
-
-    def _load(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        if self._objects is not None:
-            return self._load_object(step)
-        path = self._state_path(step)
-        try:
-            with open_file(path) as f:
-                info = json.loads(f.metadata.get(METADATA_KEY, "{}"))
-            recorded = info.get("step") if isinstance(info, dict) else None
-            if recorded != step:  # a folder renamed by hand, another run's or another tool's file copied in
-                raise IntegrityError(f"{path}: the folder says step {step}, the checkpoint inside records step "
-                                     f"{recorded!r}")  # fmt: skip
-        except IntegrityError:
-            raise
-        except (TensorFileError, OSError, ValueError) as exc:  # a folder, another tool's file, unreadable, damaged
-            raise IntegrityError(f"checkpoint step {step} is corrupt or incomplete: {exc}") from exc
-        try:
-            loaded = load(path)
-        except IntegrityError as exc:  # a checksum (of a blob shared with other steps, for an incremental step)
-            raise IntegrityError(f"checkpoint step {step}: {exc}") from exc
-        except (TensorFileError, OSError, ValueError) as exc:  # a folder, another tool's file, unreadable, damaged
-            raise IntegrityError(f"checkpoint step {step} is corrupt or incomplete: {exc}") from exc
-        if not isinstance(loaded, dict):  # a manifest or file edited by hand: save() always writes a dict
-            raise IntegrityError(f"{path}: checkpoint step {step} holds a {type(loaded).__name__}, not the dict of "
-                                 "names a CheckpointManager saves")  # fmt: skip
-        return loaded, info
-
-    def _load_object(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """:meth:`_load` on object storage: the commit object, then the data object it names."""
-        record = self._objects.record(step)  # type: ignore[union-attr]
-        data = self._objects.data(step, record)  # type: ignore[union-attr]
-        try:
-            if self._objects.is_incremental(record):  # type: ignore[union-attr]
-                from .incremental_saves import load_object
-
-                loaded = load_object(self, step, record)
-                if not isinstance(loaded, dict):  # a manifest edited by hand: save() always writes a dict
-                    raise IntegrityError(f"{data.url}: checkpoint step {step} holds a {type(loaded).__name__}, "
-                                         "not the dict of names a CheckpointManager saves")  # fmt: skip
-                return loaded, record["info"]
-            return load(data.url, storage_options=self._objects.storage_options), record["info"]  # type: ignore[union-attr]
-        except IntegrityError as exc:
-            raise IntegrityError(f"checkpoint step {step}: {exc}") from exc
-        except (TensorFileError, OSError, ValueError) as exc:  # the data object gone, damaged or another file
-            raise IntegrityError(f"checkpoint step {step} is corrupt or incomplete: {exc}") from exc
