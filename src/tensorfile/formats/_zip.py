@@ -38,12 +38,13 @@ import zlib
 from typing import IO, Any, Iterator
 
 import numpy as np
+from isal.isal_zlib import crc32
 
 from ..errors import FormatError, IntegrityError, LimitError, TensorFileError
 from ..format.memory import empty_bytes
 from ..limits import DEFAULT_LIMITS, Budget
 
-__all__ = ["FileRange", "open_zip", "check_zip", "data_start", "fill", "read_member_into", "read_member_range",
+__all__ = ["FileRange", "StoredMember", "open_zip", "check_zip", "data_start", "fill", "read_member_into", "read_member_range",
            "member_array", "check_expansion", "zip_errors", "READ_CHUNK"]  # fmt: skip
 
 #: Bytes read from a compressed member at a time (the only transient copy).
@@ -94,6 +95,42 @@ class FileRange(io.RawIOBase):
         n = max(0, min(len(view), self._length - self._pos))
         got = os.preadv(self._fd, [view[:n]], self._start + self._pos) if n else 0
         self._pos += got
+        return got
+
+
+class StoredMember(FileRange):
+    """A stored (not compressed) member of an archive on disk, read straight from the file with ``preadv``
+    (no copy through zipfile's buffers), at most :data:`READ_CHUNK` bytes per read, its CRC-32 computed over
+    each piece as it is read (while the piece is in the CPU's cache) and checked once the last byte is read.
+
+    Read it from start to end without seeking (as :func:`fill` and :func:`drain` do); threads may each read
+    their own member of one descriptor (``preadv`` keeps no position). APPNOTE.TXT 4.4.7 (CRC-32 of the
+    member's uncompressed bytes); ``start`` is where :func:`check_zip` found its data.
+
+    Raises (from a read):
+        IntegrityError: the CRC-32 of the member's bytes differs from the central directory's.
+    """
+
+    def __init__(self, fd: int, start: int, info: zipfile.ZipInfo, what: str) -> None:
+        super().__init__(fd, start, info.file_size)
+        self._crc, self._expected, self._what = 0, info.CRC, what
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        raise io.UnsupportedOperation("a stored member is read in order (its CRC-32 is computed as it is read)")
+
+    def seekable(self) -> bool:
+        return False
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")[:READ_CHUNK]
+        got = super().readinto(view)
+        if got:
+            self._crc = crc32(view[:got], self._crc)  # ISA-L's; releases the GIL
+            if self._pos == self._length and self._crc != self._expected:
+                raise IntegrityError(f"{self._what}: bad CRC-32: {self._crc:#010x} of its bytes, "
+                                     f"{self._expected:#010x} in the archive")  # fmt: skip
+        elif self._pos < self._length:
+            raise FormatError(f"{self._what}: the file ended at byte {self._start + self._pos} of the member")
         return got
 
 
@@ -286,14 +323,14 @@ def _local_sizes(extra: bytes, usize: int, csize: int) -> tuple[int, int]:
 def fill(stream: IO[bytes], out: memoryview, what: str) -> None:
     """Read exactly ``len(out)`` bytes of ``stream`` into ``out`` (a writable byte view): no copy of the whole.
 
-    A real file is read straight into ``out``; anything else (a zip member) in
-    pieces of :data:`READ_CHUNK` bytes.
+    A real file or a :class:`StoredMember` is read straight into ``out``; anything else (a zip member
+    through zipfile) in pieces of :data:`READ_CHUNK` bytes.
 
     Raises:
         FormatError: the stream ends first ("expected N bytes, got M").
     """
     total, done = len(out), 0
-    direct = isinstance(stream, (io.BufferedReader, io.FileIO))
+    direct = isinstance(stream, (io.BufferedReader, io.FileIO, StoredMember))
     while done < total:
         if direct:
             got = stream.readinto(out[done:]) or 0

@@ -34,23 +34,26 @@ Rules a file must follow here (each broken one is a :class:`FormatError` or
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import os
 import re
 import struct
 import warnings
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, Callable
 
 import numpy as np
 
 from ..errors import FormatError, UnsupportedTypeError
 from ..format.memory import empty_array
+from ..format.reader import PARALLEL_MIN, READERS
 from ..limits import DEFAULT_LIMITS, Budget, array_nbytes
 from ..safepickle.numpy_objects import check_text
 from ._index import Entry, Index
 from ._write import flat_writer
-from ._zip import check_expansion, check_zip, drain, fill, open_zip, zip_errors
+from ._zip import StoredMember, check_expansion, check_zip, drain, fill, open_zip, zip_errors
 from .base import Format, Probe
 
 # check_expansion and zip_errors live in ._zip; still importable from here until their callers move.
@@ -127,6 +130,12 @@ def _dtype(descr: Any, what: str) -> np.dtype:
 
 def _read_array(f: IO[bytes], what: str, available: int, budget: Budget) -> Any:
     """The array of a ``.npy`` stream of ``available`` bytes (a file, or a zip member of that declared size)."""
+    return _array_reader(f, what, available, budget)[1]()
+
+
+def _array_reader(f: IO[bytes], what: str, available: int, budget: Budget) -> tuple[int, Callable[[], Any]]:
+    """Read and check a ``.npy`` stream's header, charge and allocate its array; returns the bytes of data left
+    to read and the function that reads them and returns the array (an object array is read at once)."""
     dtype, fortran, shape, used = _header(f, what)
     left = available - used
     label = what.removeprefix(f"{budget.path}: ") or "the array"
@@ -139,21 +148,28 @@ def _read_array(f: IO[bytes], what: str, available: int, budget: Budget) -> Any:
         data = f.read(left) if direct else b"".join(iter(lambda: f.read(1 << 20), b""))
         if len(data) != left:
             raise FormatError(f"{what}: the object array's pickle, expected {left} bytes, got {len(data)}")
-        return read_object_array(data, what, budget)
+        value = read_object_array(data, what, budget)
+        return 0, lambda: value
     nbytes = array_nbytes(shape, dtype.itemsize, what)
     if nbytes > left:
         raise FormatError(f"{what}: the header promises {nbytes} bytes of data, the file has {left}")
     budget.charge(nbytes, label)
-    array = empty_array((nbytes // dtype.itemsize,), dtype)
-    fill(f, memoryview(array.view(np.uint8)), what)
-    if not dtype.isnative:
-        array.byteswap(inplace=True)
-        array = array.view(dtype.newbyteorder("="))
-    check_text(array, what)
-    if fortran and len(shape) > 1:
+    if fortran and len(shape) > 1:  # charged before anything is allocated
         budget.charge(nbytes, f"{label}: from Fortran to C order")
-        return np.ascontiguousarray(array.reshape(shape[::-1]).T)
-    return array.reshape(shape)
+    array = empty_array((nbytes // dtype.itemsize,), dtype)
+
+    def read() -> Any:
+        fill(f, memoryview(array.view(np.uint8)), what)
+        out = array
+        if not dtype.isnative:
+            out.byteswap(inplace=True)
+            out = out.view(dtype.newbyteorder("="))
+        check_text(out, what)
+        if fortran and len(shape) > 1:
+            return np.ascontiguousarray(out.reshape(shape[::-1]).T)
+        return out.reshape(shape)
+
+    return nbytes, read
 
 
 def read_npy(path: str, budget: Budget | None = None) -> Any:
@@ -183,7 +199,12 @@ def read_npz(path: str, zf: zipfile.ZipFile, budget: Budget | None = None) -> di
 
     The archive is checked first (:func:`._zip.check_zip`): duplicate members,
     local headers that disagree with the central directory, overlapping members
-    and zip bombs are refused before anything is inflated.
+    and zip bombs are refused before anything is inflated. Stored members of an archive
+    on disk (``np.savez``) are read straight from the file (:class:`._zip.StoredMember`),
+    those of :data:`~tensorfile.format.reader.PARALLEL_MIN` bytes or more on
+    :data:`~tensorfile.format.reader.READERS` helper threads, largest first, each one's
+    CRC-32 computed as it is read; deflated members go through ``zipfile``.
+    Format: NumPy's ``numpy/lib/format.py`` (``.npy``) in a zip archive (PKWARE APPNOTE.TXT).
 
     Args:
         path: the archive's file (named in errors).
@@ -195,14 +216,55 @@ def read_npz(path: str, zf: zipfile.ZipFile, budget: Budget | None = None) -> di
         IntegrityError: a member fails its CRC-32 check.
     """
     budget = budget or DEFAULT_LIMITS.budget(path, os.path.getsize(path))
-    check_zip(path, zf, budget)
+    offsets = check_zip(path, zf, budget)
+    fd = _fileno(zf)
     out: dict[str, Any] = {}
+    reads: list[tuple[str, int, Callable[[], Any]]] = []  # stored members: headers read, data read below
     for info in zf.infolist():
         if not info.filename.endswith(".npy"):
             continue
         budget.count_tensor(f"member {info.filename!r}")
-        out[info.filename[:-4]] = _read_member(path, zf, info, budget)
+        name = info.filename[:-4]
+        if fd is None or info.compress_type != zipfile.ZIP_STORED:
+            out[name] = _read_member(path, zf, info, budget)
+            continue
+        what = f"{path}: member {info.filename!r}"
+        member = StoredMember(fd, offsets[info.filename], info, what)
+        nbytes, read = _array_reader(member, what, info.file_size, budget)
+        out[name] = None
+        reads.append((name, nbytes, functools.partial(_read_stored, member, read, what)))
+    big = sorted((r for r in reads if r[1] >= PARALLEL_MIN), key=lambda r: -r[1])
+    if READERS < 2 or len(big) < 2:
+        for name, _, read in reads:
+            out[name] = read()
+        return out
+    with ThreadPoolExecutor(READERS, thread_name_prefix="tensorfile-read") as pool:
+        try:
+            pending = {name: pool.submit(read) for name, _, read in big}
+            for name, _, read in reads:  # the small ones here, while the threads read the large ones
+                if name not in pending:
+                    out[name] = read()
+            for name, job in pending.items():
+                out[name] = job.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     return out
+
+
+def _fileno(zf: zipfile.ZipFile) -> int | None:
+    """The descriptor of the archive's file, or None when it is not a file on disk (a stream, a remote file)."""
+    try:
+        return zf.fp.fileno() if isinstance(zf.fp, (io.BufferedReader, io.FileIO)) else None  # type: ignore[union-attr]
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _read_stored(member: StoredMember, read: Callable[[], Any], what: str) -> Any:
+    """A stored member's array (``read`` from :func:`_array_reader`), then the rest of the member, so that its
+    CRC-32 is checked over every byte (NumPy ignores bytes after the data)."""
+    array = read()
+    drain(member, what)
+    return array
 
 
 def _read_member(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: Budget) -> Any:
