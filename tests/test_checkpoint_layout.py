@@ -1,9 +1,10 @@
-"""The cached layout of async incremental saves (tensorfile.checkpoint.layout): a save of the previous save's
-structure skips the flatten, and every change of structure or tensor identity is seen (each step restores
+"""The cached layout of incremental saves, sync and async (tensorfile.checkpoint.layout): a save of the previous
+save's structure skips the flatten, and every change of structure or tensor identity is seen (each step restores
 bit-identically, with the types of its plain values)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -60,7 +61,8 @@ class _Spy:
         monkeypatch.setattr(Layout, "match", match)
 
 
-def test_structure_and_identity_changes_are_seen_and_every_step_restores(tmp_path, monkeypatch):
+@pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
+def test_structure_and_identity_changes_are_seen_and_every_step_restores(tmp_path, monkeypatch, async_save):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
     model[0].requires_grad_(False)
@@ -103,7 +105,7 @@ def test_structure_and_identity_changes_are_seen_and_every_step_restores(tmp_pat
     ]
     spy = _Spy(monkeypatch)
     saved = {}
-    with CheckpointManager(tmp_path, incremental=True, async_save=True) as m:
+    with CheckpointManager(tmp_path, incremental=True, async_save=async_save) as m:
         for step, (what, change, hit) in enumerate(changes):
             change()
             state = {"model": model, "opt": opt, "extra": extra}
@@ -118,6 +120,27 @@ def test_structure_and_identity_changes_are_seen_and_every_step_restores(tmp_pat
             back = m.restore(step)
             _same(_flat({k: back[k] for k in ("model", "opt", "extra")}), saved[step])
     assert saved[len(changes) - 1]["'extra'.'epoch'."] == (bool, "True")
+
+
+def test_a_change_behind_the_counter_is_found_on_the_cached_layout_sync(tmp_path, monkeypatch):
+    """Sync: the shared tensors are hashed while the blob and manifest are written; the one changed behind its
+    counter is found before the commit, and the step is written again with it (no step skipped)."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 4)
+    spy = _Spy(monkeypatch)
+    with CheckpointManager(tmp_path, incremental=True) as m:
+        for step in range(3):
+            with torch.no_grad():
+                head.bias.add_(1.0)  # counted
+            m.save(step, {"model": head})
+        head.weight.data.add_(1.0)  # behind the counter
+        m.save(3, {"model": head})
+        assert spy.hits == [True, True, True] and m.steps == [0, 1, 2, 3]
+        assert m._incremental.written_bytes == 16 * 4 * 4  # the weight only: the bias did not move
+        assert sorted(os.listdir(tmp_path)) == [".lock", "step_00000000", "step_00000001", "step_00000002", "step_00000003"]
+        back = m.restore(3)["model"]
+        assert torch.equal(back["weight"], head.weight) and torch.equal(back["bias"], head.bias)
+        assert not torch.equal(m.restore(2)["model"]["weight"], head.weight)
 
 
 def test_a_change_behind_the_counter_is_found_on_the_cached_layout(tmp_path, monkeypatch):

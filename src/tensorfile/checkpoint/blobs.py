@@ -85,17 +85,20 @@ class BlobLostError(TensorFileError, FileNotFoundError):
     from the step folders on disk: :mod:`.incremental_saves`)."""
 
 
-def check_regular(path: str) -> None:
+def check_regular(path: str) -> os.stat_result:
     """Refuse a blob that is not a regular file (a symbolic link to another file, a FIFO, a device): a step
     folder holds hard links only, so anything else was put there by another hand and is never read.
+    Returns its ``lstat``.
 
     Raises:
         FileNotFoundError: no such file. UnsafeFileError: not a regular file.
     """
-    mode = os.lstat(path).st_mode
+    st = os.lstat(path)
+    mode = st.st_mode
     if not stat.S_ISREG(mode):
         kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
         raise UnsafeFileError(f"{path}: a blob of an incremental checkpoint is {kind}; refused (never followed)")
+    return st
 
 
 def blob_name(step: int, hex_digits: int = 8) -> str:
@@ -159,6 +162,10 @@ class LocalBlobs:
     def __init__(self, directory: str, step_path: Callable[[int], str]) -> None:
         self.directory = directory
         self.step_path = step_path
+        # the checksums a blob's header records, by (device, inode, size, mtime): a blob is linked into every step
+        # that shares it, so its header is read once, not at every step (another file, or one written to since,
+        # has another key)
+        self._recorded: dict[tuple[int, int, int, int], dict[str, str | None]] = {}
 
     def base(self, steps: list[int]) -> Base | None:
         """The newest committed step as a base, if it is an incremental one."""
@@ -171,9 +178,10 @@ class LocalBlobs:
             return None
 
     def commit(self, step: int, base: Base | None, new: Mapping[str, np.ndarray], files: list[str],
-               manifest: Callable[[dict[str, str]], bytes]) -> None:  # fmt: skip
+               manifest: Callable[[dict[str, str]], bytes], confirm: Callable[[], None] | None = None) -> None:  # fmt: skip
         """Write step ``step``: the blob of ``new`` (if any) as ``files[-1]``, links to the other ``files`` (blobs
-        of ``base``'s folder), the manifest ``manifest(checksums of the new blob)``; then commit the folder.
+        of ``base``'s folder), the manifest ``manifest(checksums of the new blob)``; then ``confirm()`` (which may
+        raise: nothing is committed then, the temporary folder is removed); then commit the folder.
 
         Raises:
             OSError: a write, link or rename failed (no step is visible; earlier steps are untouched).
@@ -191,6 +199,8 @@ class LocalBlobs:
             with open(os.path.join(folder, mf.MANIFEST), "xb") as f:  # the folder is fresh: no file to replace
                 f.write(manifest(written))
             _fsync(os.path.join(folder, mf.MANIFEST))
+            if confirm is not None:
+                confirm()
 
         new_names = {files[-1]} if new else set()
         commit(self.directory, os.path.basename(self.step_path(step)), fill)
@@ -213,8 +223,15 @@ class LocalBlobs:
         for folder in folders:
             path = os.path.join(folder, name)
             try:
-                check_regular(path)
-                if _recorded(path, expected) == dict(expected):
+                st = check_regular(path)
+                key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                recorded = self._recorded.get(key)
+                if recorded is None:
+                    recorded = _recorded(path, None)
+                    if len(self._recorded) >= 64:
+                        self._recorded.clear()
+                    self._recorded[key] = recorded
+                if {n: recorded.get(n) for n in expected} == dict(expected):
                     return path
             except (OSError, TensorFileError):
                 continue
@@ -223,15 +240,15 @@ class LocalBlobs:
                             "replaced by hand?); the step was not committed")  # fmt: skip
 
 
-def _recorded(path: str, names: Mapping[str, str]) -> dict[str, str | None]:
-    """The checksums the tensorfile file at ``path`` records for ``names`` (its header only)."""
+def _recorded(path: str, names: Mapping[str, str] | None) -> dict[str, str | None]:
+    """The checksums the tensorfile file at ``path`` records for ``names`` (None: every tensor); its header only."""
     reader = SafetensorsReader(path)
     try:
         record = read_record(reader.header, path)
     finally:
         reader.close()
     tensors = record.tensors if record is not None else {}
-    return {n: tensors.get(n, {}).get("checksum") for n in names}
+    return {n: tensors.get(n, {}).get("checksum") for n in (tensors if names is None else names)}
 
 
 def _fsync(path: str) -> None:

@@ -10,9 +10,9 @@ when:
   (on :data:`~tensorfile.format.reader.READERS` threads; ``xxhash`` releases the GIL) and writes those whose
   checksum differs, plus the new ones. Nothing moves during the save, so the step is exact. On a local disk the
   tensors whose torch version counter did not move since the previous save are hashed *while* the blob of the
-  others is written and fsynced; the manifest is written only once those hashes match the base, and a tensor
-  found changed behind its counter makes the save start the step again with it in the blob (the temporary
-  folder of the first try is discarded: nothing was committed).
+  others and the manifest are written and fsynced; the step is committed (its folder renamed into place) only once
+  those hashes match the base, and a tensor found changed behind its counter makes the save start the step again
+  with it in the blob (the temporary folder of the first try is discarded: nothing was committed).
 * an asynchronous save must copy, during the training step's stall, what it will write. It copies the
   tensors whose torch version counter moved since the previous save (and every tensor without a counter:
   NumPy, TensorFlow, JAX, MXNet), and no others. In the background it hashes the copies (writing the ones that
@@ -27,8 +27,8 @@ when:
 
 A counter is ``(tensor._version, data_ptr, storage_offset, shape, stride, dtype, device, requires_grad, is_neg,
 is_conj, type)`` (the neg and conj bits: ``x.conj().imag`` is the memory of ``x.imag``, read negated);
-a tensor met under a name that had another counter at the previous stall, or a new name, is copied. A stall of a
-state with the previous stall's structure and tensor identities skips the flatten altogether
+a tensor met under a name that had another counter at the previous stall, or a new name, is copied. A save of a
+state with the previous save's structure and tensor identities (sync or async) skips the flatten altogether
 (:mod:`.layout`); otherwise, for a CPU tensor whose counter did not move, the flatten reuses the previous
 stall's host view of it (same memory), about 15 us instead of 60 (:class:`_Flattener`). Measured
 (``benchmarks/incremental.py``, ``docs/PERFORMANCE.md``): XXH3-64 runs at about 7 GB/s per core here, so a
@@ -151,7 +151,7 @@ class Tracker:
         self.store, self._steps, self.trust = store, steps, trust_version_counter
         self._seen: dict[str, tuple[Any, ...]] = {}  # counters at the previous stall
         self._views: dict[tuple[str, ...], tuple[Any, Any]] = {}  # path -> (counter, leaf) of the previous stall
-        self._layout: Layout | None = None  # async: the previous stall's layout (a save of the same structure
+        self._layout: Layout | None = None  # the previous save's layout (a save of the same structure
         # skips the flatten: :mod:`.layout`)
         self.untrusted: set[str] = set()  # tensors found changed behind their counter: copied at every stall
         self._base: Base | None = None
@@ -176,17 +176,17 @@ class Tracker:
         Raises:
             UnsupportedTypeError: a value cannot be stored (names its place).
         """
-        if staging is not None and self._layout is not None:
+        if self._layout is not None:
             plan = self._prepare_cached(state, staging, self._layout)
             if plan is not None:
                 return plan
         self._layout = None
-        flattener = _Flattener(self._views if staging is not None else {})
+        flattener = _Flattener(self._views)
         try:
             flattener.out.root = flattener.node(state, "obj", [])
         except RecursionError:
             raise UnsupportedTypeError("obj: containers nested too deeply to store") from None
-        self._views = flattener.next if staging is not None else {}
+        self._views = flattener.next
         flat = flattener.out
         entries: dict[str, tuple[str, tuple[int, ...], str, dict[str, bool]]] = {}
         seen: dict[str, tuple[Any, ...]] = {}
@@ -204,16 +204,16 @@ class Tracker:
                 clean[leaf.name] = array
             else:
                 copy[leaf.name] = array
+        self._layout = Layout.build(state, flat.root, flat.leaves, entries)
         if staging is not None:
-            self._layout = Layout.build(state, flat.root, flat.leaves, entries)
             copy = staging.stage(copy)
         self._seen = seen
         return Plan(flat.root, entries, copy, clean, staging is None)
 
     def _prepare_cached(self, state: Any, staging: Any, layout: Layout) -> Plan | None:
-        """:meth:`prepare` (async) of a state of the previous save's layout, without its flatten: the same
-        decisions per tensor (counter moved or untrusted: copied; else checked in the background). None when
-        ``state`` does not have that layout."""
+        """:meth:`prepare` of a state of the previous save's layout, without its flatten: the same decisions per
+        tensor (counter moved or untrusted: copied when async; else checked against the base by checksum). None
+        when ``state`` does not have that layout."""
         found = layout.match(state)
         if found is None:
             return None
@@ -229,9 +229,9 @@ class Tracker:
                 clean[leaf.name] = leaf.array
             else:
                 copy[leaf.name] = leaf.array
-        copied = staging.stage(copy)
+        copied = staging.stage(copy) if staging is not None else copy
         self._seen = seen
-        return Plan(root, dict(layout.entries), copied, clean, False)
+        return Plan(root, dict(layout.entries), copied, clean, staging is None)
 
     def write(self, step: int, plan: Plan, metadata: Mapping[str, str], commit: Callable[..., None]) -> bool:
         """Write step ``step`` of ``plan``: compare, write what changed, commit with ``commit(step, base, new,
@@ -302,15 +302,17 @@ class Tracker:
     def _commit(self, step: int, plan: Plan, metadata: Mapping[str, str], commit: Callable[..., None],
                 base: Base | None, kept: dict[str, Ref], new: dict[str, np.ndarray], pending: Any) -> None:  # fmt: skip
         """Commit the step: ``new`` into its blob, ``kept`` named in older ones. ``pending``: the checksums of
-        tensors in ``kept`` still being computed; checked before the manifest is written (:class:`_Changed`)."""
+        tensors in ``kept`` still being computed; checked after the manifest is written and before the step is
+        committed (:class:`_Changed`: the step's temporary folder is discarded)."""
         shared = sorted({r.blob for r in kept.values() if r.blob})
         files = shared + ([blob_name(step)] if new else [])
 
+        def confirm() -> None:  # the manifest is written (not committed) while the shared tensors are hashed
+            changed = [n for n, checksum in pending.result().items() if checksum != kept[n].checksum]
+            if changed:
+                raise _Changed(changed)
+
         def manifest(written: Mapping[str, str]) -> bytes:
-            if pending is not None:
-                changed = [n for n, checksum in pending.result().items() if checksum != kept[n].checksum]
-                if changed:
-                    raise _Changed(changed)
             index = {name: i for i, name in enumerate(files)}
             entries = {}
             checksums = {}
@@ -325,7 +327,10 @@ class Tracker:
                                             e.shape) for n, e in entries.items()})  # fmt: skip
             return mf.dumps(doc)
 
-        commit(step, base, new, files, manifest)
+        if pending is None:
+            commit(step, base, new, files, manifest)
+        else:
+            commit(step, base, new, files, manifest, confirm)
         self._base, self._loaded = self._next, True
 
 

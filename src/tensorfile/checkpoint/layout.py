@@ -1,7 +1,7 @@
-"""The layout of an async incremental save, kept so that the next save of the same structure skips the flatten.
+"""The layout of an incremental save, kept so that the next save of the same structure skips the flatten.
 
 :func:`tensorfile.tree.flatten` of a fine-tuning state (136 tensors) costs several milliseconds of Python per save,
-more than the copy of what changed. An async incremental manager therefore keeps, after each save that flattened
+more than the copy of what changed. An incremental manager therefore keeps, after each save that flattened
 the state, a :class:`Layout`: a skeleton of the state (each container's type and keys, each plain value with its
 structure node, each tensor's place) and, per tensor place, its leaf (name, host view) and its identity: torch
 ``data_ptr``, ``storage_offset``, shape, strides, dtype, device, ``requires_grad``, neg and conj bits, and its
