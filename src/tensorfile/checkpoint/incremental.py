@@ -128,6 +128,15 @@ def digests(arrays: Mapping[str, np.ndarray]) -> dict[str, str]:
 
 
 @dataclass
+class Marks:
+    """What the kernel's write tracking (:mod:`.written`) said of each tracked tensor when a save was planned:
+    ``{name: (identity, range, generation)}``; ``committed`` is set to the step once that save is committed."""
+
+    marks: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    committed: int | None = None
+
+
+@dataclass
 class Plan:
     """One save of an incremental manager: the state's structure, each tensor's facts, what was copied."""
 
@@ -136,6 +145,9 @@ class Plan:
     copied: dict[str, np.ndarray]  # staged copies (async) or the live arrays (sync): compared, written if changed
     clean: dict[str, np.ndarray] = field(default_factory=dict)  # async: not copied (counter still); read live
     sync: bool = True
+    verified: set[str] = field(default_factory=set)  # of clean: not written since the previous plan (kernel)
+    marks: Marks = field(default_factory=Marks)  # this plan's
+    after: Marks | None = None  # the previous plan's: ``verified`` holds only if that one is the base
 
 
 class Tracker:
@@ -154,15 +166,20 @@ class Tracker:
         self._layout: Layout | None = None  # the previous save's layout (a save of the same structure
         # skips the flatten: :mod:`.layout`)
         self.untrusted: set[str] = set()  # tensors found changed behind their counter: copied at every stall
+        self._marks: Marks | None = None  # the previous plan's write-tracking marks
+        self._tracked: dict[str, tuple[Any, tuple[int, int]]] = {}  # name -> (identity, range) registered
         self._base: Base | None = None
         self._loaded = False
         #: bytes of tensor data the last committed step wrote (its blob's tensors)
         self.written_bytes = 0
+        #: tensors the last committed step shared without hashing them (the kernel saw no write: :mod:`.written`)
+        self.unhashed = 0
 
     def reset(self) -> None:
         """Forget the counters and the base (after a failed or discarded save): the next save copies every
         tensor and reads the base back from the newest committed step."""
         self._seen, self._views, self._base, self._loaded, self._layout = {}, {}, None, False, None
+        self._marks = None
 
     def base(self) -> Base | None:
         """The newest committed step as a base (read from storage after a reset)."""
@@ -192,6 +209,7 @@ class Tracker:
         seen: dict[str, tuple[Any, ...]] = {}
         copy: dict[str, np.ndarray] = {}
         clean: dict[str, np.ndarray] = {}
+        watched: list[tuple[str, Any, np.ndarray, tuple[Any, ...]]] = []
         for leaf in flat.leaves:
             array = leaf.array
             flags = {k: True for k in _FLAGS if leaf.record.get(k)}
@@ -199,16 +217,18 @@ class Tracker:
             key = counter(leaf.source)
             if key is not None:
                 seen[leaf.name] = key
+                watched.append((leaf.name, leaf.source, array, key))
             still = key is not None and self.trust and self._seen.get(leaf.name) == key
             if still and leaf.name not in self.untrusted:
                 clean[leaf.name] = array
             else:
                 copy[leaf.name] = array
         self._layout = Layout.build(state, flat.root, flat.leaves, entries)
+        verified, marks = self._watch(watched, clean, copy)
         if staging is not None:
             copy = staging.stage(copy)
         self._seen = seen
-        return Plan(flat.root, entries, copy, clean, staging is None)
+        return self._plan(Plan(flat.root, entries, copy, clean, staging is None, verified, marks))
 
     def _prepare_cached(self, state: Any, staging: Any, layout: Layout) -> Plan | None:
         """:meth:`prepare` of a state of the previous save's layout, without its flatten: the same decisions per
@@ -222,16 +242,70 @@ class Tracker:
         seen: dict[str, tuple[Any, ...]] = {}
         copy: dict[str, np.ndarray] = {}
         clean: dict[str, np.ndarray] = {}
+        watched: list[tuple[str, Any, np.ndarray, tuple[Any, ...]]] = []
         for leaf, i in zip(layout.leaves, layout.first):
             source = tensors[i]
             key = seen[leaf.name] = (source._version, *layout.identities[i], type(source))  # counter(source)
+            watched.append((leaf.name, source, leaf.array, key))
             if trust and previous.get(leaf.name) == key and leaf.name not in untrusted:
                 clean[leaf.name] = leaf.array
             else:
                 copy[leaf.name] = leaf.array
+        verified, marks = self._watch(watched, clean, copy)
         copied = staging.stage(copy) if staging is not None else copy
         self._seen = seen
-        return Plan(root, dict(layout.entries), copied, clean, staging is None)
+        return self._plan(Plan(root, dict(layout.entries), copied, clean, staging is None, verified, marks))
+
+    def _plan(self, plan: Plan) -> Plan:
+        plan.after, self._marks = self._marks, plan.marks
+        return plan
+
+    def _watch(self, tensors: list[tuple[str, Any, np.ndarray, tuple[Any, ...]]], clean: dict[str, np.ndarray],
+               copy: dict[str, np.ndarray]) -> tuple[set[str], Marks]:  # fmt: skip
+        """Ask the kernel (:mod:`.written`) which tracked tensors were written since the previous plan; track the
+        CPU torch tensors of :data:`.written.MIN_BYTES` or more not yet tracked. Returns the names of ``clean``
+        whose pages no one wrote (no hash needed, if the previous plan's step is the base) and this plan's marks.
+        A tensor of ``clean`` written behind its counter is moved to ``copy`` (copied in an async stall)."""
+        from . import written
+
+        kernel = written.tracker() if self.trust else None
+        if kernel is None:
+            return set(), Marks()
+        try:
+            kernel.poll()
+        except OSError:  # trust nothing this time; the next plan compares with empty marks
+            return set(), Marks()
+        before = self._marks.marks if self._marks is not None else {}
+        marks: dict[str, tuple[Any, ...]] = {}
+        verified: set[str] = set()
+        tracked: dict[str, tuple[Any, tuple[int, int]]] = {}
+        for name, source, array, key in tensors:
+            identity = key[1:]
+            if array.nbytes < written.MIN_BYTES or key[6].type != "cpu":
+                continue
+            old = self._tracked.pop(name, None)
+            if old is not None and old[0] == identity:
+                where: tuple[int, int] | None = old[1]
+            else:
+                if old is not None:
+                    kernel.release(old[1])
+                where = None
+                if not (source.is_shared() or source.is_pinned()):  # another process or a device may write them
+                    bounds = written.span(array)
+                    where = kernel.track(*bounds) if bounds is not None else None
+                if where is None:
+                    continue
+            tracked[name] = (identity, where)
+            mark = marks[name] = (identity, where, kernel.generation(where))
+            if name in clean and name in before:
+                if before[name] == mark:
+                    verified.add(name)
+                elif before[name][:2] == mark[:2]:  # the same memory, written behind the version counter
+                    copy[name] = clean.pop(name)
+        for identity, where in self._tracked.values():  # tensors gone from the state, or replaced
+            kernel.release(where)
+        self._tracked = tracked
+        return verified, Marks(marks)
 
     def write(self, step: int, plan: Plan, metadata: Mapping[str, str], commit: Callable[..., None]) -> bool:
         """Write step ``step`` of ``plan``: compare, write what changed, commit with ``commit(step, base, new,
@@ -256,20 +330,26 @@ class Tracker:
             dtype, shape = plan.entries[name][:2]
             return ref if ref is not None and ref.dtype == dtype and ref.shape == shape else None
 
+        # not written since the previous plan (the kernel saw no write), whose step is the base: no hash needed
+        after = plan.after
+        unwritten = plan.verified if base is not None and after is not None and after.committed == base.step else set()
+        plan.after = None
         # sync, local: the tensors whose counter did not move are hashed while the step's blob is written
-        deferred = {n: a for n, a in plan.clean.items() if matching(n) is not None} if plan.sync and getattr(
-            self.store, "overlaps", False) else {}  # fmt: skip
+        deferred = {n: a for n, a in plan.clean.items() if n not in unwritten and matching(n) is not None} if (
+            plan.sync and getattr(self.store, "overlaps", False)) else {}  # fmt: skip
         pool = ThreadPoolExecutor(1, thread_name_prefix="tensorfile-verify") if deferred else None
         pending = pool.submit(digests, deferred) if pool is not None else None
         try:
             sums = digests({n: a for n, a in {**plan.copied, **plan.clean}.items()
-                            if n not in deferred and matching(n) is not None})  # fmt: skip
+                            if n not in deferred and n not in unwritten and matching(n) is not None})  # fmt: skip
             kept: dict[str, Ref] = {}
             new: dict[str, np.ndarray] = {}
             behind = []
             for name in plan.entries:
                 ref = matching(name)
-                if name in deferred or (ref is not None and (ref.checksum == sums[name] or not ref.blob)):
+                if name in unwritten and ref is not None:
+                    kept[name] = ref
+                elif name in deferred or (ref is not None and (ref.checksum == sums[name] or not ref.blob)):
                     kept[name] = ref  # type: ignore[assignment]
                 elif name in plan.clean and not plan.sync:
                     behind.append(name)
@@ -297,6 +377,8 @@ class Tracker:
             if pool is not None:
                 pool.shutdown()
         self.written_bytes = sum(a.nbytes for a in new.values())
+        self.unhashed = len(unwritten)
+        plan.marks.committed = step
         return True
 
     def _commit(self, step: int, plan: Plan, metadata: Mapping[str, str], commit: Callable[..., None],
