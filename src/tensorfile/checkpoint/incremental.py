@@ -263,9 +263,10 @@ class Tracker:
     def _watch(self, tensors: list[tuple[str, Any, np.ndarray, tuple[Any, ...]]], clean: dict[str, np.ndarray],
                copy: dict[str, np.ndarray]) -> tuple[set[str], Marks]:  # fmt: skip
         """Ask the kernel (:mod:`.written`) which tracked tensors were written since the previous plan; track the
-        CPU torch tensors of :data:`.written.MIN_BYTES` or more not yet tracked. Returns the names of ``clean``
-        whose pages no one wrote (no hash needed, if the previous plan's step is the base) and this plan's marks.
-        A tensor of ``clean`` written behind its counter is moved to ``copy`` (copied in an async stall)."""
+        CPU torch tensors of ``clean`` (counter still) of :data:`.written.MIN_BYTES` or more not yet tracked, and
+        stop tracking the others. Returns the names of ``clean`` whose pages no one wrote and whose partial edge
+        pages hold the same bytes (no hash needed, if the previous plan's step is the base) and this plan's
+        marks. A tensor of ``clean`` written behind its counter is moved to ``copy`` (copied in an async stall)."""
         from . import written
 
         kernel = written.tracker() if self.trust else None
@@ -281,8 +282,9 @@ class Tracker:
         tracked: dict[str, tuple[Any, tuple[int, int]]] = {}
         for name, source, array, key in tensors:
             identity = key[1:]
-            if array.nbytes < written.MIN_BYTES or key[6].type != "cpu":
-                continue
+            if name not in clean or array.nbytes < written.MIN_BYTES or key[6].type != "cpu":
+                continue  # only tensors whose counter stands still are tracked: a trained one, written at every
+                # step, would take a fault per page after every save (and its tracking is dropped below)
             old = self._tracked.pop(name, None)
             if old is not None and old[0] == identity:
                 where: tuple[int, int] | None = old[1]
@@ -291,12 +293,14 @@ class Tracker:
                     kernel.release(old[1])
                 where = None
                 if not (source.is_shared() or source.is_pinned()):  # another process or a device may write them
-                    bounds = written.span(array)
-                    where = kernel.track(*bounds) if bounds is not None else None
+                    pages = written.pages(array)
+                    where = kernel.track(*pages) if pages is not None else None
                 if where is None:
                     continue
             tracked[name] = (identity, where)
-            mark = marks[name] = (identity, where, kernel.generation(where))
+            # the pages the tensor fills are tracked; the bytes it holds of the pages it shares with its neighbours
+            # (other heap objects, written all the time) are hashed instead
+            mark = marks[name] = (identity, where, kernel.generation(where), written.edges(array, where))
             if name in clean and name in before:
                 if before[name] == mark:
                     verified.add(name)

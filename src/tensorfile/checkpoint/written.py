@@ -38,7 +38,7 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["WriteTracker", "tracker", "span", "MIN_BYTES"]
+__all__ = ["WriteTracker", "tracker", "pages", "edges", "MIN_BYTES"]
 
 #: Tensors smaller than this are hashed, not tracked (a few pages: the hash is cheaper than a registration).
 MIN_BYTES = 64 << 10
@@ -241,12 +241,28 @@ def _works(made: WriteTracker) -> bool:
             pass
 
 
-def span(array: Any) -> tuple[int, int] | None:
-    """The first byte's address and the byte count of the memory a NumPy array spans (None for an empty array)."""
+def pages(array: Any) -> tuple[int, int] | None:
+    """The whole pages a NumPy array's memory fills: ``(first address, bytes)``, or None when it fills none. The
+    bytes it holds of its first and last pages, which other objects may share, are left to :func:`edges`."""
     import numpy as np
 
     if array.size == 0:
         return None
     bounds = getattr(np, "byte_bounds", None) or np.lib.array_utils.byte_bounds  # moved in NumPy 2.0
     low, high = bounds(array)
-    return low, high - low
+    first, last = -(-low // _PAGE) * _PAGE, high - high % _PAGE
+    return (first, last - first) if last > first else None
+
+
+def edges(array: Any, where: tuple[int, int]) -> int:
+    """XXH3-64 of the bytes of ``array``'s memory outside its tracked whole pages ``where`` (the two partial
+    pages at its ends; at most two pages' worth)."""
+    import numpy as np
+    import xxhash
+
+    bounds = getattr(np, "byte_bounds", None) or np.lib.array_utils.byte_bounds
+    low, high = bounds(array)
+    h = xxhash.xxh3_64()
+    h.update(ctypes.string_at(low, where[0] - low))
+    h.update(ctypes.string_at(where[1], high - where[1]))
+    return h.intdigest()
