@@ -140,6 +140,31 @@ def test_two_tracked_ranges_sharing_a_page_both_see_a_write_to_it():
     buf[:] = 2  # unregistered: plain memory again
 
 
+def test_tracking_a_range_that_shares_a_page_does_not_swallow_a_write_to_it():
+    """A new range is protected by a scan that reports, to the ranges already tracked, what was written in the
+    pages they share since the last poll (protecting them blindly would lose that write)."""
+    tracker = written.tracker()
+    if tracker is None:
+        return
+    page = os.sysconf("SC_PAGE_SIZE")
+    buf = np.zeros(8 * page, np.uint8)
+    base = buf.ctypes.data
+    start = base - base % page + page
+    first = tracker.track(start, 2 * page)
+    try:
+        tracker.poll()
+        g1 = tracker.generation(first)
+        buf[start - base + page + 5] = 1  # the page the next range will share
+        second = tracker.track(start + page, 2 * page)
+        try:
+            tracker.poll()
+            assert tracker.generation(first) == g1 + 1
+        finally:
+            tracker.release(second)
+    finally:
+        tracker.release(first)
+
+
 def test_shared_small_and_trained_tensors_are_not_tracked(tmp_path):
     shared = torch.randn(256, 256).share_memory_()  # another process may write it through its own map
     small = torch.randn(8, 8)
@@ -151,10 +176,14 @@ def test_shared_small_and_trained_tensors_are_not_tracked(tmp_path):
             m.save(step, {"shared": shared, "small": small, "plain": plain, "moving": moving})
         assert m._incremental.unhashed == (1 if KERNEL else 0)  # plain only
         assert set(m._incremental._tracked) == ({"plain"} if KERNEL else set())
+        tracker = written.tracker()
+        where = m._incremental._tracked["plain"][1] if KERNEL else None
         shared.data.add_(1.0)  # behind the counter, in shared memory: found by its hash
         m.save(3, {"shared": shared, "small": small, "plain": plain, "moving": moving})
         back = m.restore(3)
         assert torch.equal(back["shared"], shared) and torch.equal(back["moving"], moving)
+    if KERNEL:  # closing the manager stops tracking its tensors
+        assert tracker.generation(where) is None and m._incremental._tracked == {}
 
 
 def test_a_forked_child_does_not_track_and_hashes_everything(tmp_path):

@@ -25,6 +25,12 @@ when:
   background hash read it. ``trust_version_counter=False`` closes it: every stall copies every tensor (the
   stall of a full async save) and only the write is incremental.
 
+Where the kernel records writes (:mod:`.written`: Linux 6.7+), a CPU torch tensor of 64 KiB or more whose counter
+did not move and none of whose whole pages was written since the previous plan (and whose partial end pages hash
+as then) holds the bytes of the previous step: when that step is the base, it is shared without a hash, sync or
+async; a tensor of the same memory found written behind its counter is copied in the async stall. Every other
+tensor is decided as above.
+
 A counter is ``(tensor._version, data_ptr, storage_offset, shape, stride, dtype, device, requires_grad, is_neg,
 is_conj, type)`` (the neg and conj bits: ``x.conj().imag`` is the memory of ``x.imag``, read negated);
 a tensor met under a name that had another counter at the previous stall, or a new name, is copied. A save of a
@@ -180,6 +186,16 @@ class Tracker:
         tensor and reads the base back from the newest committed step."""
         self._seen, self._views, self._base, self._loaded, self._layout = {}, {}, None, False, None
         self._marks = None
+
+    def close(self) -> None:
+        """Stop tracking this tracker's tensors (their pages are plain memory again)."""
+        from . import written
+
+        kernel = written.tracker() if self._tracked else None
+        for _, where in self._tracked.values():
+            if kernel is not None:
+                kernel.release(where)
+        self._tracked, self._marks = {}, None
 
     def base(self) -> Base | None:
         """The newest committed step as a base (read from storage after a reset)."""

@@ -497,6 +497,8 @@ class CheckpointManager:
         for staging in self._free:
             staging.clear()
         self._free.clear()
+        if self._incremental is not None:
+            self._incremental.close()
         if self._lock is not None:
             self._lock.close()
             self._lock = None

@@ -54,9 +54,7 @@ _UFFD_FEATURE_WP_ASYNC = 1 << 15
 _UFFDIO_API = 0xC018AA3F  # _IOWR(0xAA, 0x3F, struct uffdio_api): api, features, ioctls
 _UFFDIO_REGISTER = 0xC020AA00  # _IOWR(0xAA, 0x00, struct uffdio_register): start, len, mode, ioctls
 _UFFDIO_UNREGISTER = 0x8010AA01  # _IOR(0xAA, 0x01, struct uffdio_range): start, len
-_UFFDIO_WRITEPROTECT = 0xC018AA06  # _IOWR(0xAA, 0x06, struct uffdio_writeprotect): start, len, mode
 _UFFDIO_REGISTER_MODE_WP = 1 << 1
-_UFFDIO_WRITEPROTECT_MODE_WP = 1 << 0
 _PAGEMAP_SCAN = 0xC0606610  # _IOWR('f', 16, struct pm_scan_arg): 12 x u64
 _PM_SCAN_WP_MATCHING = 1 << 0
 _PM_SCAN_CHECK_WPASYNC = 1 << 1
@@ -88,12 +86,17 @@ class WriteTracker:
             if len(self._ranges) >= MAX_RANGES:
                 return None
             low, length = key[0], key[1] - key[0]
+            near = {k for k in self._ranges if k[0] < key[1] and key[0] < k[1]}
             try:
                 fcntl.ioctl(self._uffd, _UFFDIO_REGISTER, bytearray(struct.pack("QQQQ", low, length, _UFFDIO_REGISTER_MODE_WP, 0)))
-                fcntl.ioctl(self._uffd, _UFFDIO_WRITEPROTECT, bytearray(struct.pack("QQQ", low, length, _UFFDIO_WRITEPROTECT_MODE_WP)))
+                # protected by a scan, not UFFDIO_WRITEPROTECT: a page this range shares with a tracked one may have
+                # been written since the last poll; the scan reports it (to that range) as it protects it
+                written = self._scan(low, key[1])
             except OSError:  # a file-backed map, a range already registered elsewhere, ENOMEM
                 return None
-            near = {k for k in self._ranges if k[0] < key[1] and key[0] < k[1]}
+            for k in near:
+                if any(a < k[1] and k[0] < b for a, b in written):
+                    self._ranges[k][0] += 1
             for k in near:
                 self._overlaps.setdefault(k, set()).add(key)
             if near:
