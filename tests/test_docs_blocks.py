@@ -21,9 +21,7 @@ WORKERS = 2
 
 @pytest.fixture(scope="module")
 def runs(request, tmp_path_factory):
-    def run(path):
-        workdir = tmp_path_factory.mktemp("doc") / "work"
-        workdir.mkdir()
+    def run(path, workdir):
         try:
             run_document(path, workdir)
         except DocBlockError as exc:
@@ -34,8 +32,13 @@ def runs(request, tmp_path_factory):
               if getattr(item, "originalname", None) == "test_every_block_runs"}  # fmt: skip  # those pytest selected
     todo = [p for p in DOCUMENTS if p in chosen and not (needs_mxnet(p) and not MXNET_PYTHON.exists())]
     todo.sort(key=lambda p: -p.stat().st_size)  # the longest first
+    # the folders made here, one thread: tmp_path_factory is not thread-safe (two threads that make its base
+    # folder at once each make one, and one of them then refuses the other's)
+    workdirs = {path: tmp_path_factory.mktemp("doc") / "work" for path in todo}
+    for workdir in workdirs.values():
+        workdir.mkdir()
     with ThreadPoolExecutor(WORKERS) as pool:
-        yield {path: pool.submit(run, path) for path in todo}
+        yield {path: pool.submit(run, path, workdirs[path]) for path in todo}
 
 
 @pytest.mark.parametrize("path", DOCUMENTS, ids=[str(p.relative_to(ROOT)) for p in DOCUMENTS])
