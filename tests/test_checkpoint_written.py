@@ -233,3 +233,27 @@ def test_a_replaced_tensor_of_the_same_shape_is_not_taken_for_the_old_one(tmp_pa
         layer.weight = torch.nn.Parameter(storage[1:].view(128, 128), requires_grad=False)  # same pages, shifted
         m.save(5, {"model": model})
         _check(m, 5, model)
+
+
+@pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
+def test_a_lazy_neg_view_written_behind_its_counter_is_read_afresh(tmp_path, async_save):
+    """``c.conj().imag`` is stored from a copy (its neg bit): neither that copy's pages are tracked nor is the copy
+    of an earlier save reused, so a change to ``c`` behind the counter reaches the step."""
+    c = torch.randn(128, 128, dtype=torch.complex64)  # 128 KiB
+    view = c.conj().imag
+    assert view.is_neg()
+    with CheckpointManager(tmp_path, incremental=True, async_save=async_save) as m:
+        for step in range(3):
+            m.save(step, {"v": view})
+            m.wait()
+        version = view._version
+        c.data.add_(1j)  # .data: a counter of its own
+        assert view._version == version
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # async without tracking: that step is skipped
+            m.save(3, {"v": view})
+            m.wait()
+            m.save(4, {"v": view})
+            m.wait()
+        assert torch.equal(m.restore(m.steps[-1])["v"], view.resolve_neg())
+        assert "v" not in m._incremental._tracked

@@ -95,7 +95,8 @@ class _Flattener(tree._Flattener):
         if hit is None or hit[0] != key or id(value) in self.by_id:
             node = super()._tensor(value, adapter, where, parts)
             leaf = self.by_id.get(id(value))
-            if key is not None and leaf is not None and leaf.name == node["name"]:
+            # only a view of the tensor's memory is reused (a neg or conj view is stored from a copy)
+            if key is not None and leaf is not None and leaf.name == node["name"] and leaf.storage is not None:
                 self.next[path] = (key, leaf)
             return node
         old = hit[1]
@@ -301,6 +302,8 @@ class Tracker:
             if name not in clean or array.nbytes < written.MIN_BYTES or key[6].type != "cpu":
                 continue  # only tensors whose counter stands still are tracked: a trained one, written at every
                 # step, would take a fault per page after every save (and its tracking is dropped below)
+            if array.__array_interface__["data"][0] != key[1]:  # a copy (neg or conj view), not the tensor's memory
+                continue
             old = self._tracked.pop(name, None)
             if old is not None and old[0] == identity:
                 where: tuple[int, int] | None = old[1]
