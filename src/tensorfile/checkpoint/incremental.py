@@ -305,7 +305,7 @@ class Tracker:
             if array.__array_interface__["data"][0] != key[1]:  # a copy (neg or conj view), not the tensor's memory
                 continue
             old = self._tracked.pop(name, None)
-            if old is not None and old[0] == identity:
+            if old is not None and old[0] == identity and kernel.generation(old[1]) is not None:
                 where: tuple[int, int] | None = old[1]
             else:
                 if old is not None:
