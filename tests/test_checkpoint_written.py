@@ -293,3 +293,55 @@ def test_a_lazy_neg_view_written_behind_its_counter_is_read_afresh(tmp_path, asy
             m.wait()
         assert torch.equal(m.restore(m.steps[-1])["v"], view.resolve_neg())
         assert "v" not in m._incremental._tracked
+
+
+def test_memory_another_map_can_write_is_never_tracked(tmp_path):
+    """A tensor over a MAP_SHARED map (Python's default ``mmap.mmap(-1, n)``) is written by a forked child through
+    its own page tables: the kernel cannot report that to us, so such memory is hashed, never tracked."""
+    import mmap
+
+    shared = mmap.mmap(-1, 1 << 20)  # MAP_SHARED | MAP_ANONYMOUS
+    t = torch.frombuffer(shared, dtype=torch.float32)
+    t.fill_(1.0)
+    assert not t.is_shared()  # torch does not know
+    with CheckpointManager(tmp_path, incremental=True) as m:
+        for step in range(4):
+            m.save(step, {"w": t})
+            expected = t.clone()
+            assert torch.equal(m.restore(step)["w"], expected)
+            pid = os.fork()
+            if pid == 0:
+                np.frombuffer(shared, np.float32)[:] = step + 2
+                os._exit(0)
+            os.waitpid(pid, 0)
+        m.save(4, {"w": t})
+        assert torch.equal(m.restore(4)["w"], torch.full_like(t, 5.0)) and m._incremental.unhashed == 0
+        assert "w" not in m._incremental._tracked
+
+
+def test_a_scan_that_fails_part_way_moves_the_ranges_it_shares_pages_with(tmp_path):
+    """Two tracked views of one map share pages; a write lands in a shared page, then part of the first view's
+    pages are mapped anew: its scan protects the shared page, then fails. The second view must not be taken
+    for unwritten."""
+    import mmap
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    memory = mmap.mmap(-1, 64 * page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    whole = torch.frombuffer(memory, dtype=torch.float32)
+    whole.fill_(1.0)
+    per_page = page // 4
+    state = {"A": whole[: 48 * per_page], "B": whole[16 * per_page : 40 * per_page]}
+    with CheckpointManager(tmp_path, incremental=True) as m:
+        for step in range(3):
+            m.save(step, state)
+        _buffer(state["B"])[4 * per_page] = 42.0  # page 20, in A and in B, behind the counter
+        MAP_FIXED = 0x10
+        at = whole.data_ptr() + 44 * page  # pages 44-47: in A only
+        assert libc.mmap(at, 4 * page, 3, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_FIXED, -1, 0) == at
+        expected = {k: v.clone() for k, v in state.items()}
+        m.save(3, state)
+        back = m.restore(3)
+        assert torch.equal(back["B"], expected["B"]) and torch.equal(back["A"], expected["A"])

@@ -20,9 +20,11 @@ Specifications: Linux ``Documentation/admin-guide/mm/userfaultfd.rst`` ("Write P
 asynchronous mode) and ``Documentation/admin-guide/mm/pagemap.rst`` (``PAGEMAP_SCAN``); the structures and ioctl
 numbers are those of ``include/uapi/linux/userfaultfd.h`` and ``include/uapi/linux/fs.h``.
 
-What the kernel cannot see, and is therefore never tracked (callers hash those tensors): memory shared with other
-processes (``share_memory_()``, ``torch.multiprocessing``: their writes go through their own page tables), pinned
-host memory (a device may write it by DMA), and ranges the kernel refuses to register (file-backed maps). Tracking
+What the kernel cannot see, and is therefore never tracked (callers hash those tensors): any memory but private
+anonymous memory (the heap and anonymous maps, as ``/proc/self/maps`` lists them): memory shared with other maps
+or processes (``share_memory_()``, ``MAP_SHARED``, shmem, memfd: written through other page tables, or by
+``write()`` to the file) and file-backed maps, private ones included (their pages not yet copied follow the
+file); and pinned host memory (a device may write it by DMA). Tracking
 is off in a process forked from the one that registered (the child's copies of the ranges are not protected),
 when the kernel lacks the features (``ENOSYS``, ``EINVAL``; not Linux), when it is refused (``EPERM``), and when
 ``TENSORFILE_WRITE_TRACKING=0``: then :func:`tracker` returns None and every tensor is hashed, as before.
@@ -69,6 +71,7 @@ class WriteTracker:
         self._uffd, self._pagemap, self._pid = uffd, pagemap, os.getpid()
         self._ranges: dict[tuple[int, int], list[int]] = {}  # (start, end) page-aligned -> [generation, users]
         self._epoch = 0  # generations are drawn from it: a range tracked again never repeats an old generation
+        self._private: list[tuple[int, int]] | None = None  # private anonymous maps, read once per poll
         self._overlaps: dict[tuple[int, int], set[tuple[int, int]]] = {}  # ranges sharing pages (tensors side by side)
         self._lock = threading.Lock()
         self._libc = ctypes.CDLL(None, use_errno=True)
@@ -84,7 +87,7 @@ class WriteTracker:
             if entry is not None:
                 entry[1] += 1
                 return key
-            if len(self._ranges) >= MAX_RANGES:
+            if len(self._ranges) >= MAX_RANGES or not self._is_private(*key):
                 return None
             low, length = key[0], key[1] - key[0]
             near = {k for k in self._ranges if k[0] < key[1] and key[0] < k[1]}
@@ -93,7 +96,9 @@ class WriteTracker:
                 # protected by a scan, not UFFDIO_WRITEPROTECT: a page this range shares with a tracked one may have
                 # been written since the last poll; the scan reports it (to that range) as it protects it
                 written = self._scan(low, key[1])
-            except OSError:  # a file-backed map, a range already registered elsewhere, ENOMEM
+            except OSError:  # a range already registered elsewhere, ENOMEM; or the scan failed part way, after it
+                for k in near:  # may have protected pages it shares with tracked ranges: those cannot be trusted
+                    self._ranges[k][0] = self._new()
                 return None
             for k in near:
                 if any(a < k[1] and k[0] < b for a, b in written):
@@ -140,8 +145,33 @@ class WriteTracker:
                 for other in self._overlaps.get(key, ()):
                     if any(a < other[1] and other[0] < b for a, b in written):
                         self._ranges[other][0] = self._new()
-            for key in lost:
+            for key in lost:  # the failed scan may have protected pages it shares with other ranges: move them
+                for other in self._overlaps.get(key, ()):
+                    self._ranges[other][0] = self._new()
                 self._forget(key)
+            self._private = None
+
+    def _is_private(self, low: int, high: int) -> bool:
+        """True when every byte of ``low`` to ``high`` lies in private anonymous memory (the heap, anonymous
+        maps): the kernel records this process's writes to it, and no one else can write it. Memory shared with
+        other maps or processes (``MAP_SHARED``, shmem, memfd) and file-backed maps, private ones included (their
+        pages not yet copied follow the file), are refused. ``/proc/self/maps`` is read once per poll."""
+        if self._private is None:
+            spans: list[tuple[int, int]] = []
+            with open("/proc/self/maps") as maps:
+                for line in maps:
+                    fields = line.split(maxsplit=5)
+                    path = fields[5].strip() if len(fields) > 5 else ""
+                    if fields[1][3] != "p" or fields[4] != "0" or not (path == "" or path == "[heap]"
+                                                                       or path.startswith("[anon:")):  # fmt: skip
+                        continue
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    if spans and spans[-1][1] == start:
+                        spans[-1] = (spans[-1][0], end)
+                    else:
+                        spans.append((start, end))
+            self._private = spans
+        return any(start <= low and high <= end for start, end in self._private)
 
     def _new(self) -> int:
         self._epoch += 1
