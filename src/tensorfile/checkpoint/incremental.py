@@ -174,7 +174,8 @@ class Tracker:
         # skips the flatten: :mod:`.layout`)
         self.untrusted: set[str] = set()  # tensors found changed behind their counter: copied at every stall
         self._marks: Marks | None = None  # the previous plan's write-tracking marks
-        self._tracked: dict[str, tuple[Any, tuple[int, int]]] = {}  # name -> (identity, range) registered
+        self._tracked: dict[str, tuple[Any, tuple[int, int], tuple[int, int]]] = {}  # name -> (identity, range
+        # registered, the first and past-the-last byte addresses of its memory)
         self._base: Base | None = None
         self._loaded = False
         #: bytes of tensor data the last committed step wrote (its blob's tensors)
@@ -193,7 +194,7 @@ class Tracker:
         from . import written
 
         kernel = written.tracker() if self._tracked else None
-        for _, where in self._tracked.values():
+        for _, where, _ in self._tracked.values():
             if kernel is not None:
                 kernel.release(where)
         self._tracked, self._marks = {}, None
@@ -296,36 +297,38 @@ class Tracker:
         before = self._marks.marks if self._marks is not None else {}
         marks: dict[str, tuple[Any, ...]] = {}
         verified: set[str] = set()
-        tracked: dict[str, tuple[Any, tuple[int, int]]] = {}
+        tracked: dict[str, tuple[Any, tuple[int, int], tuple[int, int]]] = {}
         for name, source, array, key in tensors:
             identity = key[1:]
             if name not in clean or array.nbytes < written.MIN_BYTES or key[6].type != "cpu":
                 continue  # only tensors whose counter stands still are tracked: a trained one, written at every
                 # step, would take a fault per page after every save (and its tracking is dropped below)
-            if array.__array_interface__["data"][0] != key[1]:  # a copy (neg or conj view), not the tensor's memory
-                continue
             old = self._tracked.pop(name, None)
             if old is not None and old[0] == identity and kernel.generation(old[1]) is not None:
                 where: tuple[int, int] | None = old[1]
+                bounds = old[2]
             else:
                 if old is not None:
                     kernel.release(old[1])
-                where = None
-                if not (source.is_shared() or source.is_pinned()):  # another process or a device may write them
-                    pages = written.pages(array)
-                    where = kernel.track(*pages) if pages is not None else None
+                if array.__array_interface__["data"][0] != key[1]:  # a copy (a neg or conj view), not its memory
+                    continue
+                if source.is_shared() or source.is_pinned():  # another process or a device may write them
+                    continue
+                bounds = written.bounds(array)
+                pages = written.pages(*bounds)
+                where = kernel.track(*pages) if pages is not None else None
                 if where is None:
                     continue
-            tracked[name] = (identity, where)
+            tracked[name] = (identity, where, bounds)
             # the pages the tensor fills are tracked; the bytes it holds of the pages it shares with its neighbours
             # (other heap objects, written all the time) are hashed instead
-            mark = marks[name] = (identity, where, kernel.generation(where), written.edges(array, where))
-            if name in clean and name in before:
+            mark = marks[name] = (identity, where, kernel.generation(where), written.edges(bounds, where))
+            if name in before:
                 if before[name] == mark:
                     verified.add(name)
                 elif before[name][:2] == mark[:2]:  # the same memory, written behind the version counter
                     copy[name] = clean.pop(name)
-        for identity, where in self._tracked.values():  # tensors gone from the state, or replaced
+        for _, where, _ in self._tracked.values():  # tensors gone from the state, or replaced
             kernel.release(where)
         self._tracked = tracked
         return verified, Marks(marks)

@@ -40,7 +40,10 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["WriteTracker", "tracker", "pages", "edges", "MIN_BYTES"]
+import numpy as np
+import xxhash
+
+__all__ = ["WriteTracker", "tracker", "bounds", "pages", "edges", "MIN_BYTES"]
 
 #: Tensors smaller than this are hashed, not tracked (a few pages: the hash is cheaper than a registration).
 MIN_BYTES = 64 << 10
@@ -62,6 +65,7 @@ _PM_SCAN_WP_MATCHING = 1 << 0
 _PM_SCAN_CHECK_WPASYNC = 1 << 1
 _PAGE_IS_WRITTEN = 1 << 1
 _REGIONS = 256  # page_region entries per PAGEMAP_SCAN call (start, end, categories)
+_byte_bounds = getattr(np, "byte_bounds", None) or np.lib.array_utils.byte_bounds  # moved in NumPy 2.0
 
 
 class WriteTracker:
@@ -291,28 +295,22 @@ def _works(made: WriteTracker) -> bool:
             pass
 
 
-def pages(array: Any) -> tuple[int, int] | None:
-    """The whole pages a NumPy array's memory fills: ``(first address, bytes)``, or None when it fills none. The
-    bytes it holds of its first and last pages, which other objects may share, are left to :func:`edges`."""
-    import numpy as np
+def bounds(array: Any) -> tuple[int, int]:
+    """The first and past-the-last byte addresses of the memory a non-empty NumPy array spans."""
+    return _byte_bounds(array)
 
-    if array.size == 0:
-        return None
-    bounds = getattr(np, "byte_bounds", None) or np.lib.array_utils.byte_bounds  # moved in NumPy 2.0
-    low, high = bounds(array)
+
+def pages(low: int, high: int) -> tuple[int, int] | None:
+    """The whole pages of the bytes ``low`` to ``high``: ``(first address, bytes)``, or None when they fill none.
+    The bytes of the partial first and last pages, which other objects may share, are left to :func:`edges`."""
     first, last = -(-low // _PAGE) * _PAGE, high - high % _PAGE
     return (first, last - first) if last > first else None
 
 
-def edges(array: Any, where: tuple[int, int]) -> int:
-    """XXH3-64 of the bytes of ``array``'s memory outside its tracked whole pages ``where`` (the two partial
-    pages at its ends; at most two pages' worth)."""
-    import numpy as np
-    import xxhash
-
-    bounds = getattr(np, "byte_bounds", None) or np.lib.array_utils.byte_bounds
-    low, high = bounds(array)
+def edges(bounds: tuple[int, int], where: tuple[int, int]) -> int:
+    """XXH3-64 of the bytes ``bounds`` spans outside its tracked whole pages ``where`` (the partial pages at its
+    ends; at most two pages' worth)."""
     h = xxhash.xxh3_64()
-    h.update(ctypes.string_at(low, where[0] - low))
-    h.update(ctypes.string_at(where[1], high - where[1]))
+    h.update(ctypes.string_at(bounds[0], where[0] - bounds[0]))
+    h.update(ctypes.string_at(where[1], bounds[1] - where[1]))
     return h.intdigest()
