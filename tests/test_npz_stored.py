@@ -170,3 +170,15 @@ def test_an_archive_that_is_not_a_file_on_disk_is_read_through_zipfile(tmp_path)
         got = read_npz("in-memory.npz", zf, DEFAULT_LIMITS.budget("in-memory.npz", len(buf.getvalue())))
     for key, want in data.items():
         np.testing.assert_array_equal(got[key], want)
+
+
+def test_an_archive_with_members_that_are_not_arrays_is_refused_naming_them(tmp_path):
+    path = tmp_path / "a.npz"
+    np.savez(path, a=np.arange(3), b=np.ones((2, 2)))
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("notes.txt", b"hello")
+        zf.writestr("sub/", b"")  # an empty folder entry: not named
+    for read in (lambda: tensorfile.load(path, framework="numpy"), lambda: tensorfile.open(path)):
+        with pytest.raises(FormatError, match=r"an \.npz of arrays and 1 other member\(s\): 'notes\.txt'; ") as info:
+            read()
+        assert str(path) in str(info.value)

@@ -195,7 +195,8 @@ def read_npy(path: str, budget: Budget | None = None) -> Any:
 
 
 def read_npz(path: str, zf: zipfile.ZipFile, budget: Budget | None = None) -> dict[str, Any]:
-    """Read every ``NAME.npy`` member of an ``.npz`` archive (stored or deflated) into ``{NAME: array}``.
+    """Read every ``NAME.npy`` member of an ``.npz`` archive (stored or deflated) into ``{NAME: array}``; an
+    archive with other members (``np.load`` returns them as raw bytes) is refused, naming them.
 
     The archive is checked first (:func:`._zip.check_zip`): duplicate members,
     local headers that disagree with the central directory, overlapping members
@@ -217,6 +218,7 @@ def read_npz(path: str, zf: zipfile.ZipFile, budget: Budget | None = None) -> di
     """
     budget = budget or DEFAULT_LIMITS.budget(path, os.path.getsize(path))
     offsets = check_zip(path, zf, budget)
+    _refuse_others(path, zf)
     fd = _fileno(zf)
     out: dict[str, Any] = {}
     reads: list[tuple[str, int, Callable[[], Any]]] = []  # stored members: headers read, data read below
@@ -321,6 +323,7 @@ def index_npz(path: str, budget: Budget) -> Index:
     """
     zf = open_zip(path, budget)
     try:
+        _refuse_others(path, zf)
         out: dict[str, Any] = {}
         for info in zf.infolist():
             if not info.filename.endswith(".npy"):
@@ -372,7 +375,25 @@ def write_npz(f: IO[bytes], names: list[str], arrays: list[np.ndarray], progress
 
 def _npz_sniff(probe: Probe) -> float:
     names = probe.zip_names()
-    return 0.9 if names and all(n.endswith(".npy") for n in names) else 0.0
+    if not names or not any(n.endswith(".npy") for n in names):
+        return 0.0
+    if all(n.endswith(".npy") for n in names):
+        return 0.9
+    # arrays beside other members: an .npz the reader refuses by name (better than "not a file of tensors"),
+    # unless another archive format's own member is there (a torch.save zip holds .../data.pkl)
+    return 0.0 if any(n.endswith("data.pkl") for n in names) else 0.5
+
+
+def _refuse_others(path: str, zf: zipfile.ZipFile) -> None:
+    """Refuse an ``.npz`` holding members that are not arrays (``np.load`` would hand them out as raw bytes: a
+    text, a pickle): FormatError naming them. Empty folder entries are ignored."""
+    others = [i.filename for i in zf.infolist()
+              if not i.filename.endswith(".npy") and not (i.filename.endswith("/") and i.file_size == 0)]  # fmt: skip
+    if others:
+        shown = ", ".join(repr(n) for n in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise FormatError(f"{path}: an .npz of arrays and {len(others)} other member(s): {shown}; tensorfile reads "
+                          ".npz archives whose members are all .npy arrays (np.load would return the others as raw "
+                          "bytes; read them with zipfile)")  # fmt: skip
 
 
 def _read_npz_file(path: str, budget: Budget) -> dict[str, Any]:
