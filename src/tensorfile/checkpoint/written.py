@@ -72,7 +72,7 @@ class WriteTracker:
     """The process's tracked ranges (one per tensor's pages) and their generations. Thread-safe."""
 
     def __init__(self, uffd: int, pagemap: int) -> None:
-        self._uffd, self._pagemap, self._pid = uffd, pagemap, os.getpid()
+        self._uffd, self._pagemap = uffd, pagemap
         self._ranges: dict[tuple[int, int], list[int]] = {}  # (start, end) page-aligned -> [generation, users]
         self._epoch = 0  # generations are drawn from it: a range tracked again never repeats an old generation
         self._private: list[tuple[int, int]] | None = None  # private anonymous maps, read once per poll
@@ -104,9 +104,7 @@ class WriteTracker:
                 for k in near:  # may have protected pages it shares with tracked ranges: those cannot be trusted
                     self._ranges[k][0] = self._new()
                 return None
-            for k in near:
-                if any(a < k[1] and k[0] < b for a, b in written):
-                    self._ranges[k][0] = self._new()
+            self._move(near, written)
             for k in near:
                 self._overlaps.setdefault(k, set()).add(key)
             if near:
@@ -146,9 +144,7 @@ class WriteTracker:
                 if not written:
                     continue
                 entry[0] = self._new()
-                for other in self._overlaps.get(key, ()):
-                    if any(a < other[1] and other[0] < b for a, b in written):
-                        self._ranges[other][0] = self._new()
+                self._move(self._overlaps.get(key, ()), written)
             for key in lost:  # the failed scan may have protected pages it shares with other ranges: move them
                 for other in self._overlaps.get(key, ()):
                     self._ranges[other][0] = self._new()
@@ -176,6 +172,12 @@ class WriteTracker:
                         spans.append((start, end))
             self._private = spans
         return any(start <= low and high <= end for start, end in self._private)
+
+    def _move(self, keys: Any, written: list[tuple[int, int]]) -> None:
+        """Give a new generation to each range of ``keys`` that holds a page of ``written`` (address ranges)."""
+        for k in keys:
+            if any(a < k[1] and k[0] < b for a, b in written):
+                self._ranges[k][0] = self._new()
 
     def _new(self) -> int:
         self._epoch += 1
