@@ -137,7 +137,8 @@ def digests(arrays: Mapping[str, np.ndarray]) -> dict[str, str]:
 @dataclass
 class Marks:
     """What the kernel's write tracking (:mod:`.written`) said of each tracked tensor when a save was planned:
-    ``{name: (identity, range, generation)}``; ``committed`` is set to the step once that save is committed."""
+    ``{name: (identity, range, generation, XXH3 of the partial end pages)}``; ``committed`` is set to the step
+    once that save is committed."""
 
     marks: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     committed: int | None = None
